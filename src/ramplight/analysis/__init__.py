@@ -1,0 +1,1 @@
+"""Analysis: evidence in the store → sufficient statistics in SQL → readout."""

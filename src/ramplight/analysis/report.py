@@ -1,0 +1,215 @@
+"""Readout v1: exposure, fallback and joinability figures, and per-metric effects vs control.
+
+All row-level work happens in one SQL statement per section in the store; Python receives
+sufficient statistics (n, sum, sum of squares per variation and metric) only.
+Keys of the JSON shape are documented in docs/readout.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from scipy import stats
+
+from ramplight.core.errors import NotFoundError
+from ramplight.core.flags import Flag
+from ramplight.store.base import Store
+
+READOUT_SCHEMA = "ramplight.readout/v1"
+
+_UNITS_SQL = """
+WITH per_unit AS (
+    SELECT unit_id,
+           count(DISTINCT assigned_variation) AS n_assigned,
+           arg_min(assigned_variation, ts) AS variation,
+           bool_or(served_variation <> assigned_variation) AS fell_back,
+           arg_min(fallback_reason, CASE WHEN fallback_reason IS NULL THEN NULL ELSE ts END)
+               AS first_fallback_reason
+    FROM exposures
+    WHERE environment = $environment AND flag_key = $flag_key
+    GROUP BY unit_id
+)
+SELECT variation,
+       count(*) FILTER (WHERE n_assigned = 1) AS units,
+       count(*) FILTER (WHERE n_assigned = 1 AND fell_back) AS fallback_units,
+       count(*) FILTER (WHERE n_assigned > 1) AS multiple_variation_units
+FROM per_unit
+GROUP BY variation
+ORDER BY variation
+"""
+
+_FALLBACK_REASONS_SQL = """
+SELECT assigned_variation, fallback_reason, count(DISTINCT unit_id)
+FROM exposures
+WHERE environment = $environment AND flag_key = $flag_key
+  AND served_variation <> assigned_variation
+GROUP BY ALL
+ORDER BY 1, 2
+"""
+
+_JOIN_SQL = """
+WITH units AS (
+    SELECT unit_id, min(ts) AS first_ts
+    FROM exposures
+    WHERE environment = $environment AND flag_key = $flag_key
+    GROUP BY unit_id
+),
+relevant AS (
+    SELECT e.unit_id, e.ts
+    FROM events e
+    WHERE e.environment = $environment
+      AND (e.flag_key = $flag_key
+           OR (e.flag_key IS NULL AND e.assignment_unit = $assignment_unit
+               AND e.ts >= (SELECT min(first_ts) FROM units)))
+)
+SELECT count(*) AS events,
+       count(*) FILTER (WHERE u.unit_id IS NOT NULL AND r.ts >= u.first_ts) AS joinable,
+       count(*) FILTER (WHERE u.unit_id IS NOT NULL AND r.ts < u.first_ts) AS before_exposure
+FROM relevant r LEFT JOIN units u USING (unit_id)
+"""
+
+_METRICS_SQL = """
+WITH per_unit AS (
+    SELECT unit_id,
+           min(ts) AS first_ts,
+           count(DISTINCT assigned_variation) AS n_assigned,
+           arg_min(assigned_variation, ts) AS variation
+    FROM exposures
+    WHERE environment = $environment AND flag_key = $flag_key
+    GROUP BY unit_id
+),
+unit_metric AS (
+    SELECT u.variation, e.name, e.unit_id, avg(coalesce(e.value, 1.0)) AS x
+    FROM per_unit u
+    JOIN events e ON e.unit_id = u.unit_id AND e.ts >= u.first_ts
+    WHERE u.n_assigned = 1
+      AND e.environment = $environment AND e.assignment_unit = $assignment_unit
+      AND (e.flag_key IS NULL OR e.flag_key = $flag_key)
+    GROUP BY ALL
+)
+SELECT name, variation, count(*) AS n, sum(x) AS sum_x, sum(x * x) AS sum_x2
+FROM unit_metric
+GROUP BY ALL
+ORDER BY name, variation
+"""
+
+
+def _sample(n: int, sum_x: float, sum_x2: float) -> tuple[float, float]:
+    """Mean and unbiased variance from sufficient statistics."""
+    mean = sum_x / n
+    var = max(0.0, (sum_x2 - n * mean * mean) / (n - 1)) if n > 1 else math.nan
+    return mean, var
+
+
+def compare(
+    n_t: int, mean_t: float, var_t: float, n_c: int, mean_c: float, var_c: float, alpha: float = 0.05
+) -> dict[str, float | None]:
+    """Difference in means with a Welch (unequal-variance) normal-approximation CI."""
+    difference = mean_t - mean_c
+    se = math.sqrt(var_t / n_t + var_c / n_c) if n_t > 1 and n_c > 1 else math.nan
+    if not math.isfinite(se) or se == 0:
+        return {
+            "difference": difference,
+            "ci_low": None,
+            "ci_high": None,
+            "p_value": None,
+            "relative": difference / mean_c if mean_c else None,
+        }
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    p = float(2 * stats.norm.sf(abs(difference) / se))
+    return {
+        "difference": difference,
+        "ci_low": difference - z * se,
+        "ci_high": difference + z * se,
+        "p_value": p,
+        "relative": difference / mean_c if mean_c else None,
+    }
+
+
+def _rows(store: Store, sql: str, params: dict[str, Any]) -> Sequence[tuple[Any, ...]]:
+    connection = getattr(store, "connection", None)
+    if connection is None:
+        raise NotImplementedError("this store cannot run readouts yet")
+    result: Sequence[tuple[Any, ...]] = connection().execute(sql, params).fetchall()
+    return result
+
+
+def readout(store: Store, flag: Flag, environment: str, now: datetime | None = None) -> dict[str, Any]:
+    """Build the v1 readout of `flag` in `environment` (JSON-ready dict)."""
+    if environment not in flag.environments:
+        raise NotFoundError(f"flag {flag.key!r} is not configured in environment {environment!r}")
+    control = flag.environments[environment].default_variation
+    base = {"environment": environment, "flag_key": flag.key}
+    unit_rows = _rows(store, _UNITS_SQL, base)
+    reasons: dict[str, dict[str, int]] = {}
+    for variation, reason, units in _rows(store, _FALLBACK_REASONS_SQL, base):
+        reasons.setdefault(variation, {})[reason or "unspecified"] = int(units)
+    multiple = sum(int(r[3]) for r in unit_rows)
+    by_variation = {r[0]: r for r in unit_rows}
+    variations: list[dict[str, Any]] = []
+    for key in flag.variation_keys():
+        row = by_variation.get(key)
+        units = int(row[1]) if row else 0
+        fallback = int(row[2]) if row else 0
+        variations.append(
+            {
+                "variation": key,
+                "units": units,
+                "fallback_units": fallback,
+                "fallback_rate": fallback / units if units else None,
+                "fallback_reasons": reasons.get(key, {}),
+            }
+        )
+    params = {**base, "assignment_unit": flag.assignment_unit}
+    events, joinable, before = _rows(store, _JOIN_SQL, params)[0]
+    metrics: dict[str, dict[str, Any]] = {}
+    for name, variation, n, sum_x, sum_x2 in _rows(store, _METRICS_SQL, params):
+        mean, var = _sample(int(n), float(sum_x), float(sum_x2))
+        entry = metrics.setdefault(name, {"name": name, "variations": [], "comparisons": []})
+        entry["variations"].append(
+            {
+                "variation": variation,
+                "units": int(n),
+                "mean": mean,
+                "stddev": math.sqrt(var) if math.isfinite(var) else None,
+                "_var": var,
+            }
+        )
+    for entry in metrics.values():
+        stats_by = {v["variation"]: v for v in entry["variations"]}
+        c = stats_by.get(control)
+        for v in entry["variations"]:
+            if c is None or v["variation"] == control:
+                continue
+            entry["comparisons"].append(
+                {
+                    "variation": v["variation"],
+                    "vs": control,
+                    **compare(v["units"], v["mean"], v["_var"], c["units"], c["mean"], c["_var"]),
+                }
+            )
+        for v in entry["variations"]:
+            del v["_var"]
+    exposed = sum(int(v["units"]) for v in variations)
+    return {
+        "schema": READOUT_SCHEMA,
+        "flag_key": flag.key,
+        "flag_version": flag.version,
+        "environment": environment,
+        "assignment_unit": flag.assignment_unit,
+        "control": control,
+        "generated_at": (now or datetime.now(UTC)).isoformat(),
+        "data_quality": {
+            "exposed_units": exposed,
+            "multiple_variation_units": multiple,
+            "events": int(events),
+            "joinable_events": int(joinable),
+            "joinable_fraction": int(joinable) / int(events) if events else None,
+            "events_before_exposure": int(before),
+        },
+        "variations": variations,
+        "metrics": list(metrics.values()),
+    }

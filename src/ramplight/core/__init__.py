@@ -1,0 +1,1 @@
+"""Pure core: flags and evaluation, bucketing, the measurement contract, errors. No I/O."""

@@ -1,0 +1,245 @@
+"""The measurement contract: typed exposures, events and eval scores, validated item by item.
+
+`validate_batch` decodes each raw item on its own and checks it against the flags of its
+environment, so one bad item is reported (kind, index, field, reason) and the rest are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import msgspec
+import xxhash
+
+from ramplight.core.errors import FieldProblem
+
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
+Key = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+JsonObject = dict[str, Any]
+
+MAX_ITEM_BYTES = 16 * 1024
+"""An item larger than this is rejected on its own: events carry labels and numbers, not text."""
+MAX_STRING_PROPERTY = 1024
+"""Longer string values in properties/attributes look like prompts or transcripts: rejected."""
+MAX_FUTURE_SKEW = timedelta(hours=1)
+
+
+class Exposure(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """The assigned behavior actually ran for `unit_id` (not merely: the flag was evaluated)."""
+
+    ts: Timestamp
+    flag_key: Key
+    assignment_unit: Key
+    unit_id: Id
+    assigned_variation: Key
+    served_variation: Key
+    event_id: Id | None = None
+    environment: Key | None = None
+    flag_version: int | None = None
+    fallback_reason: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    behavior: Any = None
+    ids: dict[str, str] | None = None
+    attributes: JsonObject | None = None
+    trace_id: Id | None = None
+    sdk: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    received_at: datetime | None = None
+
+
+class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """An outcome, guardrail or product signal about a unit."""
+
+    ts: Timestamp
+    name: Key
+    unit_id: Id
+    assignment_unit: Key
+    event_id: Id | None = None
+    environment: Key | None = None
+    value: float | None = None
+    ids: dict[str, str] | None = None
+    properties: JsonObject | None = None
+    flag_key: Key | None = None
+    variation: Key | None = None
+    trace_id: Id | None = None
+    received_at: datetime | None = None
+
+
+Evaluator = Literal["llm_judge", "human", "heuristic", "code"]
+
+
+class EvalScore(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """An evaluation score (LLM judge, human, heuristic or code) about a unit or a trace."""
+
+    ts: Timestamp
+    name: Key
+    score: float
+    evaluator: Evaluator
+    event_id: Id | None = None
+    environment: Key | None = None
+    unit_id: Id | None = None
+    trace_id: Id | None = None
+    span_id: Id | None = None
+    label: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    evaluator_version: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    flag_key: Key | None = None
+    variation: Key | None = None
+    comment: Annotated[str, msgspec.Meta(max_length=MAX_STRING_PROPERTY)] | None = None
+    received_at: datetime | None = None
+
+
+Item = Exposure | Event | EvalScore
+KIND_TYPES: dict[str, type[Exposure] | type[Event] | type[EvalScore]] = {
+    "exposures": Exposure,
+    "events": Event,
+    "evals": EvalScore,
+}
+
+
+class Batch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A request body for ingestion; items are decoded one by one for precise errors."""
+
+    exposures: list[msgspec.Raw] = msgspec.field(default_factory=list)
+    events: list[msgspec.Raw] = msgspec.field(default_factory=list)
+    evals: list[msgspec.Raw] = msgspec.field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class FlagFacts:
+    """What ingestion needs to know of a flag in one environment."""
+
+    assignment_unit: str
+    variations: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedBatch:
+    accepted: dict[str, list[Item]]
+    problems: tuple[FieldProblem, ...]
+
+    @property
+    def accepted_count(self) -> int:
+        return sum(len(items) for items in self.accepted.values())
+
+
+def _decode_problem(exc: msgspec.ValidationError | msgspec.DecodeError) -> tuple[str, str]:
+    text = str(exc)
+    reason, _, path = text.partition(" - at `")
+    field = path.rstrip("`").removeprefix("$").lstrip(".")
+    if reason.startswith("Object contains unknown field"):
+        field = reason.split("`")[1]
+        reason = "unknown field (the contract's names: see docs/contract.md)"
+    elif reason.startswith("Object missing required field"):
+        field = reason.split("`")[1]
+        reason = "required"
+    return field, reason
+
+
+def _long_string(values: Mapping[str, Any] | None) -> str | None:
+    if not values:
+        return None
+    for key, value in values.items():
+        if isinstance(value, str) and len(value) > MAX_STRING_PROPERTY:
+            return key
+    return None
+
+
+def _contract_problem(
+    kind: str,
+    item: Item,
+    environment: str,
+    flags: Mapping[str, FlagFacts],
+    now: datetime,
+    allowed_properties: frozenset[str] | None,
+) -> tuple[str, str] | None:
+    if item.environment is not None and item.environment != environment:
+        return "environment", f"is {item.environment!r} but this batch is for {environment!r}"
+    if item.ts - now > MAX_FUTURE_SKEW:
+        return "ts", f"{item.ts.isoformat()} is more than an hour in the future"
+    if isinstance(item, Exposure):
+        facts = flags.get(item.flag_key)
+        if facts is None:
+            return "flag_key", f"no flag {item.flag_key!r} in environment {environment!r}"
+        if item.assignment_unit != facts.assignment_unit:
+            return "assignment_unit", (
+                f"flag {item.flag_key!r} is assigned by {facts.assignment_unit!r}, "
+                f"not {item.assignment_unit!r}"
+            )
+        for attr in ("assigned_variation", "served_variation"):
+            if getattr(item, attr) not in facts.variations:
+                return attr, f"flag {item.flag_key!r} has no variation {getattr(item, attr)!r}"
+        if item.served_variation != item.assigned_variation and not item.fallback_reason:
+            return "fallback_reason", "required when served_variation differs from assigned"
+        field = _long_string(item.attributes)
+        if field is not None:
+            return f"attributes.{field}", f"longer than {MAX_STRING_PROPERTY} characters"
+        if allowed_properties is not None and item.attributes:
+            extra = sorted(set(item.attributes) - allowed_properties)
+            if extra:
+                return f"attributes.{extra[0]}", "not in the property allowlist"
+        return None
+    if isinstance(item, Event):
+        field = _long_string(item.properties)
+        if field is not None:
+            return f"properties.{field}", f"longer than {MAX_STRING_PROPERTY} characters"
+        if allowed_properties is not None and item.properties:
+            extra = sorted(set(item.properties) - allowed_properties)
+            if extra:
+                return f"properties.{extra[0]}", "not in the property allowlist"
+    if isinstance(item, EvalScore) and item.unit_id is None and item.trace_id is None:
+        return "unit_id", "an eval score needs unit_id or trace_id to be joinable"
+    if item.flag_key is not None:
+        facts = flags.get(item.flag_key)
+        if facts is None:
+            return "flag_key", f"no flag {item.flag_key!r} in environment {environment!r}"
+        if isinstance(item, Event) and item.assignment_unit != facts.assignment_unit:
+            return "assignment_unit", (
+                f"flag {item.flag_key!r} is assigned by {facts.assignment_unit!r}, "
+                f"not {item.assignment_unit!r}"
+            )
+        if item.variation is not None and item.variation not in facts.variations:
+            return "variation", f"flag {item.flag_key!r} has no variation {item.variation!r}"
+    return None
+
+
+def validate_batch(
+    batch: Mapping[str, Sequence[msgspec.Raw | bytes]],
+    environment: str,
+    flags: Mapping[str, FlagFacts],
+    now: datetime,
+    allowed_properties: frozenset[str] | None = None,
+) -> ValidatedBatch:
+    """Decode and check every item; stamp `environment`, `received_at` and a stable `event_id`.
+
+    An item without `event_id` gets one derived from its bytes, so an exact retry is
+    recognised as the same event.
+    """
+    accepted: dict[str, list[Item]] = {kind: [] for kind in KIND_TYPES}
+    problems: list[FieldProblem] = []
+    replace = msgspec.structs.replace
+    for kind, raws in batch.items():
+        item_type = KIND_TYPES[kind]
+        decoder = msgspec.json.Decoder(item_type)
+        out = accepted[kind]
+        for index, raw in enumerate(raws):
+            data = bytes(raw)
+            if len(data) > MAX_ITEM_BYTES:
+                problems.append(
+                    FieldProblem("", f"item is {len(data)} bytes; the limit is {MAX_ITEM_BYTES}", index, kind)
+                )
+                continue
+            try:
+                item = decoder.decode(data)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                field, reason = _decode_problem(exc)
+                problems.append(FieldProblem(field, reason, index, kind))
+                continue
+            problem = _contract_problem(kind, item, environment, flags, now, allowed_properties)
+            if problem is not None:
+                problems.append(FieldProblem(problem[0], problem[1], index, kind))
+                continue
+            event_id = item.event_id or xxhash.xxh3_128_hexdigest(data)
+            out.append(replace(item, event_id=event_id, environment=environment, received_at=now))
+    return ValidatedBatch(accepted=accepted, problems=tuple(problems))

@@ -1,0 +1,319 @@
+"""Local flag evaluation, compiled once per config version.
+
+`compile_config` turns an `SdkConfig` into plain closures: rules become tuples of predicates,
+rollouts become sorted 64-bit thresholds, and every possible result is built in advance, so a
+call hashes one string, bisects, and returns a shared immutable `Evaluation`. Evaluation never
+raises: a broken or missing flag serves the caller's default with reason `error`.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import semver
+import xxhash
+
+from ramplight.core.bucketing import thresholds
+from ramplight.core.flags import Clause, Rollout, SdkConfig, SdkFlag, Segment
+
+Reason = Literal["rule", "rollout", "default", "off", "error"]
+ErrorCode = Literal["flag_not_found", "type_mismatch", "invalid_flag", "general"]
+Attributes = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """What a flag served a unit, and why (as OpenFeature's evaluation details)."""
+
+    flag_key: str
+    value: Any
+    variation: str | None
+    reason: Reason
+    rule_id: str | None = None
+    error_code: ErrorCode | None = None
+    error_message: str | None = None
+    flag_version: int | None = None
+    assignment_unit: str | None = None
+
+
+Evaluator = Callable[[str, Attributes | None], Evaluation]
+Predicate = Callable[[str, Attributes | None], bool]
+
+
+def error_evaluation(
+    flag_key: str, default: Any, code: ErrorCode, message: str, flag: SdkFlag | None = None
+) -> Evaluation:
+    return Evaluation(
+        flag_key=flag_key,
+        value=default,
+        variation=None,
+        reason="error",
+        error_code=code,
+        error_message=message,
+        flag_version=flag.version if flag is not None else None,
+        assignment_unit=flag.assignment_unit if flag is not None else None,
+    )
+
+
+def _attribute_getter(attribute: str) -> Callable[[str, Attributes | None], Any]:
+    if attribute == "unit_id":
+        return lambda unit_id, attrs: unit_id
+
+    def get(unit_id: str, attrs: Attributes | None) -> Any:
+        return attrs.get(attribute) if attrs else None
+
+    return get
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _as_semver(value: Any) -> semver.Version | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return semver.Version.parse(value.removeprefix("v"))
+    except ValueError:
+        return None
+
+
+_NUMERIC: dict[str, Callable[[float, float], bool]] = {
+    "lt": lambda a, b: a < b,
+    "lte": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b,
+}
+_SEMVER: dict[str, Callable[[int], bool]] = {
+    "semver_eq": lambda c: c == 0,
+    "semver_lt": lambda c: c < 0,
+    "semver_lte": lambda c: c <= 0,
+    "semver_gt": lambda c: c > 0,
+    "semver_gte": lambda c: c >= 0,
+}
+
+
+def _compile_clause(clause: Clause, segments: Mapping[str, Predicate]) -> Predicate:
+    get = _attribute_getter(clause.attribute)
+    op = clause.op
+    test: Predicate
+    if op in ("equals", "in", "not_equals", "not_in"):
+        hashable = {v for v in clause.values if isinstance(v, str | int | float | bool)}
+        positive = op in ("equals", "in")
+
+        def test(unit_id: str, attrs: Attributes | None) -> bool:
+            value = get(unit_id, attrs)
+            try:
+                found = value in hashable
+            except TypeError:
+                found = False
+            return found if positive else (value is not None and not found)
+
+    elif op == "regex":
+        patterns = [re.compile(str(p)) for p in clause.values]
+
+        def test(unit_id: str, attrs: Attributes | None) -> bool:
+            value = get(unit_id, attrs)
+            return isinstance(value, str) and any(p.search(value) for p in patterns)
+
+    elif op in _NUMERIC:
+        compare = _NUMERIC[op]
+        bounds = [float(v) for v in clause.values]
+
+        def test(unit_id: str, attrs: Attributes | None) -> bool:
+            number = _as_number(get(unit_id, attrs))
+            return number is not None and any(compare(number, b) for b in bounds)
+
+    elif op in _SEMVER:
+        accept = _SEMVER[op]
+        versions = [semver.Version.parse(str(v).removeprefix("v")) for v in clause.values]
+
+        def test(unit_id: str, attrs: Attributes | None) -> bool:
+            version = _as_semver(get(unit_id, attrs))
+            return version is not None and any(accept(version.compare(v)) for v in versions)
+
+    else:  # in_segment / not_in_segment
+        members = [segments[k] for k in clause.values]
+        positive = op == "in_segment"
+
+        def test(unit_id: str, attrs: Attributes | None) -> bool:
+            found = any(member(unit_id, attrs) for member in members)
+            return found if positive else not found
+
+    if clause.negate:
+        return lambda unit_id, attrs: not test(unit_id, attrs)
+    return test
+
+
+def _compile_segment(segment: Segment) -> Predicate:
+    get = _attribute_getter(segment.attribute)
+    included = frozenset(segment.included)
+    excluded = frozenset(segment.excluded)
+    clauses = tuple(_compile_clause(c, {}) for c in segment.clauses)
+
+    def member(unit_id: str, attrs: Attributes | None) -> bool:
+        key = get(unit_id, attrs)
+        if key in excluded:
+            return False
+        if key in included:
+            return True
+        return bool(clauses) and all(c(unit_id, attrs) for c in clauses)
+
+    return member
+
+
+def _constant(evaluation: Evaluation) -> Evaluator:
+    def serve(unit_id: str, attrs: Attributes | None) -> Evaluation:
+        return evaluation
+
+    return serve
+
+
+def compile_flag(flag: SdkFlag, segments: Mapping[str, Predicate]) -> Evaluator:
+    """Build the evaluator of one flag; raises ValueError/KeyError if the flag is broken."""
+    values = {v.key: v.value for v in flag.variations}
+
+    def result(variation: str, reason: Reason, rule_id: str | None = None) -> Evaluation:
+        return Evaluation(
+            flag_key=flag.key,
+            value=values[variation],
+            variation=variation,
+            reason=reason,
+            rule_id=rule_id,
+            flag_version=flag.version,
+            assignment_unit=flag.assignment_unit,
+        )
+
+    if not flag.enabled:
+        return _constant(result(flag.off_variation, "off"))
+
+    prefix = f"{flag.salt}:"
+    hash64 = xxhash.xxh3_64_intdigest
+
+    def split(rollout: Rollout, reason: Reason, rule_id: str | None) -> Evaluator:
+        uppers, variations = thresholds(rollout.allocation())
+        results = tuple(result(v, reason, rule_id) for v in variations)
+        if len(results) == 1:
+            return _constant(results[0])
+
+        def pick(unit_id: str, attrs: Attributes | None) -> Evaluation:
+            return results[bisect_right(uppers, hash64((prefix + unit_id).encode()))]
+
+        return pick
+
+    fallthrough: Evaluator
+    if flag.rollout is not None:
+        fallthrough = split(flag.rollout, "rollout", None)
+    else:
+        fallthrough = _constant(result(flag.default_variation, "default"))
+
+    rules: list[tuple[tuple[Predicate, ...], Evaluator]] = []
+    for rule in flag.rules:
+        predicates = tuple(_compile_clause(c, segments) for c in rule.clauses)
+        if rule.rollout is not None:
+            serve = split(rule.rollout, "rule", rule.id)
+        else:
+            serve = _constant(result(rule.variation or flag.default_variation, "rule", rule.id))
+        rules.append((predicates, serve))
+    if not rules:
+        return fallthrough
+    compiled_rules = tuple(rules)
+
+    def evaluate(unit_id: str, attrs: Attributes | None) -> Evaluation:
+        for predicates, serve in compiled_rules:
+            for predicate in predicates:
+                if not predicate(unit_id, attrs):
+                    break
+            else:
+                return serve(unit_id, attrs)
+        return fallthrough(unit_id, attrs)
+
+    return evaluate
+
+
+_EXPECTED_TYPES: dict[str, tuple[type, ...]] = {
+    "boolean": (bool,),
+    "string": (str,),
+    "number": (int, float),
+    "json": (dict, list, str, int, float, bool, type(None)),
+}
+
+
+class CompiledConfig:
+    """All flags of one environment, ready for allocation-free evaluation."""
+
+    __slots__ = ("_broken", "_evaluators", "_flags", "environment")
+
+    def __init__(self, config: SdkConfig) -> None:
+        self.environment = config.environment
+        segments: dict[str, Predicate] = {}
+        for key, segment in config.segments.items():
+            segments[key] = _compile_segment(segment)
+        self._flags = dict(config.flags)
+        self._evaluators: dict[str, Evaluator] = {}
+        self._broken: dict[str, str] = {}
+        for key, flag in config.flags.items():
+            try:
+                self._evaluators[key] = compile_flag(flag, segments)
+            except (ValueError, KeyError, TypeError, re.error) as exc:
+                self._broken[key] = f"flag {key!r} cannot be evaluated: {exc!r}"
+
+    def flag(self, key: str) -> SdkFlag | None:
+        return self._flags.get(key)
+
+    def keys(self) -> list[str]:
+        return list(self._flags)
+
+    def evaluate(
+        self, flag_key: str, unit_id: str, attributes: Attributes | None = None, default: Any = None
+    ) -> Evaluation:
+        evaluator = self._evaluators.get(flag_key)
+        if evaluator is None:
+            if flag_key in self._broken:
+                return error_evaluation(
+                    flag_key, default, "invalid_flag", self._broken[flag_key], self._flags[flag_key]
+                )
+            return error_evaluation(flag_key, default, "flag_not_found", f"no flag {flag_key!r}")
+        try:
+            return evaluator(unit_id, attributes)
+        except Exception as exc:  # an application must never see a flag's failure
+            return error_evaluation(
+                flag_key, default, "general", f"evaluation failed: {exc!r}", self._flags[flag_key]
+            )
+
+    def evaluate_typed(
+        self,
+        flag_key: str,
+        unit_id: str,
+        attributes: Attributes | None,
+        default: Any,
+        expected: str,
+    ) -> Evaluation:
+        """Evaluate and check the value's type; a mismatch serves `default` (reason error)."""
+        evaluation = self.evaluate(flag_key, unit_id, attributes, default)
+        if evaluation.reason == "error":
+            return evaluation
+        value = evaluation.value
+        ok = isinstance(value, _EXPECTED_TYPES[expected]) and not (
+            expected == "number" and isinstance(value, bool)
+        )
+        if not ok:
+            return error_evaluation(
+                flag_key,
+                default,
+                "type_mismatch",
+                f"flag {flag_key!r} is {type(value).__name__}, asked for {expected}",
+                self._flags[flag_key],
+            )
+        return evaluation

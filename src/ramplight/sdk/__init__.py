@@ -1,0 +1,1 @@
+"""What applications import: the client, its config source and event queue."""

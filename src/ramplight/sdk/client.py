@@ -1,0 +1,363 @@
+"""The application-facing client: local evaluation, explicit exposures, track and score.
+
+    client = Client(sdk_key, url="http://127.0.0.1:8700")
+    with client.exposure("support_assistant_profile", conversation_id, attrs) as x:
+        try:
+            answer = run_assistant(profile=x.value)
+        except TimeoutError:
+            answer = run_assistant(profile=x.fallback("timeout"))
+    client.track("resolved_without_escalation", conversation_id, value=1)
+
+Nothing here raises into the application for a flag problem, a server problem or a full
+queue: evaluation serves the default and says why; evidence is queued or counted as dropped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import uuid
+import weakref
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from ramplight.core.contract import EvalScore, Evaluator, Event, Exposure
+from ramplight.core.evaluate import Attributes, CompiledConfig, Evaluation
+from ramplight.core.flags import SdkConfig
+from ramplight.sdk.config_source import ConfigPoller
+from ramplight.sdk.event_queue import EventQueue, QueueStats
+
+log = logging.getLogger("ramplight.sdk")
+
+SDK_NAME = "ramplight-python/0.1.0"
+_EMPTY = CompiledConfig(SdkConfig(environment="", flags={}))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ExposureScope:
+    """The assigned behavior, running. Exposure is recorded when the `with` block ends, with
+    what was actually served: the assigned variation, or the one `fallback()` switched to."""
+
+    __slots__ = (
+        "_client",
+        "_served",
+        "_started",
+        "attributes",
+        "behavior",
+        "evaluation",
+        "fallback_reason",
+        "trace_id",
+        "unit_id",
+    )
+
+    def __init__(
+        self,
+        client: Client,
+        evaluation: Evaluation,
+        unit_id: str,
+        attributes: Attributes | None,
+        trace_id: str | None,
+    ) -> None:
+        self._client = client
+        self.evaluation = evaluation
+        self.unit_id = unit_id
+        self.attributes = attributes
+        self.trace_id = trace_id
+        self._served = evaluation.variation
+        self._started = _now()
+        self.fallback_reason: str | None = None
+        self.behavior: Any = None
+
+    @property
+    def value(self) -> Any:
+        """The value of the variation being served now (after a fallback, the fallback's)."""
+        if self._served is None or self._served == self.evaluation.variation:
+            return self.evaluation.value
+        return self._client._variation_value(self.evaluation.flag_key, self._served, self.evaluation.value)
+
+    @property
+    def variation(self) -> str | None:
+        return self._served
+
+    def fallback(self, reason: str, variation: str | None = None) -> Any:
+        """Record that `variation` (default: the flag's default, i.e. control) ran instead of the
+        assigned one, because of `reason` (e.g. "timeout"); returns its value."""
+        self.fallback_reason = reason
+        self._served = variation or self._client._default_variation(self.evaluation.flag_key) or self._served
+        return self.value
+
+    def __enter__(self) -> ExposureScope:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._client._record_exposure(self)
+
+
+def _close_at_exit(ref: weakref.ref[Client]) -> None:
+    client = ref()
+    if client is not None:
+        client.close()
+
+
+class Client:
+    """Evaluates flags locally from the environment's config and sends evidence in batches."""
+
+    def __init__(
+        self,
+        sdk_key: str,
+        url: str = "http://127.0.0.1:8700",
+        *,
+        poll_interval: float = 15.0,
+        init_timeout: float = 5.0,
+        queue_capacity: int = 100_000,
+        batch_size: int = 500,
+        flush_interval: float = 1.0,
+        default_assignment_unit: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {sdk_key}", "User-Agent": SDK_NAME}
+        timeout = httpx.Timeout(10.0, connect=3.0)
+        self._config = _EMPTY
+        self.default_assignment_unit = default_assignment_unit
+        self._config_http = httpx.Client(base_url=url, headers=headers, timeout=timeout, transport=transport)
+        self._events_http = httpx.Client(base_url=url, headers=headers, timeout=timeout, transport=transport)
+        self._poller = ConfigPoller(self._config_http, self._install, interval=poll_interval)
+        self._queue = EventQueue(
+            self._events_http, capacity=queue_capacity, batch_size=batch_size, flush_interval=flush_interval
+        )
+        self._closed = False
+        self._warned: set[str] = set()
+        self._poller.start()
+        if init_timeout > 0 and not self._poller.ready.wait(init_timeout):
+            log.warning("ramplight: no config within %.1fs; serving defaults until it arrives", init_timeout)
+        atexit.register(_close_at_exit, weakref.ref(self))
+
+    # -- config -------------------------------------------------------------------------
+
+    def _install(self, config: CompiledConfig) -> None:
+        self._config = config  # one reference swap: evaluations never see half a config
+
+    @property
+    def ready(self) -> bool:
+        return self._poller.ready.is_set()
+
+    def wait_until_ready(self, timeout: float = 5.0) -> bool:
+        return self._poller.ready.wait(timeout)
+
+    def refresh(self) -> bool:
+        """Poll the server now (synchronously); True if the config changed."""
+        try:
+            return self._poller.poll_once()
+        except (httpx.HTTPError, RuntimeError) as exc:
+            log.warning("ramplight: refresh failed, keeping the last good config: %s", exc)
+            return False
+
+    @property
+    def environment(self) -> str:
+        return self._config.environment
+
+    def _variation_value(self, flag_key: str, variation: str, default: Any) -> Any:
+        flag = self._config.flag(flag_key)
+        if flag is None:
+            return default
+        for v in flag.variations:
+            if v.key == variation:
+                return v.value
+        return default
+
+    def _default_variation(self, flag_key: str) -> str | None:
+        flag = self._config.flag(flag_key)
+        return flag.default_variation if flag is not None else None
+
+    # -- evaluation ---------------------------------------------------------------------
+
+    def evaluate(
+        self, flag_key: str, unit_id: str, attributes: Attributes | None = None, default: Any = None
+    ) -> Evaluation:
+        """Value, variation and reason for one unit; no network, no exposure recorded."""
+        return self._config.evaluate(flag_key, unit_id, attributes, default)
+
+    def bool_value(
+        self, flag_key: str, unit_id: str, attributes: Attributes | None = None, default: bool = False
+    ) -> bool:
+        value: bool = self._config.evaluate_typed(flag_key, unit_id, attributes, default, "boolean").value
+        return value
+
+    def string_value(
+        self, flag_key: str, unit_id: str, attributes: Attributes | None = None, default: str = ""
+    ) -> str:
+        value: str = self._config.evaluate_typed(flag_key, unit_id, attributes, default, "string").value
+        return value
+
+    def number_value(
+        self, flag_key: str, unit_id: str, attributes: Attributes | None = None, default: float = 0.0
+    ) -> float:
+        value: float = self._config.evaluate_typed(flag_key, unit_id, attributes, default, "number").value
+        return value
+
+    def json_value(
+        self, flag_key: str, unit_id: str, attributes: Attributes | None = None, default: Any = None
+    ) -> Any:
+        return self._config.evaluate_typed(flag_key, unit_id, attributes, default, "json").value
+
+    # -- evidence -----------------------------------------------------------------------
+
+    def exposure(
+        self,
+        flag_key: str,
+        unit_id: str,
+        attributes: Attributes | None = None,
+        default: Any = None,
+        trace_id: str | None = None,
+    ) -> ExposureScope:
+        """Evaluate and return a scope to run the behavior in; the exposure fires at its end."""
+        return ExposureScope(
+            self, self.evaluate(flag_key, unit_id, attributes, default), unit_id, attributes, trace_id
+        )
+
+    def _record_exposure(self, scope: ExposureScope) -> None:
+        evaluation = scope.evaluation
+        if evaluation.reason == "error" or evaluation.variation is None or self._closed:
+            return  # no flag served anything: there is nothing to attribute
+        served = scope.variation or evaluation.variation
+        behavior = scope.behavior
+        if behavior is None:
+            behavior = scope.value if isinstance(scope.value, dict) else {"value": scope.value}
+        attributes = dict(scope.attributes) if scope.attributes else None
+        self._queue.put(
+            Exposure(
+                ts=scope._started,
+                flag_key=evaluation.flag_key,
+                flag_version=evaluation.flag_version,
+                assignment_unit=evaluation.assignment_unit or "",
+                unit_id=scope.unit_id,
+                assigned_variation=evaluation.variation,
+                served_variation=served,
+                fallback_reason=scope.fallback_reason,
+                behavior=behavior,
+                attributes=attributes,
+                trace_id=scope.trace_id,
+                sdk=SDK_NAME,
+                event_id=uuid.uuid4().hex,
+            )
+        )
+
+    def _unit_of(self, flag_key: str | None, assignment_unit: str | None) -> str | None:
+        if assignment_unit is not None:
+            return assignment_unit
+        if flag_key is not None:
+            flag = self._config.flag(flag_key)
+            if flag is not None:
+                return flag.assignment_unit
+        return self.default_assignment_unit
+
+    def track(
+        self,
+        name: str,
+        unit_id: str,
+        value: float | None = None,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        assignment_unit: str | None = None,
+        flag_key: str | None = None,
+        variation: str | None = None,
+        ids: Mapping[str, str] | None = None,
+        trace_id: str | None = None,
+        ts: datetime | None = None,
+    ) -> bool:
+        """Queue an outcome or guardrail event; False if it could not be queued (see `stats`)."""
+        unit = self._unit_of(flag_key, assignment_unit)
+        if unit is None:
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning(
+                    "ramplight: track(%r) needs assignment_unit, a flag_key, or the client's "
+                    "default_assignment_unit; events without it are not recorded",
+                    name,
+                )
+            self._queue.stats.failed += 1
+            return False
+        return self._queue.put(
+            Event(
+                ts=ts or _now(),
+                name=name,
+                unit_id=unit_id,
+                assignment_unit=unit,
+                value=float(value) if value is not None else None,
+                properties=dict(properties) if properties else None,
+                ids=dict(ids) if ids else None,
+                flag_key=flag_key,
+                variation=variation,
+                trace_id=trace_id,
+                event_id=uuid.uuid4().hex,
+            )
+        )
+
+    def score(
+        self,
+        name: str,
+        score: float,
+        *,
+        unit_id: str | None = None,
+        trace_id: str | None = None,
+        span_id: str | None = None,
+        evaluator: Evaluator = "llm_judge",
+        evaluator_version: str | None = None,
+        label: str | None = None,
+        flag_key: str | None = None,
+        variation: str | None = None,
+        comment: str | None = None,
+        ts: datetime | None = None,
+    ) -> bool:
+        """Queue an evaluation score (LLM judge, human, heuristic or code) for a unit or trace."""
+        return self._queue.put(
+            EvalScore(
+                ts=ts or _now(),
+                name=name,
+                score=float(score),
+                evaluator=evaluator,
+                evaluator_version=evaluator_version,
+                unit_id=unit_id,
+                trace_id=trace_id,
+                span_id=span_id,
+                label=label,
+                flag_key=flag_key,
+                variation=variation,
+                comment=comment,
+                event_id=uuid.uuid4().hex,
+            )
+        )
+
+    @property
+    def stats(self) -> QueueStats:
+        return self._queue.stats
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        return self._queue.flush(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Send what is queued, stop the background threads. Idempotent; also runs at exit."""
+        if self._closed:
+            return
+        self._closed = True
+        self._poller.stop()
+        self._queue.close(timeout)
+        if self._queue.stats.dropped:
+            log.warning("ramplight: %d evidence items were dropped (queue full)", self._queue.stats.dropped)
+        self._config_http.close()
+        self._events_http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""The HTTP server: admin, SDK config and ingestion APIs over one store."""

@@ -1,0 +1,453 @@
+"""The FastAPI application: routes grouped by audience (admin, sdk, ingest).
+
+Handlers parse, call one function from `control`/`analysis`, and format. Errors from the
+`RamplightError` tree map to status codes in `_error_response`, here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from fastapi import Body, Depends, FastAPI, Header, Query, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from ramplight import control
+from ramplight.analysis.report import readout
+from ramplight.core.contract import KIND_TYPES, Batch, validate_batch
+from ramplight.core.errors import (
+    AuthError,
+    ForbiddenError,
+    PayloadTooLarge,
+    RamplightError,
+    ValidationError,
+)
+from ramplight.core.flags import Flag, Segment
+from ramplight.server.state import ServerState
+from ramplight.settings import Settings
+from ramplight.store.base import ApiKey
+from ramplight.store.duckdb import DuckDBStore
+from ramplight.store.log import IngestLog, encode_items
+
+log = logging.getLogger("ramplight.server")
+
+_batch_decoder = msgspec.json.Decoder(Batch)
+_encoder = msgspec.json.Encoder()
+
+
+_components: dict[str, Any] = {}
+
+
+def _schema(tp: Any) -> dict[str, Any]:
+    """OpenAPI media-type object for a msgspec type; its definitions join the components."""
+    (schema,), components = msgspec.json.schema_components([tp], ref_template="#/components/schemas/{name}")
+    _components.update(components)
+    return {"schema": schema}
+
+
+def _error_response(exc: RamplightError) -> JSONResponse:
+    body: dict[str, Any] = {"error": exc.code, "message": exc.message}
+    problems = getattr(exc, "problems", ())
+    if problems:
+        body["problems"] = [
+            {
+                k: v
+                for k, v in (("kind", p.kind), ("index", p.index), ("field", p.field), ("reason", p.reason))
+                if v is not None
+            }
+            for p in problems
+        ]
+    headers = {"WWW-Authenticate": "Bearer"} if type(exc) is AuthError else None
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+
+def _msgspec_response(value: Any, status_code: int = 200) -> Response:
+    return Response(_encoder.encode(value), status_code=status_code, media_type="application/json")
+
+
+class EnvironmentIn(BaseModel):
+    key: str = Field(min_length=1, max_length=100)
+    name: str | None = Field(default=None, max_length=200)
+
+
+class RampIn(BaseModel):
+    environment: str = Field(min_length=1, max_length=100)
+    variation: str = Field(min_length=1, max_length=100)
+    percent: float = Field(ge=0, le=100)
+    from_variation: str | None = Field(default=None, alias="from", max_length=100)
+    reason: str | None = Field(default=None, max_length=1000)
+    version: int | None = Field(
+        default=None, ge=1, description="fail with 409 unless the flag is at this version"
+    )
+
+
+class EnvActionIn(BaseModel):
+    environment: str = Field(min_length=1, max_length=100)
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class ReasonIn(BaseModel):
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class ApplyIn(BaseModel):
+    flags: list[dict[str, Any]]
+    dry_run: bool = False
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class ApiKeyIn(BaseModel):
+    kind: Literal["admin", "sdk"]
+    name: str = Field(min_length=1, max_length=200)
+    environment: str | None = Field(default=None, max_length=100)
+
+
+def _state(request: Request) -> ServerState:
+    value: ServerState = request.app.state.ramplight
+    return value
+
+
+State = Annotated[ServerState, Depends(_state)]
+Authorization = Annotated[str | None, Header(description="Bearer <API key>")]
+
+
+def bearer(header: str | None) -> str | None:
+    if header and header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return None
+
+
+def _admin(st: State, authorization: Authorization = None) -> ApiKey:
+    key = st.authenticate(bearer(authorization))
+    if key.kind != "admin":
+        raise ForbiddenError("this endpoint needs an admin key; SDK keys read config and send evidence")
+    return key
+
+
+Admin = Annotated[ApiKey, Depends(_admin)]
+
+
+def actor(key: ApiKey) -> str:
+    return f"key:{key.prefix}… ({key.name})"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the app; the store and the ingestion log open in its lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = DuckDBStore(settings.db)
+        ingest_log = IngestLog(settings.log_dir, store, fsync=settings.fsync)
+        app.state.ramplight = ServerState(settings, store, ingest_log)
+        try:
+            yield
+        finally:
+            ingest_log.close()
+            store.close()
+
+    app = FastAPI(
+        title="Ramplight",
+        version="0.1.0",
+        summary="Release decisions for AI features: flags, evidence and readouts in one model.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+
+    @app.exception_handler(RamplightError)
+    async def ramplight_error(request: Request, exc: RamplightError) -> JSONResponse:
+        return _error_response(exc)
+
+    # -- health ---------------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz(st: State) -> dict[str, Any]:
+        return {"status": "ok", "db": st.settings.db.name}
+
+    # -- admin: environments --------------------------------------------------------------
+
+    @app.get("/api/environments", tags=["admin"])
+    def list_environments(st: State, key: Admin) -> list[dict[str, Any]]:
+        return [
+            {"key": e.key, "name": e.name, "created_at": e.created_at.isoformat()}
+            for e in st.store.list_environments()
+        ]
+
+    @app.post("/api/environments", tags=["admin"], status_code=201)
+    def create_environment(body: EnvironmentIn, st: State, key: Admin) -> dict[str, Any]:
+        env = control.create_environment(st.store, body.key, body.name)
+        st.invalidate()
+        return {"key": env.key, "name": env.name, "created_at": env.created_at.isoformat()}
+
+    # -- admin: flags ---------------------------------------------------------------------
+
+    flag_body = {"requestBody": {"required": True, "content": {"application/json": _schema(Flag)}}}
+
+    @app.get("/api/flags", tags=["admin"])
+    def list_flags(st: State, key: Admin, archived: bool = False) -> Response:
+        return _msgspec_response(st.store.list_flags(include_archived=archived))
+
+    @app.post("/api/flags", tags=["admin"], status_code=201, openapi_extra=flag_body)
+    def create_flag(st: State, key: Admin, doc: Annotated[dict[str, Any], Body()]) -> Response:
+        flag = control.create_flag(st.store, doc, actor(key))
+        st.invalidate()
+        return _msgspec_response(flag, 201)
+
+    @app.get("/api/flags/{flag_key}", tags=["admin"])
+    def get_flag(flag_key: str, st: State, key: Admin) -> Response:
+        return _msgspec_response(control.get_flag(st.store, flag_key))
+
+    @app.put("/api/flags/{flag_key}", tags=["admin"], openapi_extra=flag_body)
+    def update_flag(
+        flag_key: str,
+        st: State,
+        key: Admin,
+        doc: Annotated[dict[str, Any], Body()],
+        if_match: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        """Replace the flag. Send the `version` you read (in the body or If-Match); 409 if it moved."""
+        expected = doc.get("version") if if_match is None else if_match.strip('"')
+        try:
+            expected_version = int(expected) if expected is not None else None
+        except (TypeError, ValueError):
+            raise ValidationError.at("version", "must be the integer version you read") from None
+        if expected_version is None or expected_version < 1:
+            raise ValidationError.at("version", "required: the version you read (optimistic concurrency)")
+        flag = control.update_flag(st.store, flag_key, doc, expected_version, actor(key))
+        st.invalidate()
+        return _msgspec_response(flag)
+
+    @app.post("/api/flags/{flag_key}/ramp", tags=["admin"])
+    def ramp(flag_key: str, body: RampIn, st: State, key: Admin) -> Response:
+        flag = control.ramp(
+            st.store,
+            flag_key,
+            body.environment,
+            body.variation,
+            body.percent,
+            actor(key),
+            donor=body.from_variation,
+            reason=body.reason,
+            expected_version=body.version,
+        )
+        st.invalidate()
+        return _msgspec_response(flag)
+
+    @app.post("/api/flags/{flag_key}/kill", tags=["admin"])
+    def kill(flag_key: str, body: EnvActionIn, st: State, key: Admin) -> Response:
+        flag = control.kill(st.store, flag_key, body.environment, actor(key), body.reason)
+        st.invalidate()
+        return _msgspec_response(flag)
+
+    @app.post("/api/flags/{flag_key}/restore", tags=["admin"])
+    def restore(flag_key: str, body: EnvActionIn, st: State, key: Admin) -> Response:
+        flag = control.restore(st.store, flag_key, body.environment, actor(key), body.reason)
+        st.invalidate()
+        return _msgspec_response(flag)
+
+    @app.post("/api/flags/{flag_key}/archive", tags=["admin"])
+    def archive(flag_key: str, body: ReasonIn, st: State, key: Admin) -> Response:
+        flag = control.archive(st.store, flag_key, actor(key), body.reason)
+        st.invalidate()
+        return _msgspec_response(flag)
+
+    @app.get("/api/flags/{flag_key}/changes", tags=["admin"])
+    def flag_changes(flag_key: str, st: State, key: Admin) -> Response:
+        control.get_flag(st.store, flag_key)
+        changes = st.store.flag_changes(flag_key)
+        return _msgspec_response([msgspec.to_builtins(c) for c in changes])
+
+    @app.get("/api/flags/{flag_key}/report", tags=["admin"])
+    def report(
+        flag_key: str, st: State, key: Admin, environment: str = Query("production", max_length=100)
+    ) -> dict[str, Any]:
+        flag = control.get_flag(st.store, flag_key)
+        st.log.flush()
+        return readout(st.store, flag, environment)
+
+    @app.post("/api/apply", tags=["admin"])
+    def apply(body: ApplyIn, st: State, key: Admin) -> list[dict[str, Any]]:
+        results = control.apply(st.store, body.flags, actor(key), dry_run=body.dry_run, reason=body.reason)
+        st.invalidate()
+        return [{"key": r.key, "action": r.action, "version": r.version, "diff": r.diff} for r in results]
+
+    # -- admin: segments ------------------------------------------------------------------
+
+    segment_body = {"requestBody": {"required": True, "content": {"application/json": _schema(Segment)}}}
+
+    @app.get("/api/segments", tags=["admin"])
+    def list_segments(st: State, key: Admin) -> Response:
+        return _msgspec_response(st.store.list_segments())
+
+    @app.put("/api/segments/{segment_key}", tags=["admin"], openapi_extra=segment_body)
+    def put_segment(
+        segment_key: str, st: State, key: Admin, doc: Annotated[dict[str, Any], Body()]
+    ) -> Response:
+        """Create (no `version`) or replace (the `version` you read) a segment."""
+        if doc.get("key", segment_key) != segment_key:
+            raise ValidationError.at("key", f"is {doc.get('key')!r}; the URL names {segment_key!r}")
+        version = doc.get("version")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            raise ValidationError.at("version", "must be an integer")
+        segment = control.save_segment(st.store, {**doc, "key": segment_key, "version": 0}, version or None)
+        st.invalidate()
+        return _msgspec_response(segment)
+
+    # -- admin: API keys ------------------------------------------------------------------
+
+    @app.get("/api/keys", tags=["admin"])
+    def list_keys(st: State, key: Admin) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": k.id,
+                "kind": k.kind,
+                "environment": k.environment,
+                "name": k.name,
+                "prefix": k.prefix,
+                "created_at": k.created_at.isoformat(),
+                "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+            }
+            for k in st.store.list_api_keys()
+        ]
+
+    @app.post("/api/keys", tags=["admin"], status_code=201)
+    def create_key(body: ApiKeyIn, st: State, key: Admin) -> dict[str, Any]:
+        """The plaintext key is in this response only; the server keeps its hash."""
+        plaintext, created = control.create_api_key(st.store, body.kind, body.name, body.environment)
+        return {
+            "id": created.id,
+            "kind": created.kind,
+            "environment": created.environment,
+            "name": created.name,
+            "prefix": created.prefix,
+            "key": plaintext,
+        }
+
+    @app.delete("/api/keys/{key_id}", tags=["admin"], status_code=204)
+    def revoke_key(key_id: str, st: State, key: Admin) -> Response:
+        st.store.revoke_api_key(key_id, datetime.now(UTC))
+        st.invalidate()
+        return Response(status_code=204)
+
+    # -- SDK ------------------------------------------------------------------------------
+
+    def environment_of(key: ApiKey, environment: str | None) -> str:
+        if key.kind == "sdk":
+            assert key.environment is not None
+            if environment is not None and environment != key.environment:
+                raise ForbiddenError(f"this SDK key belongs to {key.environment!r}, not {environment!r}")
+            return key.environment
+        if environment is None:
+            raise ValidationError.at("environment", "admin keys must name the environment (?environment=)")
+        return environment
+
+    @app.get("/sdk/config", tags=["sdk"], responses={304: {"description": "unchanged since If-None-Match"}})
+    def sdk_config(
+        st: State,
+        authorization: Authorization = None,
+        if_none_match: Annotated[str | None, Header()] = None,
+        environment: str | None = Query(None, max_length=100),
+    ) -> Response:
+        """The environment's flags for local evaluation; poll with If-None-Match."""
+        key = st.authenticate(bearer(authorization))
+        cached = st.config(environment_of(key, environment))
+        headers = {"ETag": cached.etag, "Cache-Control": "no-cache"}
+        if if_none_match is not None and cached.etag in {t.strip() for t in if_none_match.split(",")}:
+            return Response(status_code=304, headers=headers)
+        return Response(cached.body, media_type="application/json", headers=headers)
+
+    # -- ingestion ------------------------------------------------------------------------
+
+    batch_doc = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            kind: {"type": "array", "items": _schema(tp)["schema"]}
+                            for kind, tp in KIND_TYPES.items()
+                        },
+                    }
+                }
+            },
+        },
+    }
+
+    async def read_body(request: Request, limit: int) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(
+                f"request body is {declared} bytes; the limit is {limit} (RAMPLIGHT_MAX_BATCH_BYTES)"
+            )
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"request body exceeds the limit of {limit} bytes (RAMPLIGHT_MAX_BATCH_BYTES)"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @app.post("/ingest/batch", tags=["ingest"], openapi_extra=batch_doc)
+    async def ingest(
+        request: Request,
+        authorization: Authorization = None,
+        environment: str | None = Query(None, max_length=100),
+    ) -> Response:
+        """Store exposures, events and eval scores. Good items are kept and acknowledged
+        durably (fsynced) before the answer; bad ones come back by kind, index, field, reason."""
+        st: ServerState = request.app.state.ramplight
+        key = st.authenticate(bearer(authorization))
+        env = environment_of(key, environment)
+        body = await read_body(request, st.settings.max_batch_bytes)
+        try:
+            batch = _batch_decoder.decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise ValidationError(f"request body is not a batch: {exc}") from None
+        items = len(batch.exposures) + len(batch.events) + len(batch.evals)
+        limit = st.settings.max_batch_items
+        if items > limit:
+            raise PayloadTooLarge(
+                f"batch has {items} items; the limit is {limit} (RAMPLIGHT_MAX_BATCH_ITEMS)"
+            )
+        facts = st.facts(env)
+        validated = validate_batch(
+            {"exposures": batch.exposures, "events": batch.events, "evals": batch.evals},
+            env,
+            facts,
+            datetime.now(UTC),
+            st.settings.property_allowlist,
+        )
+        accepted = validated.accepted_count
+        if accepted:
+            await asyncio.wrap_future(st.log.append(encode_items(validated.accepted), accepted))
+        result = {
+            "accepted": {kind: len(rows) for kind, rows in validated.accepted.items()},
+            "rejected": [
+                {"kind": p.kind, "index": p.index, "field": p.field, "reason": p.reason}
+                for p in validated.problems
+            ],
+        }
+        return _msgspec_response(result)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(_components)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

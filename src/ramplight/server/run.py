@@ -1,0 +1,117 @@
+"""Running the app under uvicorn: in the foreground (`ramplight serve`) or in a thread
+(the demo, and tests that need a real server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+
+from ramplight import control
+from ramplight.settings import Settings
+from ramplight.store.duckdb import DuckDBStore
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def bootstrap(settings: Settings) -> str | None:
+    """Prepare a new database: `production` and `staging` environments and a first admin key.
+
+    Returns the admin key's plaintext when one was created (shown to the user once), else None.
+    """
+    store = DuckDBStore(settings.db)
+    try:
+        if not store.list_environments():
+            control.create_environment(store, "production", "Production")
+            control.create_environment(store, "staging", "Staging")
+        if any(k.kind == "admin" and k.revoked_at is None for k in store.list_api_keys()):
+            return None
+        plaintext, _ = control.create_api_key(store, "admin", "first admin key")
+        return plaintext
+    finally:
+        store.close()
+
+
+def _config(settings: Settings) -> uvicorn.Config:
+    from ramplight.server.app import create_app
+
+    return uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+def write_server_file(settings: Settings) -> None:
+    settings.server_file.write_text(
+        json.dumps({"url": f"http://{settings.host}:{settings.port}", "pid": os.getpid()})
+    )
+
+
+def read_server_file(path: Path) -> str | None:
+    """The URL of the server that holds this database, if one is alive."""
+    try:
+        info = json.loads(path.read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    url: str = info["url"]
+    return url
+
+
+def serve_forever(settings: Settings) -> None:
+    server = uvicorn.Server(_config(settings))
+    write_server_file(settings)
+    try:
+        server.run()
+    finally:
+        settings.server_file.unlink(missing_ok=True)
+
+
+class ServerThread:
+    """A real uvicorn server on 127.0.0.1 in a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server = uvicorn.Server(_config(settings))
+        self.thread = threading.Thread(target=self.server.run, name="ramplight-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.port}"
+
+    def start(self, timeout: float = 30.0) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("the server stopped while starting (is the port or database in use?)")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the server did not start in time")
+            time.sleep(0.01)
+        write_server_file(self.settings)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.settings.server_file.unlink(missing_ok=True)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

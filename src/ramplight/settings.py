@@ -1,0 +1,63 @@
+"""All configuration in one place: `RAMPLIGHT_*` environment variables, overridable by CLI flags.
+
+| variable | default | meaning |
+|---|---|---|
+| RAMPLIGHT_DB | ./ramplight.duckdb | the embedded database file |
+| RAMPLIGHT_HOST | 127.0.0.1 | address `serve` binds |
+| RAMPLIGHT_PORT | 8700 | port `serve` binds |
+| RAMPLIGHT_URL | (unset) | a running server the CLI should talk to |
+| RAMPLIGHT_ADMIN_KEY | (unset) | admin key the CLI sends to a running server |
+| RAMPLIGHT_MAX_BATCH_BYTES | 5242880 | largest ingestion request body (413 past it) |
+| RAMPLIGHT_MAX_BATCH_ITEMS | 10000 | most items in one ingestion request (413 past it) |
+| RAMPLIGHT_PROPERTY_ALLOWLIST | (unset) | comma-separated keys allowed in properties/attributes |
+| RAMPLIGHT_FSYNC | 1 | 0 turns off fsync of the ingestion log (tests, never production) |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    db: Path = Path("ramplight.duckdb")
+    host: str = "127.0.0.1"
+    port: int = 8700
+    url: str | None = None
+    admin_key: str | None = None
+    max_batch_bytes: int = 5 * 1024 * 1024
+    max_batch_items: int = 10_000
+    property_allowlist: frozenset[str] | None = None
+    fsync: bool = True
+
+    @property
+    def log_dir(self) -> Path:
+        """Where acknowledged-but-not-yet-loaded evidence waits (beside the database)."""
+        return self.db.with_name(self.db.name + ".log")
+
+    @property
+    def server_file(self) -> Path:
+        """Written by a running server so the CLI can find it (url and pid, no secrets)."""
+        return self.db.with_name(self.db.name + ".server.json")
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        allow = env.get("RAMPLIGHT_PROPERTY_ALLOWLIST")
+        return cls(
+            db=Path(env.get("RAMPLIGHT_DB", "ramplight.duckdb")),
+            host=env.get("RAMPLIGHT_HOST", "127.0.0.1"),
+            port=int(env.get("RAMPLIGHT_PORT", "8700")),
+            url=env.get("RAMPLIGHT_URL") or None,
+            admin_key=env.get("RAMPLIGHT_ADMIN_KEY") or None,
+            max_batch_bytes=int(env.get("RAMPLIGHT_MAX_BATCH_BYTES", str(5 * 1024 * 1024))),
+            max_batch_items=int(env.get("RAMPLIGHT_MAX_BATCH_ITEMS", "10000")),
+            property_allowlist=frozenset(a.strip() for a in allow.split(",") if a.strip()) if allow else None,
+            fsync=env.get("RAMPLIGHT_FSYNC", "1") != "0",
+        )

@@ -1,0 +1,1 @@
+"""Storage: one interface (`store.base`), one sub-package per backend."""

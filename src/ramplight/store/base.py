@@ -1,0 +1,62 @@
+"""The storage interface the server, CLI and analysis depend on; backends implement it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from ramplight.core.audit import FlagChange
+from ramplight.core.flags import Flag, Segment
+
+EvidenceKind = Literal["exposures", "events", "evals"]
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    key: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored API key: only its SHA-256 hash and a short display prefix are kept."""
+
+    id: str
+    kind: Literal["admin", "sdk"]
+    environment: str | None
+    name: str
+    prefix: str
+    key_hash: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class Store(Protocol):
+    """Control plane and evidence store. Every write is atomic; flag writes carry their change."""
+
+    path: str
+
+    # control plane
+    def list_environments(self) -> list[Environment]: ...
+    def create_environment(self, env: Environment) -> None: ...
+    def get_flag(self, key: str) -> Flag | None: ...
+    def list_flags(self, include_archived: bool = False) -> list[Flag]: ...
+    def save_flag(self, flag: Flag, expected_version: int | None, changes: Sequence[FlagChange]) -> None: ...
+    def list_segments(self) -> list[Segment]: ...
+    def save_segment(self, segment: Segment, expected_version: int | None) -> None: ...
+    def flag_changes(self, flag_key: str | None = None) -> list[FlagChange]: ...
+    def create_api_key(self, key: ApiKey) -> None: ...
+    def find_api_key(self, key_hash: str) -> ApiKey | None: ...
+    def list_api_keys(self) -> list[ApiKey]: ...
+    def revoke_api_key(self, key_id: str, at: datetime) -> None: ...
+
+    # evidence
+    def load_segment(self, name: str, files: dict[EvidenceKind, Path]) -> int: ...
+    def loaded_segments(self) -> set[str]: ...
+    def count(self, kind: EvidenceKind, environment: str | None = None) -> int: ...
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+    def close(self) -> None: ...

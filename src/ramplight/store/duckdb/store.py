@@ -1,0 +1,363 @@
+"""DuckDB implementation of `Store`: versioned migrations, atomic flag writes, bulk loads."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import msgspec
+
+from ramplight.core.audit import GENESIS_HASH, FlagChange, change_hash
+from ramplight.core.errors import ConflictError, StoreError
+from ramplight.core.flags import Flag, Segment
+from ramplight.store.base import ApiKey, Environment, EvidenceKind
+
+# Column types of the NDJSON log segments, per table (the loader's schema).
+EVIDENCE_COLUMNS: dict[EvidenceKind, dict[str, str]] = {
+    "exposures": {
+        "event_id": "VARCHAR",
+        "ts": "TIMESTAMPTZ",
+        "received_at": "TIMESTAMPTZ",
+        "environment": "VARCHAR",
+        "flag_key": "VARCHAR",
+        "flag_version": "INTEGER",
+        "assignment_unit": "VARCHAR",
+        "unit_id": "VARCHAR",
+        "assigned_variation": "VARCHAR",
+        "served_variation": "VARCHAR",
+        "fallback_reason": "VARCHAR",
+        "behavior": "JSON",
+        "ids": "JSON",
+        "attributes": "JSON",
+        "trace_id": "VARCHAR",
+        "sdk": "VARCHAR",
+    },
+    "events": {
+        "event_id": "VARCHAR",
+        "ts": "TIMESTAMPTZ",
+        "received_at": "TIMESTAMPTZ",
+        "environment": "VARCHAR",
+        "name": "VARCHAR",
+        "unit_id": "VARCHAR",
+        "assignment_unit": "VARCHAR",
+        "ids": "JSON",
+        "value": "DOUBLE",
+        "properties": "JSON",
+        "flag_key": "VARCHAR",
+        "variation": "VARCHAR",
+        "trace_id": "VARCHAR",
+    },
+    "evals": {
+        "event_id": "VARCHAR",
+        "ts": "TIMESTAMPTZ",
+        "received_at": "TIMESTAMPTZ",
+        "environment": "VARCHAR",
+        "unit_id": "VARCHAR",
+        "trace_id": "VARCHAR",
+        "span_id": "VARCHAR",
+        "name": "VARCHAR",
+        "score": "DOUBLE",
+        "label": "VARCHAR",
+        "evaluator": "VARCHAR",
+        "evaluator_version": "VARCHAR",
+        "flag_key": "VARCHAR",
+        "variation": "VARCHAR",
+        "comment": "VARCHAR",
+    },
+}
+
+_flag_decoder = msgspec.json.Decoder(Flag)
+_segment_decoder = msgspec.json.Decoder(Segment)
+_json = msgspec.json.Encoder()
+
+
+def _columns_literal(columns: dict[str, str]) -> str:
+    # Column names and types come from the constant above, never from input.
+    return "{" + ", ".join(f"'{name}': '{kind}'" for name, kind in columns.items()) + "}"
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every migration shipped beside this backend, in order."""
+    found = []
+    for entry in resources.files("ramplight.store.duckdb").joinpath("migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)
+
+
+class DuckDBStore:
+    """One DuckDB file. Writes are serialised by a lock; reads use their own cursors."""
+
+    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+        self.path = str(path)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.IOException as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        self._con.execute("SET TimeZone = 'UTC'")
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        if not read_only:
+            self.migrate()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._con.cursor()
+            cursor.execute("SET TimeZone = 'UTC'")
+            self._local.cursor = cursor
+        return cursor
+
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._lock:
+            cur = self._cursor()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def migrate(self) -> list[int]:
+        """Apply the migrations this file has not seen yet; return their versions."""
+        with self._lock:
+            self._con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+            )
+            done = {row[0] for row in self._con.execute("SELECT version FROM schema_migrations").fetchall()}
+            applied = []
+            for version, name, sql in migrations():
+                if version in done:
+                    continue
+                with self._transaction() as cur:
+                    cur.execute(sql)
+                    cur.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                        [version, name, datetime.now(UTC)],
+                    )
+                applied.append(version)
+            return applied
+
+    def schema_version(self) -> int:
+        row = self._cursor().execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._cursor().execute(sql, list(params)).fetchall()
+
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for this thread (analysis runs its SQL here)."""
+        return self._cursor()
+
+    # -- control plane --------------------------------------------------------------------
+
+    def list_environments(self) -> list[Environment]:
+        rows = self.query("SELECT key, name, created_at FROM environments ORDER BY created_at, key")
+        return [Environment(*row) for row in rows]
+
+    def create_environment(self, env: Environment) -> None:
+        with self._transaction() as cur:
+            if cur.execute("SELECT 1 FROM environments WHERE key = ?", [env.key]).fetchone():
+                raise ConflictError(f"environment {env.key!r} already exists")
+            cur.execute("INSERT INTO environments VALUES (?, ?, ?)", [env.key, env.name, env.created_at])
+
+    def get_flag(self, key: str) -> Flag | None:
+        row = self._cursor().execute("SELECT doc FROM flags WHERE key = ?", [key]).fetchone()
+        return _flag_decoder.decode(row[0]) if row else None
+
+    def list_flags(self, include_archived: bool = False) -> list[Flag]:
+        where = "" if include_archived else "WHERE NOT archived"
+        rows = self.query(f"SELECT doc FROM flags {where} ORDER BY key")
+        return [_flag_decoder.decode(row[0]) for row in rows]
+
+    def save_flag(self, flag: Flag, expected_version: int | None, changes: Sequence[FlagChange]) -> None:
+        """Compare-and-set on `version`; the flag and its changes commit together or not at all."""
+        now = datetime.now(UTC)
+        with self._transaction() as cur:
+            row = cur.execute("SELECT version FROM flags WHERE key = ?", [flag.key]).fetchone()
+            current = row[0] if row else None
+            if current != expected_version:
+                if expected_version is None:
+                    raise ConflictError(f"flag {flag.key!r} already exists (version {current})")
+                if current is None:
+                    raise ConflictError(f"flag {flag.key!r} does not exist")
+                raise ConflictError(
+                    f"flag {flag.key!r} is at version {current}, not {expected_version}: "
+                    "someone else changed it; reload and retry"
+                )
+            doc = _json.encode(flag).decode()
+            if current is None:
+                cur.execute(
+                    "INSERT INTO flags VALUES (?, ?, ?, ?, ?, ?)",
+                    [flag.key, flag.version, flag.archived, doc, now, now],
+                )
+            else:
+                cur.execute(
+                    "UPDATE flags SET version = ?, archived = ?, doc = ?, updated_at = ? WHERE key = ?",
+                    [flag.version, flag.archived, doc, now, flag.key],
+                )
+            self._append_changes(cur, changes)
+
+    def _append_changes(self, cur: duckdb.DuckDBPyConnection, changes: Sequence[FlagChange]) -> None:
+        last = cur.execute("SELECT seq, hash FROM flag_changes ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (last[0], last[1]) if last else (0, GENESIS_HASH)
+        for change in changes:
+            seq += 1
+            digest = change_hash(change, prev)
+            cur.execute(
+                "INSERT INTO flag_changes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    change.change_id,
+                    seq,
+                    change.ts,
+                    change.environment,
+                    change.flag_key,
+                    change.version,
+                    change.actor,
+                    change.action,
+                    _json.encode(change.before).decode() if change.before is not None else None,
+                    _json.encode(change.after).decode() if change.after is not None else None,
+                    change.reason,
+                    prev,
+                    digest,
+                ],
+            )
+            prev = digest
+
+    def flag_changes(self, flag_key: str | None = None) -> list[FlagChange]:
+        sql = (
+            "SELECT change_id, ts, environment, flag_key, version, actor, action, before, after,"
+            " reason, prev_hash, hash FROM flag_changes"
+        )
+        params: list[Any] = []
+        if flag_key is not None:
+            sql += " WHERE flag_key = ?"
+            params.append(flag_key)
+        rows = self.query(sql + " ORDER BY seq", params)
+        return [
+            FlagChange(
+                change_id=r[0],
+                ts=r[1],
+                environment=r[2],
+                flag_key=r[3],
+                version=r[4],
+                actor=r[5],
+                action=r[6],
+                before=msgspec.json.decode(r[7]) if r[7] is not None else None,
+                after=msgspec.json.decode(r[8]) if r[8] is not None else None,
+                reason=r[9],
+                prev_hash=r[10],
+                hash=r[11],
+            )
+            for r in rows
+        ]
+
+    def list_segments(self) -> list[Segment]:
+        return [_segment_decoder.decode(r[0]) for r in self.query("SELECT doc FROM segments ORDER BY key")]
+
+    def save_segment(self, segment: Segment, expected_version: int | None) -> None:
+        now = datetime.now(UTC)
+        with self._transaction() as cur:
+            row = cur.execute("SELECT version FROM segments WHERE key = ?", [segment.key]).fetchone()
+            current = row[0] if row else None
+            if current != expected_version:
+                raise ConflictError(
+                    f"segment {segment.key!r} is at version {current}, not {expected_version}"
+                )
+            doc = _json.encode(segment).decode()
+            cur.execute("DELETE FROM segments WHERE key = ?", [segment.key])
+            cur.execute("INSERT INTO segments VALUES (?, ?, ?, ?)", [segment.key, segment.version, doc, now])
+
+    def create_api_key(self, key: ApiKey) -> None:
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    key.id,
+                    key.kind,
+                    key.environment,
+                    key.name,
+                    key.prefix,
+                    key.key_hash,
+                    key.created_at,
+                    key.revoked_at,
+                ],
+            )
+
+    def _api_keys(self, where: str, params: Sequence[Any]) -> list[ApiKey]:
+        rows = self.query(
+            "SELECT id, kind, environment, name, prefix, key_hash, created_at, revoked_at"
+            f" FROM api_keys {where} ORDER BY created_at, id",
+            params,
+        )
+        return [ApiKey(*row) for row in rows]
+
+    def find_api_key(self, key_hash: str) -> ApiKey | None:
+        found = self._api_keys("WHERE key_hash = ?", [key_hash])
+        return found[0] if found else None
+
+    def list_api_keys(self) -> list[ApiKey]:
+        return self._api_keys("", [])
+
+    def revoke_api_key(self, key_id: str, at: datetime) -> None:
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [at, key_id]
+            )
+
+    # -- evidence -------------------------------------------------------------------------
+
+    def load_segment(self, name: str, files: dict[EvidenceKind, Path]) -> int:
+        """Load one log segment's NDJSON files; duplicates of stored event ids are ignored.
+
+        The segment is recorded as loaded in the same transaction, so replay is exact.
+        Returns the number of new rows.
+        """
+        inserted = 0
+        with self._transaction() as cur:
+            if cur.execute("SELECT 1 FROM ingest_segments WHERE name = ?", [name]).fetchone():
+                return 0
+            for kind, path in files.items():
+                columns = _columns_literal(EVIDENCE_COLUMNS[kind])
+                row = cur.execute(
+                    f"INSERT OR IGNORE INTO {kind} BY NAME SELECT * FROM read_json(?,"
+                    f" format = 'newline_delimited', columns = {columns})",
+                    [str(path)],
+                ).fetchone()
+                inserted += int(row[0]) if row else 0
+            cur.execute("INSERT INTO ingest_segments VALUES (?, ?, ?)", [name, inserted, datetime.now(UTC)])
+        return inserted
+
+    def loaded_segments(self) -> set[str]:
+        return {r[0] for r in self.query("SELECT name FROM ingest_segments")}
+
+    def count(self, kind: EvidenceKind, environment: str | None = None) -> int:
+        if kind not in EVIDENCE_COLUMNS:
+            raise ValueError(f"unknown evidence kind {kind!r}")
+        if environment is None:
+            row = self._cursor().execute(f"SELECT count(*) FROM {kind}").fetchone()
+        else:
+            row = (
+                self._cursor()
+                .execute(f"SELECT count(*) FROM {kind} WHERE environment = ?", [environment])
+                .fetchone()
+            )
+        return int(row[0]) if row else 0

@@ -1,0 +1,298 @@
+"""Log, then load: acknowledged evidence is fsynced to a segment log before the answer goes
+out, and loaded into the store in large transactions in the background.
+
+Layout under the log directory: `NNNNNNNNNNNN.open/` is the segment being written (one NDJSON
+file per evidence kind); sealing renames it to `NNNNNNNNNNNN.seg/`; the loader loads sealed
+segments in order (the store records each one in the same transaction) and deletes them. On
+start, open segments are trimmed to their last complete line, sealed and replayed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from ramplight.store.base import EvidenceKind, Store
+
+log = logging.getLogger("ramplight.ingest")
+
+KINDS: tuple[EvidenceKind, ...] = ("exposures", "events", "evals")
+_encoder = msgspec.json.Encoder()
+
+
+def encode_items(items: Mapping[str, Sequence[msgspec.Struct]]) -> dict[EvidenceKind, bytes]:
+    """NDJSON bytes per kind, ready for `IngestLog.append`."""
+    return {kind: _encoder.encode_lines(rows) for kind, rows in items.items() if rows}  # type: ignore[misc]
+
+
+@dataclass
+class _Append:
+    chunks: dict[EvidenceKind, bytes]
+    items: int
+    done: Callable[[BaseException | None], None]
+
+
+@dataclass
+class _Seal:
+    done: Callable[[int], None]
+
+
+@dataclass
+class _OpenSegment:
+    seq: int
+    path: Path
+    files: dict[EvidenceKind, int] = field(default_factory=dict)
+    items: int = 0
+    opened: float = field(default_factory=time.monotonic)
+
+
+def _trim_partial_line(path: Path) -> None:
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end != len(data):
+        with path.open("r+b") as handle:
+            handle.truncate(end)
+            os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class IngestLog:
+    """Group-committed, fsynced segment log in front of a `Store`."""
+
+    def __init__(
+        self,
+        directory: Path,
+        store: Store,
+        segment_items: int = 250_000,
+        segment_seconds: float = 0.5,
+        fsync: bool = True,
+    ) -> None:
+        self.directory = directory
+        self.store = store
+        self.segment_items = segment_items
+        self.segment_seconds = segment_seconds
+        self.fsync = fsync
+        self._queue: queue.Queue[_Append | _Seal | None] = queue.Queue()
+        self._segment: _OpenSegment | None = None
+        self._sealed = threading.Condition()
+        self._sealed_seq = 0
+        self._loaded_seq = 0
+        self._load_error: BaseException | None = None
+        self._closing = False
+        directory.mkdir(parents=True, exist_ok=True)
+        self._next_seq = self._recover() + 1
+        self._writer = threading.Thread(target=self._write_loop, name="ramplight-log", daemon=True)
+        self._loader = threading.Thread(target=self._load_loop, name="ramplight-load", daemon=True)
+        self._writer.start()
+        self._loader.start()
+
+    # -- public -------------------------------------------------------------------------
+
+    def append(self, chunks: dict[EvidenceKind, bytes], items: int) -> Future[None]:
+        """Queue NDJSON chunks; the future resolves once they are on disk (fsynced)."""
+        future: Future[None] = Future()
+
+        def done(error: BaseException | None) -> None:
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+        self._queue.put(_Append(chunks, items, done))
+        return future
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Seal the open segment and wait until everything acknowledged so far is loaded."""
+        sealed: Future[int] = Future()
+        self._queue.put(_Seal(sealed.set_result))
+        target = sealed.result(timeout)
+        deadline = time.monotonic() + timeout
+        with self._sealed:
+            while self._loaded_seq < target:
+                if self._load_error is not None:
+                    raise self._load_error
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("evidence log did not load in time")
+                self._sealed.wait(remaining)
+
+    def close(self) -> None:
+        """Seal, load what is left, and stop both threads."""
+        if self._closing:
+            return
+        self.flush()
+        self._closing = True
+        self._queue.put(None)
+        with self._sealed:
+            self._sealed.notify_all()
+        self._writer.join()
+        self._loader.join()
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def _recover(self) -> int:
+        """Seal segments left open by a crash; return the highest sequence number seen."""
+        highest = 0
+        for entry in sorted(self.directory.iterdir()):
+            stem, _, suffix = entry.name.partition(".")
+            if not stem.isdigit() or suffix not in ("open", "seg"):
+                continue
+            seq = int(stem)
+            highest = max(highest, seq)
+            if suffix == "open":
+                for path in entry.glob("*.ndjson"):
+                    _trim_partial_line(path)
+                entry.rename(self.directory / f"{stem}.seg")
+                _fsync_dir(self.directory)
+        self._sealed_seq = highest
+        return highest
+
+    # -- writer ---------------------------------------------------------------------------
+
+    def _open_segment(self) -> _OpenSegment:
+        seq = self._next_seq
+        self._next_seq += 1
+        path = self.directory / f"{seq:012d}.open"
+        path.mkdir()
+        return _OpenSegment(seq=seq, path=path)
+
+    def _seal_segment(self) -> None:
+        segment = self._segment
+        if segment is None:
+            return
+        for fd in segment.files.values():
+            os.close(fd)
+        sealed = self.directory / f"{segment.seq:012d}.seg"
+        segment.path.rename(sealed)
+        if self.fsync:
+            _fsync_dir(self.directory)
+        self._segment = None
+        with self._sealed:
+            self._sealed_seq = segment.seq
+            self._sealed.notify_all()
+
+    def _write_group(self, group: list[_Append]) -> None:
+        if self._segment is None:
+            self._segment = self._open_segment()
+            if self.fsync:
+                _fsync_dir(self.directory)
+        segment = self._segment
+        touched: set[int] = set()
+        for request in group:
+            for kind, data in request.chunks.items():
+                fd = segment.files.get(kind)
+                if fd is None:
+                    fd = os.open(
+                        segment.path / f"{kind}.ndjson", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+                    )
+                    segment.files[kind] = fd
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                touched.add(fd)
+            segment.items += request.items
+        if self.fsync:
+            for fd in touched:
+                os.fdatasync(fd)
+            _fsync_dir(segment.path)
+
+    def _write_loop(self) -> None:
+        while True:
+            timeout = None
+            if self._segment is not None:
+                timeout = max(0.0, self.segment_seconds - (time.monotonic() - self._segment.opened))
+            try:
+                first = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                self._seal_segment()
+                continue
+            if first is None:
+                self._seal_segment()
+                return
+            batch: list[_Append | _Seal] = [first]
+            while True:  # group commit: everything queued meanwhile shares one fsync
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                batch.append(nxt)
+            appends = [r for r in batch if isinstance(r, _Append)]
+            try:
+                if appends:
+                    self._write_group(appends)
+            except BaseException as exc:  # the disk failed: nobody gets an acknowledgement
+                log.exception("evidence log write failed")
+                for request in appends:
+                    request.done(exc)
+                continue
+            for request in appends:
+                request.done(None)
+            segment = self._segment
+            if segment is not None and (
+                segment.items >= self.segment_items
+                or time.monotonic() - segment.opened >= self.segment_seconds
+            ):
+                self._seal_segment()
+            for queued in batch:
+                if isinstance(queued, _Seal):
+                    self._seal_segment()
+                    queued.done(self._sealed_seq)
+
+    # -- loader ---------------------------------------------------------------------------
+
+    def _pending(self) -> list[Path]:
+        return sorted(self.directory.glob("*.seg"))
+
+    def _load_loop(self) -> None:
+        while True:
+            with self._sealed:
+                while not self._closing and self._loaded_seq >= self._sealed_seq:
+                    self._sealed.wait(1.0)
+                if self._closing and self._loaded_seq >= self._sealed_seq:
+                    return
+                target = self._sealed_seq
+            for path in self._pending():
+                seq = int(path.name.split(".")[0])
+                files = {
+                    kind: path / f"{kind}.ndjson" for kind in KINDS if (path / f"{kind}.ndjson").exists()
+                }
+                try:
+                    if files:
+                        self.store.load_segment(path.name, files)
+                    shutil.rmtree(path)
+                except BaseException as exc:
+                    log.exception("loading %s failed; it stays on disk for the next try", path.name)
+                    with self._sealed:
+                        self._load_error = exc
+                        self._sealed.notify_all()
+                    time.sleep(1.0)
+                    break
+                with self._sealed:
+                    self._load_error = None
+                    self._loaded_seq = max(self._loaded_seq, seq)
+                    self._sealed.notify_all()
+            else:
+                with self._sealed:
+                    self._loaded_seq = max(self._loaded_seq, target)
+                    self._sealed.notify_all()
