@@ -1,0 +1,285 @@
+"""Where CLI commands act: the database file directly, or the server that holds it.
+
+DuckDB lets one process write a file. When a server holds the database (it leaves
+`<db>.server.json` beside it) or `RAMPLIGHT_URL` is set, commands go through the HTTP API
+with `RAMPLIGHT_ADMIN_KEY`; otherwise they open the file themselves. Both paths call the
+same validation and the same `control` functions, so results are identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import msgspec
+
+from ramplight import control
+from ramplight.analysis.report import readout
+from ramplight.core.contract import validate_batch
+from ramplight.core.errors import (
+    AuthError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    PayloadTooLarge,
+    RamplightError,
+    StoreError,
+    ValidationError,
+)
+from ramplight.core.flags import Flag
+from ramplight.server.run import read_server_file
+from ramplight.settings import Settings
+from ramplight.store.duckdb import DuckDBStore
+from ramplight.store.log import encode_items
+
+_flag_list = msgspec.json.Decoder(list[Flag])
+_flag = msgspec.json.Decoder(Flag)
+
+
+class Backend(Protocol):
+    where: str
+
+    def list_flags(self, archived: bool) -> list[Flag]: ...
+    def get_flag(self, key: str) -> Flag: ...
+    def apply(self, docs: Sequence[Mapping[str, Any]], dry_run: bool) -> list[dict[str, Any]]: ...
+    def ramp(
+        self,
+        key: str,
+        environment: str,
+        variation: str,
+        percent: float,
+        donor: str | None,
+        reason: str | None,
+    ) -> Flag: ...
+    def kill(self, key: str, environment: str, reason: str | None) -> Flag: ...
+    def restore(self, key: str, environment: str, reason: str | None) -> Flag: ...
+    def report(self, key: str, environment: str) -> dict[str, Any]: ...
+    def ingest(self, environment: str, batch: Mapping[str, Sequence[bytes]]) -> dict[str, Any]: ...
+    def changes(self, key: str) -> list[dict[str, Any]]: ...
+    def create_key(self, kind: str, name: str, environment: str | None) -> dict[str, Any]: ...
+
+
+class LocalBackend:
+    """Acts on the database file directly (no server running)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.store = DuckDBStore(settings.db)
+        self.where = str(settings.db)
+        self._counter = 0
+
+    def close(self) -> None:
+        self.store.close()
+
+    def list_flags(self, archived: bool) -> list[Flag]:
+        return self.store.list_flags(include_archived=archived)
+
+    def get_flag(self, key: str) -> Flag:
+        return control.get_flag(self.store, key)
+
+    def apply(self, docs: Sequence[Mapping[str, Any]], dry_run: bool) -> list[dict[str, Any]]:
+        results = control.apply(self.store, docs, "cli", dry_run=dry_run)
+        return [{"key": r.key, "action": r.action, "version": r.version, "diff": r.diff} for r in results]
+
+    def ramp(
+        self,
+        key: str,
+        environment: str,
+        variation: str,
+        percent: float,
+        donor: str | None,
+        reason: str | None,
+    ) -> Flag:
+        return control.ramp(
+            self.store, key, environment, variation, percent, "cli", donor=donor, reason=reason
+        )
+
+    def kill(self, key: str, environment: str, reason: str | None) -> Flag:
+        return control.kill(self.store, key, environment, "cli", reason)
+
+    def restore(self, key: str, environment: str, reason: str | None) -> Flag:
+        return control.restore(self.store, key, environment, "cli", reason)
+
+    def report(self, key: str, environment: str) -> dict[str, Any]:
+        return readout(self.store, control.get_flag(self.store, key), environment)
+
+    def ingest(self, environment: str, batch: Mapping[str, Sequence[bytes]]) -> dict[str, Any]:
+        """Validate exactly like the HTTP path, then load in one transaction."""
+        if environment not in {e.key for e in self.store.list_environments()}:
+            raise NotFoundError(f"no environment {environment!r}")
+        validated = validate_batch(
+            batch, environment, control.flag_facts(self.store, environment), datetime.now(UTC)
+        )
+        chunks = encode_items(validated.accepted)
+        if chunks:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="ramplight-import-") as tmp:
+                files = {}
+                for kind, data in chunks.items():
+                    path = Path(tmp) / f"{kind}.ndjson"
+                    path.write_bytes(data)
+                    files[kind] = path
+                self._counter += 1
+                name = f"import-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{self._counter}"
+                self.store.load_segment(name, files)
+        return _ingest_result(validated.accepted, validated.problems)
+
+    def changes(self, key: str) -> list[dict[str, Any]]:
+        control.get_flag(self.store, key)
+        return [msgspec.to_builtins(c) for c in self.store.flag_changes(key)]
+
+    def create_key(self, kind: str, name: str, environment: str | None) -> dict[str, Any]:
+        plaintext, key = control.create_api_key(self.store, kind, name, environment)  # type: ignore[arg-type]
+        return {
+            "id": key.id,
+            "kind": key.kind,
+            "environment": key.environment,
+            "name": key.name,
+            "key": plaintext,
+        }
+
+
+def _ingest_result(accepted: Mapping[str, Sequence[Any]], problems: Sequence[Any]) -> dict[str, Any]:
+    return {
+        "accepted": {kind: len(rows) for kind, rows in accepted.items()},
+        "rejected": [
+            {"kind": p.kind, "index": p.index, "field": p.field, "reason": p.reason} for p in problems
+        ],
+    }
+
+
+_STATUS_ERRORS: dict[int, type[RamplightError]] = {
+    401: AuthError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: PayloadTooLarge,
+    422: ValidationError,
+}
+
+
+class RemoteBackend:
+    """Acts through a running server's admin API."""
+
+    def __init__(self, url: str, admin_key: str) -> None:
+        self.where = url
+        self._http = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=120.0
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise StoreError(f"cannot reach the server at {self.where}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                message = body.get("message") or str(body.get("detail"))
+            except ValueError:
+                message = response.text[:300]
+            raise _STATUS_ERRORS.get(response.status_code, StoreError)(message)
+        return response
+
+    def list_flags(self, archived: bool) -> list[Flag]:
+        return _flag_list.decode(self._call("GET", "/api/flags", params={"archived": archived}).content)
+
+    def get_flag(self, key: str) -> Flag:
+        return _flag.decode(self._call("GET", f"/api/flags/{key}").content)
+
+    def apply(self, docs: Sequence[Mapping[str, Any]], dry_run: bool) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call(
+            "POST", "/api/apply", json={"flags": list(docs), "dry_run": dry_run}
+        ).json()
+        return result
+
+    def ramp(
+        self,
+        key: str,
+        environment: str,
+        variation: str,
+        percent: float,
+        donor: str | None,
+        reason: str | None,
+    ) -> Flag:
+        body = {
+            "environment": environment,
+            "variation": variation,
+            "percent": percent,
+            "from": donor,
+            "reason": reason,
+        }
+        return _flag.decode(self._call("POST", f"/api/flags/{key}/ramp", json=body).content)
+
+    def kill(self, key: str, environment: str, reason: str | None) -> Flag:
+        return _flag.decode(
+            self._call(
+                "POST", f"/api/flags/{key}/kill", json={"environment": environment, "reason": reason}
+            ).content
+        )
+
+    def restore(self, key: str, environment: str, reason: str | None) -> Flag:
+        return _flag.decode(
+            self._call(
+                "POST", f"/api/flags/{key}/restore", json={"environment": environment, "reason": reason}
+            ).content
+        )
+
+    def report(self, key: str, environment: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "GET", f"/api/flags/{key}/report", params={"environment": environment}
+        ).json()
+        return result
+
+    def ingest(self, environment: str, batch: Mapping[str, Sequence[bytes]]) -> dict[str, Any]:
+        body = (
+            b"{"
+            + b",".join(
+                b'"' + kind.encode() + b'":[' + b",".join(items) + b"]" for kind, items in batch.items()
+            )
+            + b"}"
+        )
+        result: dict[str, Any] = self._call(
+            "POST",
+            "/ingest/batch",
+            params={"environment": environment},
+            content=body,
+            headers={"Content-Type": "application/json"},
+        ).json()
+        return result
+
+    def changes(self, key: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", f"/api/flags/{key}/changes").json()
+        return result
+
+    def create_key(self, kind: str, name: str, environment: str | None) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", "/api/keys", json={"kind": kind, "name": name, "environment": environment}
+        ).json()
+        return result
+
+
+@contextmanager
+def open_backend(settings: Settings) -> Iterator[Backend]:
+    url = settings.url or read_server_file(settings.server_file)
+    backend: LocalBackend | RemoteBackend
+    if url is not None:
+        if not settings.admin_key:
+            raise AuthError(
+                f"{settings.db} is held by the server at {url}; set RAMPLIGHT_ADMIN_KEY to an admin key "
+                "(printed when the server created it) so the CLI can act through it"
+            )
+        backend = RemoteBackend(url, settings.admin_key)
+    else:
+        backend = LocalBackend(settings)
+    try:
+        yield backend
+    finally:
+        backend.close()

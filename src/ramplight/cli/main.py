@@ -1,0 +1,329 @@
+"""`ramplight`: serve, demo, flags as code, ramps and kill switches, import and report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import msgspec
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ramplight.cli import render
+from ramplight.cli.backend import open_backend
+from ramplight.cli.importer import open_source, read_items
+from ramplight.core.errors import RamplightError, ValidationError
+from ramplight.settings import Settings
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Release decisions for AI features: flags, evidence and readouts in one data model.",
+)
+flags_app = typer.Typer(no_args_is_help=True, help="List and inspect flags.")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; the plaintext is shown once).")
+app.add_typer(flags_app, name="flags")
+app.add_typer(keys_app, name="keys")
+
+console = Console()
+err = Console(stderr=True)
+
+DbOption = Annotated[
+    Path | None, typer.Option("--db", help="Database file [env RAMPLIGHT_DB; default ./ramplight.duckdb]")
+]
+EnvOption = Annotated[str, typer.Option("--env", "-e", help="Environment")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+
+
+def _settings(db: Path | None, **overrides: Any) -> Settings:
+    return Settings.from_env().with_(db=db, **overrides)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
+
+
+@app.command()
+def serve(
+    db: DbOption = None,
+    host: Annotated[str | None, typer.Option(help="Bind address [default 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default 8700]")] = None,
+) -> None:
+    """Run the server: admin API, SDK config, ingestion; OpenAPI docs at /docs."""
+    from ramplight.server.run import bootstrap, serve_forever
+
+    settings = _settings(db, host=host, port=port)
+    admin_key = bootstrap(settings)
+    url = f"http://{settings.host}:{settings.port}"
+    if admin_key:
+        console.print(
+            f"Created the first admin key (shown once, stored hashed):\n  export RAMPLIGHT_ADMIN_KEY={admin_key}"
+        )
+    console.print(f"Ramplight serving {settings.db} at {url} (API docs: {url}/docs). Ctrl-C stops.")
+    serve_forever(settings)
+
+
+@app.command()
+def demo(
+    db: Annotated[Path, typer.Option("--db", help="Demo database (recreated)")] = Path(
+        "ramplight-demo.duckdb"
+    ),
+    conversations: Annotated[int, typer.Option(min=1000, help="Conversations to simulate")] = 60_000,
+    seed: Annotated[int, typer.Option(help="Random seed of the simulation")] = 7,
+    no_serve: Annotated[
+        bool, typer.Option("--no-serve", help="Exit after the simulation instead of serving")
+    ] = False,
+    as_json: JsonOption = False,
+    port: Annotated[int | None, typer.Option(help="Port to serve on [default 8700]")] = None,
+) -> None:
+    """Simulate an AI assistant rollout (5 % → 20 %) through the real SDK and server."""
+    from ramplight.demo.simulation import run_demo
+
+    settings = _settings(db, port=port)
+    run_demo(
+        settings,
+        conversations=conversations,
+        seed=seed,
+        serve=not no_serve,
+        as_json=as_json,
+        console=err if as_json else console,
+    )
+
+
+@app.command("apply")
+def apply_cmd(
+    file: Annotated[Path, typer.Argument(help="YAML or JSON: one flag, a list, or {flags: [...]}")],
+    db: DbOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the diff, change nothing")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Make stored flags match a file (flags as code). Idempotent; every change is audited."""
+    try:
+        loaded = yaml.safe_load(file.read_text())
+    except OSError as exc:
+        raise ValidationError.at("FILE", f"cannot read {file}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ValidationError.at("FILE", f"{file} is not valid YAML: {exc}") from None
+    docs = loaded.get("flags") if isinstance(loaded, dict) and "flags" in loaded else loaded
+    docs = [docs] if isinstance(docs, dict) else docs
+    if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
+        raise ValidationError.at("FILE", "expected a flag, a list of flags, or a mapping with 'flags:'")
+    with open_backend(_settings(db)) as backend:
+        results = backend.apply(docs, dry_run)
+    if as_json:
+        _print_json(results)
+    else:
+        render.plan(results, console, dry_run)
+
+
+@flags_app.command("list")
+def flags_list(
+    db: DbOption = None,
+    archived: Annotated[bool, typer.Option(help="Include archived flags")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """All flags with their rollout per environment."""
+    with open_backend(_settings(db)) as backend:
+        flags = backend.list_flags(archived)
+    if as_json:
+        _print_json(flags)
+    else:
+        render.flags_table(flags, console)
+
+
+@flags_app.command("show")
+def flags_show(
+    key: str,
+    db: DbOption = None,
+    changes: Annotated[bool, typer.Option(help="Include the change history")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """One flag in full; `--changes` adds its audit history."""
+    with open_backend(_settings(db)) as backend:
+        flag = backend.get_flag(key)
+        history = backend.changes(key) if changes else None
+    if as_json:
+        _print_json({"flag": flag, "changes": history} if changes else flag)
+        return
+    render.flag_detail(flag, console)
+    for change in history or []:
+        env = f" [{change['environment']}]" if change.get("environment") else ""
+        reason = f" — {change['reason']}" if change.get("reason") else ""
+        console.print(
+            f"{change['ts']}  v{change['version']}  {change['action']}{env} by {change['actor']}{reason}"
+        )
+
+
+@app.command()
+def ramp(
+    flag: str,
+    variation: str,
+    percent: Annotated[float, typer.Argument(min=0, max=100)],
+    env: EnvOption = "production",
+    from_variation: Annotated[
+        str | None, typer.Option("--from", help="Variation giving up weight [default: the default variation]")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the audit log)")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Set VARIATION to PERCENT of units; only units of the giving variation move."""
+    with open_backend(_settings(db)) as backend:
+        updated = backend.ramp(flag, env, variation, percent, from_variation, reason)
+    if as_json:
+        _print_json(updated)
+    else:
+        console.print(f"{flag} in {env}: {render.rollout_text(updated, env)} (version {updated.version})")
+
+
+@app.command()
+def kill(
+    flag: str,
+    env: EnvOption = "production",
+    reason: Annotated[str | None, typer.Option()] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Kill switch: serve the off variation to everyone in the environment, now."""
+    with open_backend(_settings(db)) as backend:
+        updated = backend.kill(flag, env, reason)
+    if as_json:
+        _print_json(updated)
+    else:
+        console.print(f"{flag} in {env}: {render.rollout_text(updated, env)} (version {updated.version})")
+
+
+@app.command()
+def restore(
+    flag: str,
+    env: EnvOption = "production",
+    reason: Annotated[str | None, typer.Option()] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Undo a kill: serve the rules and rollout again."""
+    with open_backend(_settings(db)) as backend:
+        updated = backend.restore(flag, env, reason)
+    if as_json:
+        _print_json(updated)
+    else:
+        console.print(f"{flag} in {env}: {render.rollout_text(updated, env)} (version {updated.version})")
+
+
+@app.command("import")
+def import_cmd(
+    file: Annotated[Path, typer.Argument(help="NDJSON, CSV or Parquet with the contract's field names")],
+    env: EnvOption = "production",
+    kind: Annotated[
+        str | None, typer.Option(help="exposures | events | evals [default: from the columns]")
+    ] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="ndjson | csv | parquet [default: from the name]")
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Load evidence from a file, validated exactly like the HTTP ingestion path."""
+    if fmt is not None and fmt not in ("ndjson", "csv", "parquet"):
+        raise ValidationError.at("--format", "must be ndjson, csv or parquet")
+    source = open_source(file, fmt, kind)  # type: ignore[arg-type]
+    accepted = 0
+    rejected: list[dict[str, Any]] = []
+    offset = 0
+    with (
+        open_backend(_settings(db)) as backend,
+        Progress(
+            TextColumn(f"importing {source.kind}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=as_json or not err.is_terminal,
+        ) as progress,
+    ):
+        task = progress.add_task("import", total=source.rows)
+        for chunk in read_items(source):
+            result = backend.ingest(env, {source.kind: chunk})
+            accepted += sum(result["accepted"].values())
+            for problem in result["rejected"]:
+                rejected.append({**problem, "row": offset + problem["index"] + 1})
+            offset += len(chunk)
+            progress.update(task, advance=len(chunk))
+    summary = {
+        "file": str(file),
+        "kind": source.kind,
+        "rows": offset,
+        "accepted": accepted,
+        "rejected": len(rejected),
+        "problems": rejected[:1000],
+    }
+    if as_json:
+        _print_json(summary)
+    else:
+        console.print(
+            f"{file.name}: {accepted:,} {source.kind} accepted, {len(rejected):,} rejected (of {offset:,} rows)"
+        )
+        for problem in rejected[:20]:
+            console.print(f"  row {problem['row']}: {problem['field'] or '(item)'}: {problem['reason']}")
+        if len(rejected) > 20:
+            console.print(f"  … {len(rejected) - 20:,} more (use --json for the first 1,000)")
+    if rejected and not accepted:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    flag: str, env: EnvOption = "production", db: DbOption = None, as_json: JsonOption = False
+) -> None:
+    """The readout: data quality first, then each metric per variation against control."""
+    with open_backend(_settings(db)) as backend:
+        result = backend.report(flag, env)
+    if as_json:
+        _print_json(result)
+    else:
+        render.readout(result, console)
+
+
+@keys_app.command("create")
+def keys_create(
+    kind: Annotated[str, typer.Option(help="admin | sdk")] = "sdk",
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Environment of an SDK key")] = None,
+    name: Annotated[str, typer.Option(help="A label for the key")] = "cli",
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create an API key; its plaintext is printed once and stored only as a hash."""
+    if kind not in ("admin", "sdk"):
+        raise ValidationError.at("--kind", "must be admin or sdk")
+    with open_backend(_settings(db)) as backend:
+        created = backend.create_key(kind, name, env if kind == "sdk" else None)
+    if as_json:
+        _print_json(created)
+    else:
+        console.print(f"{created['kind']} key {created['id']} ({created['name']}): {created['key']}")
+
+
+def main() -> None:
+    """Entry point: one clear line on error, never a traceback for a known failure."""
+    try:
+        app(standalone_mode=False)
+    except RamplightError as exc:
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+        for problem in getattr(exc, "problems", ())[1:5]:
+            err.print(f"  {problem.render()}", highlight=False)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,137 @@
+"""Terminal rendering of flags, plans and readouts (Rich); `--json` bypasses all of this."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from ramplight.core.flags import Flag
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}g}" if abs(value) < 1000 else f"{value:,.1f}"
+
+
+def rollout_text(flag: Flag, environment: str) -> str:
+    env = flag.environments.get(environment)
+    if env is None:
+        return "not configured"
+    if not env.enabled:
+        return f"KILLED → {env.off_variation}"
+    if env.rollout is None:
+        return f"{env.default_variation} 100 %"
+    return " / ".join(f"{k} {w:g} %" for k, w in env.rollout.weights.items() if w)
+
+
+def flags_table(flags: list[Flag], console: Console) -> None:
+    table = Table(title=f"{len(flags)} flag(s)")
+    for column in ("key", "type", "unit", "version", "environments"):
+        table.add_column(column)
+    for flag in flags:
+        envs = "\n".join(f"{e}: {rollout_text(flag, e)}" for e in flag.environments)
+        key = flag.key + (" (archived)" if flag.archived else "")
+        table.add_row(key, flag.type, flag.assignment_unit, str(flag.version), envs)
+    console.print(table)
+
+
+def flag_detail(flag: Flag, console: Console) -> None:
+    console.print(
+        f"[bold]{flag.key}[/bold]  {flag.type} flag, assigned by [bold]{flag.assignment_unit}[/bold], version {flag.version}"
+        + ("  [red](archived)[/red]" if flag.archived else "")
+    )
+    if flag.description:
+        console.print(flag.description)
+    variations = Table("variation", "value", title="variations")
+    for v in flag.variations:
+        variations.add_row(v.key, str(v.value))
+    console.print(variations)
+    for name, env in flag.environments.items():
+        rules = ", ".join(r.id for r in env.rules) or "none"
+        console.print(
+            f"[bold]{name}[/bold]: {rollout_text(flag, name)}; rules: {rules}; default {env.default_variation}, off {env.off_variation}"
+        )
+
+
+def plan(results: list[dict[str, Any]], console: Console, dry_run: bool) -> None:
+    verb = {
+        "create": "would create" if dry_run else "created",
+        "update": "would update" if dry_run else "updated",
+        "unchanged": "unchanged",
+    }
+    for result in results:
+        version = f" (version {result['version']})" if result.get("version") else ""
+        console.print(f"[bold]{result['key']}[/bold]: {verb[result['action']]}{version}")
+        if result.get("diff"):
+            console.print(Syntax(result["diff"], "diff", theme="ansi_dark", background_color="default"))
+
+
+def readout(report: dict[str, Any], console: Console) -> None:
+    dq = report["data_quality"]
+    console.print(
+        f"[bold]{report['flag_key']}[/bold] in {report['environment']} (version {report['flag_version']}), "
+        f"assigned by {report['assignment_unit']}, control = {report['control']}"
+    )
+    quality = Table(
+        "exposed units",
+        "units in >1 variation (excluded)",
+        "outcome events",
+        "joinable",
+        "before exposure",
+        title="data quality",
+    )
+    quality.add_row(
+        f"{dq['exposed_units']:,}",
+        f"{dq['multiple_variation_units']:,}",
+        f"{dq['events']:,}",
+        _pct(dq["joinable_fraction"]),
+        f"{dq['events_before_exposure']:,}",
+    )
+    console.print(quality)
+    variations = Table(
+        "variation",
+        "units",
+        "fell back",
+        "fallback rate",
+        "reasons",
+        title="exposure (by assigned variation)",
+    )
+    for v in report["variations"]:
+        reasons = ", ".join(f"{k} {n:,}" for k, n in v["fallback_reasons"].items())
+        variations.add_row(
+            v["variation"], f"{v['units']:,}", f"{v['fallback_units']:,}", _pct(v["fallback_rate"]), reasons
+        )
+    console.print(variations)
+    metrics = Table(
+        "metric", "variation", "units", "mean", "Δ vs control", "95 % CI", "relative", "p", title="metrics"
+    )
+    for metric in report["metrics"]:
+        comparisons = {c["variation"]: c for c in metric["comparisons"]}
+        for v in metric["variations"]:
+            c = comparisons.get(v["variation"])
+            if c is None:
+                metrics.add_row(
+                    metric["name"], v["variation"], f"{v['units']:,}", _num(v["mean"]), "", "", "", ""
+                )
+                continue
+            ci = f"[{_num(c['ci_low'])}, {_num(c['ci_high'])}]" if c["ci_low"] is not None else "–"
+            p = "–" if c["p_value"] is None else f"{c['p_value']:.3g}"
+            metrics.add_row(
+                metric["name"],
+                v["variation"],
+                f"{v['units']:,}",
+                _num(v["mean"]),
+                _num(c["difference"]),
+                ci,
+                _pct(c["relative"]),
+                p,
+            )
+    console.print(metrics)

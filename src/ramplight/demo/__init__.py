@@ -1,0 +1,1 @@
+"""The simulated AI rollout behind `ramplight demo`."""

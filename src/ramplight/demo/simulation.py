@@ -1,0 +1,300 @@
+"""A support assistant's prompt/retrieval profile rolled out 5 % → 20 % by conversation.
+
+Everything goes through the real product: the server on 127.0.0.1, the SDK evaluating
+locally, exposures recorded when the assistant actually ran (with timeouts falling back to
+control), outcome and guardrail events from "another system" keyed by conversation, and LLM
+judge scores on a sample. The story: at 5 % the candidate looks better; at 20 % the
+citation-first retrieval saturates, long conversations time out and fall back, and enterprise
+conversations get slower.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ramplight.cli import render
+from ramplight.core.errors import ConflictError, ValidationError
+from ramplight.sdk.client import Client
+from ramplight.server.run import ServerThread, bootstrap, free_port
+from ramplight.settings import Settings
+from ramplight.store.duckdb import DuckDBStore
+
+FLAG = "support_assistant_profile"
+PROFILES = {
+    "control": {"prompt_profile": "support_v3", "model_route": "stable", "retrieval_profile": "baseline"},
+    "candidate": {
+        "prompt_profile": "support_v4",
+        "model_route": "stable",
+        "retrieval_profile": "citation_first",
+    },
+    "fallback": {"prompt_profile": "support_v3", "model_route": "stable", "retrieval_profile": "baseline"},
+}
+FLAG_DOC: dict[str, Any] = {
+    "key": FLAG,
+    "type": "json",
+    "assignment_unit": "conversation",
+    "description": "Support assistant behavior profile: prompt v4 with citation-first retrieval.",
+    "tags": ["ai", "support"],
+    "variations": [{"key": k, "value": v} for k, v in PROFILES.items()],
+    "environments": {
+        "production": {
+            "default_variation": "control",
+            "off_variation": "control",
+            "rules": [
+                {
+                    "id": "internal-dogfood",
+                    "clauses": [{"attribute": "plan", "op": "in", "values": ["internal"]}],
+                    "variation": "candidate",
+                }
+            ],
+            "rollout": {"weights": {"control": 95, "candidate": 5}},
+        },
+        "staging": {"default_variation": "candidate", "off_variation": "control"},
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    conversation_id: str
+    plan: str
+    region: str
+    turns: int
+
+    @property
+    def long(self) -> bool:
+        return self.turns >= 8
+
+
+def _conversation(rng: random.Random, i: int) -> Conversation:
+    plan = rng.choices(("free", "pro", "enterprise"), (0.5, 0.35, 0.15))[0]
+    region = "us" if rng.random() < 0.6 else "eu"
+    turns = 1 + int(rng.expovariate(1 / 4.5))
+    return Conversation(f"conv_{i:06d}", plan, region, turns)
+
+
+def _simulate(client: Client, conv: Conversation, rng: random.Random, stage: int) -> None:
+    """One conversation: the assistant runs under the flag; outcomes follow from what served."""
+    attrs = {"plan": conv.plan, "region": conv.region, "length": "long" if conv.long else "short"}
+    with client.exposure(FLAG, conv.conversation_id, attrs) as x:
+        waited = 0.0
+        if x.variation == "candidate":
+            # Citation-first retrieval saturates once it carries 20 % of traffic.
+            p_timeout = (0.04 if conv.long else 0.015) if stage == 1 else (0.22 if conv.long else 0.03)
+            if rng.random() < p_timeout:
+                x.fallback("timeout")
+                waited = 3000.0
+        served = x.variation
+    base = rng.lognormvariate(math.log(1300 + 70 * conv.turns), 0.25)
+    if served == "candidate":
+        base += 90 + (700 if stage == 2 and conv.plan == "enterprise" else 0) * rng.uniform(0.6, 1.4)
+    latency = base + waited
+    cost = (0.011 + 0.0012 * conv.turns) if served != "candidate" else (0.0135 + 0.0015 * conv.turns)
+    if served == "candidate":
+        p_resolved, p_correction = (0.66 if not conv.long else 0.60), 0.085
+    elif waited:
+        p_resolved, p_correction = 0.50, 0.15
+    else:
+        p_resolved, p_correction = (0.60 if not conv.long else 0.54), 0.12
+    unit = conv.conversation_id
+    if rng.random() < 0.004:  # the ticketing system sometimes keys outcomes by ticket, not conversation
+        unit = f"ticket_{rng.randrange(10**8):08d}"
+    track = client.track
+    track(
+        "resolved_without_escalation",
+        unit,
+        value=float(rng.random() < p_resolved),
+        assignment_unit="conversation",
+    )
+    track("human_correction", unit, value=float(rng.random() < p_correction), assignment_unit="conversation")
+    track("latency_ms", conv.conversation_id, value=round(latency, 1), assignment_unit="conversation")
+    track(
+        "cost_usd",
+        conv.conversation_id,
+        value=round(cost * rng.uniform(0.85, 1.15), 5),
+        assignment_unit="conversation",
+    )
+    if rng.random() < 0.1:
+        faithfulness = min(1.0, max(0.0, rng.gauss(0.86 if served == "candidate" else 0.81, 0.08)))
+        client.score(
+            "faithfulness",
+            round(faithfulness, 3),
+            unit_id=conv.conversation_id,
+            evaluator="llm_judge",
+            evaluator_version="judge-v2",
+            flag_key=FLAG,
+            variation=served,
+        )
+
+
+def _fresh_database(settings: Settings) -> None:
+    db = settings.db
+    if db.exists():
+        store = DuckDBStore(db)
+        try:
+            others = [f.key for f in store.list_flags(include_archived=True) if f.key != FLAG]
+        finally:
+            store.close()
+        if others:
+            raise ValidationError.at(
+                "--db",
+                f"{db} holds other flags ({', '.join(others[:3])}); the demo only replaces its own database",
+            )
+    for path in (db, db.with_name(db.name + ".wal"), settings.server_file):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(settings.log_dir, ignore_errors=True)
+
+
+def _check_port(settings: Settings) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind((settings.host, settings.port))
+        except OSError:
+            raise ConflictError(f"port {settings.port} is in use; pass --port") from None
+
+
+def run_demo(
+    settings: Settings, conversations: int, seed: int, serve: bool, as_json: bool, console: Console
+) -> dict[str, Any]:
+    if not serve:
+        settings = settings.with_(port=free_port())
+    _check_port(settings)
+    _fresh_database(settings)
+    admin_key = bootstrap(settings)
+    assert admin_key is not None
+    server = ServerThread(settings).start()
+    try:
+        admin = httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=120
+        )
+        admin.post("/api/flags", json=FLAG_DOC).raise_for_status()
+        sdk_key = admin.post(
+            "/api/keys", json={"kind": "sdk", "name": "support-assistant", "environment": "production"}
+        ).json()["key"]
+        rng = random.Random(seed)
+        stage_one = int(conversations * 0.3)
+        phases = []
+        with (
+            Client(sdk_key, url=server.url, poll_interval=2.0, flush_interval=0.25) as client,
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                disable=as_json or not console.is_terminal,
+            ) as progress,
+        ):
+            task = progress.add_task("conversations at 5 %", total=conversations)
+            for i in range(conversations):
+                if i == stage_one:
+                    client.flush()
+                    phases.append(
+                        {
+                            "rollout": {"control": 95, "candidate": 5},
+                            "conversations": stage_one,
+                            "readout": admin.get(f"/api/flags/{FLAG}/report").json(),
+                        }
+                    )
+                    admin.post(
+                        f"/api/flags/{FLAG}/ramp",
+                        json={
+                            "environment": "production",
+                            "variation": "candidate",
+                            "percent": 20,
+                            "reason": "stage 2 of the ramp plan: 5 % looked good",
+                        },
+                    ).raise_for_status()
+                    client.refresh()
+                    progress.update(task, description="conversations at 20 %")
+                _simulate(client, _conversation(rng, i), rng, 1 if i < stage_one else 2)
+                if i % 2000 == 1999:
+                    # Conversations arrive over time in real life; here the SDK's queue is
+                    # drained every 2,000 so the simulation never outruns it.
+                    client.flush(timeout=60)
+                    progress.update(task, completed=i + 1)
+            progress.update(task, completed=conversations)
+            client.flush(timeout=60)
+            sdk_stats = {
+                "sent": client.stats.sent,
+                "rejected": client.stats.rejected,
+                "dropped": client.stats.dropped,
+            }
+        final = admin.get(f"/api/flags/{FLAG}/report").json()
+        phases.append(
+            {
+                "rollout": {"control": 80, "candidate": 20},
+                "conversations": conversations - stage_one,
+                "readout": final,
+            }
+        )
+        result = {
+            "flag_key": FLAG,
+            "conversations": conversations,
+            "seed": seed,
+            "sdk": sdk_stats,
+            "phases": phases,
+            "readout": final,
+        }
+        if as_json:
+            import msgspec
+
+            print(msgspec.json.format(msgspec.json.encode(result), indent=2).decode())
+        else:
+            console.rule("readout after the 5 % stage")
+            render.readout(phases[0]["readout"], console)
+            console.rule("readout now (20 %)")
+            render.readout(final, console)
+            _story(final, phases[0]["readout"], console)
+        if serve:
+            _where_to_look(settings, server.url, admin_key, console)
+            stop = threading.Event()
+            try:
+                stop.wait()
+            except KeyboardInterrupt:
+                console.print("stopping")
+        admin.close()
+        return result
+    finally:
+        server.stop()
+
+
+def _fallback(readout: dict[str, Any], variation: str) -> float:
+    for v in readout["variations"]:
+        if v["variation"] == variation and v["fallback_rate"] is not None:
+            return float(v["fallback_rate"])
+    return 0.0
+
+
+def _story(final: dict[str, Any], early: dict[str, Any], console: Console) -> None:
+    console.print(
+        f"\nThe story: at 5 % the candidate fell back {100 * _fallback(early, 'candidate'):.1f} % of the time; "
+        f"at 20 % it falls back {100 * _fallback(final, 'candidate'):.1f} % (long conversations time out). "
+        "Compare resolution and latency_ms between the two readouts: the win at 5 % shrinks, and latency regresses "
+        "for enterprise conversations (segment review: `ramplight report --segment plan`, next release)."
+    )
+
+
+def _where_to_look(settings: Settings, url: str, admin_key: str, console: Console) -> None:
+    console.rule("Ramplight is running")
+    console.print(
+        f"API and OpenAPI docs: {url}/docs\n"
+        f"Database: {settings.db}\n\n"
+        "In another terminal (the admin key below is shown once; it is stored hashed):\n"
+        f"  export RAMPLIGHT_URL={url} RAMPLIGHT_ADMIN_KEY={admin_key}\n"
+        f"  ramplight report {FLAG}\n"
+        f"  ramplight flags show {FLAG} --changes\n"
+        f"  ramplight kill {FLAG} --reason 'latency regression'\n\n"
+        "Ctrl-C stops the server."
+    )
