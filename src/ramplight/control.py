@@ -65,6 +65,13 @@ def ensure_environment(store: Store, key: str, clock: Clock = utcnow) -> Environ
     return create_environment(store, key, clock=clock)
 
 
+def ensure_default_environments(store: Store, clock: Clock = utcnow) -> None:
+    """A new database starts with `production` and `staging`."""
+    if not store.list_environments():
+        create_environment(store, "production", "Production", clock)
+        create_environment(store, "staging", "Staging", clock)
+
+
 def _require_environment(store: Store, key: str) -> None:
     if key not in {e.key for e in store.list_environments()}:
         raise NotFoundError(f"no environment {key!r} (create it first: ramplight env create {key})")

@@ -10,15 +10,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from statistics import NormalDist
 from typing import Any
-
-from scipy import stats
 
 from ramplight.core.errors import NotFoundError
 from ramplight.core.flags import Flag
 from ramplight.store.base import Store
 
 READOUT_SCHEMA = "ramplight.readout/v1"
+_NORMAL = NormalDist()
 
 _UNITS_SQL = """
 WITH per_unit AS (
@@ -118,8 +118,8 @@ def compare(
             "p_value": None,
             "relative": difference / mean_c if mean_c else None,
         }
-    z = float(stats.norm.ppf(1 - alpha / 2))
-    p = float(2 * stats.norm.sf(abs(difference) / se))
+    z = _NORMAL.inv_cdf(1 - alpha / 2)
+    p = 2 * (1 - _NORMAL.cdf(abs(difference) / se))
     return {
         "difference": difference,
         "ci_low": difference - z * se,

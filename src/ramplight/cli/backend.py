@@ -68,6 +68,7 @@ class LocalBackend:
 
     def __init__(self, settings: Settings) -> None:
         self.store = DuckDBStore(settings.db)
+        control.ensure_default_environments(self.store)
         self.where = str(settings.db)
         self._counter = 0
 

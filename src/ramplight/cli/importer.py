@@ -107,7 +107,11 @@ def _expression(column: str, column_type: str) -> str:
     if column in JSON_FIELDS:
         return f"CAST({quoted} AS JSON)" if upper in ("VARCHAR", "JSON") else quoted
     if column in NUMBER_FIELDS:
-        return quoted
+        if upper != "VARCHAR":
+            return quoted
+        # Numbers stay numbers; anything else stays a string so validation names the field.
+        number = f"TRY_CAST({quoted} AS DOUBLE)"
+        return f"CAST(CASE WHEN {number} IS NOT NULL THEN CAST({number} AS VARCHAR) ELSE CAST(to_json({quoted}) AS VARCHAR) END AS JSON)"
     return f"CAST({quoted} AS VARCHAR)"
 
 

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import msgspec
 import typer
 import yaml
@@ -311,19 +310,9 @@ def keys_create(
 def main() -> None:
     """Entry point: one clear line on error, never a traceback for a known failure."""
     try:
-        app(standalone_mode=False)
+        app()
     except RamplightError as exc:
         err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
         for problem in getattr(exc, "problems", ())[1:5]:
             err.print(f"  {problem.render()}", highlight=False)
         sys.exit(1)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)

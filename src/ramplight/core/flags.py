@@ -42,6 +42,7 @@ ClauseOp = Literal[
     "in_segment",
     "not_in_segment",
 ]
+SCALAR_OPS = frozenset({"equals", "not_equals", "in", "not_in"})
 NUMERIC_OPS = frozenset({"lt", "lte", "gt", "gte"})
 SEMVER_OPS = frozenset({"semver_eq", "semver_lt", "semver_lte", "semver_gt", "semver_gte"})
 SEGMENT_OPS = frozenset({"in_segment", "not_in_segment"})
@@ -215,8 +216,15 @@ def _check_clause(clause: Clause, where: str, segments: Mapping[str, Any] | None
     problems: list[FieldProblem] = []
     if not clause.values:
         problems.append(FieldProblem(f"{where}.values", "needs at least one value"))
-    if clause.op == "regex":
+    if clause.op in SCALAR_OPS:
+        for i, value in enumerate(clause.values):
+            if not isinstance(value, str | int | float | bool):
+                problems.append(FieldProblem(f"{where}.values[{i}]", "must be a string, number or boolean"))
+    elif clause.op == "regex":
         for i, pattern in enumerate(clause.values):
+            if not isinstance(pattern, str):
+                problems.append(FieldProblem(f"{where}.values[{i}]", "a regex must be a string"))
+                continue
             try:
                 re.compile(str(pattern))
             except re.error as exc:
@@ -227,11 +235,11 @@ def _check_clause(clause: Clause, where: str, segments: Mapping[str, Any] | None
                 problems.append(FieldProblem(f"{where}.values[{i}]", f"{clause.op} needs a number"))
     elif clause.op in SEMVER_OPS:
         for i, value in enumerate(clause.values):
-            if not isinstance(value, str) or not semver.Version.is_valid(value):
+            if not isinstance(value, str) or not semver.Version.is_valid(value.removeprefix("v")):
                 problems.append(FieldProblem(f"{where}.values[{i}]", f"{value!r} is not a semantic version"))
     elif clause.op in SEGMENT_OPS and segments is not None:
         for i, value in enumerate(clause.values):
-            if value not in segments:
+            if not isinstance(value, str) or value not in segments:
                 problems.append(FieldProblem(f"{where}.values[{i}]", f"no segment {value!r}"))
     return problems
 
@@ -244,10 +252,11 @@ def _check_rollout(rollout: Rollout, where: str, variations: set[str]) -> list[F
             problems.append(FieldProblem(f"{where}.weights.{variation}", "no such variation"))
         if not 0 <= weight <= 100:
             problems.append(FieldProblem(f"{where}.weights.{variation}", "must be within 0..100"))
-        elif abs(percent_to_slots(weight) - weight * (SLOTS // 100)) > 1e-6:
+            continue
+        if abs(percent_to_slots(weight) - weight * (SLOTS // 100)) > 1e-6:
             problems.append(FieldProblem(f"{where}.weights.{variation}", "at most three decimals (0.001 %)"))
         total += percent_to_slots(weight)
-    if total != SLOTS:
+    if not problems and total != SLOTS:
         problems.append(FieldProblem(f"{where}.weights", f"must sum to 100, not {total / (SLOTS // 100):g}"))
     return problems
 

@@ -72,6 +72,34 @@ def _msgspec_response(value: Any, status_code: int = 200) -> Response:
     return Response(_encoder.encode(value), status_code=status_code, media_type="application/json")
 
 
+class ProblemOut(BaseModel):
+    kind: str | None = None
+    index: int | None = None
+    field: str
+    reason: str
+
+
+class ErrorOut(BaseModel):
+    """Every error: a stable code, one readable message, and per-field problems if any."""
+
+    error: str
+    message: str
+    problems: list[ProblemOut] | None = None
+
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": description}
+    for status, description in (
+        (401, "missing, unknown or revoked API key"),
+        (403, "the key may not do this (an SDK key on admin routes, or another environment)"),
+        (404, "no such flag, environment or key"),
+        (409, "a stale version (someone else changed it) or a duplicate"),
+        (413, "a batch past the size limits"),
+        (422, "invalid input: which field, why"),
+    )
+}
+
+
 class EnvironmentIn(BaseModel):
     key: str = Field(min_length=1, max_length=100)
     name: str | None = Field(default=None, max_length=200)
@@ -159,11 +187,19 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs",
         openapi_url="/openapi.json",
+        responses=_ERROR_RESPONSES,
     )
 
     @app.exception_handler(RamplightError)
     async def ramplight_error(request: Request, exc: RamplightError) -> JSONResponse:
         return _error_response(exc)
+
+    @app.exception_handler(UnicodeEncodeError)
+    async def invalid_unicode(request: Request, exc: UnicodeEncodeError) -> JSONResponse:
+        # JSON may escape lone surrogates (\ud800) that no UTF-8 store can hold.
+        return _error_response(
+            ValidationError("the request contains invalid Unicode (an unpaired surrogate)")
+        )
 
     # -- health ---------------------------------------------------------------------------
 

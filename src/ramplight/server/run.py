@@ -31,9 +31,7 @@ def bootstrap(settings: Settings) -> str | None:
     """
     store = DuckDBStore(settings.db)
     try:
-        if not store.list_environments():
-            control.create_environment(store, "production", "Production")
-            control.create_environment(store, "staging", "Staging")
+        control.ensure_default_environments(store)
         if any(k.kind == "admin" and k.revoked_at is None for k in store.list_api_keys()):
             return None
         plaintext, _ = control.create_api_key(store, "admin", "first admin key")

@@ -1,0 +1,79 @@
+"""Pure statistics engine: sufficient statistics in, effects, intervals and decisions' evidence out.
+
+No I/O and no data frames: every function takes the small typed values in `suffstats` (or a
+`QuantileEstimate`) and returns frozen result values. `docs/statistics.md` derives the formulas.
+"""
+
+from ramplight.core.stats.bayes import BayesEstimate, BayesResult, GaussianPrior, bayes_test
+from ramplight.core.stats.cuped import cuped_summaries, theta_cuped
+from ramplight.core.stats.effects import (
+    Direction,
+    EffectEstimate,
+    EffectResult,
+    Method,
+    welch_test,
+)
+from ramplight.core.stats.multiple import benjamini_hochberg, holm_bonferroni
+from ramplight.core.stats.noninferiority import (
+    MarginType,
+    NonInferiorityResult,
+    noninferiority_test,
+)
+from ramplight.core.stats.power import (
+    MinimumDetectableEffect,
+    SampleSizeEstimate,
+    minimum_detectable_effect,
+    sample_size,
+)
+from ramplight.core.stats.quantile import QuantileEstimate, density_levels
+from ramplight.core.stats.sequential import (
+    DEFAULT_TUNING,
+    always_valid_p_value,
+    boundary_multiplier,
+    mixture_rho,
+    sequential_test,
+)
+from ramplight.core.stats.srm import SRM_THRESHOLD, SrmResult, srm_test
+from ramplight.core.stats.suffstats import (
+    ArmSummary,
+    RatioMoments,
+    RegressionMoments,
+    SampleMoments,
+)
+
+__all__ = [
+    "DEFAULT_TUNING",
+    "SRM_THRESHOLD",
+    "ArmSummary",
+    "BayesEstimate",
+    "BayesResult",
+    "Direction",
+    "EffectEstimate",
+    "EffectResult",
+    "GaussianPrior",
+    "MarginType",
+    "Method",
+    "MinimumDetectableEffect",
+    "NonInferiorityResult",
+    "QuantileEstimate",
+    "RatioMoments",
+    "RegressionMoments",
+    "SampleMoments",
+    "SampleSizeEstimate",
+    "SrmResult",
+    "always_valid_p_value",
+    "bayes_test",
+    "benjamini_hochberg",
+    "boundary_multiplier",
+    "cuped_summaries",
+    "density_levels",
+    "holm_bonferroni",
+    "minimum_detectable_effect",
+    "mixture_rho",
+    "noninferiority_test",
+    "sample_size",
+    "sequential_test",
+    "srm_test",
+    "theta_cuped",
+    "welch_test",
+]

@@ -1,0 +1,52 @@
+"""Sample-ratio mismatch: Pearson chi-square of observed units per variation against the weights."""
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import special
+
+from ramplight.core.errors import ValidationError
+
+SRM_THRESHOLD = 0.001
+"""p-value below which a split is flagged (GrowthBook's default)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SrmResult:
+    """Chi-square statistic, its degrees of freedom, p-value, and whether the split is flagged."""
+
+    chi_square: float
+    df: int
+    p_value: float
+    mismatch: bool
+
+
+def srm_test(
+    observed: Sequence[int], weights: Sequence[float], *, threshold: float = SRM_THRESHOLD
+) -> SrmResult:
+    """Test observed units per variation against expected weights; flag when p < threshold.
+
+    Units in a variation of weight 0 are a mismatch outright (p = 0).
+    """
+    if len(observed) != len(weights) or len(observed) < 2:
+        raise ValidationError(
+            f"need matching observed and weights for at least two variations, "
+            f"got {len(observed)} and {len(weights)}"
+        )
+    if any(o < 0 for o in observed) or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValidationError("observed counts and weights must be non-negative, weights not all 0")
+    if any(o > 0 for o, w in zip(observed, weights, strict=True) if w == 0):
+        return SrmResult(chi_square=math.inf, df=len(observed) - 1, p_value=0.0, mismatch=True)
+    arms = [(o, w) for o, w in zip(observed, weights, strict=True) if w > 0]
+    df = len(arms) - 1
+    total_units = sum(o for o, _ in arms)
+    total_weight = sum(w for _, w in arms)
+    if total_units == 0 or df == 0:
+        return SrmResult(chi_square=0.0, df=df, p_value=1.0, mismatch=False)
+    # X² = Σ (O - E)² / E with E = N·w/Σw, df = k - 1 (Pearson 1900; gbstats check_srm).
+    chi_square = sum(
+        (o - total_units * w / total_weight) ** 2 / (total_units * w / total_weight) for o, w in arms
+    )
+    p_value = float(special.chdtrc(df, chi_square))
+    return SrmResult(chi_square=chi_square, df=df, p_value=p_value, mismatch=p_value < threshold)

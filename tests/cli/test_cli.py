@@ -1,0 +1,128 @@
+"""The `ramplight` command on a real database file (and through a real running server)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from tests.factories import RunningServer, flag_doc
+
+
+def ramplight(
+    *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "ramplight", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "cli.duckdb"
+    flags = tmp_path / "flags.yaml"
+    flags.write_text(yaml.safe_dump({"flags": [flag_doc()]}))
+    ramplight("apply", str(flags), "--db", str(path))
+    return path
+
+
+def test_apply_creates_then_is_idempotent_then_shows_a_diff(tmp_path: Path, db: Path) -> None:
+    flags = tmp_path / "flags.yaml"
+    again = json.loads(ramplight("apply", str(flags), "--db", str(db), "--json").stdout)
+    assert again == [{"key": "support_assistant_profile", "action": "unchanged", "version": 1, "diff": ""}]
+    doc = flag_doc(description="v4 prompt with citations")
+    flags.write_text(yaml.safe_dump(doc))
+    changed = ramplight("apply", str(flags), "--db", str(db)).stdout
+    assert "updated (version 2)" in changed and '+  "description": "v4 prompt with citations"' in changed
+    shown = json.loads(
+        ramplight("flags", "show", "support_assistant_profile", "--changes", "--json", "--db", str(db)).stdout
+    )
+    assert [c["action"] for c in shown["changes"]] == ["create", "update"]
+
+
+def test_ramp_and_kill_change_the_rollout_and_the_audit_log(db: Path) -> None:
+    assert (
+        "candidate 20 %"
+        in ramplight("ramp", "support_assistant_profile", "candidate", "20", "--db", str(db)).stdout
+    )
+    assert (
+        "KILLED"
+        in ramplight("kill", "support_assistant_profile", "--reason", "latency", "--db", str(db)).stdout
+    )
+    listed = json.loads(ramplight("flags", "list", "--json", "--db", str(db)).stdout)
+    production = listed[0]["environments"]["production"]
+    assert production["enabled"] is False and production["rollout"]["weights"] == {
+        "control": 80.0,
+        "candidate": 20.0,
+    }
+
+
+def test_errors_are_one_line_without_a_traceback(db: Path) -> None:
+    result = ramplight("ramp", "nope", "candidate", "20", "--db", str(db), check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: no flag 'nope'"
+    result = ramplight("ramp", "support_assistant_profile", "candidate", "120", "--db", str(db), check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_import_ndjson_validates_like_http_and_reports_rows(tmp_path: Path, db: Path) -> None:
+    path = tmp_path / "exposures.ndjson"
+    good = {
+        "ts": "2026-11-20T10:00:00Z",
+        "flag_key": "support_assistant_profile",
+        "assignment_unit": "conversation",
+        "assigned_variation": "candidate",
+        "served_variation": "candidate",
+    }
+    lines = [json.dumps({**good, "unit_id": f"c{i}"}) for i in range(10)]
+    lines[3] = json.dumps({**good, "unit_id": "c3", "assignment_unit": "user"})
+    path.write_text("\n".join(lines) + "\n")
+    result = json.loads(ramplight("import", str(path), "--db", str(db), "--json").stdout)
+    assert (result["kind"], result["accepted"], result["rejected"]) == ("exposures", 9, 1)
+    assert result["problems"][0]["row"] == 4 and result["problems"][0]["field"] == "assignment_unit"
+    again = json.loads(ramplight("import", str(path), "--db", str(db), "--json").stdout)
+    assert again["accepted"] == 9  # accepted again, stored once (event ids from the bytes)
+    report = json.loads(ramplight("report", "support_assistant_profile", "--db", str(db), "--json").stdout)
+    assert report["data_quality"]["exposed_units"] == 9
+
+
+def test_import_csv_and_parquet_with_contract_field_names(tmp_path: Path, db: Path) -> None:
+    csv = tmp_path / "events.csv"
+    csv.write_text(
+        "ts,name,unit_id,assignment_unit,value,properties\n"
+        '2026-11-20T10:00:00Z,latency_ms,1001,conversation,1840,"{""route"": ""stable""}"\n'
+        "2026-11-20T10:00:01Z,latency_ms,1002,conversation,not-a-number,\n"
+    )
+    result = json.loads(ramplight("import", str(csv), "--db", str(db), "--json").stdout)
+    assert (result["accepted"], result["rejected"]) == (1, 1)
+    assert result["problems"][0]["field"] == "value"
+    parquet = tmp_path / "evals.parquet"
+    con = duckdb.connect()
+    con.execute(f"""COPY (SELECT TIMESTAMPTZ '2026-11-20 10:00:00+00' + INTERVAL (i) SECOND AS ts,
+                 'faithfulness' AS name, 0.8 AS score, 'llm_judge' AS evaluator, 'c' || i AS unit_id
+                 FROM range(50) t(i)) TO '{parquet}' (FORMAT parquet)""")
+    con.close()
+    result = json.loads(ramplight("import", str(parquet), "--db", str(db), "--json").stdout)
+    assert (result["kind"], result["accepted"], result["rejected"]) == ("evals", 50, 0)
+
+
+def test_commands_go_through_the_server_that_holds_the_database(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    server.create_flag()
+    env = {"PATH": "/usr/bin:/bin", "RAMPLIGHT_DB": str(server.settings.db)}
+    refused = ramplight("flags", "list", env=env, check=False)
+    assert refused.returncode == 1 and "RAMPLIGHT_ADMIN_KEY" in refused.stderr
+    env["RAMPLIGHT_ADMIN_KEY"] = server.admin_key
+    ramplight("ramp", "support_assistant_profile", "candidate", "20", env=env)
+    assert server.admin.get("/api/flags/support_assistant_profile").json()["version"] == 2
+    report = json.loads(ramplight("report", "support_assistant_profile", "--json", env=env).stdout)
+    assert report["flag_key"] == "support_assistant_profile"

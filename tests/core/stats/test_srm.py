@@ -1,0 +1,48 @@
+import math
+
+import pytest
+
+from ramplight.core.errors import ValidationError
+from ramplight.core.stats import srm_test
+
+
+def test_a_52_48_split_against_50_50_weights_is_flagged_at_large_n() -> None:
+    result = srm_test([52_000, 48_000], [0.5, 0.5])
+    assert result.mismatch
+    assert result.p_value < 1e-30
+    assert result.df == 1
+
+
+def test_a_52_48_split_is_not_flagged_at_small_n() -> None:
+    result = srm_test([520, 480], [0.5, 0.5])
+    assert not result.mismatch
+    assert result.p_value == pytest.approx(0.2059, abs=1e-4)  # chi-square 1.6 on 1 df
+
+
+def test_a_ramp_with_unequal_weights_is_checked_against_those_weights() -> None:
+    assert not srm_test([9_520, 480], [0.95, 0.05]).mismatch
+    assert srm_test([9_000, 1_000], [0.95, 0.05]).mismatch
+
+
+def test_units_in_a_variation_with_zero_weight_are_a_mismatch() -> None:
+    result = srm_test([1_000, 1_000, 3], [0.5, 0.5, 0.0])
+    assert result.mismatch
+    assert result.p_value == 0.0
+    assert result.chi_square == math.inf
+
+
+def test_an_empty_zero_weight_variation_is_left_out_of_the_degrees_of_freedom() -> None:
+    assert srm_test([1_000, 1_010, 0], [0.5, 0.5, 0.0]).df == 1
+
+
+def test_no_units_yet_is_not_a_mismatch() -> None:
+    assert srm_test([0, 0], [0.5, 0.5]).p_value == 1.0
+
+
+@pytest.mark.parametrize(
+    ("observed", "weights"),
+    [([10], [1.0]), ([10, 10], [0.5]), ([-1, 10], [0.5, 0.5]), ([10, 10], [0.0, 0.0])],
+)
+def test_malformed_inputs_are_rejected(observed: list[int], weights: list[float]) -> None:
+    with pytest.raises(ValidationError):
+        srm_test(observed, weights)
