@@ -176,3 +176,22 @@ def test_close_sends_what_is_queued(server: RunningServer) -> None:
     client.close()
     assert client.stats.sent == 1200
     assert stored(server, "SELECT count(*) FROM events") == [(1200,)]
+
+
+def test_ramping_up_never_moves_a_candidate_unit_back_to_control(server: RunningServer, client_for) -> None:
+    server.create_flag()
+    client = client_for(poll_interval=3600)
+    units = [f"conv_{i}" for i in range(20_000)]
+    before = {u: client.evaluate("support_assistant_profile", u).variation for u in units}
+    for percent in (10, 20, 50):
+        server.admin.post(
+            "/api/flags/support_assistant_profile/ramp",
+            json={"environment": "production", "variation": "candidate", "percent": percent},
+        )
+        assert client.refresh()
+        after = {u: client.evaluate("support_assistant_profile", u).variation for u in units}
+        assert all(after[u] == "candidate" for u in units if before[u] == "candidate")
+        moved = [u for u in units if after[u] != before[u]]
+        assert all(before[u] == "control" and after[u] == "candidate" for u in moved)
+        assert abs(sum(v == "candidate" for v in after.values()) / len(units) - percent / 100) < 0.015
+        before = after

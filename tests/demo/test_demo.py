@@ -1,0 +1,44 @@
+"""The demo tells its story through the real SDK and server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from ramplight.demo.simulation import FLAG, run_demo
+from ramplight.settings import Settings
+
+
+def fallback_rate(readout: dict, variation: str) -> float:
+    return next(v["fallback_rate"] for v in readout["variations"] if v["variation"] == variation)
+
+
+def test_the_ramp_to_20_percent_shows_more_candidate_fallbacks_and_keeps_every_conversation(
+    tmp_path: Path,
+) -> None:
+    with (tmp_path / "out.txt").open("w") as out:
+        result = run_demo(
+            Settings(db=tmp_path / "demo.duckdb"),
+            conversations=6000,
+            seed=3,
+            serve=False,
+            as_json=False,
+            console=Console(file=out),
+        )
+    early, late = result["phases"][0]["readout"], result["readout"]
+    assert result["sdk"]["sent"] >= 6000 * 5  # an exposure and four events per conversation, some scores
+    assert (result["sdk"]["rejected"], result["sdk"]["dropped"]) == (0, 0)
+    assert early["data_quality"]["exposed_units"] == 1800
+    assert late["data_quality"]["exposed_units"] == 6000
+    assert fallback_rate(late, "candidate") > 2 * fallback_rate(early, "candidate")
+    assert 0.99 < late["data_quality"]["joinable_fraction"] < 1.0  # ticket-keyed outcomes do not join
+    candidate_share = next(v["units"] for v in late["variations"] if v["variation"] == "candidate") / 6000
+    assert 0.12 < candidate_share < 0.18  # 5 % for 30 % of the run, 20 % for the rest
+    assert {m["name"] for m in late["metrics"]} == {
+        "resolved_without_escalation",
+        "human_correction",
+        "latency_ms",
+        "cost_usd",
+    }
+    assert late["flag_key"] == FLAG
