@@ -29,11 +29,13 @@ from ramplight.core.flags import (
     Segment,
     assignment_unit_change_problem,
     check_flag,
+    check_segment,
     convert_flag,
     convert_segment,
     sdk_flag,
     stabilize,
 )
+from ramplight.core.metrics import Metric, check_metric, convert_metric
 from ramplight.store.base import ApiKey, Environment, Store
 
 Clock = Callable[[], datetime]
@@ -370,13 +372,68 @@ def apply(
     return results
 
 
+# -- metrics ----------------------------------------------------------------------------
+
+
+def save_metric(
+    store: Store,
+    doc: Mapping[str, Any],
+    expected_version: int | None,
+    known: Mapping[str, Metric] | None = None,
+) -> Metric:
+    """Create (expected_version None) or replace a metric definition, checked against the others
+    (`known`: the stored ones, or those of a whole file being applied)."""
+    metric = convert_metric(doc)
+    check_metric(metric, known if known is not None else {m.key: m for m in store.list_metrics()})
+    metric = msgspec.structs.replace(metric, version=(expected_version or 0) + 1)
+    store.save_metric(metric, expected_version)
+    return metric
+
+
+def apply_metrics(
+    store: Store, docs: Iterable[Mapping[str, Any]], dry_run: bool = False
+) -> list[PlannedChange]:
+    """Make stored metric definitions match the documents (idempotent), with a diff per metric."""
+    stored = {m.key: m for m in store.list_metrics()}
+    metrics: list[Metric] = []
+    for i, doc in enumerate(docs):
+        try:
+            metrics.append(convert_metric(doc))
+        except ValidationError as exc:
+            raise ValidationError(f"metrics[{i}]: {exc.message}", exc.problems) from exc
+    known = {**stored, **{m.key: m for m in metrics}}
+    results = []
+    for metric in metrics:
+        check_metric(metric, known)
+        previous = stored.get(metric.key)
+        before = _metric_lines(previous)
+        after = _metric_lines(metric)
+        if previous is not None and before == after:
+            results.append(PlannedChange(metric.key, "unchanged", "", previous.version))
+            continue
+        diff = "".join(difflib.unified_diff(before, after, f"{metric.key} (stored)", f"{metric.key} (file)"))
+        action: Literal["create", "update"] = "create" if previous is None else "update"
+        version = previous.version if previous is not None else None
+        if not dry_run:
+            saved = save_metric(store, _builtins(metric), version, known)
+            version = saved.version
+        results.append(PlannedChange(metric.key, action, diff, version))
+    return results
+
+
+def _metric_lines(metric: Metric | None) -> list[str]:
+    if metric is None:
+        return []
+    doc = _builtins(msgspec.structs.replace(metric, version=0))
+    return msgspec.json.format(msgspec.json.encode(doc), indent=2).decode().splitlines(keepends=True)
+
+
 # -- segments ---------------------------------------------------------------------------
 
 
 def save_segment(store: Store, doc: Mapping[str, Any], expected_version: int | None) -> Segment:
     segment = convert_segment(doc)
-    if not KEY_PATTERN.match(segment.key):
-        raise ValidationError.at("key", "use 1-100 of a-z 0-9 _ . - starting alphanumeric")
+    check_segment(segment)
     segment = msgspec.structs.replace(segment, version=(expected_version or 0) + 1)
     store.save_segment(segment, expected_version)
     return segment

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ramplight.demo.simulation import FLAG, run_demo
+from ramplight.demo.simulation import FLAG, METRICS, run_demo
 from ramplight.settings import Settings
 
 
@@ -35,10 +35,11 @@ def test_the_ramp_to_20_percent_shows_more_candidate_fallbacks_and_keeps_every_c
     assert 0.99 < late["data_quality"]["joinable_fraction"] < 1.0  # ticket-keyed outcomes do not join
     candidate_share = next(v["units"] for v in late["variations"] if v["variation"] == "candidate") / 6000
     assert 0.12 < candidate_share < 0.18  # 5 % for 30 % of the run, 20 % for the rest
-    assert {m["name"] for m in late["metrics"]} == {
-        "resolved_without_escalation",
-        "human_correction",
-        "latency_ms",
-        "cost_usd",
-    }
+    assert {m["key"] for m in late["metrics"]} == {m["key"] for m in METRICS}
+    assert [p["weights"] for p in late["phases"]] == [
+        {"control": 95.0, "candidate": 5.0},
+        {"control": 80.0, "candidate": 20.0},
+    ]
+    latency = next(m for m in late["metrics"] if m["key"] == "latency_ms")
+    assert latency["comparisons"][0]["guardrail"]["breached"]  # the regression the story is about
     assert late["flag_key"] == FLAG

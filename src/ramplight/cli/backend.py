@@ -18,7 +18,8 @@ import httpx
 import msgspec
 
 from ramplight import control
-from ramplight.analysis.report import readout
+from ramplight.analysis import service as analysis
+from ramplight.analysis.readout import ReadoutOptions
 from ramplight.core.contract import validate_batch
 from ramplight.core.errors import (
     AuthError,
@@ -45,7 +46,9 @@ class Backend(Protocol):
 
     def list_flags(self, archived: bool) -> list[Flag]: ...
     def get_flag(self, key: str) -> Flag: ...
-    def apply(self, docs: Sequence[Mapping[str, Any]], dry_run: bool) -> list[dict[str, Any]]: ...
+    def apply(
+        self, docs: Sequence[Mapping[str, Any]], metrics: Sequence[Mapping[str, Any]], dry_run: bool
+    ) -> list[dict[str, Any]]: ...
     def ramp(
         self,
         key: str,
@@ -57,7 +60,15 @@ class Backend(Protocol):
     ) -> Flag: ...
     def kill(self, key: str, environment: str, reason: str | None) -> Flag: ...
     def restore(self, key: str, environment: str, reason: str | None) -> Flag: ...
-    def report(self, key: str, environment: str) -> dict[str, Any]: ...
+    def report(
+        self, key: str, environment: str, metrics: Sequence[str], options: ReadoutOptions
+    ) -> dict[str, Any]: ...
+    def sql(
+        self, key: str, environment: str, metrics: Sequence[str], dialect: str, segment: str | None
+    ) -> str: ...
+    def export(
+        self, key: str, environment: str, fmt: str, output: Path, metrics: Sequence[str], segment: str | None
+    ) -> None: ...
     def ingest(self, environment: str, batch: Mapping[str, Sequence[bytes]]) -> dict[str, Any]: ...
     def changes(self, key: str) -> list[dict[str, Any]]: ...
     def create_key(self, kind: str, name: str, environment: str | None) -> dict[str, Any]: ...
@@ -81,8 +92,11 @@ class LocalBackend:
     def get_flag(self, key: str) -> Flag:
         return control.get_flag(self.store, key)
 
-    def apply(self, docs: Sequence[Mapping[str, Any]], dry_run: bool) -> list[dict[str, Any]]:
-        results = control.apply(self.store, docs, "cli", dry_run=dry_run)
+    def apply(
+        self, docs: Sequence[Mapping[str, Any]], metrics: Sequence[Mapping[str, Any]], dry_run: bool
+    ) -> list[dict[str, Any]]:
+        results = control.apply_metrics(self.store, metrics, dry_run=dry_run)
+        results += control.apply(self.store, docs, "cli", dry_run=dry_run)
         return [{"key": r.key, "action": r.action, "version": r.version, "diff": r.diff} for r in results]
 
     def ramp(
@@ -104,8 +118,20 @@ class LocalBackend:
     def restore(self, key: str, environment: str, reason: str | None) -> Flag:
         return control.restore(self.store, key, environment, "cli", reason)
 
-    def report(self, key: str, environment: str) -> dict[str, Any]:
-        return readout(self.store, control.get_flag(self.store, key), environment)
+    def report(
+        self, key: str, environment: str, metrics: Sequence[str], options: ReadoutOptions
+    ) -> dict[str, Any]:
+        return analysis.report(self.store, key, environment, metrics, options)
+
+    def sql(
+        self, key: str, environment: str, metrics: Sequence[str], dialect: str, segment: str | None
+    ) -> str:
+        return analysis.readout_sql(self.store, key, environment, metrics, dialect, segment)
+
+    def export(
+        self, key: str, environment: str, fmt: str, output: Path, metrics: Sequence[str], segment: str | None
+    ) -> None:
+        analysis.export_units(self.store, key, environment, str(output), fmt, metrics, segment)
 
     def ingest(self, environment: str, batch: Mapping[str, Sequence[bytes]]) -> dict[str, Any]:
         """Validate exactly like the HTTP path, then load in one transaction."""
@@ -195,10 +221,11 @@ class RemoteBackend:
     def get_flag(self, key: str) -> Flag:
         return _flag.decode(self._call("GET", f"/api/flags/{key}").content)
 
-    def apply(self, docs: Sequence[Mapping[str, Any]], dry_run: bool) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call(
-            "POST", "/api/apply", json={"flags": list(docs), "dry_run": dry_run}
-        ).json()
+    def apply(
+        self, docs: Sequence[Mapping[str, Any]], metrics: Sequence[Mapping[str, Any]], dry_run: bool
+    ) -> list[dict[str, Any]]:
+        body = {"flags": list(docs), "metrics": list(metrics), "dry_run": dry_run}
+        result: list[dict[str, Any]] = self._call("POST", "/api/apply", json=body).json()
         return result
 
     def ramp(
@@ -233,11 +260,37 @@ class RemoteBackend:
             ).content
         )
 
-    def report(self, key: str, environment: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
-            "GET", f"/api/flags/{key}/report", params={"environment": environment}
-        ).json()
+    def report(
+        self, key: str, environment: str, metrics: Sequence[str], options: ReadoutOptions
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "environment": environment,
+            "metric": list(metrics),
+            "served": options.served,
+            "bayes": options.bayes,
+        }
+        if options.segment is not None:
+            params["segment"] = options.segment
+        if options.phase is not None:
+            params["phase"] = options.phase
+        result: dict[str, Any] = self._call("GET", f"/api/flags/{key}/report", params=params).json()
         return result
+
+    def sql(
+        self, key: str, environment: str, metrics: Sequence[str], dialect: str, segment: str | None
+    ) -> str:
+        params: dict[str, Any] = {"environment": environment, "metric": list(metrics), "dialect": dialect}
+        if segment is not None:
+            params["segment"] = segment
+        return self._call("GET", f"/api/flags/{key}/sql", params=params).text
+
+    def export(
+        self, key: str, environment: str, fmt: str, output: Path, metrics: Sequence[str], segment: str | None
+    ) -> None:
+        params: dict[str, Any] = {"environment": environment, "metric": list(metrics), "format": fmt}
+        if segment is not None:
+            params["segment"] = segment
+        output.write_bytes(self._call("GET", f"/api/flags/{key}/units", params=params).content)
 
     def ingest(self, environment: str, batch: Mapping[str, Sequence[bytes]]) -> dict[str, Any]:
         body = (

@@ -12,6 +12,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ramplight.analysis.readout import ReadoutOptions
 from ramplight.cli import render
 from ramplight.cli.backend import open_backend
 from ramplight.cli.importer import open_source, read_items
@@ -96,24 +97,33 @@ def demo(
 
 @app.command("apply")
 def apply_cmd(
-    file: Annotated[Path, typer.Argument(help="YAML or JSON: one flag, a list, or {flags: [...]}")],
+    file: Annotated[
+        Path, typer.Argument(help="YAML/JSON: a flag, a list of flags, or {flags: [...], metrics: [...]}")
+    ],
     db: DbOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the diff, change nothing")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Make stored flags match a file (flags as code). Idempotent; every change is audited."""
+    """Make stored flags and metric definitions match a file. Idempotent; flag changes are audited."""
     try:
         loaded = yaml.safe_load(file.read_text())
     except OSError as exc:
         raise ValidationError.at("FILE", f"cannot read {file}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ValidationError.at("FILE", f"{file} is not valid YAML: {exc}") from None
-    docs = loaded.get("flags") if isinstance(loaded, dict) and "flags" in loaded else loaded
-    docs = [docs] if isinstance(docs, dict) else docs
-    if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
-        raise ValidationError.at("FILE", "expected a flag, a list of flags, or a mapping with 'flags:'")
+    metrics: Any = []
+    if isinstance(loaded, dict) and ("flags" in loaded or "metrics" in loaded):
+        extra = sorted(set(loaded) - {"flags", "metrics"})
+        if extra:
+            raise ValidationError.at(extra[0], "unknown top-level key (use flags: and metrics:)")
+        docs, metrics = loaded.get("flags") or [], loaded.get("metrics") or []
+    else:
+        docs = [loaded] if isinstance(loaded, dict) else loaded
+    for name, items in (("flags", docs), ("metrics", metrics)):
+        if not isinstance(items, list) or not all(isinstance(d, dict) for d in items):
+            raise ValidationError.at(name, "expected a list of mappings")
     with open_backend(_settings(db)) as backend:
-        results = backend.apply(docs, dry_run)
+        results = backend.apply(docs, metrics, dry_run)
     if as_json:
         _print_json(results)
     else:
@@ -275,17 +285,69 @@ def import_cmd(
         raise typer.Exit(1)
 
 
+MetricOption = Annotated[
+    list[str] | None, typer.Option("--metric", "-m", help="Metric key (repeatable) [default: all]")
+]
+SegmentOption = Annotated[
+    str | None, typer.Option("--segment", help="Split by this exposure attribute (e.g. plan)")
+]
+
+
 @app.command()
 def report(
-    flag: str, env: EnvOption = "production", db: DbOption = None, as_json: JsonOption = False
+    flag: str,
+    env: EnvOption = "production",
+    metric: MetricOption = None,
+    segment: SegmentOption = None,
+    phase: Annotated[int | None, typer.Option(help="Only this phase (0 = first rollout)")] = None,
+    served: Annotated[bool, typer.Option("--served", help="As-served instead of intent-to-treat")] = False,
+    bayes: Annotated[bool, typer.Option("--bayes", help="Add chance to win and expected loss")] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """The readout: data quality first, then each metric per variation against control."""
+    """The readout: data quality and phases first, then each metric per variation against control."""
+    options = ReadoutOptions(segment=segment, phase=phase, served=served, bayes=bayes)
     with open_backend(_settings(db)) as backend:
-        result = backend.report(flag, env)
+        result = backend.report(flag, env, metric or [], options)
     if as_json:
         _print_json(result)
     else:
         render.readout(result, console)
+
+
+@app.command()
+def sql(
+    flag: str,
+    env: EnvOption = "production",
+    metric: MetricOption = None,
+    dialect: Annotated[str, typer.Option(help="duckdb | postgres | clickhouse")] = "duckdb",
+    segment: SegmentOption = None,
+    db: DbOption = None,
+) -> None:
+    """Print the exact SQL the readout runs (sufficient statistics per phase and variation)."""
+    with open_backend(_settings(db)) as backend:
+        sys.stdout.write(backend.sql(flag, env, metric or [], dialect, segment) + "\n")
+
+
+@app.command()
+def export(
+    flag: str,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File [default: FLAG-units.FORMAT]")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="parquet | csv")] = "parquet",
+    env: EnvOption = "production",
+    metric: MetricOption = None,
+    segment: SegmentOption = None,
+    db: DbOption = None,
+) -> None:
+    """Write the per-unit relation (one row per exposed unit, a column per metric) for notebooks."""
+    if fmt not in ("parquet", "csv"):
+        raise ValidationError.at("--format", "must be parquet or csv")
+    target = output or Path(f"{flag}-units.{fmt}")
+    with open_backend(_settings(db)) as backend:
+        backend.export(flag, env, fmt, target.resolve(), metric or [], segment)
+    console.print(f"wrote {target}")
 
 
 @keys_app.command("create")

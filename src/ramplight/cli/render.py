@@ -110,28 +110,85 @@ def readout(report: dict[str, Any], console: Console) -> None:
             v["variation"], f"{v['units']:,}", f"{v['fallback_units']:,}", _pct(v["fallback_rate"]), reasons
         )
     console.print(variations)
+    if report.get("phases"):
+        phases = Table(
+            "phase", "from", "weights", "units", "SRM p", title="phases (a new one at every weight change)"
+        )
+        for phase in report["phases"]:
+            weights = (
+                " / ".join(f"{k} {w:g} %" for k, w in phase["weights"].items() if w)
+                if phase["enabled"]
+                else "killed"
+            )
+            assigned = " / ".join(f"{k} {n:,}" for k, n in phase["units"].items() if n)
+            srm = phase.get("srm")
+            srm_text = (
+                "–"
+                if srm is None
+                else (
+                    f"[red]{srm['p_value']:.2g} mismatch[/red]"
+                    if srm["mismatch"]
+                    else f"{srm['p_value']:.2g}"
+                )
+            )
+            phases.add_row(str(phase["phase"]), phase["start"][:19], weights, assigned, srm_text)
+        console.print(phases)
     metrics = Table(
-        "metric", "variation", "units", "mean", "Δ vs control", "95 % CI", "relative", "p", title="metrics"
+        "metric",
+        "variation",
+        "units",
+        "mean",
+        "Δ vs control",
+        "95 % CI",
+        "sequential CI",
+        "relative",
+        "p",
+        title="metrics" + (f" by {report['segment']}" if report.get("segment") else ""),
     )
     for metric in report["metrics"]:
+        name = metric.get("key", metric.get("name", ""))
+        if metric.get("segment") is not None:
+            name += f" ({report['segment']}={metric['segment']})"
+        if metric.get("type") == "quantile":
+            name += f" (p{round(100 * metric['quantile'])})"
         comparisons = {c["variation"]: c for c in metric["comparisons"]}
         for v in metric["variations"]:
+            mean = v.get("mean", v.get("value"))
+            units = v.get("units", v.get("events", 0)) or 0
             c = comparisons.get(v["variation"])
+            if not units:
+                continue  # a variation nobody was assigned (e.g. a fallback profile) says nothing
             if c is None:
-                metrics.add_row(
-                    metric["name"], v["variation"], f"{v['units']:,}", _num(v["mean"]), "", "", "", ""
-                )
+                metrics.add_row(name, v["variation"], f"{units:,}", _num(mean), "", "", "", "", "")
                 continue
-            ci = f"[{_num(c['ci_low'])}, {_num(c['ci_high'])}]" if c["ci_low"] is not None else "–"
-            p = "–" if c["p_value"] is None else f"{c['p_value']:.3g}"
+            fixed = c.get("fixed", c)
+            sequential = c.get("sequential")
+            ci = (
+                f"[{_num(fixed['ci_low'])}, {_num(fixed['ci_high'])}]" if fixed["ci_low"] is not None else "–"
+            )
+            seq = (
+                f"[{_num(sequential['ci_low'])}, {_num(sequential['ci_high'])}]"
+                if sequential and sequential["ci_low"] is not None
+                else "–"
+            )
+            p = "–" if fixed["p_value"] is None else f"{fixed['p_value']:.3g}"
+            guard = c.get("guardrail")
+            note = ""
+            if guard is not None:
+                note = (
+                    " [red]guardrail breached[/red]"
+                    if guard["breached"]
+                    else (" guardrail ok" if guard["holds"] else " guardrail unsure")
+                )
             metrics.add_row(
-                metric["name"],
+                name,
                 v["variation"],
-                f"{v['units']:,}",
-                _num(v["mean"]),
-                _num(c["difference"]),
+                f"{units:,}",
+                _num(mean),
+                _num(fixed["difference"]) + note,
                 ci,
-                _pct(c["relative"]),
+                seq,
+                _pct(fixed["relative"]),
                 p,
             )
     console.print(metrics)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
@@ -40,7 +40,7 @@ def change_hash(change: FlagChange, prev_hash: str) -> str:
     body = _canonical.encode(
         {
             "change_id": change.change_id,
-            "ts": change.ts.isoformat(),
+            "ts": change.ts.astimezone(UTC).isoformat(),
             "environment": change.environment,
             "flag_key": change.flag_key,
             "version": change.version,

@@ -1,8 +1,9 @@
 """Deterministic bucketing: `salt:unit_id` → 64-bit position → slot → variation.
 
 The algorithm is specified in `spec/bucketing.md`; `spec/vectors/*.json` pins it bit for bit.
-Rollouts are allocations of slot ranges, and `reallocate` changes weights so that a variation
-that grows keeps every unit it had and takes units only from variations that shrank.
+Rollouts are allocations of slot ranges (listed oldest first), and `reallocate` changes weights
+so that a variation that grows keeps every unit it had and takes units only from variations
+that shrank, and a rolled-back ramp returns exactly the units it took.
 """
 
 from __future__ import annotations
@@ -77,8 +78,10 @@ def slots_by_variation(allocation: Iterable[SlotRange]) -> dict[str, int]:
 
 
 def _merge(ranges: Iterable[SlotRange]) -> Allocation:
+    """Drop empty ranges; join a range to the one before it in the list when the same variation
+    continues it (list order is age order, so only list neighbours may merge)."""
     merged: list[SlotRange] = []
-    for r in sorted(ranges, key=lambda r: r.start):
+    for r in ranges:
         if r.size == 0:
             continue
         if merged and merged[-1].variation == r.variation and merged[-1].end == r.start:
@@ -89,38 +92,40 @@ def _merge(ranges: Iterable[SlotRange]) -> Allocation:
 
 
 def reallocate(current: Allocation, target: Mapping[str, int]) -> Allocation:
-    """Move from `current` to the slot counts in `target` with the fewest units moved.
+    """Move from `current` to the slot counts in `target`, moving as few units as possible.
 
-    Shrinking variations give up slots from the top of their highest ranges; growing
-    variations take freed slots from the bottom up, in `target` order. Unchanged variations
-    keep their ranges, so no unit moves except from a shrinking to a growing variation.
+    The list order of ranges is their age (oldest first). A shrinking variation gives up its
+    newest slots first (from the top of its newest range), so a ramp that is rolled back returns
+    exactly the units it took; growing variations take freed slots lowest-first, in `target`
+    order, appended as their newest ranges. Unchanged variations keep their ranges, so a unit
+    only ever moves from a shrinking to a growing variation.
     """
     have = slots_by_variation(current)
+    give: list[int] = [0] * len(current)
+    for variation, size in have.items():
+        release = size - target.get(variation, 0)
+        for index in range(len(current) - 1, -1, -1):
+            if release <= 0:
+                break
+            if current[index].variation == variation:
+                give[index] = min(release, current[index].size)
+                release -= give[index]
     kept: list[SlotRange] = []
     freed: list[tuple[int, int]] = []
-    for variation in dict.fromkeys(r.variation for r in sorted(current, key=lambda r: r.start)):
-        mine = sorted((r for r in current if r.variation == variation), key=lambda r: r.start)
-        release = have[variation] - target.get(variation, 0)
-        for r in reversed(mine):
-            if release <= 0:
-                kept.append(r)
-                continue
-            give = min(release, r.size)
-            release -= give
-            if give < r.size:
-                kept.append(SlotRange(variation, r.start, r.end - give))
-            freed.append((r.end - give, r.end))
+    for r, amount in zip(current, give, strict=True):
+        if amount < r.size:
+            kept.append(SlotRange(r.variation, r.start, r.end - amount))
+        if amount:
+            freed.append((r.end - amount, r.end))
     # Slots never allocated before (a fresh layout, or weights that did not sum to SLOTS).
-    covered = sorted((r.start, r.end) for r in current)
     cursor = 0
-    for start, end in covered:
+    for start, end in sorted((r.start, r.end) for r in current):
         if start > cursor:
             freed.append((cursor, start))
         cursor = max(cursor, end)
     if cursor < SLOTS:
         freed.append((cursor, SLOTS))
-    freed.sort()
-    pool = [list(interval) for interval in freed]
+    pool = [list(interval) for interval in sorted(freed)]
     for variation, size in target.items():
         need = size - have.get(variation, 0)
         while need > 0 and pool:

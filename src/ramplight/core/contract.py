@@ -137,12 +137,17 @@ def _decode_problem(exc: msgspec.ValidationError | msgspec.DecodeError) -> tuple
     return field, reason
 
 
-def _long_string(values: Mapping[str, Any] | None) -> str | None:
-    if not values:
-        return None
-    for key, value in values.items():
-        if isinstance(value, str) and len(value) > MAX_STRING_PROPERTY:
-            return key
+def _long_string(values: Any, path: str = "") -> str | None:
+    """The path of the first string longer than MAX_STRING_PROPERTY, at any depth."""
+    if isinstance(values, str):
+        return path if len(values) > MAX_STRING_PROPERTY else None
+    items: Any = (
+        values.items() if isinstance(values, dict) else enumerate(values) if isinstance(values, list) else ()
+    )
+    for key, value in items:
+        found = _long_string(value, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
     return None
 
 
@@ -175,6 +180,9 @@ def _contract_problem(
         field = _long_string(item.attributes)
         if field is not None:
             return f"attributes.{field}", f"longer than {MAX_STRING_PROPERTY} characters"
+        field = _long_string(item.behavior)
+        if field is not None:
+            return f"behavior.{field}".rstrip("."), f"longer than {MAX_STRING_PROPERTY} characters"
         if allowed_properties is not None and item.attributes:
             extra = sorted(set(item.attributes) - allowed_properties)
             if extra:

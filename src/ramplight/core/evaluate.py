@@ -89,6 +89,14 @@ def _as_semver(value: Any) -> semver.Version | None:
         return None
 
 
+def _typed(value: str | int | float | bool) -> tuple[int, str | float | bool]:
+    if isinstance(value, bool):
+        return (0, value)
+    if isinstance(value, str):
+        return (1, value)
+    return (2, float(value))
+
+
 _NUMERIC: dict[str, Callable[[float, float], bool]] = {
     "lt": lambda a, b: a < b,
     "lte": lambda a, b: a <= b,
@@ -109,15 +117,13 @@ def _compile_clause(clause: Clause, segments: Mapping[str, Predicate]) -> Predic
     op = clause.op
     test: Predicate
     if op in ("equals", "in", "not_equals", "not_in"):
-        hashable = {v for v in clause.values if isinstance(v, str | int | float | bool)}
+        # Typed keys: a boolean never equals a number (True == 1 in Python, not in other SDKs).
+        wanted = {_typed(v) for v in clause.values if isinstance(v, str | int | float | bool)}
         positive = op in ("equals", "in")
 
         def test(unit_id: str, attrs: Attributes | None) -> bool:
             value = get(unit_id, attrs)
-            try:
-                found = value in hashable
-            except TypeError:
-                found = False
+            found = isinstance(value, str | int | float | bool) and _typed(value) in wanted
             return found if positive else (value is not None and not found)
 
     elif op == "regex":
@@ -164,10 +170,11 @@ def _compile_segment(segment: Segment) -> Predicate:
 
     def member(unit_id: str, attrs: Attributes | None) -> bool:
         key = get(unit_id, attrs)
-        if key in excluded:
-            return False
-        if key in included:
-            return True
+        if isinstance(key, str):
+            if key in excluded:
+                return False
+            if key in included:
+                return True
         return bool(clauses) and all(c(unit_id, attrs) for c in clauses)
 
     return member
@@ -259,7 +266,10 @@ class CompiledConfig:
         self.environment = config.environment
         segments: dict[str, Predicate] = {}
         for key, segment in config.segments.items():
-            segments[key] = _compile_segment(segment)
+            try:  # a broken segment disables only the flags that use it (they report invalid_flag)
+                segments[key] = _compile_segment(segment)
+            except (ValueError, KeyError, TypeError, re.error):
+                continue
         self._flags = dict(config.flags)
         self._evaluators: dict[str, Evaluator] = {}
         self._broken: dict[str, str] = {}

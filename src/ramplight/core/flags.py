@@ -174,9 +174,18 @@ def sdk_flag(flag: Flag, environment: str) -> SdkFlag | None:
 
 
 def _msgspec_problem(exc: msgspec.ValidationError) -> FieldProblem:
+    """msgspec says `reason - at `$.path``; a missing or unknown field names itself in the reason."""
     text = str(exc)
     reason, _, path = text.partition(" - at `")
     field = path.rstrip("`").removeprefix("$").lstrip(".")
+    for prefix, what in (
+        ("Object missing required field", "required"),
+        ("Object contains unknown field", "unknown field"),
+    ):
+        if reason.startswith(prefix):
+            name = reason.split("`")[1]
+            field = f"{field}.{name}" if field else name
+            reason = what
     return FieldProblem(field=field, reason=reason)
 
 
@@ -242,6 +251,21 @@ def _check_clause(clause: Clause, where: str, segments: Mapping[str, Any] | None
             if not isinstance(value, str) or value not in segments:
                 problems.append(FieldProblem(f"{where}.values[{i}]", f"no segment {value!r}"))
     return problems
+
+
+def check_segment(segment: Segment) -> None:
+    """Raise one ValidationError listing every problem of `segment` (clauses cannot nest segments)."""
+    problems: list[FieldProblem] = []
+    if not KEY_PATTERN.match(segment.key):
+        problems.append(FieldProblem("key", "use 1-100 of a-z 0-9 _ . - starting alphanumeric"))
+    for c, clause in enumerate(segment.clauses):
+        if clause.op in SEGMENT_OPS:
+            problems.append(FieldProblem(f"clauses[{c}].op", "a segment cannot refer to segments"))
+        else:
+            problems.extend(_check_clause(clause, f"clauses[{c}]", None))
+    if problems:
+        summary = "; ".join(p.render() for p in problems[:5])
+        raise ValidationError(f"invalid segment {segment.key!r}: {summary}", tuple(problems))
 
 
 def _check_rollout(rollout: Rollout, where: str, variations: set[str]) -> list[FieldProblem]:

@@ -63,6 +63,59 @@ FLAG_DOC: dict[str, Any] = {
 }
 
 
+METRICS: list[dict[str, Any]] = [
+    {
+        "key": "resolved",
+        "type": "event",
+        "event": "resolved_without_escalation",
+        "aggregation": "mean",
+        "description": "Conversations resolved without escalation to a human",
+    },
+    {
+        "key": "human_correction",
+        "type": "event",
+        "event": "human_correction",
+        "aggregation": "mean",
+        "direction": "decrease",
+        "description": "An agent had to correct the assistant",
+    },
+    {
+        "key": "latency_ms",
+        "type": "event",
+        "event": "latency_ms",
+        "aggregation": "mean",
+        "direction": "decrease",
+        "guardrail_margin": 0.05,
+        "description": "Mean answer latency per conversation (guardrail: ≤ 5 % worse)",
+    },
+    {
+        "key": "latency_p95",
+        "type": "quantile",
+        "event": "latency_ms",
+        "quantile": 0.95,
+        "direction": "decrease",
+    },
+    {
+        "key": "cost_usd",
+        "type": "event",
+        "event": "cost_usd",
+        "aggregation": "sum",
+        "direction": "decrease",
+        "guardrail_margin": 0.30,
+        "description": "Model cost per conversation (guardrail: ≤ 30 % more)",
+    },
+    {
+        "key": "cost_per_resolution",
+        "type": "ratio",
+        "numerator": "cost_usd",
+        "denominator": "resolved_count",
+        "direction": "decrease",
+    },
+    {"key": "resolved_count", "type": "event", "event": "resolved_without_escalation", "aggregation": "sum"},
+    {"key": "faithfulness", "type": "eval", "eval": "faithfulness", "evaluator": "llm_judge"},
+]
+
+
 @dataclass(frozen=True, slots=True)
 class Conversation:
     conversation_id: str
@@ -178,7 +231,9 @@ def run_demo(
         admin = httpx.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=120
         )
-        admin.post("/api/flags", json=FLAG_DOC).raise_for_status()
+        applied = admin.post("/api/apply", json={"flags": [FLAG_DOC], "metrics": METRICS})
+        if applied.status_code != 200:
+            raise ValidationError(f"the demo's flag and metrics were refused: {applied.text[:300]}")
         sdk_key = admin.post(
             "/api/keys", json={"kind": "sdk", "name": "support-assistant", "environment": "production"}
         ).json()["key"]
@@ -282,7 +337,7 @@ def _story(final: dict[str, Any], early: dict[str, Any], console: Console) -> No
         f"\nThe story: at 5 % the candidate fell back {100 * _fallback(early, 'candidate'):.1f} % of the time; "
         f"at 20 % it falls back {100 * _fallback(final, 'candidate'):.1f} % (long conversations time out). "
         "Compare resolution and latency_ms between the two readouts: the win at 5 % shrinks, and latency regresses "
-        "for enterprise conversations (segment review: `ramplight report --segment plan`, next release)."
+        "for enterprise conversations: `ramplight report support_assistant_profile --segment plan`."
     )
 
 
@@ -294,6 +349,8 @@ def _where_to_look(settings: Settings, url: str, admin_key: str, console: Consol
         "In another terminal (the admin key below is shown once; it is stored hashed):\n"
         f"  export RAMPLIGHT_URL={url} RAMPLIGHT_ADMIN_KEY={admin_key}\n"
         f"  ramplight report {FLAG}\n"
+        f"  ramplight report {FLAG} --segment plan --metric latency_ms\n"
+        f"  ramplight sql {FLAG} --dialect clickhouse\n"
         f"  ramplight flags show {FLAG} --changes\n"
         f"  ramplight kill {FLAG} --reason 'latency regression'\n\n"
         "Ctrl-C stops the server."

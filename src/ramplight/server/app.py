@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -20,7 +21,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from ramplight import control
-from ramplight.analysis.report import readout
+from ramplight.analysis import service as analysis
+from ramplight.analysis.readout import ReadoutOptions
 from ramplight.core.contract import KIND_TYPES, Batch, validate_batch
 from ramplight.core.errors import (
     AuthError,
@@ -30,6 +32,7 @@ from ramplight.core.errors import (
     ValidationError,
 )
 from ramplight.core.flags import Flag, Segment
+from ramplight.core.metrics import Metric
 from ramplight.server.state import ServerState
 from ramplight.settings import Settings
 from ramplight.store.base import ApiKey
@@ -126,7 +129,8 @@ class ReasonIn(BaseModel):
 
 
 class ApplyIn(BaseModel):
-    flags: list[dict[str, Any]]
+    flags: list[dict[str, Any]] = Field(default_factory=list)
+    metrics: list[dict[str, Any]] = Field(default_factory=list)
     dry_run: bool = False
     reason: str | None = Field(default=None, max_length=1000)
 
@@ -302,15 +306,84 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/api/flags/{flag_key}/report", tags=["admin"])
     def report(
-        flag_key: str, st: State, key: Admin, environment: str = Query("production", max_length=100)
+        flag_key: str,
+        st: State,
+        key: Admin,
+        environment: Annotated[str, Query(max_length=100)] = "production",
+        metric: Annotated[list[str] | None, Query(description="metric keys (default: all defined)")] = None,
+        segment: Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z0-9_\-]+$")] = None,
+        phase: Annotated[int | None, Query(ge=0)] = None,
+        served: bool = False,
+        bayes: bool = False,
     ) -> dict[str, Any]:
-        flag = control.get_flag(st.store, flag_key)
+        """The readout (docs/readout.md): data quality, phases, then each metric vs control."""
         st.log.flush()
-        return readout(st.store, flag, environment)
+        options = ReadoutOptions(segment=segment, phase=phase, served=served, bayes=bayes)
+        return analysis.report(st.store, flag_key, environment, metric, options)
+
+    @app.get("/api/flags/{flag_key}/sql", tags=["admin"])
+    def readout_sql(
+        flag_key: str,
+        st: State,
+        key: Admin,
+        environment: Annotated[str, Query(max_length=100)] = "production",
+        metric: Annotated[list[str] | None, Query()] = None,
+        dialect: Annotated[Literal["duckdb", "postgres", "clickhouse"], Query()] = "duckdb",
+        segment: Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z0-9_\-]+$")] = None,
+    ) -> Response:
+        """The exact SQL of the readout, for the chosen dialect."""
+        sql = analysis.readout_sql(st.store, flag_key, environment, metric, dialect, segment)
+        return Response(sql, media_type="text/plain")
+
+    @app.get(
+        "/api/flags/{flag_key}/units",
+        tags=["admin"],
+        response_class=Response,
+        responses={200: {"content": {"application/octet-stream": {}, "text/csv": {}}}},
+    )
+    def export_units(
+        flag_key: str,
+        st: State,
+        key: Admin,
+        environment: Annotated[str, Query(max_length=100)] = "production",
+        format: Annotated[Literal["parquet", "csv"], Query()] = "parquet",
+        metric: Annotated[list[str] | None, Query()] = None,
+        segment: Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z0-9_\-]+$")] = None,
+    ) -> Response:
+        """The per-unit relation (one row per exposed unit, a column per metric) as a file."""
+        st.log.flush()
+        with tempfile.TemporaryDirectory(prefix="ramplight-export-") as tmp:
+            path = f"{tmp}/units.{format}"
+            analysis.export_units(st.store, flag_key, environment, path, format, metric, segment)
+            data = open(path, "rb").read()  # noqa: SIM115
+        media = "application/octet-stream" if format == "parquet" else "text/csv"
+        return Response(data, media_type=media)
+
+    # -- admin: metrics -------------------------------------------------------------------
+
+    metric_body = {"requestBody": {"required": True, "content": {"application/json": _schema(Metric)}}}
+
+    @app.get("/api/metrics", tags=["admin"])
+    def list_metrics(st: State, key: Admin) -> Response:
+        return _msgspec_response(st.store.list_metrics())
+
+    @app.put("/api/metrics/{metric_key}", tags=["admin"], openapi_extra=metric_body)
+    def put_metric(
+        metric_key: str, st: State, key: Admin, doc: Annotated[dict[str, Any], Body()]
+    ) -> Response:
+        """Create (no `version`) or replace (the `version` you read) a metric definition."""
+        if doc.get("key", metric_key) != metric_key:
+            raise ValidationError.at("key", f"is {doc.get('key')!r}; the URL names {metric_key!r}")
+        version = doc.get("version")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            raise ValidationError.at("version", "must be an integer")
+        metric = control.save_metric(st.store, {**doc, "key": metric_key, "version": 0}, version or None)
+        return _msgspec_response(metric)
 
     @app.post("/api/apply", tags=["admin"])
     def apply(body: ApplyIn, st: State, key: Admin) -> list[dict[str, Any]]:
-        results = control.apply(st.store, body.flags, actor(key), dry_run=body.dry_run, reason=body.reason)
+        results = control.apply_metrics(st.store, body.metrics, dry_run=body.dry_run)
+        results += control.apply(st.store, body.flags, actor(key), dry_run=body.dry_run, reason=body.reason)
         st.invalidate()
         return [{"key": r.key, "action": r.action, "version": r.version, "diff": r.diff} for r in results]
 

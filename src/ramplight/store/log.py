@@ -162,6 +162,11 @@ class IngestLog:
                 entry.rename(self.directory / f"{stem}.seg")
                 _fsync_dir(self.directory)
         self._sealed_seq = highest
+        # Names already loaded (and deleted) must never be reused: the store would skip them.
+        for name in self.store.loaded_segments():
+            stem = name.split(".", 1)[0]
+            if stem.isdigit():
+                highest = max(highest, int(stem))
         return highest
 
     # -- writer ---------------------------------------------------------------------------

@@ -11,10 +11,11 @@ from ramplight.core.stats import (
     quantile,
     sequential,
     srm,
+    stratified,
     suffstats,
 )
 
-MODULES = (bayes, cuped, effects, multiple, noninferiority, power, quantile, sequential, srm, suffstats)
+MODULES = (bayes, cuped, effects, multiple, noninferiority, power, quantile, sequential, srm, stratified, suffstats)
 
 
 def isort_style(name: str) -> tuple[int, str]:

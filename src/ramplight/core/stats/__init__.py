@@ -34,6 +34,7 @@ from ramplight.core.stats.sequential import (
     sequential_test,
 )
 from ramplight.core.stats.srm import SRM_THRESHOLD, SrmResult, srm_test
+from ramplight.core.stats.stratified import pooled_summaries, stratified_summaries
 from ramplight.core.stats.suffstats import (
     ArmSummary,
     RatioMoments,
@@ -71,9 +72,11 @@ __all__ = [
     "minimum_detectable_effect",
     "mixture_rho",
     "noninferiority_test",
+    "pooled_summaries",
     "sample_size",
     "sequential_test",
     "srm_test",
+    "stratified_summaries",
     "theta_cuped",
     "welch_test",
 ]

@@ -16,6 +16,7 @@ import msgspec
 from ramplight.core.audit import GENESIS_HASH, FlagChange, change_hash
 from ramplight.core.errors import ConflictError, StoreError
 from ramplight.core.flags import Flag, Segment
+from ramplight.core.metrics import Metric
 from ramplight.store.base import ApiKey, Environment, EvidenceKind
 
 # Column types of the NDJSON log segments, per table (the loader's schema).
@@ -74,6 +75,7 @@ EVIDENCE_COLUMNS: dict[EvidenceKind, dict[str, str]] = {
 
 _flag_decoder = msgspec.json.Decoder(Flag)
 _segment_decoder = msgspec.json.Decoder(Segment)
+_metric_decoder = msgspec.json.Decoder(Metric)
 _json = msgspec.json.Encoder()
 
 
@@ -126,6 +128,9 @@ class DuckDBStore:
             cur.execute("BEGIN TRANSACTION")
             try:
                 yield cur
+            except duckdb.ConstraintException as exc:
+                cur.execute("ROLLBACK")
+                raise ConflictError(f"conflicting write: {exc}") from exc
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
@@ -285,6 +290,22 @@ class DuckDBStore:
             doc = _json.encode(segment).decode()
             cur.execute("DELETE FROM segments WHERE key = ?", [segment.key])
             cur.execute("INSERT INTO segments VALUES (?, ?, ?, ?)", [segment.key, segment.version, doc, now])
+
+    def list_metrics(self) -> list[Metric]:
+        return [_metric_decoder.decode(r[0]) for r in self.query("SELECT doc FROM metrics ORDER BY key")]
+
+    def save_metric(self, metric: Metric, expected_version: int | None) -> None:
+        now = datetime.now(UTC)
+        with self._transaction() as cur:
+            row = cur.execute("SELECT version FROM metrics WHERE key = ?", [metric.key]).fetchone()
+            current = row[0] if row else None
+            if current != expected_version:
+                raise ConflictError(f"metric {metric.key!r} is at version {current}, not {expected_version}")
+            cur.execute("DELETE FROM metrics WHERE key = ?", [metric.key])
+            cur.execute(
+                "INSERT INTO metrics VALUES (?, ?, ?, ?)",
+                [metric.key, metric.version, _json.encode(metric).decode(), now],
+            )
 
     def create_api_key(self, key: ApiKey) -> None:
         with self._transaction() as cur:

@@ -1,0 +1,414 @@
+"""Readout v2: data quality first, then every defined metric per variation against control.
+
+The warehouse returns sufficient statistics (one row per phase, variation and segment, from
+`analysis.sql`); the pure stats engine turns them into effects. Phases come from the flag's
+change log: SRM is checked per phase against that phase's weights, and effects are combined
+across phases with the stratified estimator so a ramp under a time trend is not biased.
+JSON keys: docs/readout.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ramplight.analysis.report import readout as readout_v1
+from ramplight.analysis.sql import (
+    ReadoutSpec,
+    per_unit_metrics,
+    quantile_cluster_query,
+    quantile_query,
+    readout_query,
+    render,
+)
+from ramplight.core.errors import NotFoundError, ValidationError
+from ramplight.core.flags import Flag
+from ramplight.core.metrics import Metric
+from ramplight.core.phases import Phase, phases_from_changes
+from ramplight.core.stats import (
+    ArmSummary,
+    EffectResult,
+    QuantileEstimate,
+    RatioMoments,
+    RegressionMoments,
+    SampleMoments,
+    bayes_test,
+    cuped_summaries,
+    density_levels,
+    holm_bonferroni,
+    minimum_detectable_effect,
+    noninferiority_test,
+    sequential_test,
+    srm_test,
+    welch_test,
+)
+from ramplight.core.stats.stratified import stratified_summaries
+from ramplight.store.base import Store
+
+READOUT_SCHEMA = "ramplight.readout/v2"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadoutOptions:
+    segment: str | None = None
+    phase: int | None = None
+    served: bool = False
+    bayes: bool = False
+    alpha: float = 0.05
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _effect_json(result: EffectResult) -> dict[str, Any]:
+    rel = result.relative
+    return {
+        "method": result.method,
+        "difference": _finite(result.absolute.estimate),
+        "ci_low": _finite(result.absolute.ci_lower),
+        "ci_high": _finite(result.absolute.ci_upper),
+        "p_value": _finite(result.absolute.p_value),
+        "relative": _finite(rel.estimate) if rel else None,
+        "relative_ci_low": _finite(rel.ci_lower) if rel else None,
+        "relative_ci_high": _finite(rel.ci_upper) if rel else None,
+    }
+
+
+Row = Mapping[str, Any]
+
+
+def _rows(store: Store, sql: str) -> list[dict[str, Any]]:
+    connection = getattr(store, "connection", None)
+    if connection is None:
+        raise NotImplementedError("this store cannot run readouts yet")
+    cursor = connection().execute(sql)
+    names = [d[0] for d in cursor.description]
+    return [
+        {
+            n: (float(v) if v is not None and type(v).__name__ == "Decimal" else v)
+            for n, v in zip(names, row, strict=True)
+        }
+        for row in cursor.fetchall()
+    ]
+
+
+def _summary(
+    metric: Metric, i: int, rows: Sequence[Row], index: Mapping[str, int], r: int
+) -> ArmSummary | None:
+    """Sum the rows' sufficient statistics (one arm, one stratum) into the test's input."""
+    if metric.type == "ratio":
+        a, b = index[metric.numerator or ""], index[metric.denominator or ""]
+        n = sum(int(row["units"]) for row in rows)
+        if n < 2:
+            return None
+        moments = RatioMoments(
+            n=n,
+            sum_m=sum(row[f"m{a}_sum"] or 0.0 for row in rows),
+            sum_sq_m=sum(row[f"m{a}_sum_sq"] or 0.0 for row in rows),
+            sum_d=sum(row[f"m{b}_sum"] or 0.0 for row in rows),
+            sum_sq_d=sum(row[f"m{b}_sum_sq"] or 0.0 for row in rows),
+            sum_md=sum(row[f"r{r}_cross"] or 0.0 for row in rows),
+        )
+        return moments.summary() if moments.sum_d > 0 else None
+    n = sum(int(row[f"m{i}_n"] or 0) for row in rows)
+    if n < 2:
+        return None
+    return SampleMoments(
+        n=n,
+        sum=sum(row[f"m{i}_sum"] or 0.0 for row in rows),
+        sum_sq=sum(row[f"m{i}_sum_sq"] or 0.0 for row in rows),
+    ).summary()
+
+
+def _regression(i: int, rows: Sequence[Row]) -> RegressionMoments | None:
+    n = sum(int(row[f"m{i}_n"] or 0) for row in rows)
+    if n < 2:
+        return None
+    return RegressionMoments(
+        n=n,
+        sum_post=sum(row[f"m{i}_sum"] or 0.0 for row in rows),
+        sum_sq_post=sum(row[f"m{i}_sum_sq"] or 0.0 for row in rows),
+        sum_pre=sum(row[f"m{i}_pre_sum"] or 0.0 for row in rows),
+        sum_sq_pre=sum(row[f"m{i}_pre_sum_sq"] or 0.0 for row in rows),
+        sum_post_pre=sum(row[f"m{i}_post_pre"] or 0.0 for row in rows),
+    )
+
+
+def _phase_weights(phase: Phase) -> dict[str, float]:
+    return {k: v for k, v in phase.weights.items() if v > 0}
+
+
+def build_readout(
+    store: Store,
+    flag: Flag,
+    environment: str,
+    metrics: Sequence[Metric],
+    known: Mapping[str, Metric],
+    options: ReadoutOptions = ReadoutOptions(),
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The v2 readout; without metric definitions the v1 per-event-name metrics are used."""
+    if environment not in flag.environments:
+        raise NotFoundError(f"flag {flag.key!r} is not configured in environment {environment!r}")
+    base = readout_v1(store, flag, environment, now)
+    phases = phases_from_changes(store.flag_changes(flag.key), environment)
+    if options.phase is not None and not 0 <= options.phase < len(phases):
+        raise ValidationError.at(
+            "phase", f"flag {flag.key!r} has phases 0..{len(phases) - 1} in {environment}"
+        )
+    control = flag.environments[environment].default_variation
+    spec = ReadoutSpec(
+        flag_key=flag.key,
+        environment=environment,
+        assignment_unit=flag.assignment_unit,
+        metrics=tuple(m for m in metrics if m.type != "quantile"),
+        phase_starts=tuple(p.start for p in phases),
+        segment=options.segment,
+        served=options.served,
+    )
+    rows = _rows(store, render(readout_query(spec, dict(known))))
+    selected = [p for p in phases if options.phase is None or p.index == options.phase]
+    estimable = [p.index for p in selected if p.enabled]
+    by_key: dict[tuple[int, str, Any], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_key[(int(row["phase"]), row["variation"], row["segment"])].append(row)
+    segments = sorted({row["segment"] for row in rows}, key=lambda s: (s is None, str(s)))
+    variations = flag.variation_keys()
+
+    # -- data quality per phase ----------------------------------------------------------
+    phase_json = []
+    for phase in phases:
+        counts = {
+            v: sum(int(r["units"]) for s in segments for r in by_key.get((phase.index, v, s), []))
+            for v in variations
+        }
+        weights = _phase_weights(phase)
+        srm = None
+        observed = [counts[v] for v in weights]
+        if phase.enabled and sum(observed) > 0 and len(weights) > 1:
+            result = srm_test(observed, list(weights.values()))
+            srm = {
+                "p_value": result.p_value,
+                "chi_square": result.chi_square,
+                "mismatch": result.mismatch,
+                "observed": dict(zip(weights, observed, strict=True)),
+                "expected_weights": weights,
+            }
+        phase_json.append(
+            {
+                "phase": phase.index,
+                "start": phase.start.isoformat(),
+                "end": phase.end.isoformat() if phase.end else None,
+                "weights": phase.weights,
+                "enabled": phase.enabled,
+                "units": counts,
+                "srm": srm,
+            }
+        )
+
+    # -- metrics --------------------------------------------------------------------------
+    per_unit = per_unit_metrics(spec.metrics, dict(known))
+    index = {m.key: i for i, m in enumerate(per_unit)}
+    ratio_index = {m.key: r for r, m in enumerate(spec.metrics) if m.type == "ratio"}
+    out_metrics: list[dict[str, Any]] = []
+    p_values: list[tuple[dict[str, Any], float]] = []
+    for metric in metrics:
+        if metric.type == "quantile":
+            out_metrics.append(_quantile_metric(store, spec, metric, control, variations, options))
+            continue
+        i = index.get(metric.key, -1)
+        r = ratio_index.get(metric.key, -1)
+        for segment in segments:
+            entry = _metric_entry(
+                metric, i, r, index, by_key, segment, estimable, variations, control, options
+            )
+            if options.segment is not None:
+                entry["segment"] = segment
+            out_metrics.append(entry)
+            for comparison in entry["comparisons"]:
+                if comparison["fixed"]["p_value"] is not None:
+                    p_values.append((comparison, comparison["fixed"]["p_value"]))
+    if p_values:
+        for (comparison, _), adjusted in zip(
+            p_values, holm_bonferroni([p for _, p in p_values]), strict=True
+        ):
+            comparison["fixed"]["p_value_holm"] = adjusted
+    return {
+        **base,
+        "schema": READOUT_SCHEMA,
+        "generated_at": (now or datetime.now(UTC)).isoformat(),
+        "analysis": "as_served" if options.served else "intent_to_treat",
+        "segment": options.segment,
+        "phase": options.phase,
+        "phases": phase_json,
+        "metrics": out_metrics if metrics else base["metrics"],
+        "sql": render(readout_query(spec, dict(known)), pretty=True) if metrics else None,
+    }
+
+
+def _metric_entry(
+    metric: Metric,
+    i: int,
+    r: int,
+    index: Mapping[str, int],
+    by_key: Mapping[tuple[int, str, Any], list[dict[str, Any]]],
+    segment: Any,
+    estimable: Sequence[int],
+    variations: Sequence[str],
+    control: str,
+    options: ReadoutOptions,
+) -> dict[str, Any]:
+    def strata(variation: str) -> list[ArmSummary | None]:
+        return [_summary(metric, i, by_key.get((p, variation, segment), []), index, r) for p in estimable]
+
+    def pooled_rows(variation: str) -> list[dict[str, Any]]:
+        return [row for p in estimable for row in by_key.get((p, variation, segment), [])]
+
+    entry: dict[str, Any] = {
+        "key": metric.key,
+        "type": metric.type,
+        "direction": metric.direction,
+        "description": metric.description,
+        "variations": [],
+        "comparisons": [],
+    }
+    control_strata = strata(control)
+    for variation in variations:
+        arm_strata = strata(variation)
+        summaries = [s for s in arm_strata if s is not None]
+        pooled = _summary(metric, i, pooled_rows(variation), index, r)
+        entry["variations"].append(
+            {
+                "variation": variation,
+                "units": pooled.n if pooled else sum(s.n for s in summaries),
+                "mean": _finite(pooled.mean) if pooled else None,
+                "stddev": _finite(math.sqrt(pooled.variance)) if pooled else None,
+            }
+        )
+        if variation == control:
+            continue
+        pairs = [
+            (c, t) for c, t in zip(control_strata, arm_strata, strict=True) if c is not None and t is not None
+        ]
+        if not pairs:
+            continue
+        c_sum, t_sum = stratified_summaries(pairs)
+        comparison: dict[str, Any] = {
+            "variation": variation,
+            "vs": control,
+            "fixed": _effect_json(welch_test(c_sum, t_sum, alpha=options.alpha)),
+            "sequential": _effect_json(sequential_test(c_sum, t_sum, alpha=options.alpha)),
+            "per_phase": [
+                {"phase": p, **_effect_json(welch_test(c, t, alpha=options.alpha))}
+                for p, c, t in zip(estimable, control_strata, arm_strata, strict=True)
+                if c is not None and t is not None
+            ],
+        }
+        if metric.cuped_days and i >= 0:
+            c_reg, t_reg = _regression(i, pooled_rows(control)), _regression(i, pooled_rows(variation))
+            if c_reg is not None and t_reg is not None:
+                c_adj, t_adj = cuped_summaries(c_reg, t_reg)
+                comparison["cuped"] = _effect_json(welch_test(c_adj, t_adj, alpha=options.alpha))
+        if options.bayes:
+            bayes = bayes_test(c_sum, t_sum, alpha=options.alpha, direction=metric.direction)
+            rel = bayes.relative
+            comparison["bayes"] = {
+                "chance_to_win": _finite(rel.chance_to_win) if rel else None,
+                "expected_loss": _finite(rel.risk_treatment) if rel else None,
+            }
+        if metric.guardrail_margin is not None:
+            ni = noninferiority_test(
+                c_sum, t_sum, margin=metric.guardrail_margin, direction=metric.direction, alpha=options.alpha
+            )
+            comparison["guardrail"] = {
+                "margin": metric.guardrail_margin,
+                "holds": ni.non_inferior,
+                "breached": ni.inferior,
+                "p_value": _finite(ni.p_value),
+                "bound": _finite(ni.bound),
+            }
+        mde = minimum_detectable_effect(
+            n_control=c_sum.n,
+            n_treatment=t_sum.n,
+            mean=c_sum.unadjusted_mean,
+            variance=c_sum.variance,
+            alpha=options.alpha,
+            direction=metric.direction,
+        )
+        comparison["mde_relative"] = _finite(mde.relative)
+        entry["comparisons"].append(comparison)
+    return entry
+
+
+def _quantile_metric(
+    store: Store,
+    spec: ReadoutSpec,
+    metric: Metric,
+    control: str,
+    variations: Sequence[str],
+    options: ReadoutOptions,
+) -> dict[str, Any]:
+    """Event-level quantile per variation, with the unit-clustered variance (two queries)."""
+    assert metric.quantile is not None
+    level = metric.quantile
+    counts = {
+        row["variation"]: int(row["n"]) for row in _rows(store, render(quantile_query(spec, metric, [level])))
+    }
+    estimates: dict[str, tuple[int, float, float, float, float, float]] = {}
+    for variation, n in counts.items():
+        lo, hi = density_levels(n, level, alpha=options.alpha)
+        row = next(
+            r
+            for r in _rows(store, render(quantile_query(spec, metric, [level, lo, hi])))
+            if r["variation"] == variation
+        )
+        estimates[variation] = (n, row["q0"], lo, row["q1"], hi, row["q2"])
+    clusters = {}
+    if estimates:
+        for row in _rows(
+            store, render(quantile_cluster_query(spec, metric, {v: e[1] for v, e in estimates.items()}))
+        ):
+            values = list(row.values())
+            clusters[row["variation"]] = RatioMoments(int(values[1]), *(float(v) for v in values[2:7]))
+    summaries: dict[str, ArmSummary] = {}
+    entry: dict[str, Any] = {
+        "key": metric.key,
+        "type": "quantile",
+        "quantile": level,
+        "direction": metric.direction,
+        "description": metric.description,
+        "variations": [],
+        "comparisons": [],
+    }
+    for variation in variations:
+        if variation not in estimates:
+            entry["variations"].append({"variation": variation, "events": 0, "value": None})
+            continue
+        n, value, lo, lo_v, hi, hi_v = estimates[variation]
+        estimate = QuantileEstimate(
+            n=n,
+            level=level,
+            value=value,
+            lower_level=lo,
+            lower_value=lo_v,
+            upper_level=hi,
+            upper_value=hi_v,
+            at_or_below=clusters.get(variation),
+        )
+        summaries[variation] = estimate.summary()
+        entry["variations"].append({"variation": variation, "events": n, "value": value})
+    for variation, summary in summaries.items():
+        if variation != control and control in summaries:
+            entry["comparisons"].append(
+                {
+                    "variation": variation,
+                    "vs": control,
+                    "fixed": _effect_json(welch_test(summaries[control], summary, alpha=options.alpha)),
+                }
+            )
+    return entry
