@@ -126,3 +126,36 @@ def test_commands_go_through_the_server_that_holds_the_database(
     assert server.admin.get("/api/flags/support_assistant_profile").json()["version"] == 2
     report = json.loads(ramplight("report", "support_assistant_profile", "--json", env=env).stdout)
     assert report["flag_key"] == "support_assistant_profile"
+
+
+def test_metrics_as_code_then_sql_and_export(tmp_path: Path, db: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        yaml.safe_dump(
+            {
+                "metrics": [
+                    {
+                        "key": "latency",
+                        "type": "event",
+                        "event": "latency_ms",
+                        "aggregation": "mean",
+                        "direction": "decrease",
+                    },
+                    {"key": "cost", "type": "event", "event": "cost_usd", "aggregation": "sum"},
+                ]
+            }
+        )
+    )
+    applied = json.loads(ramplight("apply", str(plan), "--db", str(db), "--json").stdout)
+    assert [(r["key"], r["action"]) for r in applied] == [("latency", "create"), ("cost", "create")]
+    assert (
+        json.loads(ramplight("apply", str(plan), "--db", str(db), "--json").stdout)[0]["action"]
+        == "unchanged"
+    )
+    sql = ramplight(
+        "sql", "support_assistant_profile", "--db", str(db), "--dialect", "postgres", "-m", "latency"
+    ).stdout
+    assert "PERCENTILE" not in sql and "latency_ms" in sql
+    out = tmp_path / "units.csv"
+    ramplight("export", "support_assistant_profile", "--db", str(db), "--format", "csv", "-o", str(out))
+    assert set(out.read_text().splitlines()[0].split(",")[-2:]) == {"latency", "cost"}

@@ -202,3 +202,31 @@ def test_openapi_document_is_served_with_the_docs_page(server: RunningServer) ->
     spec = client.get("/openapi.json").json()
     assert "/ingest/batch" in spec["paths"] and "Flag" in spec["components"]["schemas"]
     assert client.get("/docs").status_code == 200
+
+
+def test_metrics_are_defined_over_http_and_drive_the_report_sql_and_export(server: RunningServer) -> None:
+    server.create_flag()
+    created = server.admin.put(
+        "/api/metrics/latency", json={"type": "event", "event": "latency_ms", "aggregation": "mean"}
+    )
+    assert created.status_code == 200
+    assert created.json()["version"] == 1
+    assert server.admin.put("/api/metrics/latency", json={"type": "event", "event": "x"}).status_code == 409
+    bad = server.admin.put(
+        "/api/metrics/ratio", json={"type": "ratio", "numerator": "latency", "denominator": "nope"}
+    )
+    assert bad.status_code == 422
+    assert bad.json()["problems"][0]["field"] == "denominator"
+    report = server.admin.get(
+        "/api/flags/support_assistant_profile/report", params={"metric": "latency"}
+    ).json()
+    assert report["schema"] == "ramplight.readout/v2"
+    assert [m["key"] for m in report["metrics"]] == ["latency"]
+    for dialect in ("duckdb", "postgres", "clickhouse"):
+        sql = server.admin.get("/api/flags/support_assistant_profile/sql", params={"dialect": dialect})
+        assert sql.status_code == 200
+        assert sql.text.startswith("WITH exposed AS")
+    csv = server.admin.get("/api/flags/support_assistant_profile/units", params={"format": "csv"})
+    assert csv.text.splitlines()[0] == "unit_id,variation,phase,segment,first_ts,fell_back,latency"
+    missing = server.admin.get("/api/flags/support_assistant_profile/report", params={"metric": "nope"})
+    assert missing.status_code == 404

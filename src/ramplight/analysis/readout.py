@@ -177,7 +177,7 @@ def build_readout(
     by_key: dict[tuple[int, str, Any], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_key[(int(row["phase"]), row["variation"], row["segment"])].append(row)
-    segments = sorted({row["segment"] for row in rows}, key=lambda s: (s is None, str(s)))
+    segments = sorted({row["segment"] for row in rows}, key=lambda s: (s is None, str(s))) or [None]
     variations = flag.variation_keys()
 
     # -- data quality per phase ----------------------------------------------------------
