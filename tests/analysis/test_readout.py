@@ -332,3 +332,9 @@ def test_export_and_frames_give_the_per_unit_relation(store: DuckDBStore, small:
     )
     readout = analysis.readout_frame(analysis.report(store, FLAG, "production", ["latency"]))
     assert readout.loc[0, "metric"] == "latency"
+
+
+def test_the_unit_relation_also_comes_as_a_polars_frame(store: DuckDBStore, small: dict) -> None:
+    frame = analysis.unit_frame(store, FLAG, "production", ["cost"], kind="polars")
+    assert frame.height == 60
+    assert frame["cost"].sum() == pytest.approx(sum(small["control"]["cost"]) + sum(small["candidate"]["cost"]))
