@@ -229,3 +229,18 @@ def test_a_restarted_log_never_reuses_a_loaded_segment_name(log_dir: Path, store
         assert unit_ids(store) == ["after-restart", "before-restart"]
     finally:
         second.close()
+
+
+def test_a_segment_that_cannot_load_stays_on_disk_and_does_not_hold_up_later_ones(
+    make_log: MakeLog, log_dir: Path, store: DuckDBStore
+) -> None:
+    log_dir.mkdir(parents=True)
+    poisoned = log_dir / "000000000001.seg"
+    poisoned.mkdir()
+    (poisoned / "events.ndjson").write_bytes(b'{"event_id": "x", "ts": "not a time"}\n')
+    log = make_log(segment_seconds=3600)
+    log.append(encode_items({"exposures": exposures("user-1", "user-2")}), 2).result(timeout=30)
+    with pytest.raises(Exception, match=r"not a time"):
+        log.flush(timeout=5)
+    assert unit_ids(store) == ["user-1", "user-2"]  # the later segment loaded anyway
+    assert poisoned.exists()  # kept for the next start or an operator

@@ -248,6 +248,6 @@ def validate_batch(
             if problem is not None:
                 problems.append(FieldProblem(problem[0], problem[1], index, kind))
                 continue
-            event_id = item.event_id or xxhash.xxh3_128_hexdigest(data)
+            event_id = item.event_id or xxhash.xxh3_128_hexdigest(environment.encode() + b"\0" + data)
             out.append(replace(item, event_id=event_id, environment=environment, received_at=now))
     return ValidatedBatch(accepted=accepted, problems=tuple(problems))

@@ -94,6 +94,7 @@ class IngestLog:
         self._sealed = threading.Condition()
         self._sealed_seq = 0
         self._loaded_seq = 0
+        self._attempted_seq = 0  # every segment up to here has been tried at least once
         self._load_error: BaseException | None = None
         self._closing = False
         directory.mkdir(parents=True, exist_ok=True)
@@ -126,7 +127,7 @@ class IngestLog:
         deadline = time.monotonic() + timeout
         with self._sealed:
             while self._loaded_seq < target:
-                if self._load_error is not None:
+                if self._load_error is not None and self._attempted_seq >= target:
                     raise self._load_error
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -137,7 +138,10 @@ class IngestLog:
         """Seal, load what is left, and stop both threads."""
         if self._closing:
             return
-        self.flush()
+        try:
+            self.flush()
+        except (TimeoutError, Exception):
+            log.exception("closing with evidence not yet loaded; it stays in the log for the next start")
         self._closing = True
         self._queue.put(None)
         with self._sealed:
@@ -277,6 +281,7 @@ class IngestLog:
                 if self._closing and self._loaded_seq >= self._sealed_seq:
                     return
                 target = self._sealed_seq
+            failed = False
             for path in self._pending():
                 seq = int(path.name.split(".")[0])
                 files = {
@@ -287,17 +292,26 @@ class IngestLog:
                         self.store.load_segment(path.name, files)
                     shutil.rmtree(path)
                 except BaseException as exc:
+                    # Keep going with later segments (event ids make order irrelevant); this one
+                    # stays on disk, is retried, and holds back `flush` with its error meanwhile.
                     log.exception("loading %s failed; it stays on disk for the next try", path.name)
                     with self._sealed:
                         self._load_error = exc
                         self._sealed.notify_all()
-                    time.sleep(1.0)
-                    break
-                with self._sealed:
+                    failed = True
+                    continue
+                if not failed:
+                    with self._sealed:
+                        self._loaded_seq = max(self._loaded_seq, seq)
+                        self._sealed.notify_all()
+            with self._sealed:
+                self._attempted_seq = max(self._attempted_seq, target)
+                self._sealed.notify_all()
+                if failed and self._closing:
+                    return  # what failed stays on disk; the next start replays it
+                if failed:
+                    self._sealed.wait(1.0)
+                else:
                     self._load_error = None
-                    self._loaded_seq = max(self._loaded_seq, seq)
-                    self._sealed.notify_all()
-            else:
-                with self._sealed:
                     self._loaded_seq = max(self._loaded_seq, target)
                     self._sealed.notify_all()
