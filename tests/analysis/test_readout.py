@@ -337,4 +337,33 @@ def test_export_and_frames_give_the_per_unit_relation(store: DuckDBStore, small:
 def test_the_unit_relation_also_comes_as_a_polars_frame(store: DuckDBStore, small: dict) -> None:
     frame = analysis.unit_frame(store, FLAG, "production", ["cost"], kind="polars")
     assert frame.height == 60
-    assert frame["cost"].sum() == pytest.approx(sum(small["control"]["cost"]) + sum(small["candidate"]["cost"]))
+    assert frame["cost"].sum() == pytest.approx(
+        sum(small["control"]["cost"]) + sum(small["candidate"]["cost"])
+    )
+
+
+def test_power_says_how_many_units_and_days_a_decision_still_needs(store: DuckDBStore) -> None:
+    make_flag(store, at=T0)
+    save_metrics(store, {"key": "spend", "type": "event", "event": "spend", "aggregation": "mean"})
+    rng = np.random.default_rng(5)
+    ev = Evidence()
+    for i in range(400):
+        variation = ("control", "candidate")[i % 2]
+        ev.expose(f"c{i}", variation, T0 + timedelta(minutes=i))
+        ev.event(f"c{i}", "spend", T0 + timedelta(minutes=i + 1), rng.normal(10.2 if i % 2 else 10.0, 3.0))
+    ev.load(store)
+    flag = control.get_flag(store, FLAG)
+    from ramplight.analysis.readout import build_readout
+
+    metrics = store.list_metrics()
+    report = build_readout(
+        store, flag, "production", metrics, {m.key: m for m in metrics}, now=T0 + timedelta(days=2)
+    )
+    comparison = metric(report, "spend")["comparisons"][0]
+    power = comparison["power"]
+    assert power["units_needed"] > 400  # a ~2 % lift on sd 30 % needs thousands of units
+    assert power["units_remaining"] == power["units_needed"] - 400
+    assert power["days_remaining"] == pytest.approx(
+        power["units_remaining"] / 200, rel=1e-6
+    )  # 400 units in 2 days
+    assert comparison["mde_relative"] > abs(comparison["fixed"]["relative"])

@@ -42,6 +42,7 @@ from ramplight.core.stats import (
     holm_bonferroni,
     minimum_detectable_effect,
     noninferiority_test,
+    sample_size,
     sequential_test,
     srm_test,
     welch_test,
@@ -212,6 +213,8 @@ def build_readout(
         )
 
     # -- metrics --------------------------------------------------------------------------
+    moment = now or datetime.now(UTC)
+    elapsed_days = (moment - phases[0].start).total_seconds() / 86400 if phases else 0.0
     per_unit = per_unit_metrics(spec.metrics, dict(known))
     index = {m.key: i for i, m in enumerate(per_unit)}
     ratio_index = {m.key: r for r, m in enumerate(spec.metrics) if m.type == "ratio"}
@@ -225,7 +228,7 @@ def build_readout(
         r = ratio_index.get(metric.key, -1)
         for segment in segments:
             entry = _metric_entry(
-                metric, i, r, index, by_key, segment, estimable, variations, control, options
+                metric, i, r, index, by_key, segment, estimable, variations, control, options, elapsed_days
             )
             if options.segment is not None:
                 entry["segment"] = segment
@@ -262,6 +265,7 @@ def _metric_entry(
     variations: Sequence[str],
     control: str,
     options: ReadoutOptions,
+    elapsed_days: float,
 ) -> dict[str, Any]:
     def strata(variation: str) -> list[ArmSummary | None]:
         return [_summary(metric, i, by_key.get((p, variation, segment), []), index, r) for p in estimable]
@@ -341,8 +345,43 @@ def _metric_entry(
             direction=metric.direction,
         )
         comparison["mde_relative"] = _finite(mde.relative)
+        comparison["power"] = _time_to_decision(
+            c_sum, t_sum, comparison["fixed"]["relative"], elapsed_days, options
+        )
         entry["comparisons"].append(comparison)
     return entry
+
+
+def _time_to_decision(
+    control: ArmSummary,
+    treatment: ArmSummary,
+    observed: float | None,
+    elapsed_days: float,
+    options: ReadoutOptions,
+) -> dict[str, Any] | None:
+    """Units (and days at the traffic seen so far) until the observed lift would be detected with
+    80 % power; None when there is no lift to aim at."""
+    if observed is None or observed == 0 or not math.isfinite(observed) or control.unadjusted_mean == 0:
+        return None
+    current = control.n + treatment.n
+    try:
+        estimate = sample_size(
+            relative_effect=abs(observed),
+            mean=control.unadjusted_mean,
+            variance=control.variance,
+            treatment_share=treatment.n / current,
+            alpha=options.alpha,
+            current_units=current,
+            units_per_day=current / elapsed_days if elapsed_days > 0 else None,
+        )
+    except ValidationError:
+        return None
+    return {
+        "target_relative": abs(observed),
+        "units_needed": estimate.units_needed,
+        "units_remaining": estimate.units_remaining,
+        "days_remaining": _finite(estimate.days_remaining),
+    }
 
 
 def _quantile_metric(
