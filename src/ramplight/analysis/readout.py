@@ -84,10 +84,7 @@ Row = Mapping[str, Any]
 
 
 def _rows(store: Store, sql: str) -> list[dict[str, Any]]:
-    connection = getattr(store, "connection", None)
-    if connection is None:
-        raise NotImplementedError("this store cannot run readouts yet")
-    cursor = connection().execute(sql)
+    cursor = store.connection().execute(sql)
     names = [d[0] for d in cursor.description]
     return [
         {

@@ -130,10 +130,7 @@ def compare(
 
 
 def _rows(store: Store, sql: str, params: dict[str, Any]) -> Sequence[tuple[Any, ...]]:
-    connection = getattr(store, "connection", None)
-    if connection is None:
-        raise NotImplementedError("this store cannot run readouts yet")
-    result: Sequence[tuple[Any, ...]] = connection().execute(sql, params).fetchall()
+    result: Sequence[tuple[Any, ...]] = store.connection().execute(sql, params).fetchall()
     return result
 
 

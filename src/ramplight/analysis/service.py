@@ -91,7 +91,7 @@ def export_units(
     if fmt not in ("parquet", "csv"):
         raise ValidationError.at("format", "parquet or csv")
     sql = unit_relation_sql(store, flag_key, environment, metric_keys, segment)
-    connection = store.connection()  # type: ignore[attr-defined]
+    connection = store.connection()
     target = exp.Literal.string(path).sql("duckdb")
     option = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
     connection.execute(f"COPY ({sql}) TO {target} ({option})")
@@ -108,7 +108,7 @@ def unit_frame(
     kind: str = "pandas",
 ) -> Any:
     """The per-unit relation as a pandas (or polars) data frame, for notebooks."""
-    relation = store.connection().sql(unit_relation_sql(store, flag_key, environment, metric_keys, segment))  # type: ignore[attr-defined]
+    relation = store.connection().sql(unit_relation_sql(store, flag_key, environment, metric_keys, segment))
     return relation.pl() if kind == "polars" else relation.df()
 
 
