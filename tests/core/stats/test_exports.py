@@ -15,7 +15,19 @@ from ramplight.core.stats import (
     suffstats,
 )
 
-MODULES = (bayes, cuped, effects, multiple, noninferiority, power, quantile, sequential, srm, stratified, suffstats)
+MODULES = (
+    bayes,
+    cuped,
+    effects,
+    multiple,
+    noninferiority,
+    power,
+    quantile,
+    sequential,
+    srm,
+    stratified,
+    suffstats,
+)
 
 
 def isort_style(name: str) -> tuple[int, str]:
