@@ -1,0 +1,466 @@
+"""Local flag evaluation: Ramplight vs the GrowthBook and Unleash Python SDKs, same flag, one run.
+
+    python benchmarks/evaluation.py            # 200,000 distinct units
+    python benchmarks/evaluation.py --quick    # 20,000 units (smoke run)
+
+One JSON flag with three behavior profiles (control / candidate / fallback), one targeting rule
+(`plan` in ["enterprise"] → candidate) and an 80/20 control/candidate rollout otherwise, written
+in each SDK's own format. Every path evaluates the same units (`conv_000001`, …, each with a
+`plan` attribute) on one core: throughput over all units, latency per call on a sample.
+Nothing talks to the network: `Client` talks to a `ramplight serve` process on 127.0.0.1 (started
+here, so this process holds only the SDK), and connections elsewhere are refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from _common import RamplightServer, load_average, loopback_only, machine, peak_rss_mb, rate, ratio
+from rich.console import Console
+from rich.table import Table
+
+FLAG_KEY = "support_assistant_profile"
+CONTROL = {"prompt_profile": "support_v3", "model_route": "stable", "retrieval_profile": "baseline"}
+CANDIDATE = {"prompt_profile": "support_v4", "model_route": "candidate", "retrieval_profile": "hybrid"}
+FALLBACK = {"prompt_profile": "support_v3", "model_route": "stable", "retrieval_profile": "none"}
+PLANS = (("free", 50), ("pro", 30), ("team", 15), ("enterprise", 5))
+
+TARGET_EVALS_PER_S = 500_000
+TARGET_P50_US = 2.0
+
+console = Console(width=None if sys.stdout.isatty() else 132)
+
+
+# -- the flag, in each SDK's format ---------------------------------------------------------
+
+
+def ramplight_flag() -> dict[str, Any]:
+    return {
+        "key": FLAG_KEY,
+        "type": "json",
+        "assignment_unit": "conversation",
+        "variations": [
+            {"key": "control", "value": CONTROL},
+            {"key": "candidate", "value": CANDIDATE},
+            {"key": "fallback", "value": FALLBACK},
+        ],
+        "environments": {
+            "production": {
+                "default_variation": "control",
+                "off_variation": "control",
+                "rules": [
+                    {
+                        "id": "enterprise",
+                        "clauses": [{"attribute": "plan", "op": "in", "values": ["enterprise"]}],
+                        "variation": "candidate",
+                    }
+                ],
+                "rollout": {"weights": {"control": 80, "candidate": 20}},
+            }
+        },
+    }
+
+
+def growthbook_features(as_experiment: bool) -> dict[str, Any]:
+    """GrowthBook has no named variations outside experiments: the 80/20 split is either an
+    experiment rule (weights over the two values) or a percentage-rollout rule (force the
+    candidate value to 20 % coverage, default value otherwise)."""
+    enterprise = {"id": "enterprise", "condition": {"plan": {"$in": ["enterprise"]}}, "force": CANDIDATE}
+    if as_experiment:
+        split = {
+            "id": "split",
+            "key": FLAG_KEY,
+            "variations": [CONTROL, CANDIDATE],
+            "weights": [0.8, 0.2],
+            "coverage": 1.0,
+            "hashAttribute": "id",
+            "seed": FLAG_KEY,
+            "hashVersion": 2,
+            "meta": [{"key": "control"}, {"key": "candidate"}],
+        }
+    else:
+        split = {
+            "id": "rollout",
+            "force": CANDIDATE,
+            "coverage": 0.2,
+            "hashAttribute": "id",
+            "seed": FLAG_KEY,
+            "hashVersion": 2,
+        }
+    return {FLAG_KEY: {"defaultValue": CONTROL, "rules": [enterprise, split]}}
+
+
+def unleash_features() -> dict[str, Any]:
+    """The `/api/client/features` document: two flexibleRollout strategies with strategy variants."""
+
+    def variant(name: str, weight: int, value: dict[str, str]) -> dict[str, Any]:
+        return {
+            "name": name,
+            "weight": weight,
+            "weightType": "variable",
+            "stickiness": "userId",
+            "payload": {"type": "json", "value": json.dumps(value)},
+        }
+
+    rollout = {"rollout": "100", "stickiness": "userId", "groupId": FLAG_KEY}
+    return {
+        "version": 2,
+        "features": [
+            {
+                "name": FLAG_KEY,
+                "type": "experiment",
+                "enabled": True,
+                "project": "default",
+                "strategies": [
+                    {
+                        "name": "flexibleRollout",
+                        "parameters": rollout,
+                        "constraints": [{"contextName": "plan", "operator": "IN", "values": ["enterprise"]}],
+                        "variants": [variant("candidate", 1000, CANDIDATE)],
+                    },
+                    {
+                        "name": "flexibleRollout",
+                        "parameters": rollout,
+                        "constraints": [],
+                        "variants": [variant("control", 800, CONTROL), variant("candidate", 200, CANDIDATE)],
+                    },
+                ],
+                "variants": [variant("fallback", 0, FALLBACK)],
+            }
+        ],
+    }
+
+
+# -- measurement ----------------------------------------------------------------------------
+
+
+@dataclass
+class Units:
+    ids: list[str]
+    plans: list[str]
+    sample: list[int]  # indexes timed call by call
+
+
+@dataclass
+class Route:
+    """One way to evaluate the units at `indexes`: `run` (results dropped, as an application that
+    uses each value and moves on), `timed` (ns per call), `collect` (results one by one, untimed)."""
+
+    name: str
+    run: Callable[[list[int]], None]
+    timed: Callable[[list[int]], list[int]]
+    collect: Callable[[list[int]], Iterator[Any]]
+    variation: Callable[[Any], str | None]
+
+
+@dataclass
+class Row:
+    name: str
+    per_second: float
+    p50_us: float
+    p99_us: float
+    candidate_share: float
+    enterprise_candidate: float
+    peak_rss_mb: float
+    variations: list[str | None]
+
+
+def make_units(n: int, sample: int, seed: int = 7) -> Units:
+    rng = random.Random(seed)
+    names, weights = zip(*PLANS, strict=True)
+    plans = rng.choices(names, weights, k=n)
+    step = max(1, n // sample)
+    return Units([f"conv_{i:06d}" for i in range(1, n + 1)], plans, list(range(0, n, step))[:sample])
+
+
+def percentile(sorted_ns: list[int], q: float) -> float:
+    return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1000
+
+
+def measure(path: Route, units: Units, repeats: int) -> Row:
+    """Best of `repeats` passes over every unit (other work on the machine only slows a pass)."""
+    everyone = list(range(len(units.ids)))
+    path.run(everyone[:2000])  # warm up
+    elapsed = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        path.run(everyone)
+        elapsed = min(elapsed, time.perf_counter() - started)
+    latencies = sorted(path.timed(units.sample))
+    rss = peak_rss_mb()
+    variations = [path.variation(r) for r in path.collect(everyone)]
+    enterprise = [v for v, p in zip(variations, units.plans, strict=True) if p == "enterprise"]
+    others = [v for v, p in zip(variations, units.plans, strict=True) if p != "enterprise"]
+    return Row(
+        name=path.name,
+        per_second=len(everyone) / elapsed,
+        p50_us=percentile(latencies, 0.50),
+        p99_us=percentile(latencies, 0.99),
+        candidate_share=others.count("candidate") / max(1, len(others)),
+        enterprise_candidate=enterprise.count("candidate") / max(1, len(enterprise)),
+        peak_rss_mb=rss,
+        variations=variations,
+    )
+
+
+def timer_overhead_ns(n: int = 20_000) -> int:
+    clock = time.perf_counter_ns
+    spans = []
+    for _ in range(n):
+        t0 = clock()
+        t1 = clock()
+        spans.append(t1 - t0)
+    spans.sort()
+    return spans[n // 2]
+
+
+# -- the SDKs -----------------------------------------------------------------------------
+
+
+def ramplight_core_path(units: Units) -> Route:
+    from ramplight.core.evaluate import CompiledConfig
+    from ramplight.core.flags import SdkConfig, check_flag, convert_flag, sdk_flag, stabilize
+
+    flag = convert_flag(ramplight_flag())
+    check_flag(flag)
+    entry = sdk_flag(stabilize(flag, None), "production")
+    assert entry is not None
+    config = CompiledConfig(SdkConfig(environment="production", flags={FLAG_KEY: entry}))
+    return _ramplight_path("Ramplight core evaluate", config.evaluate, units)
+
+
+def _ramplight_path(name: str, evaluate: Callable[..., Any], units: Units) -> Route:
+    ids = units.ids
+    attrs = [{"plan": p} for p in units.plans]
+    key = FLAG_KEY
+
+    def run(indexes: list[int]) -> None:
+        for i in indexes:
+            evaluate(key, ids[i], attrs[i])
+
+    def collect(indexes: list[int]) -> Iterator[Any]:
+        return (evaluate(key, ids[i], attrs[i]) for i in indexes)
+
+    def timed(indexes: list[int]) -> list[int]:
+        clock = time.perf_counter_ns
+        spans = []
+        for i in indexes:
+            unit, attributes = ids[i], attrs[i]
+            t0 = clock()
+            evaluate(key, unit, attributes)
+            t1 = clock()
+            spans.append(t1 - t0)
+        return spans
+
+    return Route(name, run, timed, collect, lambda r: r.variation)
+
+
+def _json_value_path(name: str, json_value: Callable[..., Any], units: Units) -> Route:
+    path = _ramplight_path(name, json_value, units)
+    path.variation = lambda v: "candidate" if v is not None and v["model_route"] == "candidate" else "control"
+    return path
+
+
+def growthbook_path(units: Units, as_experiment: bool) -> Route:
+    from growthbook import GrowthBook
+
+    gb = GrowthBook(features=growthbook_features(as_experiment))
+    attrs = [{"id": u, "plan": p} for u, p in zip(units.ids, units.plans, strict=True)]
+    set_attributes, eval_feature, key = gb.set_attributes, gb.eval_feature, FLAG_KEY
+
+    def run(indexes: list[int]) -> None:
+        for i in indexes:
+            set_attributes(attrs[i])
+            eval_feature(key)
+
+    def collect(indexes: list[int]) -> Iterator[Any]:
+        for i in indexes:
+            set_attributes(attrs[i])
+            yield eval_feature(key)
+
+    def timed(indexes: list[int]) -> list[int]:
+        clock = time.perf_counter_ns
+        spans = []
+        for i in indexes:
+            attributes = attrs[i]
+            t0 = clock()
+            set_attributes(attributes)
+            eval_feature(key)
+            t1 = clock()
+            spans.append(t1 - t0)
+        return spans
+
+    def variation(result: Any) -> str | None:
+        return "candidate" if result.value == CANDIDATE else "control" if result.value == CONTROL else None
+
+    kind = "experiment rule" if as_experiment else "rollout rule"
+    return Route(f"GrowthBook, {kind}", run, timed, collect, variation)
+
+
+def unleash_path(units: Units, cache_dir: Path) -> tuple[Route, Callable[[], None]]:
+    from UnleashClient import UnleashClient
+    from UnleashClient.cache import FileCache
+
+    # Offline: features come from a bootstrapped file cache; no registration, no metrics, no
+    # polling (fetch_toggles=False runs the OfflineConnector, which only re-reads the cache).
+    cache = FileCache("ramplight-bench", directory=str(cache_dir))
+    cache.bootstrap_from_dict(unleash_features())
+    client = UnleashClient(
+        url="http://127.0.0.1:9/api",  # never contacted
+        app_name="ramplight-bench",
+        disable_metrics=True,
+        disable_registration=True,
+        refresh_interval=3600,
+        cache=cache,
+    )
+    client.initialize_client(fetch_toggles=False)
+    contexts = [{"userId": u, "plan": p} for u, p in zip(units.ids, units.plans, strict=True)]
+    get_variant, key = client.get_variant, FLAG_KEY
+
+    def run(indexes: list[int]) -> None:
+        for i in indexes:
+            get_variant(key, contexts[i])
+
+    def collect(indexes: list[int]) -> Iterator[Any]:
+        return (get_variant(key, contexts[i]) for i in indexes)
+
+    def timed(indexes: list[int]) -> list[int]:
+        clock = time.perf_counter_ns
+        spans = []
+        for i in indexes:
+            context = contexts[i]
+            t0 = clock()
+            get_variant(key, context)
+            t1 = clock()
+            spans.append(t1 - t0)
+        return spans
+
+    return Route("Unleash, offline", run, timed, collect, lambda v: v.get("name")), client.destroy
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def run(n: int, sample: int, repeats: int) -> None:
+    from ramplight import Client
+
+    logging.getLogger("UnleashClient").setLevel(logging.ERROR)
+    units = make_units(n, sample)
+    console.print(
+        f"[bold]Local evaluation[/] of one JSON flag for {n:,} distinct units — {machine()}, {load_average()}"
+    )
+    console.print(
+        f"growthbook {version('growthbook')}, UnleashClient {version('UnleashClient')} "
+        f"(yggdrasil-engine {version('yggdrasil-engine')}); evals/s: best of {repeats} pass(es) over all "
+        f"units; latency: {len(units.sample):,} calls timed one by one "
+        f"(perf_counter_ns overhead ≈ {timer_overhead_ns()} ns, included)"
+    )
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="ramplight-bench-eval-") as tmp:
+        rows.append(measure(ramplight_core_path(units), units, repeats))
+
+        with RamplightServer(Path(tmp) / "b.duckdb", Path(tmp) / "server.log") as server:
+            server.admin.post("/api/flags", json=ramplight_flag()).raise_for_status()
+            sdk_key = server.admin.post(
+                "/api/keys", json={"kind": "sdk", "name": "bench", "environment": "production"}
+            ).json()["key"]
+            with Client(sdk_key, url=server.url, poll_interval=3600, init_timeout=10) as client:
+                if not client.ready:
+                    raise RuntimeError("the Ramplight client did not load its config")
+                rows.append(
+                    measure(
+                        _ramplight_path("Ramplight Client.evaluate", client.evaluate, units), units, repeats
+                    )
+                )
+                rows.append(
+                    measure(
+                        _json_value_path("Ramplight Client.json_value", client.json_value, units),
+                        units,
+                        repeats,
+                    )
+                )
+
+        gc.collect()
+        rows.append(measure(growthbook_path(units, as_experiment=True), units, repeats))
+        rows.append(measure(growthbook_path(units, as_experiment=False), units, repeats))
+        gc.collect()
+        path, destroy = unleash_path(units, Path(tmp) / "unleash-cache")
+        try:
+            rows.append(measure(path, units, repeats))
+        finally:
+            destroy()
+
+    core, via_client = rows[0], rows[1]
+    mismatched = sum(a != b for a, b in zip(core.variations, via_client.variations, strict=True))
+    growthbook = max((r for r in rows if r.name.startswith("GrowthBook")), key=lambda r: r.per_second)
+
+    table = Table(title=f"Local evaluation, {n:,} units, one core (ratio vs the faster GrowthBook path)")
+    table.add_column("SDK / call")
+    for column in (
+        "evals/s",
+        "p50 µs",
+        "p99 µs",
+        "vs GrowthBook",
+        "candidate share*",
+        "enterprise→cand.",
+        "peak RSS so far",
+    ):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            row.name,
+            rate(row.per_second),
+            f"{row.p50_us:.2f}",
+            f"{row.p99_us:.2f}",
+            ratio(row.per_second, growthbook.per_second),
+            f"{row.candidate_share:.1%}",
+            f"{row.enterprise_candidate:.0%}",
+            f"{row.peak_rss_mb:.0f} MiB",
+        )
+    console.print(table)
+    console.print("* among non-enterprise units; the rollout is 80/20, so ≈ 20 % is expected.")
+    console.print(
+        f"Ramplight core and Client agree on {n - mismatched:,} of {n:,} units. "
+        f"Peak RSS of this process: {peak_rss_mb():.0f} MiB. At the end: {load_average()}."
+    )
+    best = max(rows[:2], key=lambda r: r.per_second)
+    ok_rate = core.per_second >= TARGET_EVALS_PER_S and via_client.per_second >= TARGET_EVALS_PER_S
+    ok_p50 = core.p50_us < TARGET_P50_US and via_client.p50_us < TARGET_P50_US
+    console.print(
+        f"Targets (Ramplight): ≥ {TARGET_EVALS_PER_S:,} evals/s — "
+        f"{'[green]met[/]' if ok_rate else '[red]missed[/]'} "
+        f"(core {rate(core.per_second)}, Client {rate(via_client.per_second)}); "
+        f"p50 < {TARGET_P50_US} µs — {'[green]met[/]' if ok_p50 else '[red]missed[/]'} "
+        f"(core {core.p50_us:.2f} µs, Client {via_client.p50_us:.2f} µs). "
+        f"Best Ramplight path is {best.per_second / growthbook.per_second:.0f}× GrowthBook."
+    )
+
+
+def main() -> None:
+    loopback_only()
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="20,000 units: a smoke run")
+    parser.add_argument("--units", type=int, help="number of distinct units (default 200,000)")
+    parser.add_argument("--repeats", type=int, help="passes per SDK, the best counts (default 3; quick 1)")
+    args = parser.parse_args()
+    n = args.units or (20_000 if args.quick else 200_000)
+    repeats = args.repeats or (1 if args.quick else 3)
+    run(n, sample=min(n, 2_000 if args.quick else 20_000), repeats=repeats)
+
+
+if __name__ == "__main__":
+    main()

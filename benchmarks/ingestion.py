@@ -1,0 +1,447 @@
+"""Ingestion: events/s over HTTP into a real Ramplight server, against DuckDB's own loader.
+
+    python benchmarks/ingestion.py             # 1,000,000 events
+    python benchmarks/ingestion.py --quick     # 50,000 events (smoke run)
+
+The same ≈400-byte outcome events (the contract's `Event`: ts, name, unit_id,
+assignment_unit, event_id, value, ids, properties, flag_key, variation, trace_id) go
+  (a) to `ramplight serve` in its own process, as 500-event POST /ingest/batch requests over
+      several keep-alive connections on 127.0.0.1, fsync on (the default): acknowledged/s;
+  (b) …until they are all loaded in the DuckDB store (the report endpoint flushes the log):
+      end-to-end loaded/s, checked by counting rows in the database afterwards;
+  (c) the floor: DuckDB's NDJSON reader loading all of them from one file into a fresh
+      `events` table of the same schema;
+  (d) the naive baseline: one DuckDB transaction per 500-event request (Python objects →
+      Arrow, and executemany on a sample), in process, without HTTP.
+Request bodies are encoded before the clock starts, so the load generator stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import itertools
+import json
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import msgspec
+import pyarrow as pa
+from _common import RamplightServer, load_average, loopback_only, machine, peak_rss_mb, rate, ratio
+from rich.console import Console
+from rich.table import Table
+
+from ramplight.store.duckdb import DuckDBStore
+from ramplight.store.duckdb.store import EVIDENCE_COLUMNS
+
+FLAG_KEY = "support_assistant_profile"
+BATCH = 500
+TARGET_ACK_PER_S = 150_000
+NAMES = ("resolved_without_escalation", "csat_score", "handoff_to_human", "answer_latency_ms")
+CHANNELS = ("chat", "email", "voice")
+PLANS = ("free", "pro", "team", "enterprise")
+MODELS = ("stable", "candidate")
+
+console = Console(width=None if sys.stdout.isatty() else 132)
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+def make_events(n: int, rng: random.Random, now: datetime, units: int) -> list[dict[str, Any]]:
+    """`n` outcome events about `units` conversations, timestamped over the last six hours."""
+    events = []
+    for _ in range(n):
+        unit = rng.randrange(1, units + 1)
+        variation = "candidate" if rng.random() < 0.2 else "control"
+        name = rng.choice(NAMES)
+        ts = now - timedelta(seconds=rng.uniform(60, 6 * 3600))
+        events.append(
+            {
+                "ts": ts.isoformat().replace("+00:00", "Z"),
+                "name": name,
+                "unit_id": f"conv_{unit:07d}",
+                "assignment_unit": "conversation",
+                "event_id": uuid.UUID(int=rng.getrandbits(128)).hex,
+                "value": round(rng.uniform(0, 2000), 3)
+                if name == "answer_latency_ms"
+                else float(rng.random() < 0.7),
+                "flag_key": FLAG_KEY,
+                "variation": variation,
+                "trace_id": uuid.UUID(int=rng.getrandbits(128)).hex,
+                "ids": {"user": f"user_{rng.randrange(10**6):06d}"},
+                "properties": {
+                    "channel": rng.choice(CHANNELS),
+                    "plan": rng.choice(PLANS),
+                    "model_route": MODELS[variation == "candidate"],
+                    "tokens": rng.randrange(50, 4000),
+                },
+            }
+        )
+    return events
+
+
+def generate(n: int, ndjson: Path, seed: int = 11) -> list[bytes]:
+    """Encode `n` events as 500-event request bodies, and write the same events to `ndjson`
+    as the server's log holds them (stamped with environment and received_at)."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    received = now.isoformat().replace("+00:00", "Z")
+    encoder = msgspec.json.Encoder()
+    bodies = []
+    with ndjson.open("wb") as handle:
+        for _ in range(n // BATCH):
+            events = make_events(BATCH, rng, now, units=max(1, n // 4))
+            bodies.append(encoder.encode({"events": events}))
+            handle.write(
+                encoder.encode_lines(
+                    [{**e, "environment": "production", "received_at": received} for e in events]
+                )
+            )
+    return bodies
+
+
+@dataclass
+class HttpResult:
+    acked: int
+    ack_seconds: float
+    loaded_seconds: float
+    loaded_rows: int
+    p50_ms: float
+    p99_ms: float
+    server_rss_mb: float
+    server_cpu_s: float
+    readout_seconds: float
+    client_cpu_s: float
+
+
+def post_all(url: str, sdk_key: str, bodies: list[bytes], connections: int) -> tuple[int, list[float]]:
+    """POST every body over `connections` keep-alive connections; all must answer 200."""
+    host, port = url.removeprefix("http://").split(":")
+    headers = {"Authorization": f"Bearer {sdk_key}", "Content-Type": "application/json"}
+    counter = itertools.count()
+    latencies: list[float] = []
+    acked = [0] * connections
+    errors: list[str] = []
+
+    def worker(slot: int) -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=300)
+        try:
+            while not errors:
+                i = next(counter)
+                if i >= len(bodies):
+                    return
+                started = time.perf_counter()
+                conn.request("POST", "/ingest/batch", body=bodies[i], headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                latencies.append(time.perf_counter() - started)
+                if response.status != 200:
+                    errors.append(f"request {i}: HTTP {response.status}: {data[:300]!r}")
+                    return
+                answer = json.loads(data)
+                if answer["rejected"]:
+                    errors.append(f"request {i}: rejected items: {answer['rejected'][:3]}")
+                    return
+                acked[slot] += answer["accepted"]["events"]
+        except Exception as exc:  # surfaced below; the benchmark must not hang
+            errors.append(f"connection {slot}: {exc!r}")
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    if errors or any(t.is_alive() for t in threads):
+        raise RuntimeError("ingestion failed: " + "; ".join(errors[:3]))
+    return sum(acked), latencies
+
+
+def run_http(
+    tmp: Path, bodies: list[bytes], connections: int, server_type: type[RamplightServer] = RamplightServer
+) -> HttpResult:
+    db = tmp / "served.duckdb"
+    server = server_type(db, tmp / "server.log")
+    try:
+        doc = {
+            "key": FLAG_KEY,
+            "type": "json",
+            "assignment_unit": "conversation",
+            "variations": [
+                {"key": "control", "value": {"model_route": "stable"}},
+                {"key": "candidate", "value": {"model_route": "candidate"}},
+            ],
+            "environments": {
+                "production": {
+                    "default_variation": "control",
+                    "off_variation": "control",
+                    "rollout": {"weights": {"control": 80, "candidate": 20}},
+                }
+            },
+        }
+        server.admin.post("/api/flags", json=doc).raise_for_status()
+        sdk_key = server.admin.post(
+            "/api/keys", json={"kind": "sdk", "name": "bench", "environment": "production"}
+        ).json()["key"]
+
+        cpu_before = server.cpu_seconds()
+        own_before = os.times()
+        started = time.perf_counter()
+        acked, latencies = post_all(server.url, sdk_key, bodies, connections)
+        acked_at = time.perf_counter()
+        own_after = os.times()
+        client_cpu = (own_after.user - own_before.user) + (own_after.system - own_before.system)
+        # The report endpoint seals the open log segment and waits until everything
+        # acknowledged is loaded (then computes a readout: no exposures here, so it is quick).
+        report = f"/api/flags/{FLAG_KEY}/report"
+        server.admin.get(report, params={"environment": "production"}).raise_for_status()
+        loaded_at = time.perf_counter()
+        server.admin.get(report, params={"environment": "production"}).raise_for_status()
+        readout_seconds = time.perf_counter() - loaded_at  # the same readout, nothing left to load
+        server_cpu = server.cpu_seconds() - cpu_before
+        server_rss = server.peak_rss()
+    finally:
+        server.stop()
+    store = DuckDBStore(db, read_only=True)
+    try:
+        rows = store.count("events")
+    finally:
+        store.close()
+    latencies.sort()
+    return HttpResult(
+        acked=acked,
+        ack_seconds=acked_at - started,
+        loaded_seconds=loaded_at - started,
+        loaded_rows=rows,
+        p50_ms=latencies[len(latencies) // 2] * 1000,
+        p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        server_rss_mb=server_rss,
+        server_cpu_s=server_cpu,
+        readout_seconds=readout_seconds,
+        client_cpu_s=client_cpu,
+    )
+
+
+# -- DuckDB alone ---------------------------------------------------------------------------
+
+
+def fresh_store(path: Path) -> DuckDBStore:
+    return DuckDBStore(path)  # runs the migrations: the same `events` schema as the server's
+
+
+def run_ndjson_floor(tmp: Path, ndjson: Path, variant: str) -> tuple[float, int]:
+    """`plain`: INSERT into the store's `events` table; `or_ignore`: the log loader's statement;
+    `no_key`: the same columns in a table without the PRIMARY KEY on event_id."""
+    store = fresh_store(tmp / f"floor-{variant}.duckdb")
+    try:
+        con = store.connection()
+        columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in EVIDENCE_COLUMNS["events"].items()) + "}"
+        verb = "INSERT OR IGNORE INTO" if variant == "or_ignore" else "INSERT INTO"
+        if variant == "no_key":
+            con.execute("DROP TABLE events")
+            con.execute(
+                f"CREATE TABLE events ({', '.join(f'{k} {v}' for k, v in EVIDENCE_COLUMNS['events'].items())})"
+            )
+        started = time.perf_counter()
+        con.execute(
+            f"{verb} events BY NAME SELECT * FROM read_json(?, format = 'newline_delimited', columns = {columns})",
+            [str(ndjson)],
+        )
+        elapsed = time.perf_counter() - started
+        return elapsed, store.count("events")
+    finally:
+        store.close()
+
+
+ARROW_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("received_at", pa.timestamp("us", tz="UTC")),
+        ("environment", pa.string()),
+        ("name", pa.string()),
+        ("unit_id", pa.string()),
+        ("assignment_unit", pa.string()),
+        ("ids", pa.string()),
+        ("value", pa.float64()),
+        ("properties", pa.string()),
+        ("flag_key", pa.string()),
+        ("variation", pa.string()),
+        ("trace_id", pa.string()),
+    ]
+)
+
+
+def naive_rows(body: bytes, received: datetime) -> list[dict[str, Any]]:
+    """What a hand-written endpoint does with one request: parse, stamp, flatten JSON fields."""
+    rows = []
+    for e in json.loads(body)["events"]:
+        rows.append(
+            {
+                "event_id": e.get("event_id") or uuid.uuid4().hex,
+                "ts": datetime.fromisoformat(e["ts"]),
+                "received_at": received,
+                "environment": "production",
+                "name": e["name"],
+                "unit_id": e["unit_id"],
+                "assignment_unit": e["assignment_unit"],
+                "ids": json.dumps(e["ids"]) if e.get("ids") is not None else None,
+                "value": e.get("value"),
+                "properties": json.dumps(e["properties"]) if e.get("properties") is not None else None,
+                "flag_key": e.get("flag_key"),
+                "variation": e.get("variation"),
+                "trace_id": e.get("trace_id"),
+            }
+        )
+    return rows
+
+
+def run_naive_arrow(tmp: Path, bodies: list[bytes]) -> tuple[float, int]:
+    store = fresh_store(tmp / "naive-arrow.duckdb")
+    try:
+        con: duckdb.DuckDBPyConnection = store.connection()
+        started = time.perf_counter()
+        for body in bodies:
+            table = pa.Table.from_pylist(naive_rows(body, datetime.now(UTC)), schema=ARROW_SCHEMA)
+            con.execute("BEGIN TRANSACTION")
+            con.register("batch_rows", table)
+            con.execute("INSERT INTO events BY NAME SELECT * FROM batch_rows")
+            con.unregister("batch_rows")
+            con.execute("COMMIT")
+        elapsed = time.perf_counter() - started
+        return elapsed, store.count("events")
+    finally:
+        store.close()
+
+
+def run_naive_executemany(tmp: Path, bodies: list[bytes]) -> tuple[float, int]:
+    store = fresh_store(tmp / "naive-executemany.duckdb")
+    names = [f.name for f in ARROW_SCHEMA]
+    sql = f"INSERT INTO events ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"
+    try:
+        con = store.connection()
+        started = time.perf_counter()
+        for body in bodies:
+            rows = [[row[k] for k in names] for row in naive_rows(body, datetime.now(UTC))]
+            con.execute("BEGIN TRANSACTION")
+            con.executemany(sql, rows)
+            con.execute("COMMIT")
+        elapsed = time.perf_counter() - started
+        return elapsed, store.count("events")
+    finally:
+        store.close()
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def run(n: int, connections: int, executemany_events: int) -> None:
+    console.print(
+        f"[bold]Ingestion[/] of {n:,} events in {BATCH}-event requests — {machine()}, {load_average()}"
+    )
+    with tempfile.TemporaryDirectory(prefix="ramplight-bench-ingest-") as name:
+        tmp = Path(name)
+        ndjson = tmp / "events.ndjson"
+        bodies = generate(n, ndjson)
+        body_bytes = sum(len(b) for b in bodies)
+        console.print(
+            f"{len(bodies):,} request bodies, {body_bytes / n:.0f} bytes/event on average, "
+            f"{connections} connections over 127.0.0.1, fsync on"
+        )
+
+        served = run_http(tmp, bodies, connections)
+        if served.acked != n or served.loaded_rows != n:
+            raise RuntimeError(f"acknowledged {served.acked:,} and loaded {served.loaded_rows:,} of {n:,}")
+        floor_s, floor_rows = run_ndjson_floor(tmp, ndjson, "plain")
+        ignore_s, ignore_rows = run_ndjson_floor(tmp, ndjson, "or_ignore")
+        nokey_s, nokey_rows = run_ndjson_floor(tmp, ndjson, "no_key")
+        arrow_s, arrow_rows = run_naive_arrow(tmp, bodies)
+        sample = bodies[: max(1, executemany_events // BATCH)]
+        many_s, many_rows = run_naive_executemany(tmp, sample)
+        for label, stored, expected in (
+            ("NDJSON floor", floor_rows, n),
+            ("NDJSON OR IGNORE", ignore_rows, n),
+            ("NDJSON without key", nokey_rows, n),
+            ("naive Arrow", arrow_rows, n),
+            ("naive executemany", many_rows, len(sample) * BATCH),
+        ):
+            if stored != expected:
+                raise RuntimeError(f"{label} stored {stored:,} rows, expected {expected:,}")
+
+    many = len(sample) * BATCH
+    rows: list[tuple[str, int, float, str]] = [
+        (
+            "(a) Ramplight HTTP, acknowledged (durable)",
+            n,
+            served.ack_seconds,
+            f"request p50 {served.p50_ms:.0f} ms, p99 {served.p99_ms:.0f} ms",
+        ),
+        (
+            "(b) Ramplight HTTP, loaded in DuckDB",
+            served.loaded_rows,
+            served.loaded_seconds,
+            f"+{served.loaded_seconds - served.ack_seconds:.2f} s after the last ack "
+            f"(incl. a {served.readout_seconds:.2f} s readout)",
+        ),
+        ("(c) DuckDB read_json → events (floor)", n, floor_s, "one file, one INSERT"),
+        ("    same, INSERT OR IGNORE (dedup)", n, ignore_s, "the log loader's statement"),
+        ("    same, table without PRIMARY KEY", n, nokey_s, "what the event_id index costs"),
+        ("(d) naive: Arrow, 1 txn/request", n, arrow_s, "in process, no HTTP"),
+        ("(d) naive: executemany, 1 txn/request", many, many_s, "in process, no HTTP; a sample"),
+    ]
+    floor = n / floor_s
+    table = Table(
+        title=f"Ingestion of {n:,} ≈{body_bytes / n:.0f}-byte events (ratio vs DuckDB's NDJSON loader)"
+    )
+    table.add_column("path")
+    for column in ("events", "seconds", "events/s", "vs floor"):
+        table.add_column(column, justify="right")
+    table.add_column("notes")
+    for label, count, seconds, notes in rows:
+        table.add_row(
+            label, f"{count:,}", f"{seconds:.2f}", rate(count / seconds), ratio(count / seconds, floor), notes
+        )
+    console.print(table)
+    console.print(
+        f"Server process: peak RSS {served.server_rss_mb:.0f} MiB; {served.server_cpu_s:.1f} CPU-s from the "
+        f"first request until loaded ({served.server_cpu_s / n * 1e6:.1f} CPU-µs/event). "
+        f"Load generator: {served.client_cpu_s:.2f} CPU-s while sending ({served.client_cpu_s / n * 1e6:.1f} "
+        f"CPU-µs/event, mostly loopback TCP in the kernel); peak RSS {peak_rss_mb():.0f} MiB "
+        "(it holds every request body)."
+    )
+    console.print(f"At the end: {load_average()}.")
+    acked_rate = n / served.ack_seconds
+    met = "[green]met[/]" if acked_rate >= TARGET_ACK_PER_S else "[red]missed[/]"
+    console.print(
+        f"Target: ≥ {TARGET_ACK_PER_S:,} events/s acknowledged and durable — {met} ({rate(acked_rate)})."
+    )
+
+
+def main() -> None:
+    loopback_only()
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="50,000 events: a smoke run")
+    parser.add_argument("--events", type=int, help="number of events (default 1,000,000)")
+    parser.add_argument("--connections", type=int, default=8, help="concurrent HTTP connections")
+    args = parser.parse_args()
+    n = args.events or (50_000 if args.quick else 1_000_000)
+    n -= n % BATCH
+    run(n, args.connections, executemany_events=min(n, 1_000 if args.quick else 10_000))
+
+
+if __name__ == "__main__":
+    main()
