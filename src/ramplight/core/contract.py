@@ -98,6 +98,9 @@ KIND_TYPES: dict[str, type[Exposure] | type[Event] | type[EvalScore]] = {
 }
 
 
+_DECODERS = {kind: msgspec.json.Decoder(tp) for kind, tp in KIND_TYPES.items()}
+
+
 class Batch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A request body for ingestion; items are decoded one by one for precise errors."""
 
@@ -158,7 +161,10 @@ def _contract_problem(
     flags: Mapping[str, FlagFacts],
     now: datetime,
     allowed_properties: frozenset[str] | None,
+    short: bool = False,
 ) -> tuple[str, str] | None:
+    """The first contract problem of a decoded item; `short`: its JSON is too small to hold a
+    string past MAX_STRING_PROPERTY, so the text scan is skipped (the common case)."""
     if item.environment is not None and item.environment != environment:
         return "environment", f"is {item.environment!r} but this batch is for {environment!r}"
     if item.ts - now > MAX_FUTURE_SKEW:
@@ -177,10 +183,10 @@ def _contract_problem(
                 return attr, f"flag {item.flag_key!r} has no variation {getattr(item, attr)!r}"
         if item.served_variation != item.assigned_variation and not item.fallback_reason:
             return "fallback_reason", "required when served_variation differs from assigned"
-        field = _long_string(item.attributes)
+        field = None if short else _long_string(item.attributes)
         if field is not None:
             return f"attributes.{field}", f"longer than {MAX_STRING_PROPERTY} characters"
-        field = _long_string(item.behavior)
+        field = None if short else _long_string(item.behavior)
         if field is not None:
             return f"behavior.{field}".rstrip("."), f"longer than {MAX_STRING_PROPERTY} characters"
         if allowed_properties is not None and item.attributes:
@@ -189,7 +195,7 @@ def _contract_problem(
                 return f"attributes.{extra[0]}", "not in the property allowlist"
         return None
     if isinstance(item, Event):
-        field = _long_string(item.properties)
+        field = None if short else _long_string(item.properties)
         if field is not None:
             return f"properties.{field}", f"longer than {MAX_STRING_PROPERTY} characters"
         if allowed_properties is not None and item.properties:
@@ -228,14 +234,13 @@ def validate_batch(
     problems: list[FieldProblem] = []
     replace = msgspec.structs.replace
     for kind, raws in batch.items():
-        item_type = KIND_TYPES[kind]
-        decoder = msgspec.json.Decoder(item_type)
+        decoder = _DECODERS[kind]
         out = accepted[kind]
-        for index, raw in enumerate(raws):
-            data = bytes(raw)
-            if len(data) > MAX_ITEM_BYTES:
+        for index, data in enumerate(raws):
+            size = len(data)
+            if size > MAX_ITEM_BYTES:
                 problems.append(
-                    FieldProblem("", f"item is {len(data)} bytes; the limit is {MAX_ITEM_BYTES}", index, kind)
+                    FieldProblem("", f"item is {size} bytes; the limit is {MAX_ITEM_BYTES}", index, kind)
                 )
                 continue
             try:
@@ -244,10 +249,11 @@ def validate_batch(
                 field, reason = _decode_problem(exc)
                 problems.append(FieldProblem(field, reason, index, kind))
                 continue
-            problem = _contract_problem(kind, item, environment, flags, now, allowed_properties)
+            short = size <= MAX_STRING_PROPERTY
+            problem = _contract_problem(kind, item, environment, flags, now, allowed_properties, short)
             if problem is not None:
                 problems.append(FieldProblem(problem[0], problem[1], index, kind))
                 continue
-            event_id = item.event_id or xxhash.xxh3_128_hexdigest(environment.encode() + b"\0" + data)
+            event_id = item.event_id or xxhash.xxh3_128_hexdigest(environment.encode() + b"\0" + bytes(data))
             out.append(replace(item, event_id=event_id, environment=environment, received_at=now))
     return ValidatedBatch(accepted=accepted, problems=tuple(problems))

@@ -357,15 +357,32 @@ class DuckDBStore:
             if cur.execute("SELECT 1 FROM ingest_segments WHERE name = ?", [name]).fetchone():
                 return 0
             for kind, path in files.items():
-                columns = _columns_literal(EVIDENCE_COLUMNS[kind])
-                row = cur.execute(
-                    f"INSERT OR IGNORE INTO {kind} BY NAME SELECT * FROM read_json(?,"
-                    f" format = 'newline_delimited', columns = {columns})",
-                    [str(path)],
-                ).fetchone()
-                inserted += int(row[0]) if row else 0
+                inserted += self._load_file(cur, kind, path)
             cur.execute("INSERT INTO ingest_segments VALUES (?, ?, ?)", [name, inserted, datetime.now(UTC)])
         return inserted
+
+    def _load_file(self, cur: duckdb.DuckDBPyConnection, kind: EvidenceKind, path: Path) -> int:
+        """Insert one NDJSON file's rows whose event_id is not stored yet (and once each).
+
+        A retried item is the same bytes, so the same `ts`: the lookup of stored ids is limited
+        to the file's time range, which DuckDB's zone maps prune to a few row groups.
+        """
+        columns = _columns_literal(EVIDENCE_COLUMNS[kind])
+        cur.execute(
+            "CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM read_json(?, format = 'newline_delimited',"
+            f" columns = {columns}) QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY received_at) = 1",
+            [str(path)],
+        )
+        bounds = cur.execute("SELECT min(ts), max(ts) FROM incoming").fetchone()
+        if bounds is None or bounds[0] is None:
+            return 0
+        row = cur.execute(
+            f"INSERT INTO {kind} BY NAME SELECT * FROM incoming AS i WHERE NOT EXISTS ("
+            f"SELECT 1 FROM {kind} AS s WHERE s.ts BETWEEN ? AND ? AND s.event_id = i.event_id)",
+            [bounds[0], bounds[1]],
+        ).fetchone()
+        cur.execute("DROP TABLE incoming")
+        return int(row[0]) if row else 0
 
     def loaded_segments(self) -> set[str]:
         return {r[0] for r in self.query("SELECT name FROM ingest_segments")}
