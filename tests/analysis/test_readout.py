@@ -367,3 +367,33 @@ def test_power_says_how_many_units_and_days_a_decision_still_needs(store: DuckDB
         power["units_remaining"] / 200, rel=1e-6
     )  # 400 units in 2 days
     assert comparison["mde_relative"] > abs(comparison["fixed"]["relative"])
+
+
+def test_cuped_on_a_mean_metric_uses_only_units_with_a_post_period_value(store: DuckDBStore) -> None:
+    from ramplight.core.stats import RegressionMoments, cuped_summaries, welch_test
+
+    make_flag(store)
+    save_metrics(
+        store, {"key": "lat", "type": "event", "event": "lat", "aggregation": "mean", "cuped_days": 7}
+    )
+    rng = np.random.default_rng(8)
+    ev = Evidence()
+    post: dict[str, list[float]] = {"control": [], "candidate": []}
+    pre: dict[str, list[float]] = {"control": [], "candidate": []}
+    for i in range(600):
+        variation = ("control", "candidate")[i % 2]
+        base = rng.normal(100, 20)
+        ev.expose(f"c{i}", variation, T0)
+        ev.event(f"c{i}", "lat", T0 - timedelta(days=1), base)
+        if i % 6 >= 2:  # a third of the units never come back after exposure
+            value = base + rng.normal(5 if i % 2 else 0, 5)
+            ev.event(f"c{i}", "lat", T0 + timedelta(hours=1), value)
+            post[variation].append(value)
+            pre[variation].append(base)
+    ev.load(store)
+    got = metric(analysis.report(store, FLAG, "production"), "lat")["comparisons"][0]["cuped"]
+    control = RegressionMoments.from_values(post["control"], pre["control"])
+    candidate = RegressionMoments.from_values(post["candidate"], pre["candidate"])
+    expected = welch_test(*cuped_summaries(control, candidate))
+    assert got["difference"] == pytest.approx(expected.absolute.estimate, rel=1e-9)
+    assert got["ci_low"] == pytest.approx(expected.absolute.ci_lower, rel=1e-9)

@@ -172,12 +172,13 @@ def readout_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Expr:
         n = "COUNT(*)" if m.zero_when_missing else f"COUNT(m{i}.post)"
         columns += [f"{n} AS m{i}_n", f"SUM({v}) AS m{i}_sum", f"SUM({v} * {v}) AS m{i}_sum_sq"]
         if m.cuped_days:
+            # The pre-period moments must cover exactly the units counted in m{i}_n.
             pre = f"COALESCE(m{i}.pre, 0)"
-            post_for_pre = f"COALESCE(m{i}.post, 0)"
+            only = "" if m.zero_when_missing else f" FILTER (WHERE m{i}.post IS NOT NULL)"
             columns += [
-                f"SUM({pre}) AS m{i}_pre_sum",
-                f"SUM({pre} * {pre}) AS m{i}_pre_sum_sq",
-                f"SUM({post_for_pre} * {pre}) AS m{i}_post_pre",
+                f"SUM({pre}){only} AS m{i}_pre_sum",
+                f"SUM({pre} * {pre}){only} AS m{i}_pre_sum_sq",
+                f"SUM({v} * {pre}){only} AS m{i}_post_pre",
             ]
     for r, m in enumerate(spec.metrics):
         if m.type == "ratio":
