@@ -21,6 +21,7 @@ from ramplight.analysis.sql import (
     ReadoutSpec,
     per_unit_metrics,
     quantile_cluster_query,
+    quantile_count_query,
     quantile_query,
     readout_query,
     render,
@@ -153,7 +154,7 @@ def build_readout(
     """The v2 readout; without metric definitions the v1 per-event-name metrics are used."""
     if environment not in flag.environments:
         raise NotFoundError(f"flag {flag.key!r} is not configured in environment {environment!r}")
-    base = readout_v1(store, flag, environment, now)
+    base = readout_v1(store, flag, environment, now, include_metrics=not metrics)
     phases = phases_from_changes(store.flag_changes(flag.key), environment)
     if options.phase is not None and not 0 <= options.phase < len(phases):
         raise ValidationError.at(
@@ -389,21 +390,21 @@ def _quantile_metric(
     variations: Sequence[str],
     options: ReadoutOptions,
 ) -> dict[str, Any]:
-    """Event-level quantile per variation, with the unit-clustered variance (two queries)."""
+    """Event-level quantile per variation, with the unit-clustered variance (three statements:
+    counts, all quantile levels in one sort per variation, the clustered moments)."""
     assert metric.quantile is not None
     level = metric.quantile
     counts = {
-        row["variation"]: int(row["n"]) for row in _rows(store, render(quantile_query(spec, metric, [level])))
+        row["variation"]: int(row["n"]) for row in _rows(store, render(quantile_count_query(spec, metric)))
     }
+    bands = {v: density_levels(n, level, alpha=options.alpha) for v, n in counts.items()}
+    levels = sorted({level, *(x for band in bands.values() for x in band)})
     estimates: dict[str, tuple[int, float, float, float, float, float]] = {}
-    for variation, n in counts.items():
-        lo, hi = density_levels(n, level, alpha=options.alpha)
-        row = next(
-            r
-            for r in _rows(store, render(quantile_query(spec, metric, [level, lo, hi])))
-            if r["variation"] == variation
-        )
-        estimates[variation] = (n, row["q0"], lo, row["q1"], hi, row["q2"])
+    for row in _rows(store, render(quantile_query(spec, metric, levels))) if counts else []:
+        variation = row["variation"]
+        at = dict(zip(levels, row["q"], strict=True))
+        lo, hi = bands[variation]
+        estimates[variation] = (counts[variation], at[level], lo, at[lo], hi, at[hi])
     clusters = {}
     if estimates:
         for row in _rows(

@@ -134,8 +134,11 @@ def _rows(store: Store, sql: str, params: dict[str, Any]) -> Sequence[tuple[Any,
     return result
 
 
-def readout(store: Store, flag: Flag, environment: str, now: datetime | None = None) -> dict[str, Any]:
-    """Build the v1 readout of `flag` in `environment` (JSON-ready dict)."""
+def readout(
+    store: Store, flag: Flag, environment: str, now: datetime | None = None, include_metrics: bool = True
+) -> dict[str, Any]:
+    """Build the v1 readout of `flag` in `environment` (JSON-ready dict); `include_metrics=False`
+    skips the per-event-name metrics (the v2 readout computes defined metrics instead)."""
     if environment not in flag.environments:
         raise NotFoundError(f"flag {flag.key!r} is not configured in environment {environment!r}")
     control = flag.environments[environment].default_variation
@@ -163,7 +166,7 @@ def readout(store: Store, flag: Flag, environment: str, now: datetime | None = N
     params = {**base, "assignment_unit": flag.assignment_unit}
     events, joinable, before = _rows(store, _JOIN_SQL, params)[0]
     metrics: dict[str, dict[str, Any]] = {}
-    for name, variation, n, sum_x, sum_x2 in _rows(store, _METRICS_SQL, params):
+    for name, variation, n, sum_x, sum_x2 in _rows(store, _METRICS_SQL, params) if include_metrics else []:
         mean, var = _sample(int(n), float(sum_x), float(sum_x2))
         entry = metrics.setdefault(name, {"name": name, "variations": [], "comparisons": []})
         entry["variations"].append(

@@ -208,9 +208,23 @@ def per_unit_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Expr:
     return sqlglot.parse_one(sql, read="duckdb")
 
 
+def quantile_count_query(spec: ReadoutSpec, metric: Metric) -> exp.Expr:
+    """Events per variation that enter an event-level quantile (sets the density bandwidth)."""
+    window = (
+        f" AND s.ts < u.first_ts + INTERVAL ({_num(metric.window_hours)}) HOUR" if metric.window_hours else ""
+    )
+    sql = (
+        f"WITH {_units_ctes(spec)} SELECT u.variation, COUNT(*) AS n "
+        f"FROM units AS u JOIN ({_source(metric, spec)}) AS s ON s.unit_id = u.unit_id "
+        f"WHERE s.ts >= u.first_ts{window} AND s.x IS NOT NULL GROUP BY u.variation ORDER BY u.variation"
+    )
+    return sqlglot.parse_one(sql, read="duckdb")
+
+
 def quantile_query(spec: ReadoutSpec, metric: Metric, levels: Sequence[float]) -> exp.Expr:
-    """Event-level quantiles of `metric` per variation at `levels` (value and density points)."""
-    columns = ", ".join(f"QUANTILE_CONT(s.x, {_num(level)}) AS q{i}" for i, level in enumerate(levels))
+    """Event-level quantiles of `metric` per variation at `levels` (value and density points),
+    one sort per variation: `q` is the list of quantiles in `levels` order."""
+    columns = f"QUANTILE_CONT(s.x, [{', '.join(_num(level) for level in levels)}]) AS q"
     window = (
         f" AND s.ts < u.first_ts + INTERVAL ({_num(metric.window_hours)}) HOUR" if metric.window_hours else ""
     )
