@@ -110,25 +110,106 @@ def _source(metric: Metric, spec: ReadoutSpec) -> str:
 
 
 _AGGREGATES = {"count": "SUM", "sum": "SUM", "mean": "AVG", "binary": "MAX", "max": "MAX"}
+_SPAN_COLUMNS = "unit_id, start_ts AS ts, name, status, duration_ms, input_tokens, output_tokens, cost_usd"
 
 
-def _per_unit_cte(index: int, metric: Metric, spec: ReadoutSpec) -> str:
-    aggregate = "AVG" if metric.type == "eval" else _AGGREGATES[metric.aggregation]
-    x = "1.0" if metric.aggregation == "binary" and metric.type != "eval" else "s.x"
-    window = (
-        f" AND s.ts < u.first_ts + INTERVAL ({_num(metric.window_hours)}) HOUR" if metric.window_hours else ""
-    )
-    post = f"{aggregate}({x}) FILTER (WHERE s.ts >= u.first_ts{window}) AS post"
-    lower = "u.first_ts"
-    pre = ""
-    if metric.cuped_days:
-        lower = f"u.first_ts - INTERVAL ({_num(metric.cuped_days * 24)}) HOUR"
-        pre = f", {aggregate}({x}) FILTER (WHERE s.ts < u.first_ts) AS pre"
-    return (
-        f"m{index} AS (SELECT u.unit_id, {post}{pre} FROM units AS u "
-        f"JOIN ({_source(metric, spec)}) AS s ON s.unit_id = u.unit_id "
-        f"WHERE s.ts >= {lower} GROUP BY u.unit_id)"
-    )
+def _group(metric: Metric) -> str:
+    """Metrics read from the same table share one scan, join and group-by."""
+    if metric.type == "sql":
+        return f"sql:{metric.key}"
+    return {"event": "events", "eval": "evals"}.get(metric.type, "spans")
+
+
+def _group_source(group: str, members: Sequence[Metric], spec: ReadoutSpec) -> str:
+    env = _str(spec.environment)
+    if group == "events":
+        names = ", ".join(sorted({_str(m.event or "") for m in members}))
+        return (
+            f"SELECT unit_id, ts, name, value, properties FROM events WHERE environment = {env} "
+            f"AND assignment_unit = {_str(spec.assignment_unit)} AND name IN ({names})"
+        )
+    if group == "evals":
+        names = ", ".join(sorted({_str(m.eval or "") for m in members}))
+        return f"SELECT unit_id, ts, name, evaluator, score FROM evals WHERE environment = {env} AND name IN ({names})"
+    if group == "spans":
+        return f"SELECT {_SPAN_COLUMNS} FROM spans WHERE environment = {env}"
+    (metric,) = members
+    user = sqlglot.parse_one(metric.sql or "", read="duckdb").sql("duckdb")
+    return f"SELECT CAST(unit_id AS VARCHAR) AS unit_id, ts, CAST(value AS DOUBLE) AS value FROM ({user}) AS user_metric"
+
+
+def _value_and_condition(metric: Metric) -> tuple[str, str]:
+    """The per-row value a metric aggregates, and which rows of its group are its own."""
+    counted = metric.aggregation in ("count", "binary")
+    if metric.type == "event":
+        if counted:
+            value = "1.0"
+        elif metric.value == "value":
+            value = "s.value"
+        else:
+            value = f"CAST(s.properties ->> {_json_path(metric.value.removeprefix('properties.'))} AS DOUBLE)"
+        return value, f"s.name = {_str(metric.event or '')}"
+    if metric.type == "eval":
+        evaluator = f" AND s.evaluator = {_str(metric.evaluator)}" if metric.evaluator else ""
+        return "s.score", f"s.name = {_str(metric.eval or '')}{evaluator}"
+    if metric.type == "span":
+        field = metric.span_field
+        value = (
+            "CASE WHEN s.status = 'error' THEN 1.0 ELSE 0.0 END"
+            if field == "error"
+            else f"CAST(s.{field} AS DOUBLE)"
+        )
+        condition = f"s.name = {_str(metric.span_name)}" if metric.span_name else "TRUE"
+        return ("1.0" if counted else value), condition
+    return ("1.0" if counted else "s.value"), "TRUE"
+
+
+@dataclass(frozen=True, slots=True)
+class _PerUnit:
+    ctes: list[str]
+    joins: list[str]
+    post: dict[int, str]
+    pre: dict[int, str]
+
+
+def _per_unit(metrics: Sequence[Metric], spec: ReadoutSpec) -> _PerUnit:
+    """One CTE per source table computing every metric's per-unit post (and CUPED pre) value."""
+    groups: dict[str, list[int]] = {}
+    for i, metric in enumerate(metrics):
+        groups.setdefault(_group(metric), []).append(i)
+    out = _PerUnit([], [], {}, {})
+    for k, (group, indices) in enumerate(groups.items()):
+        columns = []
+        lookback = 0.0
+        for i in indices:
+            metric = metrics[i]
+            aggregate = "AVG" if metric.type == "eval" else _AGGREGATES[metric.aggregation]
+            value, condition = _value_and_condition(metric)
+            window = (
+                f" AND s.ts < u.first_ts + INTERVAL ({_num(metric.window_hours)}) HOUR"
+                if metric.window_hours
+                else ""
+            )
+            columns.append(
+                f"{aggregate}({value}) FILTER (WHERE {condition} AND s.ts >= u.first_ts{window}) AS p{i}"
+            )
+            out.post[i] = f"g{k}.p{i}"
+            if metric.cuped_days:
+                hours = metric.cuped_days * 24
+                lookback = max(lookback, hours)
+                columns.append(
+                    f"{aggregate}({value}) FILTER (WHERE {condition} AND s.ts < u.first_ts "
+                    f"AND s.ts >= u.first_ts - INTERVAL ({_num(hours)}) HOUR) AS r{i}"
+                )
+                out.pre[i] = f"g{k}.r{i}"
+        lower = f"u.first_ts - INTERVAL ({_num(lookback)}) HOUR" if lookback else "u.first_ts"
+        source = _group_source(group, [metrics[i] for i in indices], spec)
+        out.ctes.append(
+            f"g{k} AS (SELECT u.unit_id, {', '.join(columns)} FROM units AS u JOIN ({source}) AS s "
+            f"ON s.unit_id = u.unit_id WHERE s.ts >= {lower} GROUP BY u.unit_id)"
+        )
+        out.joins.append(f"LEFT JOIN g{k} ON g{k}.unit_id = u.unit_id")
+    return out
 
 
 def _units_ctes(spec: ReadoutSpec) -> str:
@@ -156,7 +237,8 @@ def _units_ctes(spec: ReadoutSpec) -> str:
 def readout_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Expr:
     """The sufficient-statistics query: one row per (phase, variation, segment)."""
     metrics = per_unit_metrics(spec.metrics, known)
-    ctes = [_units_ctes(spec)] + [_per_unit_cte(i, m, spec) for i, m in enumerate(metrics)]
+    per_unit = _per_unit(metrics, spec)
+    ctes = [_units_ctes(spec), *per_unit.ctes]
     columns = [
         "u.phase",
         "u.variation",
@@ -164,17 +246,16 @@ def readout_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Expr:
         "COUNT(*) AS units",
         "SUM(u.fell_back) AS fallback_units",
     ]
-    joins = []
     index = {m.key: i for i, m in enumerate(metrics)}
     for i, m in enumerate(metrics):
-        joins.append(f"LEFT JOIN m{i} ON m{i}.unit_id = u.unit_id")
-        v = f"COALESCE(m{i}.post, 0)" if m.zero_when_missing else f"m{i}.post"
-        n = "COUNT(*)" if m.zero_when_missing else f"COUNT(m{i}.post)"
+        post = per_unit.post[i]
+        v = f"COALESCE({post}, 0)" if m.zero_when_missing else post
+        n = "COUNT(*)" if m.zero_when_missing else f"COUNT({post})"
         columns += [f"{n} AS m{i}_n", f"SUM({v}) AS m{i}_sum", f"SUM({v} * {v}) AS m{i}_sum_sq"]
         if m.cuped_days:
             # The pre-period moments must cover exactly the units counted in m{i}_n.
-            pre = f"COALESCE(m{i}.pre, 0)"
-            only = "" if m.zero_when_missing else f" FILTER (WHERE m{i}.post IS NOT NULL)"
+            pre = f"COALESCE({per_unit.pre[i]}, 0)"
+            only = "" if m.zero_when_missing else f" FILTER (WHERE {post} IS NOT NULL)"
             columns += [
                 f"SUM({pre}){only} AS m{i}_pre_sum",
                 f"SUM({pre} * {pre}){only} AS m{i}_pre_sum_sq",
@@ -182,10 +263,10 @@ def readout_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Expr:
             ]
     for r, m in enumerate(spec.metrics):
         if m.type == "ratio":
-            a, b = index[m.numerator or ""], index[m.denominator or ""]
-            columns.append(f"SUM(COALESCE(m{a}.post, 0) * COALESCE(m{b}.post, 0)) AS r{r}_cross")
+            a, b = per_unit.post[index[m.numerator or ""]], per_unit.post[index[m.denominator or ""]]
+            columns.append(f"SUM(COALESCE({a}, 0) * COALESCE({b}, 0)) AS r{r}_cross")
     sql = (
-        f"WITH {', '.join(ctes)} SELECT {', '.join(columns)} FROM units AS u {' '.join(joins)} "
+        f"WITH {', '.join(ctes)} SELECT {', '.join(columns)} FROM units AS u {' '.join(per_unit.joins)} "
         "GROUP BY u.phase, u.variation, u.segment ORDER BY u.phase, u.variation, u.segment"
     )
     return sqlglot.parse_one(sql, read="duckdb")
@@ -194,17 +275,19 @@ def readout_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Expr:
 def per_unit_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Expr:
     """The per-unit relation itself, for notebooks and exports: one row per exposed unit."""
     metrics = per_unit_metrics(spec.metrics, known)
-    ctes = [_units_ctes(spec)] + [_per_unit_cte(i, m, spec) for i, m in enumerate(metrics)]
+    per_unit = _per_unit(metrics, spec)
     columns = ["u.unit_id", "u.variation", "u.phase", "u.segment", "u.first_ts", "u.fell_back"]
-    joins = []
     for i, m in enumerate(metrics):
-        joins.append(f"LEFT JOIN m{i} ON m{i}.unit_id = u.unit_id")
-        value = f"COALESCE(m{i}.post, 0)" if m.zero_when_missing else f"m{i}.post"
-        columns.append(f"{value} AS {exp.to_identifier(m.key, quoted=True).sql('duckdb')}")
+        post = per_unit.post[i]
+        column = f"COALESCE({post}, 0)" if m.zero_when_missing else post
+        columns.append(f"{column} AS {exp.to_identifier(m.key, quoted=True).sql('duckdb')}")
         if m.cuped_days:
             pre = exp.to_identifier(m.key + "__pre", quoted=True).sql("duckdb")
-            columns.append(f"COALESCE(m{i}.pre, 0) AS {pre}")
-    sql = f"WITH {', '.join(ctes)} SELECT {', '.join(columns)} FROM units AS u {' '.join(joins)} ORDER BY u.unit_id"
+            columns.append(f"COALESCE({per_unit.pre[i]}, 0) AS {pre}")
+    sql = (
+        f"WITH {', '.join([_units_ctes(spec), *per_unit.ctes])} SELECT {', '.join(columns)} "
+        f"FROM units AS u {' '.join(per_unit.joins)} ORDER BY u.unit_id"
+    )
     return sqlglot.parse_one(sql, read="duckdb")
 
 
