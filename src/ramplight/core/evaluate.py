@@ -89,12 +89,17 @@ def _as_semver(value: Any) -> semver.Version | None:
         return None
 
 
-def _typed(value: str | int | float | bool) -> tuple[int, str | float | bool]:
+def _member_slow(
+    value: Any, strings: frozenset[Any], booleans: frozenset[Any], numbers: frozenset[Any]
+) -> bool:
+    """Membership for subclasses of str/int/float (rare); anything else never matches."""
     if isinstance(value, bool):
-        return (0, value)
+        return value in booleans
     if isinstance(value, str):
-        return (1, value)
-    return (2, float(value))
+        return str(value) in strings
+    if isinstance(value, int | float):
+        return float(value) in numbers
+    return False
 
 
 _NUMERIC: dict[str, Callable[[float, float], bool]] = {
@@ -117,13 +122,25 @@ def _compile_clause(clause: Clause, segments: Mapping[str, Predicate]) -> Predic
     op = clause.op
     test: Predicate
     if op in ("equals", "in", "not_equals", "not_in"):
-        # Typed keys: a boolean never equals a number (True == 1 in Python, not in other SDKs).
-        wanted = {_typed(v) for v in clause.values if isinstance(v, str | int | float | bool)}
+        # One set per type: a boolean never equals a number (True == 1 in Python, not in other SDKs).
+        strings = frozenset(v for v in clause.values if isinstance(v, str))
+        booleans = frozenset(v for v in clause.values if isinstance(v, bool))
+        numbers = frozenset(
+            v for v in clause.values if isinstance(v, int | float) and not isinstance(v, bool)
+        )
         positive = op in ("equals", "in")
 
         def test(unit_id: str, attrs: Attributes | None) -> bool:
             value = get(unit_id, attrs)
-            found = isinstance(value, str | int | float | bool) and _typed(value) in wanted
+            kind = value.__class__
+            if kind is str:
+                found = value in strings
+            elif kind is bool:
+                found = value in booleans
+            elif kind is int or kind is float:
+                found = value in numbers
+            else:
+                found = _member_slow(value, strings, booleans, numbers)
             return found if positive else (value is not None and not found)
 
     elif op == "regex":
