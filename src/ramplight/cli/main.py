@@ -17,6 +17,7 @@ from ramplight.cli import render
 from ramplight.cli.backend import open_backend
 from ramplight.cli.importer import open_source, read_items
 from ramplight.core.errors import RamplightError, ValidationError
+from ramplight.core.flags import Flag
 from ramplight.settings import Settings
 
 app = typer.Typer(
@@ -46,6 +47,13 @@ def _settings(db: Path | None, **overrides: Any) -> Settings:
 
 def _print_json(value: Any) -> None:
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
+
+
+def _print_rollout(flag: Flag, env: str, as_json: bool) -> None:
+    if as_json:
+        _print_json(flag)
+    else:
+        console.print(f"{flag.key} in {env}: {render.rollout_text(flag, env)} (version {flag.version})")
 
 
 @app.command()
@@ -184,10 +192,7 @@ def ramp(
     """Set VARIATION to PERCENT of units; only units of the giving variation move."""
     with open_backend(_settings(db)) as backend:
         updated = backend.ramp(flag, env, variation, percent, from_variation, reason)
-    if as_json:
-        _print_json(updated)
-    else:
-        console.print(f"{flag} in {env}: {render.rollout_text(updated, env)} (version {updated.version})")
+    _print_rollout(updated, env, as_json)
 
 
 @app.command()
@@ -201,10 +206,7 @@ def kill(
     """Kill switch: serve the off variation to everyone in the environment, now."""
     with open_backend(_settings(db)) as backend:
         updated = backend.kill(flag, env, reason)
-    if as_json:
-        _print_json(updated)
-    else:
-        console.print(f"{flag} in {env}: {render.rollout_text(updated, env)} (version {updated.version})")
+    _print_rollout(updated, env, as_json)
 
 
 @app.command()
@@ -218,10 +220,7 @@ def restore(
     """Undo a kill: serve the rules and rollout again."""
     with open_backend(_settings(db)) as backend:
         updated = backend.restore(flag, env, reason)
-    if as_json:
-        _print_json(updated)
-    else:
-        console.print(f"{flag} in {env}: {render.rollout_text(updated, env)} (version {updated.version})")
+    _print_rollout(updated, env, as_json)
 
 
 @app.command("import")
