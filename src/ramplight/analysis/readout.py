@@ -170,7 +170,8 @@ def build_readout(
         segment=options.segment,
         served=options.served,
     )
-    rows = _rows(store, render(readout_query(spec, dict(known))))
+    statement = readout_query(spec, dict(known))
+    rows = _rows(store, render(statement))
     selected = [p for p in phases if options.phase is None or p.index == options.phase]
     estimable = [p.index for p in selected if p.enabled]
     by_key: dict[tuple[int, str, Any], list[dict[str, Any]]] = defaultdict(list)
@@ -248,7 +249,7 @@ def build_readout(
         "phase": options.phase,
         "phases": phase_json,
         "metrics": out_metrics if metrics else base["metrics"],
-        "sql": render(readout_query(spec, dict(known)), pretty=True) if metrics else None,
+        "sql": render(statement, pretty=True) if metrics else None,
     }
 
 

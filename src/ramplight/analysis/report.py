@@ -10,15 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from statistics import NormalDist
 from typing import Any
 
 from ramplight.core.errors import NotFoundError
 from ramplight.core.flags import Flag
+from ramplight.core.stats import SampleMoments, welch_test
 from ramplight.store.base import Store
 
 READOUT_SCHEMA = "ramplight.readout/v1"
-_NORMAL = NormalDist()
 
 _UNITS_SQL = """
 WITH per_unit AS (
@@ -97,35 +96,19 @@ ORDER BY name, variation
 """
 
 
-def _sample(n: int, sum_x: float, sum_x2: float) -> tuple[float, float]:
-    """Mean and unbiased variance from sufficient statistics."""
-    mean = sum_x / n
-    var = max(0.0, (sum_x2 - n * mean * mean) / (n - 1)) if n > 1 else math.nan
-    return mean, var
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
-def compare(
-    n_t: int, mean_t: float, var_t: float, n_c: int, mean_c: float, var_c: float, alpha: float = 0.05
-) -> dict[str, float | None]:
-    """Difference in means with a Welch (unequal-variance) normal-approximation CI."""
-    difference = mean_t - mean_c
-    se = math.sqrt(var_t / n_t + var_c / n_c) if n_t > 1 and n_c > 1 else math.nan
-    if not math.isfinite(se) or se == 0:
-        return {
-            "difference": difference,
-            "ci_low": None,
-            "ci_high": None,
-            "p_value": None,
-            "relative": difference / mean_c if mean_c else None,
-        }
-    z = _NORMAL.inv_cdf(1 - alpha / 2)
-    p = 2 * (1 - _NORMAL.cdf(abs(difference) / se))
+def _comparison(treatment: SampleMoments, control: SampleMoments) -> dict[str, float | None]:
+    """The stats engine's Welch test, in the v1 readout's flat keys (null when not estimable)."""
+    result = welch_test(control.summary(), treatment.summary())
     return {
-        "difference": difference,
-        "ci_low": difference - z * se,
-        "ci_high": difference + z * se,
-        "p_value": p,
-        "relative": difference / mean_c if mean_c else None,
+        "difference": result.absolute.estimate,
+        "ci_low": _finite(result.absolute.ci_lower),
+        "ci_high": _finite(result.absolute.ci_upper),
+        "p_value": _finite(result.absolute.p_value) if math.isfinite(result.absolute.ci_lower) else None,
+        "relative": result.relative.estimate if result.relative else None,
     }
 
 
@@ -166,33 +149,26 @@ def readout(
     params = {**base, "assignment_unit": flag.assignment_unit}
     events, joinable, before = _rows(store, _JOIN_SQL, params)[0]
     metrics: dict[str, dict[str, Any]] = {}
+    moments: dict[str, dict[str, SampleMoments]] = {}
     for name, variation, n, sum_x, sum_x2 in _rows(store, _METRICS_SQL, params) if include_metrics else []:
-        mean, var = _sample(int(n), float(sum_x), float(sum_x2))
+        sample = SampleMoments(n=int(n), sum=float(sum_x), sum_sq=float(sum_x2))
+        moments.setdefault(name, {})[variation] = sample
         entry = metrics.setdefault(name, {"name": name, "variations": [], "comparisons": []})
         entry["variations"].append(
             {
                 "variation": variation,
-                "units": int(n),
-                "mean": mean,
-                "stddev": math.sqrt(var) if math.isfinite(var) else None,
-                "_var": var,
+                "units": sample.n,
+                "mean": sample.mean,
+                "stddev": math.sqrt(sample.variance) if sample.n > 1 else None,
             }
         )
-    for entry in metrics.values():
-        stats_by = {v["variation"]: v for v in entry["variations"]}
-        c = stats_by.get(control)
-        for v in entry["variations"]:
-            if c is None or v["variation"] == control:
+    for name, entry in metrics.items():
+        by_variation_moments = moments[name]
+        c = by_variation_moments.get(control)
+        for variation, sample in by_variation_moments.items():
+            if c is None or variation == control:
                 continue
-            entry["comparisons"].append(
-                {
-                    "variation": v["variation"],
-                    "vs": control,
-                    **compare(v["units"], v["mean"], v["_var"], c["units"], c["mean"], c["_var"]),
-                }
-            )
-        for v in entry["variations"]:
-            del v["_var"]
+            entry["comparisons"].append({"variation": variation, "vs": control, **_comparison(sample, c)})
     exposed = sum(int(v["units"]) for v in variations)
     return {
         "schema": READOUT_SCHEMA,
