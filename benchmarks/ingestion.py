@@ -238,7 +238,8 @@ def run_http(
 
 
 def fresh_store(path: Path) -> DuckDBStore:
-    return DuckDBStore(path)  # runs the migrations: the same `events` schema as the server's
+    # Runs the migrations (the same `events` schema as the server's); reads files beside it.
+    return DuckDBStore(path, allowed_directories=(path.parent,))
 
 
 def run_ndjson_floor(tmp: Path, ndjson: Path, variant: str) -> tuple[float, int]:

@@ -318,6 +318,15 @@ def run_ramplight(db: Path) -> dict[str, Any]:
     log: list[tuple[str, float]] = []
     cursor = store.connection()
     store.connection = lambda: _TimedCursor(cursor, log, label)  # type: ignore[method-assign]
+    read = store.read
+
+    def timed_read(sql: str, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        result = read(sql, *args, **kwargs)
+        log.append((label(sql), time.perf_counter() - started))
+        return result
+
+    store.read = timed_read  # type: ignore[method-assign]
     started, cpu = time.perf_counter(), cpu_s()
     readout = report(store, FLAG_KEY, ENVIRONMENT, None, ReadoutOptions())
     seconds, cpu = time.perf_counter() - started, cpu_s() - cpu

@@ -384,7 +384,11 @@ def save_metric(
     """Create (expected_version None) or replace a metric definition, checked against the others
     (`known`: the stored ones, or those of a whole file being applied)."""
     metric = convert_metric(doc)
-    check_metric(metric, known if known is not None else {m.key: m for m in store.list_metrics()})
+    check_metric(
+        metric,
+        known if known is not None else {m.key: m for m in store.list_metrics()},
+        store.sandbox.readable,
+    )
     metric = msgspec.structs.replace(metric, version=(expected_version or 0) + 1)
     store.save_metric(metric, expected_version)
     return metric
@@ -404,7 +408,7 @@ def apply_metrics(
     known = {**stored, **{m.key: m for m in metrics}}
     results = []
     for metric in metrics:
-        check_metric(metric, known)
+        check_metric(metric, known, store.sandbox.readable)
         previous = stored.get(metric.key)
         before = _metric_lines(previous)
         after = _metric_lines(metric)

@@ -11,6 +11,8 @@
 | RAMPLIGHT_MAX_BATCH_ITEMS | 10000 | most items in one ingestion request (413 past it) |
 | RAMPLIGHT_PROPERTY_ALLOWLIST | (unset) | comma-separated keys allowed in properties/attributes |
 | RAMPLIGHT_FSYNC | 1 | 0 turns off fsync of the ingestion log (tests, never production) |
+| RAMPLIGHT_SQL_TABLES | (unset) | comma-separated tables of yours that SQL metrics may read, beside the evidence tables |
+| RAMPLIGHT_SQL_TIMEOUT | 30 | seconds a query with user-written SQL may run before it is stopped |
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Settings:
     max_batch_items: int = 10_000
     property_allowlist: frozenset[str] | None = None
     fsync: bool = True
+    sql_tables: frozenset[str] = frozenset()
+    sql_timeout: float = 30.0
 
     @property
     def log_dir(self) -> Path:
@@ -60,4 +64,8 @@ class Settings:
             max_batch_items=int(env.get("RAMPLIGHT_MAX_BATCH_ITEMS", "10000")),
             property_allowlist=frozenset(a.strip() for a in allow.split(",") if a.strip()) if allow else None,
             fsync=env.get("RAMPLIGHT_FSYNC", "1") != "0",
+            sql_tables=frozenset(
+                t.strip().lower() for t in env.get("RAMPLIGHT_SQL_TABLES", "").split(",") if t.strip()
+            ),
+            sql_timeout=float(env.get("RAMPLIGHT_SQL_TIMEOUT", "30")),
         )

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from ramplight import control
+from ramplight.store.base import SqlSandbox
 from ramplight.store.duckdb import DuckDBStore
 from tests.factories import flag_doc
 
@@ -102,13 +103,16 @@ class Evidence:
         for table in ("exposures", "events", "evals", "spans"):
             rows = getattr(self, table)
             if rows:
-                frame = pd.DataFrame(rows)  # noqa: F841  (read by DuckDB's replacement scan)
+                # Registered by name: the locked-down engine does no replacement scans.
+                con.register("frame", pd.DataFrame(rows))
                 con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame")
+                con.unregister("frame")
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[DuckDBStore]:
-    opened = DuckDBStore(tmp_path / "analysis.duckdb")
+    # `tickets` stands for a team's own table, which the operator lets SQL metrics read.
+    opened = DuckDBStore(tmp_path / "analysis.duckdb", sandbox=SqlSandbox(tables=frozenset({"tickets"})))
     control.ensure_default_environments(opened, clock=lambda: T0 - timedelta(days=30))
     yield opened
     opened.close()

@@ -20,8 +20,9 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[DuckDBStore]:
-    opened = DuckDBStore(db_path)
+def store(db_path: Path, tmp_path: Path) -> Iterator[DuckDBStore]:
+    # The engine reads files only from directories it is given: here, the test's segments and logs.
+    opened = DuckDBStore(db_path, allowed_directories=(tmp_path,))
     yield opened
     opened.close()
 

@@ -191,7 +191,7 @@ CRASHING_WRITER = textwrap.dedent(
     from ramplight.store.duckdb import DuckDBStore
     from ramplight.store.log import IngestLog
 
-    log = IngestLog(Path(sys.argv[1]), DuckDBStore(":memory:"), segment_seconds=3600)
+    log = IngestLog(Path(sys.argv[1]), DuckDBStore(":memory:", allowed_directories=[sys.argv[1]]), segment_seconds=3600)
     data = sys.stdin.buffer.read()
     log.append({"exposures": data}, data.count(b"\\n")).result(timeout=30)
     print("acknowledged", flush=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ramplight.analysis.execute import check_sql_metrics, fetch, user_sql_metrics
 from ramplight.analysis.report import readout as readout_v1
 from ramplight.analysis.sql import (
     ReadoutSpec,
@@ -85,15 +86,7 @@ Row = Mapping[str, Any]
 
 
 def _rows(store: Store, sql: str) -> list[dict[str, Any]]:
-    cursor = store.connection().execute(sql)
-    names = [d[0] for d in cursor.description]
-    return [
-        {
-            n: (float(v) if v is not None and type(v).__name__ == "Decimal" else v)
-            for n, v in zip(names, row, strict=True)
-        }
-        for row in cursor.fetchall()
-    ]
+    return fetch(store, sql)
 
 
 def _summary(
@@ -171,7 +164,9 @@ def build_readout(
         served=options.served,
     )
     statement = readout_query(spec, dict(known))
-    rows = _rows(store, render(statement))
+    user = user_sql_metrics(per_unit_metrics(spec.metrics, dict(known)))
+    check_sql_metrics(store, user)
+    rows = fetch(store, render(statement), user)
     selected = [p for p in phases if options.phase is None or p.index == options.phase]
     estimable = [p.index for p in selected if p.enabled]
     by_key: dict[tuple[int, str, Any], list[dict[str, Any]]] = defaultdict(list)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from sqlglot import exp
-
 from ramplight import control
+from ramplight.analysis.execute import check_sql_metrics, fetch, naming_user_sql, read, user_sql_metrics
 from ramplight.analysis.readout import ReadoutOptions, build_readout
-from ramplight.analysis.sql import DIALECTS, ReadoutSpec, per_unit_query, readout_query, render
+from ramplight.analysis.sql import (
+    DIALECTS,
+    ReadoutSpec,
+    per_unit_metrics,
+    per_unit_query,
+    readout_query,
+    render,
+)
 from ramplight.core.errors import NotFoundError, ValidationError
 from ramplight.core.metrics import Metric
 from ramplight.core.phases import phases_from_changes
@@ -88,15 +95,15 @@ def export_units(
     segment: str | None = None,
 ) -> int:
     """Write the per-unit relation to `path` as parquet or csv; returns the number of units."""
-    if fmt not in ("parquet", "csv"):
+    if fmt != "parquet" and fmt != "csv":
         raise ValidationError.at("format", "parquet or csv")
-    sql = unit_relation_sql(store, flag_key, environment, metric_keys, segment)
-    connection = store.connection()
-    target = exp.Literal.string(path).sql("duckdb")
-    option = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
-    connection.execute(f"COPY ({sql}) TO {target} ({option})")
-    row = connection.execute(f"SELECT count(*) FROM ({sql})").fetchone()
-    return int(row[0]) if row else 0
+    spec, known = spec_for(store, flag_key, environment, metric_keys, segment)
+    user = user_sql_metrics(per_unit_metrics(spec.metrics, known))
+    check_sql_metrics(store, user)
+    sql = render(per_unit_query(spec, known))
+    with naming_user_sql(user):
+        store.export(sql, Path(path), "parquet" if fmt == "parquet" else "csv")
+    return int(fetch(store, f"SELECT count(*) AS n FROM ({sql}) AS per_unit", user)[0]["n"])
 
 
 def unit_frame(
@@ -108,8 +115,18 @@ def unit_frame(
     kind: str = "pandas",
 ) -> Any:
     """The per-unit relation as a pandas (or polars) data frame, for notebooks."""
-    relation = store.connection().sql(unit_relation_sql(store, flag_key, environment, metric_keys, segment))
-    return relation.pl() if kind == "polars" else relation.df()
+    spec, known = spec_for(store, flag_key, environment, metric_keys, segment)
+    user = user_sql_metrics(per_unit_metrics(spec.metrics, known))
+    check_sql_metrics(store, user)
+    sql = render(per_unit_query(spec, known))
+    names, rows = read(store, sql, user)
+    if kind == "polars":
+        import polars as pl
+
+        return pl.DataFrame(rows, schema=names, orient="row")
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=names)
 
 
 def readout_frame(readout: dict[str, Any]) -> Any:

@@ -34,7 +34,7 @@ from ramplight.core.errors import (
 from ramplight.core.flags import Flag
 from ramplight.server.run import read_server_file
 from ramplight.settings import Settings
-from ramplight.store.duckdb import DuckDBStore
+from ramplight.store import open_store
 from ramplight.store.log import encode_items
 
 _flag_list = msgspec.json.Decoder(list[Flag])
@@ -78,7 +78,7 @@ class LocalBackend:
     """Acts on the database file directly (no server running)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.store = DuckDBStore(settings.db)
+        self.store = open_store(settings)
         control.ensure_default_environments(self.store)
         self.where = str(settings.db)
         self._counter = 0
@@ -144,7 +144,7 @@ class LocalBackend:
         if chunks:
             import tempfile
 
-            with tempfile.TemporaryDirectory(prefix="ramplight-import-") as tmp:
+            with tempfile.TemporaryDirectory(prefix="import-", dir=self.store.scratch_dir()) as tmp:
                 files = {}
                 for kind, data in chunks.items():
                     path = Path(tmp) / f"{kind}.ndjson"

@@ -8,6 +8,8 @@
     ├── AuthError            missing or wrong credentials (HTTP 401)
     │   └── ForbiddenError   valid credentials, not allowed here (HTTP 403)
     └── StoreError           the evidence or control store failed (HTTP 503)
+        └── QueryError       a query failed or ran past its time limit; for user-written SQL
+                             the analysis layer re-raises it as a ValidationError naming the metric
 
 The HTTP layer maps these to status codes in one place; the CLI prints one line; the SDK
 never raises them into an application's hot path.
@@ -90,3 +92,14 @@ class ForbiddenError(AuthError):
 class StoreError(RamplightError):
     status_code = 503
     code = "store_unavailable"
+
+
+class QueryError(StoreError):
+    """A read failed in the database (`reason` is the engine's first line) or was stopped."""
+
+    code = "query_failed"
+
+    def __init__(self, reason: str, timed_out: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.timed_out = timed_out

@@ -7,15 +7,14 @@ Decoded once at the edge (YAML through `ramplight apply`, JSON through the admin
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import msgspec
-import sqlglot
-from sqlglot import exp
 
 from ramplight.core.errors import FieldProblem, ValidationError
 from ramplight.core.flags import KEY_PATTERN
+from ramplight.core.usersql import EVIDENCE_TABLES, check_user_sql
 
 MetricType = Literal["event", "ratio", "quantile", "eval", "span", "sql"]
 Aggregation = Literal["count", "sum", "mean", "binary", "max"]
@@ -86,8 +85,11 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_metric(metric: Metric, known: Mapping[str, Metric]) -> None:
-    """Raise one ValidationError listing every problem; `known` resolves ratio references."""
+def check_metric(
+    metric: Metric, known: Mapping[str, Metric], readable_tables: Iterable[str] = EVIDENCE_TABLES
+) -> None:
+    """Raise one ValidationError listing every problem; `known` resolves ratio references and
+    `readable_tables` is what a SQL metric may read (evidence and the operator's own tables)."""
     problems: list[FieldProblem] = []
     if not KEY_PATTERN.match(metric.key):
         problems.append(FieldProblem("key", "use 1-100 of a-z 0-9 _ . - starting alphanumeric"))
@@ -113,20 +115,17 @@ def check_metric(metric: Metric, known: Mapping[str, Metric]) -> None:
             elif target is not None and target.type in ("ratio", "quantile"):
                 problems.append(FieldProblem(field, f"{ref!r} is a {target.type} metric; use a per-unit one"))
     if metric.type == "sql" and metric.sql is not None:
-        problems.extend(_check_sql(metric.sql))
+        problems.extend(_check_sql(metric.sql, readable_tables))
     if problems:
         summary = "; ".join(p.render() for p in problems[:5])
         raise ValidationError(f"invalid metric {metric.key!r}: {summary}", tuple(problems))
 
 
-def _check_sql(sql: str) -> list[FieldProblem]:
-    try:
-        parsed = sqlglot.parse(sql, read="duckdb")
-    except sqlglot.errors.ParseError as exc:
-        return [FieldProblem("sql", f"does not parse: {str(exc).splitlines()[0]}")]
-    if len(parsed) != 1 or not isinstance(parsed[0], exp.Query):
-        return [FieldProblem("sql", "must be one SELECT query")]
-    names = {s.alias_or_name for s in parsed[0].selects}
+def _check_sql(sql: str, readable_tables: Iterable[str]) -> list[FieldProblem]:
+    tree, problems = check_user_sql(sql, readable_tables)
+    if tree is None:
+        return problems
+    names = {s.alias_or_name for s in tree.selects}
     missing = [c for c in ("unit_id", "ts", "value") if c not in names]
     if missing and "*" not in names:
         return [FieldProblem("sql", f"must return columns unit_id, ts, value (missing {', '.join(missing)})")]

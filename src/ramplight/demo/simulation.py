@@ -26,7 +26,7 @@ from ramplight.core.errors import ConflictError, ValidationError
 from ramplight.sdk.client import Client
 from ramplight.server.run import ServerThread, bootstrap, free_port
 from ramplight.settings import Settings
-from ramplight.store.duckdb import DuckDBStore
+from ramplight.store import open_store
 
 FLAG = "support_assistant_profile"
 PROFILES = {
@@ -192,7 +192,7 @@ def _simulate(client: Client, conv: Conversation, rng: random.Random, stage: int
 def _fresh_database(settings: Settings) -> None:
     db = settings.db
     if db.exists():
-        store = DuckDBStore(db)
+        store = open_store(settings)
         try:
             others = [f.key for f in store.list_flags(include_archived=True) if f.key != FLAG]
         finally:

@@ -35,8 +35,8 @@ from ramplight.core.flags import Flag, Segment
 from ramplight.core.metrics import Metric
 from ramplight.server.state import ServerState
 from ramplight.settings import Settings
+from ramplight.store import open_store
 from ramplight.store.base import ApiKey
-from ramplight.store.duckdb import DuckDBStore
 from ramplight.store.log import IngestLog, encode_items
 
 log = logging.getLogger("ramplight.server")
@@ -175,7 +175,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = DuckDBStore(settings.db)
+        store = open_store(settings)
         ingest_log = IngestLog(settings.log_dir, store, fsync=settings.fsync)
         app.state.ramplight = ServerState(settings, store, ingest_log)
         try:

@@ -14,7 +14,7 @@ import uvicorn
 
 from ramplight import control
 from ramplight.settings import Settings
-from ramplight.store.duckdb import DuckDBStore
+from ramplight.store import open_store
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -29,7 +29,7 @@ def bootstrap(settings: Settings) -> str | None:
 
     Returns the admin key's plaintext when one was created (shown to the user once), else None.
     """
-    store = DuckDBStore(settings.db)
+    store = open_store(settings)
     try:
         control.ensure_default_environments(store)
         if any(k.kind == "admin" and k.revoked_at is None for k in store.list_api_keys()):

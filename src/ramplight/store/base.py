@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from ramplight.core.audit import FlagChange
+from ramplight.core.errors import ValidationError
 from ramplight.core.flags import Flag, Segment
 from ramplight.core.metrics import Metric
+from ramplight.core.usersql import CONTROL_TABLES, EVIDENCE_TABLES
 
 EvidenceKind = Literal["exposures", "events", "evals"]
 
@@ -36,10 +38,33 @@ class ApiKey:
     revoked_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SqlSandbox:
+    """What user-written SQL may do: read the evidence and the operator's `tables`, for at most
+    `timeout_s` seconds, in a read-only transaction with file and network access off."""
+
+    tables: frozenset[str] = frozenset()
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        control = sorted(self.tables & CONTROL_TABLES)
+        if control:
+            raise ValidationError.at(
+                "RAMPLIGHT_SQL_TABLES", f"{', '.join(control)}: control-plane tables are never readable"
+            )
+        if not 0 < self.timeout_s <= 3600:
+            raise ValidationError.at("RAMPLIGHT_SQL_TIMEOUT", "seconds, within (0, 3600]")
+
+    @property
+    def readable(self) -> frozenset[str]:
+        return EVIDENCE_TABLES | self.tables
+
+
 class Store(Protocol):
     """Control plane and evidence store. Every write is atomic; flag writes carry their change."""
 
     path: str
+    sandbox: SqlSandbox
 
     # control plane
     def list_environments(self) -> list[Environment]: ...
@@ -62,6 +87,17 @@ class Store(Protocol):
     def loaded_segments(self) -> set[str]: ...
     def count(self, kind: EvidenceKind, environment: str | None = None) -> int: ...
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+    def read(
+        self, sql: str, params: Sequence[Any] = (), timeout_s: float | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """(column names, rows) of `sql` run in a read-only transaction, stopped after `timeout_s`;
+        raises QueryError. Analysis and user-written SQL run here."""
+        ...
+
+    def export(self, sql: str, path: Path, fmt: Literal["parquet", "csv"]) -> None:
+        """Write the rows of `sql` to `path` (read-only; the engine itself writes no user paths)."""
+        ...
+
     def connection(self) -> Any:
         """A DB-API style connection for this thread, where analysis runs its SQL."""
         ...

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import msgspec
 
 from ramplight.core.audit import GENESIS_HASH, FlagChange, change_hash
-from ramplight.core.errors import ConflictError, StoreError
+from ramplight.core.errors import ConflictError, QueryError, StoreError
 from ramplight.core.flags import Flag, Segment
 from ramplight.core.metrics import Metric
-from ramplight.store.base import ApiKey, Environment, EvidenceKind
+from ramplight.store.base import ApiKey, Environment, EvidenceKind, SqlSandbox
 
 # Column types of the NDJSON log segments, per table (the loader's schema).
 EVIDENCE_COLUMNS: dict[EvidenceKind, dict[str, str]] = {
@@ -94,22 +97,66 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-class DuckDBStore:
-    """One DuckDB file. Writes are serialised by a lock; reads use their own cursors."""
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
-    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+
+def _reason(exc: duckdb.Error) -> str:
+    """The engine's message without the echoed query and caret lines."""
+    return str(exc).strip().split("\n")[0]
+
+
+class DuckDBStore:
+    """One DuckDB file. Writes are serialised by a lock; reads use their own cursors.
+
+    The engine runs locked down: no extension installs, no file or network access outside the
+    store's own directories (the ingestion log, scratch space for exports and spills), and its
+    configuration locked after open — so nothing that reaches it as SQL can read server files,
+    fetch URLs, attach databases or turn those settings back on.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        read_only: bool = False,
+        *,
+        sandbox: SqlSandbox | None = None,
+        allowed_directories: Sequence[str | Path] = (),
+    ) -> None:
         self.path = str(path)
+        self.sandbox = sandbox or SqlSandbox()
+        in_memory = self.path == ":memory:"
         try:
-            if self.path != ":memory:":
+            if not in_memory:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._con = duckdb.connect(self.path, read_only=read_only)
-        except duckdb.IOException as exc:
+            self._con = duckdb.connect(
+                self.path,
+                read_only=read_only,
+                config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+            )
+        except duckdb.Error as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
-        self._con.execute("SET TimeZone = 'UTC'")
+        self._scratch = (
+            Path(tempfile.mkdtemp(prefix="ramplight-scratch-")) if in_memory else Path(self.path + ".scratch")
+        )
+        default = () if in_memory else (Path(self.path + ".log"), Path(self.path + ".tmp"))
+        self._lock_down([self._scratch, *default, *map(Path, allowed_directories)])
         self._lock = threading.RLock()
         self._local = threading.local()
         if not read_only:
             self.migrate()
+
+    def _lock_down(self, directories: Sequence[Path]) -> None:
+        """Turn external access off for this engine and lock its configuration (once per file:
+        a second store on the same file shares the engine and its settings)."""
+        locked = self._con.execute("SELECT current_setting('lock_configuration')").fetchone()
+        if locked and locked[0]:
+            return
+        listed = ", ".join(_sql_string(str(d.resolve()) + "/") for d in directories)
+        self._con.execute("SET GLOBAL TimeZone = 'UTC'")
+        self._con.execute(f"SET allowed_directories = [{listed}]")
+        self._con.execute("SET enable_external_access = false")
+        self._con.execute("SET lock_configuration = true")
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -117,8 +164,15 @@ class DuckDBStore:
         cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
         if cursor is None:
             cursor = self._con.cursor()
-            cursor.execute("SET TimeZone = 'UTC'")
             self._local.cursor = cursor
+        return cursor
+
+    def _reader(self) -> duckdb.DuckDBPyConnection:
+        """This thread's read-only cursor, apart from the one writes use."""
+        cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "reader", None)
+        if cursor is None:
+            cursor = self._con.cursor()
+            self._local.reader = cursor
         return cursor
 
     @contextmanager
@@ -164,9 +218,67 @@ class DuckDBStore:
     def close(self) -> None:
         with self._lock:
             self._con.close()
+        if self.path == ":memory:":
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._cursor().execute(sql, list(params)).fetchall()
+
+    def read(
+        self, sql: str, params: Sequence[Any] = (), timeout_s: float | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        cursor = self._reader()
+        state = {"running": True}
+        guard = threading.Lock()
+
+        def stop() -> None:
+            with guard:
+                if state["running"]:
+                    cursor.interrupt()
+
+        timer = threading.Timer(timeout_s, stop) if timeout_s else None
+        cursor.execute("BEGIN TRANSACTION READ ONLY")
+        try:
+            if timer is not None:
+                timer.daemon = True
+                timer.start()
+            cursor.execute(sql, list(params))
+            names = [d[0] for d in cursor.description or ()]
+            rows = cursor.fetchall()
+            with guard:
+                state["running"] = False
+            return names, rows
+        except duckdb.InterruptException as exc:
+            raise QueryError(f"stopped after {timeout_s:g} s, the query time limit", timed_out=True) from exc
+        except duckdb.Error as exc:
+            raise QueryError(_reason(exc)) from exc
+        finally:
+            with guard:
+                state["running"] = False
+            if timer is not None:
+                timer.cancel()
+            cursor.execute("ROLLBACK")
+
+    def scratch_dir(self) -> Path:
+        """A directory the engine may read and write: stage files to load or export here."""
+        self._scratch.mkdir(parents=True, exist_ok=True)
+        return self._scratch
+
+    def export(self, sql: str, path: Path, fmt: Literal["parquet", "csv"]) -> None:
+        option = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
+        staged = self.scratch_dir() / f"{uuid.uuid4().hex}.{fmt}"
+        cursor = self._reader()
+        cursor.execute("BEGIN TRANSACTION READ ONLY")
+        try:
+            cursor.execute(f"COPY ({sql}) TO {_sql_string(str(staged.resolve()))} ({option})")
+        except duckdb.Error as exc:
+            raise QueryError(_reason(exc)) from exc
+        finally:
+            cursor.execute("ROLLBACK")
+        try:
+            shutil.move(staged, path)
+        finally:
+            staged.unlink(missing_ok=True)
 
     def connection(self) -> duckdb.DuckDBPyConnection:
         """A cursor for this thread (analysis runs its SQL here)."""
