@@ -192,7 +192,10 @@ def _env_edit(
     if environment not in previous.environments:
         raise NotFoundError(f"flag {key!r} is not configured in environment {environment!r}")
     version = previous.version if expected_version is None else expected_version
-    flag = msgspec.structs.replace(_validated(store, edit(previous), previous), version=version + 1)
+    edited = _validated(store, edit(previous), previous)
+    if edited == previous:
+        return previous  # unchanged: no new version, no change row
+    flag = msgspec.structs.replace(edited, version=version + 1)
     store.save_flag(flag, version, [_change(flag, previous, action, environment, actor, reason, clock)])
     return flag
 
@@ -478,8 +481,12 @@ def create_api_key(
     name: str,
     environment: str | None = None,
     clock: Clock = utcnow,
+    can_force: bool = False,
 ) -> tuple[str, ApiKey]:
-    """Create a key; the plaintext is returned once and never stored."""
+    """Create a key; the plaintext is returned once and never stored. `can_force`: an admin key
+    that may act against a measurement plan (recorded as forced)."""
+    if can_force and kind != "admin":
+        raise ValidationError.at("can_force", "only admin keys may force actions")
     if kind == "sdk":
         if environment is None:
             raise ValidationError.at("environment", "an SDK key belongs to one environment")
@@ -495,6 +502,7 @@ def create_api_key(
         prefix=plaintext[: len(kind) + 8],
         key_hash=hash_key(plaintext),
         created_at=clock(),
+        can_force=can_force,
     )
     store.create_api_key(key)
     return plaintext, key

@@ -103,7 +103,7 @@ UNPROVEN = rel(0.01, -0.02, 0.08)  # no significant harm, but the interval reach
             evidence(latency_ms=UNPROVEN),
             state(),
             "continue",
-            "latency_ms: not yet shown within its margin",
+            "latency_ms: not yet shown within its 5% margin",
         ),
         (
             "the weaker rule expands on no harm found at adequate power",

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import httpx
 import msgspec
 
-from ramplight import control
+from ramplight import control, release
 from ramplight.analysis import service as analysis
 from ramplight.analysis.readout import ReadoutOptions
 from ramplight.core.contract import validate_batch
@@ -47,7 +47,11 @@ class Backend(Protocol):
     def list_flags(self, archived: bool) -> list[Flag]: ...
     def get_flag(self, key: str) -> Flag: ...
     def apply(
-        self, docs: Sequence[Mapping[str, Any]], metrics: Sequence[Mapping[str, Any]], dry_run: bool
+        self,
+        docs: Sequence[Mapping[str, Any]],
+        metrics: Sequence[Mapping[str, Any]],
+        plans: Sequence[Mapping[str, Any]],
+        dry_run: bool,
     ) -> list[dict[str, Any]]: ...
     def ramp(
         self,
@@ -57,9 +61,17 @@ class Backend(Protocol):
         percent: float,
         donor: str | None,
         reason: str | None,
-    ) -> Flag: ...
-    def kill(self, key: str, environment: str, reason: str | None) -> Flag: ...
-    def restore(self, key: str, environment: str, reason: str | None) -> Flag: ...
+        force: bool,
+    ) -> tuple[Flag, bool]:
+        """The flag after the ramp, and whether it changed (False: unchanged, no new version)."""
+        ...
+
+    def kill(self, key: str, environment: str, reason: str | None) -> tuple[Flag, bool]: ...
+    def restore(self, key: str, environment: str, reason: str | None, force: bool) -> tuple[Flag, bool]: ...
+    def decide(
+        self, key: str, environment: str, action: str, reason: str | None, force: bool, percent: float | None
+    ) -> dict[str, Any]: ...
+    def decisions(self, key: str) -> list[dict[str, Any]]: ...
     def report(
         self, key: str, environment: str, metrics: Sequence[str], options: ReadoutOptions
     ) -> dict[str, Any]: ...
@@ -93,11 +105,20 @@ class LocalBackend:
         return control.get_flag(self.store, key)
 
     def apply(
-        self, docs: Sequence[Mapping[str, Any]], metrics: Sequence[Mapping[str, Any]], dry_run: bool
+        self,
+        docs: Sequence[Mapping[str, Any]],
+        metrics: Sequence[Mapping[str, Any]],
+        plans: Sequence[Mapping[str, Any]],
+        dry_run: bool,
     ) -> list[dict[str, Any]]:
         results = control.apply_metrics(self.store, metrics, dry_run=dry_run)
         results += control.apply(self.store, docs, "cli", dry_run=dry_run)
-        return [{"key": r.key, "action": r.action, "version": r.version, "diff": r.diff} for r in results]
+        planned = release.apply_plans(self.store, plans, "cli", dry_run=dry_run)
+        return [{"key": r.key, "action": r.action, "version": r.version, "diff": r.diff} for r in results] + [
+            {"key": p.key, "action": p.action, "version": p.version, "diff": ""} for p in planned
+        ]
+
+    # The local operator owns the database file, so it may force (always recorded as forced).
 
     def ramp(
         self,
@@ -107,21 +128,52 @@ class LocalBackend:
         percent: float,
         donor: str | None,
         reason: str | None,
-    ) -> Flag:
-        return control.ramp(
-            self.store, key, environment, variation, percent, "cli", donor=donor, reason=reason
+        force: bool,
+    ) -> tuple[Flag, bool]:
+        forced = release.check_growth(self.store, key, environment, variation, percent, force, True)
+        if forced and not reason:
+            raise ValidationError.at("--reason", "a forced action needs a reason")
+        before = control.get_flag(self.store, key).version
+        text = f"forced: {reason}" if forced else reason
+        flag = control.ramp(self.store, key, environment, variation, percent, "cli", donor=donor, reason=text)
+        return flag, flag.version != before
+
+    def kill(self, key: str, environment: str, reason: str | None) -> tuple[Flag, bool]:
+        before = control.get_flag(self.store, key).version
+        flag = control.kill(self.store, key, environment, "cli", reason)
+        return flag, flag.version != before
+
+    def restore(self, key: str, environment: str, reason: str | None, force: bool) -> tuple[Flag, bool]:
+        forced = release.check_restore(self.store, key, environment, force, True)
+        if forced and not reason:
+            raise ValidationError.at("--reason", "a forced action needs a reason")
+        before = control.get_flag(self.store, key).version
+        flag = control.restore(self.store, key, environment, "cli", f"forced: {reason}" if forced else reason)
+        return flag, flag.version != before
+
+    def decide(
+        self, key: str, environment: str, action: str, reason: str | None, force: bool, percent: float | None
+    ) -> dict[str, Any]:
+        decision = release.decide_action(
+            self.store, key, environment, action, "cli", reason, force=force, can_force=True, percent=percent
         )
+        return {
+            "decision_id": decision.decision_id,
+            "state": decision.state,
+            "forced": decision.forced,
+            "flag_version": decision.flag_version,
+            "rollout_after": decision.rollout_after,
+            "recommendation": decision.recommendation,
+            "hash": decision.hash,
+        }
 
-    def kill(self, key: str, environment: str, reason: str | None) -> Flag:
-        return control.kill(self.store, key, environment, "cli", reason)
-
-    def restore(self, key: str, environment: str, reason: str | None) -> Flag:
-        return control.restore(self.store, key, environment, "cli", reason)
+    def decisions(self, key: str) -> list[dict[str, Any]]:
+        return release.decisions(self.store, key)
 
     def report(
         self, key: str, environment: str, metrics: Sequence[str], options: ReadoutOptions
     ) -> dict[str, Any]:
-        return analysis.report(self.store, key, environment, metrics, options)
+        return release.report(self.store, key, environment, list(metrics), options)
 
     def sql(
         self, key: str, environment: str, metrics: Sequence[str], dialect: str, segment: str | None
@@ -189,6 +241,17 @@ _STATUS_ERRORS: dict[int, type[RamplightError]] = {
 }
 
 
+_unchanged = msgspec.json.Decoder(dict[str, Any])
+
+
+def _changed(body: bytes) -> tuple[Flag, bool]:
+    """A flag answer, or `{"unchanged": true, "flag": …}` when the action changed nothing."""
+    decoded = _unchanged.decode(body)
+    if decoded.get("unchanged") is True:
+        return msgspec.convert(decoded["flag"], Flag), False
+    return _flag.decode(body), True
+
+
 class RemoteBackend:
     """Acts through a running server's admin API."""
 
@@ -222,9 +285,13 @@ class RemoteBackend:
         return _flag.decode(self._call("GET", f"/api/flags/{key}").content)
 
     def apply(
-        self, docs: Sequence[Mapping[str, Any]], metrics: Sequence[Mapping[str, Any]], dry_run: bool
+        self,
+        docs: Sequence[Mapping[str, Any]],
+        metrics: Sequence[Mapping[str, Any]],
+        plans: Sequence[Mapping[str, Any]],
+        dry_run: bool,
     ) -> list[dict[str, Any]]:
-        body = {"flags": list(docs), "metrics": list(metrics), "dry_run": dry_run}
+        body = {"flags": list(docs), "metrics": list(metrics), "plans": list(plans), "dry_run": dry_run}
         result: list[dict[str, Any]] = self._call("POST", "/api/apply", json=body).json()
         return result
 
@@ -236,29 +303,42 @@ class RemoteBackend:
         percent: float,
         donor: str | None,
         reason: str | None,
-    ) -> Flag:
+        force: bool,
+    ) -> tuple[Flag, bool]:
         body = {
             "environment": environment,
             "variation": variation,
             "percent": percent,
             "from": donor,
             "reason": reason,
+            "force": force,
         }
-        return _flag.decode(self._call("POST", f"/api/flags/{key}/ramp", json=body).content)
+        return _changed(self._call("POST", f"/api/flags/{key}/ramp", json=body).content)
 
-    def kill(self, key: str, environment: str, reason: str | None) -> Flag:
-        return _flag.decode(
-            self._call(
-                "POST", f"/api/flags/{key}/kill", json={"environment": environment, "reason": reason}
-            ).content
-        )
+    def kill(self, key: str, environment: str, reason: str | None) -> tuple[Flag, bool]:
+        body = {"environment": environment, "reason": reason}
+        return _changed(self._call("POST", f"/api/flags/{key}/kill", json=body).content)
 
-    def restore(self, key: str, environment: str, reason: str | None) -> Flag:
-        return _flag.decode(
-            self._call(
-                "POST", f"/api/flags/{key}/restore", json={"environment": environment, "reason": reason}
-            ).content
-        )
+    def restore(self, key: str, environment: str, reason: str | None, force: bool) -> tuple[Flag, bool]:
+        body = {"environment": environment, "reason": reason, "force": force}
+        return _changed(self._call("POST", f"/api/flags/{key}/restore", json=body).content)
+
+    def decide(
+        self, key: str, environment: str, action: str, reason: str | None, force: bool, percent: float | None
+    ) -> dict[str, Any]:
+        body = {
+            "environment": environment,
+            "action": action,
+            "reason": reason,
+            "force": force,
+            "percent": percent,
+        }
+        result: dict[str, Any] = self._call("POST", f"/api/flags/{key}/decisions", json=body).json()
+        return result
+
+    def decisions(self, key: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", f"/api/flags/{key}/decisions").json()
+        return result
 
     def report(
         self, key: str, environment: str, metrics: Sequence[str], options: ReadoutOptions

@@ -49,9 +49,19 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
 
 
-def _print_rollout(flag: Flag, env: str, as_json: bool) -> None:
+ForceOption = Annotated[
+    bool,
+    typer.Option("--force", help="Act against the measurement plan (needs --reason; recorded as forced)"),
+]
+
+
+def _print_rollout(flag: Flag, env: str, as_json: bool, changed: bool = True) -> None:
     if as_json:
-        _print_json(flag)
+        _print_json(flag if changed else {"unchanged": True, "flag": flag})
+    elif not changed:
+        console.print(
+            f"{flag.key} in {env}: unchanged — {render.rollout_text(flag, env)} (version {flag.version})"
+        )
     else:
         console.print(f"{flag.key} in {env}: {render.rollout_text(flag, env)} (version {flag.version})")
 
@@ -112,7 +122,8 @@ def apply_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the diff, change nothing")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Make stored flags and metric definitions match a file. Idempotent; flag changes are audited."""
+    """Make stored flags, metric definitions and measurement plans match a file. Idempotent;
+    flag and plan changes are audited."""
     try:
         loaded = yaml.safe_load(file.read_text())
     except OSError as exc:
@@ -120,18 +131,23 @@ def apply_cmd(
     except yaml.YAMLError as exc:
         raise ValidationError.at("FILE", f"{file} is not valid YAML: {exc}") from None
     metrics: Any = []
-    if isinstance(loaded, dict) and ("flags" in loaded or "metrics" in loaded):
-        extra = sorted(set(loaded) - {"flags", "metrics"})
+    plans: Any = []
+    if isinstance(loaded, dict) and ({"flags", "metrics", "plans"} & set(loaded)):
+        extra = sorted(set(loaded) - {"flags", "metrics", "plans"})
         if extra:
-            raise ValidationError.at(extra[0], "unknown top-level key (use flags: and metrics:)")
-        docs, metrics = loaded.get("flags") or [], loaded.get("metrics") or []
+            raise ValidationError.at(extra[0], "unknown top-level key (use flags:, metrics: and plans:)")
+        docs, metrics, plans = (
+            loaded.get("flags") or [],
+            loaded.get("metrics") or [],
+            loaded.get("plans") or [],
+        )
     else:
         docs = [loaded] if isinstance(loaded, dict) else loaded
-    for name, items in (("flags", docs), ("metrics", metrics)):
+    for name, items in (("flags", docs), ("metrics", metrics), ("plans", plans)):
         if not isinstance(items, list) or not all(isinstance(d, dict) for d in items):
             raise ValidationError.at(name, "expected a list of mappings")
     with open_backend(_settings(db)) as backend:
-        results = backend.apply(docs, metrics, dry_run)
+        results = backend.apply(docs, metrics, plans, dry_run)
     if as_json:
         _print_json(results)
     else:
@@ -186,13 +202,16 @@ def ramp(
         str | None, typer.Option("--from", help="Variation giving up weight [default: the default variation]")
     ] = None,
     reason: Annotated[str | None, typer.Option(help="Why (kept in the audit log)")] = None,
+    force: ForceOption = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Set VARIATION to PERCENT of units; only units of the giving variation move."""
+    """Set VARIATION to PERCENT of units; only units of the giving variation move. Growing the
+    candidate against the plan (breached guardrail, failed gate, paused, stage not complete) is
+    refused unless forced."""
     with open_backend(_settings(db)) as backend:
-        updated = backend.ramp(flag, env, variation, percent, from_variation, reason)
-    _print_rollout(updated, env, as_json)
+        updated, changed = backend.ramp(flag, env, variation, percent, from_variation, reason, force)
+    _print_rollout(updated, env, as_json, changed)
 
 
 @app.command()
@@ -205,8 +224,8 @@ def kill(
 ) -> None:
     """Kill switch: serve the off variation to everyone in the environment, now."""
     with open_backend(_settings(db)) as backend:
-        updated = backend.kill(flag, env, reason)
-    _print_rollout(updated, env, as_json)
+        updated, changed = backend.kill(flag, env, reason)
+    _print_rollout(updated, env, as_json, changed)
 
 
 @app.command()
@@ -214,13 +233,58 @@ def restore(
     flag: str,
     env: EnvOption = "production",
     reason: Annotated[str | None, typer.Option()] = None,
+    force: ForceOption = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Undo a kill: serve the rules and rollout again."""
+    """Undo a kill: serve the rules and rollout again (refused while a guardrail is breached)."""
     with open_backend(_settings(db)) as backend:
-        updated = backend.restore(flag, env, reason)
-    _print_rollout(updated, env, as_json)
+        updated, changed = backend.restore(flag, env, reason, force)
+    _print_rollout(updated, env, as_json, changed)
+
+
+@app.command()
+def decide(
+    flag: str,
+    action: Annotated[str, typer.Argument(help="expand | rollback | pause | promote | cleanup | continue")],
+    env: EnvOption = "production",
+    reason: Annotated[str | None, typer.Option(help="Why (kept with the decision)")] = None,
+    percent: Annotated[
+        float | None, typer.Option(help="expand to this share instead of the plan's next stage")
+    ] = None,
+    force: ForceOption = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Act on a release and record the decision with the readout it was made on. Refused when it
+    goes against the plan, unless forced."""
+    with open_backend(_settings(db)) as backend:
+        result = backend.decide(flag, env, action, reason, force, percent)
+    if as_json:
+        _print_json(result)
+        return
+    forced = " (forced)" if result["forced"] else ""
+    console.print(f"{flag} in {env}: {result['state']}{forced} recorded as decision {result['decision_id']}")
+    console.print(f"recommendation at that moment: {result['recommendation']['sentence']}")
+
+
+@app.command("decisions")
+def decisions_cmd(flag: str, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """A flag's recorded decisions, oldest first."""
+    with open_backend(_settings(db)) as backend:
+        rows = backend.decisions(flag)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        console.print(f"{flag}: no decisions recorded")
+    for row in rows:
+        forced = " forced" if row["forced"] else ""
+        reason = f" — {row['reason']}" if row.get("reason") else ""
+        console.print(
+            f"{row['ts']}  {row['environment']}  {row['state']}{forced} by {row['actor']}{reason}\n"
+            f"    recommended: {row['recommendation']['sentence']}"
+        )
 
 
 @app.command("import")

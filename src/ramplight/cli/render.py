@@ -74,7 +74,38 @@ def plan(results: list[dict[str, Any]], console: Console, dry_run: bool) -> None
             console.print(Syntax(result["diff"], "diff", theme="ansi_dark", background_color="default"))
 
 
+_ACTION_STYLE = {
+    "rollback": "bold red",
+    "pause": "bold yellow",
+    "continue": "bold",
+    "expand": "bold green",
+    "promote": "bold green",
+    "cleanup": "bold cyan",
+}
+
+
+def recommendation(rec: dict[str, Any], plan: dict[str, Any] | None, console: Console) -> None:
+    """The answer first: the verdict, its sentence, then each reason on its own line."""
+    style = _ACTION_STYLE.get(rec["action"], "bold")
+    console.print(f"[{style}]{rec['action'].upper()}[/{style}] — {rec['sentence']}")
+    for reason in rec["reasons"]:
+        console.print(f"  · {reason['message']}", highlight=False)
+    if plan is not None:
+        stages = " → ".join(f"{p:g} %" for p in plan["stages"])
+        source = (
+            "plan v" + str(plan["version"]) if plan["source"] == "plan" else "default plan (no plan applied)"
+        )
+        console.print(
+            f"  {source}: candidate {plan['candidate']!r} at {plan['candidate_percent']:g} %, stages {stages}; "
+            f"guardrails must be {'shown within margin' if plan['safety'] == 'shown_safe' else 'free of found harm'}",
+            highlight=False,
+        )
+    console.print()
+
+
 def readout(report: dict[str, Any], console: Console) -> None:
+    if "recommendation" in report:
+        recommendation(report["recommendation"], report.get("plan"), console)
     dq = report["data_quality"]
     console.print(
         f"[bold]{report['flag_key']}[/bold] in {report['environment']} (version {report['flag_version']}), "

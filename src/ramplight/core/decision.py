@@ -621,8 +621,9 @@ def decide(
             else:
                 assert g.harm is not None and g.harm_low is not None and g.harm_high is not None
                 scale = _pct if g.margin_type == "relative" else _num
-                text = (f"{g.metric}: not yet shown within its margin ({scale(g.harm)} "
-                        f"[{scale(g.harm_low)}, {scale(g.harm_high)}] vs {g.margin:g}){eta}")  # fmt: skip
+                margin = f"{g.margin:.0%}" if g.margin_type == "relative" else _num(g.margin)
+                text = (f"{g.metric}: not yet shown within its {margin} margin ({scale(g.harm)} "
+                        f"[{scale(g.harm_low)}, {scale(g.harm_high)}]){eta}")  # fmt: skip
             needs.append(Reason("guardrail_unproven", text, g.metric))
     for goal in goals:
         if goal.status in ("inconclusive", "no_data"):

@@ -98,6 +98,8 @@ class EnvironmentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     salt: str | None = None
     rules: list[Rule] = msgspec.field(default_factory=list)
     rollout: Rollout | None = None
+    paused: bool = False
+    """Release state, not targeting: a paused ramp keeps serving its weights but may not grow."""
 
 
 class Flag(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

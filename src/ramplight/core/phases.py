@@ -72,6 +72,8 @@ def phases_from_changes(changes: Sequence[FlagChange], environment: str) -> list
         raise ValidationError(f"phases are per flag; got changes of {', '.join(map(repr, flag_keys))}")
     starts: list[tuple[datetime, _State]] = []
     for change in changes:
+        if change.action == "plan":
+            continue  # a measurement plan's row, not a flag document
         # Every row carries the whole flag: flag-wide rows (environment None) can change this
         # environment too, and rows for other environments simply leave it as it was.
         state = _state(change.after, environment)

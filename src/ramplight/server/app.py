@@ -20,19 +20,21 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from ramplight import control
+from ramplight import control, release
 from ramplight.analysis import service as analysis
 from ramplight.analysis.readout import ReadoutOptions
 from ramplight.core.contract import KIND_TYPES, Batch, validate_batch
 from ramplight.core.errors import (
     AuthError,
     ForbiddenError,
+    NotFoundError,
     PayloadTooLarge,
     RamplightError,
     ValidationError,
 )
 from ramplight.core.flags import Flag, Segment
 from ramplight.core.metrics import Metric
+from ramplight.core.plan import Plan
 from ramplight.server.state import ServerState
 from ramplight.settings import Settings
 from ramplight.store import open_store
@@ -117,11 +119,27 @@ class RampIn(BaseModel):
     version: int | None = Field(
         default=None, ge=1, description="fail with 409 unless the flag is at this version"
     )
+    force: bool = Field(
+        default=False, description="act against the measurement plan (needs a key allowed to force)"
+    )
 
 
 class EnvActionIn(BaseModel):
     environment: str = Field(min_length=1, max_length=100)
     reason: str | None = Field(default=None, max_length=1000)
+    force: bool = Field(
+        default=False, description="act against the measurement plan (needs a key allowed to force)"
+    )
+
+
+class DecisionIn(BaseModel):
+    environment: str = Field(default="production", min_length=1, max_length=100)
+    action: Literal["expand", "rollback", "pause", "promote", "cleanup", "continue"]
+    reason: str | None = Field(default=None, max_length=1000)
+    force: bool = False
+    percent: float | None = Field(
+        default=None, gt=0, le=100, description="expand to this share instead of the next stage"
+    )
 
 
 class ReasonIn(BaseModel):
@@ -131,6 +149,7 @@ class ReasonIn(BaseModel):
 class ApplyIn(BaseModel):
     flags: list[dict[str, Any]] = Field(default_factory=list)
     metrics: list[dict[str, Any]] = Field(default_factory=list)
+    plans: list[dict[str, Any]] = Field(default_factory=list)
     dry_run: bool = False
     reason: str | None = Field(default=None, max_length=1000)
 
@@ -139,6 +158,9 @@ class ApiKeyIn(BaseModel):
     kind: Literal["admin", "sdk"]
     name: str = Field(min_length=1, max_length=200)
     environment: str | None = Field(default=None, max_length=100)
+    can_force: bool = Field(
+        default=False, description="may act against measurement plans; only such a key may grant it"
+    )
 
 
 def _state(request: Request) -> ServerState:
@@ -266,6 +288,15 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/api/flags/{flag_key}/ramp", tags=["admin"])
     def ramp(flag_key: str, body: RampIn, st: State, key: Admin) -> Response:
+        """Set a variation's share. Growing the candidate against the plan (a breached guardrail,
+        a failed gate, a paused release, a stage not yet complete) is a 409 unless forced."""
+        st.log.flush()
+        forced = release.check_growth(
+            st.store, flag_key, body.environment, body.variation, body.percent, body.force, key.can_force
+        )
+        if forced and not body.reason:
+            raise ValidationError.at("reason", "a forced action needs a reason")
+        before = control.get_flag(st.store, flag_key).version
         flag = control.ramp(
             st.store,
             flag_key,
@@ -274,22 +305,35 @@ def create_app(settings: Settings) -> FastAPI:
             body.percent,
             actor(key),
             donor=body.from_variation,
-            reason=body.reason,
+            reason=("forced: " if forced else "") + body.reason if body.reason else body.reason,
             expected_version=body.version,
         )
         st.invalidate()
+        if flag.version == before:
+            return _msgspec_response({"unchanged": True, "flag": flag})
         return _msgspec_response(flag)
 
     @app.post("/api/flags/{flag_key}/kill", tags=["admin"])
     def kill(flag_key: str, body: EnvActionIn, st: State, key: Admin) -> Response:
+        before = control.get_flag(st.store, flag_key).version
         flag = control.kill(st.store, flag_key, body.environment, actor(key), body.reason)
         st.invalidate()
+        if flag.version == before:
+            return _msgspec_response({"unchanged": True, "flag": flag})
         return _msgspec_response(flag)
 
     @app.post("/api/flags/{flag_key}/restore", tags=["admin"])
     def restore(flag_key: str, body: EnvActionIn, st: State, key: Admin) -> Response:
-        flag = control.restore(st.store, flag_key, body.environment, actor(key), body.reason)
+        st.log.flush()
+        forced = release.check_restore(st.store, flag_key, body.environment, body.force, key.can_force)
+        if forced and not body.reason:
+            raise ValidationError.at("reason", "a forced action needs a reason")
+        before = control.get_flag(st.store, flag_key).version
+        reason = ("forced: " if forced else "") + body.reason if body.reason else body.reason
+        flag = control.restore(st.store, flag_key, body.environment, actor(key), reason)
         st.invalidate()
+        if flag.version == before:
+            return _msgspec_response({"unchanged": True, "flag": flag})
         return _msgspec_response(flag)
 
     @app.post("/api/flags/{flag_key}/archive", tags=["admin"])
@@ -316,10 +360,83 @@ def create_app(settings: Settings) -> FastAPI:
         served: bool = False,
         bayes: bool = False,
     ) -> dict[str, Any]:
-        """The readout (docs/readout.md): data quality, phases, then each metric vs control."""
+        """The readout (docs/readout.md): the recommendation first, then data quality, phases and
+        each metric vs control."""
         st.log.flush()
         options = ReadoutOptions(segment=segment, phase=phase, served=served, bayes=bayes)
-        return analysis.report(st.store, flag_key, environment, metric, options)
+        return release.report(st.store, flag_key, environment, metric, options)
+
+    # -- admin: plans and decisions --------------------------------------------------------
+
+    plan_body = {"requestBody": {"required": True, "content": {"application/json": _schema(Plan)}}}
+
+    @app.get("/api/flags/{flag_key}/plans/{environment}", tags=["admin"])
+    def get_plan(flag_key: str, environment: str, st: State, key: Admin) -> Response:
+        """The flag's measurement plan in `environment` (404 when it has none: defaults apply)."""
+        control.get_flag(st.store, flag_key)
+        plan = st.store.get_plan(flag_key, environment)
+        if plan is None:
+            raise NotFoundError(f"flag {flag_key!r} has no plan in {environment!r}; the defaults apply")
+        return _msgspec_response(plan)
+
+    @app.put("/api/flags/{flag_key}/plans/{environment}", tags=["admin"], openapi_extra=plan_body)
+    def put_plan(
+        flag_key: str, environment: str, st: State, key: Admin, doc: Annotated[dict[str, Any], Body()]
+    ) -> Response:
+        """Create (no `version`) or replace (the `version` you read) a measurement plan."""
+        for field, value in (("flag_key", flag_key), ("environment", environment)):
+            if doc.get(field, value) != value:
+                raise ValidationError.at(field, f"is {doc.get(field)!r}; the URL names {value!r}")
+        version = doc.get("version")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            raise ValidationError.at("version", "must be an integer")
+        plan = release.save_plan(
+            st.store,
+            {**doc, "flag_key": flag_key, "environment": environment, "version": 0},
+            version or None,
+            actor(key),
+        )
+        return _msgspec_response(plan)
+
+    @app.get("/api/flags/{flag_key}/recommendation", tags=["admin"])
+    def recommendation(
+        flag_key: str,
+        st: State,
+        key: Admin,
+        environment: Annotated[str, Query(max_length=100)] = "production",
+    ) -> dict[str, Any]:
+        """What to do next and why, from a fresh readout and the plan."""
+        st.log.flush()
+        return release.judge(st.store, flag_key, environment).recommendation.to_json()
+
+    @app.post("/api/flags/{flag_key}/decisions", tags=["admin"], status_code=201)
+    def make_decision(flag_key: str, body: DecisionIn, st: State, key: Admin) -> dict[str, Any]:
+        """Apply a decision and record it with its evidence; 409 when it goes against the plan
+        unless forced by a key allowed to force."""
+        st.log.flush()
+        decision = release.decide_action(
+            st.store, flag_key, body.environment, body.action, actor(key), body.reason,
+            force=body.force, can_force=key.can_force, percent=body.percent,
+        )  # fmt: skip
+        st.invalidate()
+        return {
+            "decision_id": decision.decision_id,
+            "state": decision.state,
+            "forced": decision.forced,
+            "flag_version": decision.flag_version,
+            "rollout_after": decision.rollout_after,
+            "recommendation": decision.recommendation,
+            "hash": decision.hash,
+        }
+
+    @app.get("/api/flags/{flag_key}/decisions", tags=["admin"])
+    def list_decisions(flag_key: str, st: State, key: Admin) -> list[dict[str, Any]]:
+        return release.decisions(st.store, flag_key)
+
+    @app.post("/api/decisions/{decision_id}/replay", tags=["admin"])
+    def replay_decision(decision_id: str, st: State, key: Admin) -> dict[str, Any]:
+        """Re-run a decision's SQL on the data now; `matches` when its figures are unchanged."""
+        return release.replay(st.store, decision_id)
 
     @app.get("/api/flags/{flag_key}/sql", tags=["admin"])
     def readout_sql(
@@ -384,8 +501,11 @@ def create_app(settings: Settings) -> FastAPI:
     def apply(body: ApplyIn, st: State, key: Admin) -> list[dict[str, Any]]:
         results = control.apply_metrics(st.store, body.metrics, dry_run=body.dry_run)
         results += control.apply(st.store, body.flags, actor(key), dry_run=body.dry_run, reason=body.reason)
+        planned = release.apply_plans(st.store, body.plans, actor(key), dry_run=body.dry_run)
         st.invalidate()
-        return [{"key": r.key, "action": r.action, "version": r.version, "diff": r.diff} for r in results]
+        return [{"key": r.key, "action": r.action, "version": r.version, "diff": r.diff} for r in results] + [
+            {"key": p.key, "action": p.action, "version": p.version, "diff": ""} for p in planned
+        ]
 
     # -- admin: segments ------------------------------------------------------------------
 
@@ -429,7 +549,11 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/api/keys", tags=["admin"], status_code=201)
     def create_key(body: ApiKeyIn, st: State, key: Admin) -> dict[str, Any]:
         """The plaintext key is in this response only; the server keeps its hash."""
-        plaintext, created = control.create_api_key(st.store, body.kind, body.name, body.environment)
+        if body.can_force and not key.can_force:
+            raise ForbiddenError("only a key allowed to force may create one")
+        plaintext, created = control.create_api_key(
+            st.store, body.kind, body.name, body.environment, can_force=body.can_force
+        )
         return {
             "id": created.id,
             "kind": created.kind,

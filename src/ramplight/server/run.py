@@ -34,7 +34,7 @@ def bootstrap(settings: Settings) -> str | None:
         control.ensure_default_environments(store)
         if any(k.kind == "admin" and k.revoked_at is None for k in store.list_api_keys()):
             return None
-        plaintext, _ = control.create_api_key(store, "admin", "first admin key")
+        plaintext, _ = control.create_api_key(store, "admin", "first admin key", can_force=True)
         return plaintext
     finally:
         store.close()

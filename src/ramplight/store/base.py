@@ -8,10 +8,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from ramplight.core.audit import FlagChange
+from ramplight.core.audit import Decision, FlagChange
 from ramplight.core.errors import ValidationError
 from ramplight.core.flags import Flag, Segment
 from ramplight.core.metrics import Metric
+from ramplight.core.plan import Plan
 from ramplight.core.usersql import CONTROL_TABLES, EVIDENCE_TABLES
 
 EvidenceKind = Literal["exposures", "events", "evals"]
@@ -36,6 +37,8 @@ class ApiKey:
     key_hash: str
     created_at: datetime
     revoked_at: datetime | None = None
+    can_force: bool = False
+    """May act against the measurement plan (recorded as forced)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,20 @@ class Store(Protocol):
     def flag_changes(self, flag_key: str | None = None) -> list[FlagChange]: ...
     def list_metrics(self) -> list[Metric]: ...
     def save_metric(self, metric: Metric, expected_version: int | None) -> None: ...
+    def get_plan(self, flag_key: str, environment: str) -> Plan | None: ...
+    def list_plans(self) -> list[Plan]: ...
+    def save_plan(self, plan: Plan, expected_version: int | None, change: FlagChange) -> None: ...
+    def record_decision(
+        self,
+        decision: Decision,
+        flag: Flag | None,
+        expected_version: int | None,
+        changes: Sequence[FlagChange],
+    ) -> Decision:
+        """The decision row, and the flag write with its changes when it acts, in one transaction."""
+        ...
+
+    def decisions(self, flag_key: str | None = None) -> list[Decision]: ...
     def create_api_key(self, key: ApiKey) -> None: ...
     def find_api_key(self, key_hash: str) -> ApiKey | None: ...
     def list_api_keys(self) -> list[ApiKey]: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import threading
@@ -16,10 +17,11 @@ from typing import Any, Literal
 import duckdb
 import msgspec
 
-from ramplight.core.audit import GENESIS_HASH, FlagChange, change_hash
+from ramplight.core.audit import GENESIS_HASH, Decision, FlagChange, change_hash, decision_hash
 from ramplight.core.errors import ConflictError, QueryError, StoreError
 from ramplight.core.flags import Flag, Segment
 from ramplight.core.metrics import Metric
+from ramplight.core.plan import Plan
 from ramplight.store.base import ApiKey, Environment, EvidenceKind, SqlSandbox
 
 # Column types of the NDJSON log segments, per table (the loader's schema).
@@ -79,6 +81,7 @@ EVIDENCE_COLUMNS: dict[EvidenceKind, dict[str, str]] = {
 _flag_decoder = msgspec.json.Decoder(Flag)
 _segment_decoder = msgspec.json.Decoder(Segment)
 _metric_decoder = msgspec.json.Decoder(Metric)
+_plan_decoder = msgspec.json.Decoder(Plan)
 _json = msgspec.json.Encoder()
 
 
@@ -95,6 +98,14 @@ def migrations() -> list[tuple[int, str, str]]:
             version = int(entry.name.split("_", 1)[0])
             found.append((version, entry.name, entry.read_text()))
     return sorted(found)
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else _json.encode(value).decode()
+
+
+def _decode_or_none(value: str | None) -> Any:
+    return None if value is None else msgspec.json.decode(value)
 
 
 def _sql_string(value: str) -> str:
@@ -307,31 +318,34 @@ class DuckDBStore:
 
     def save_flag(self, flag: Flag, expected_version: int | None, changes: Sequence[FlagChange]) -> None:
         """Compare-and-set on `version`; the flag and its changes commit together or not at all."""
-        now = datetime.now(UTC)
         with self._transaction() as cur:
-            row = cur.execute("SELECT version FROM flags WHERE key = ?", [flag.key]).fetchone()
-            current = row[0] if row else None
-            if current != expected_version:
-                if expected_version is None:
-                    raise ConflictError(f"flag {flag.key!r} already exists (version {current})")
-                if current is None:
-                    raise ConflictError(f"flag {flag.key!r} does not exist")
-                raise ConflictError(
-                    f"flag {flag.key!r} is at version {current}, not {expected_version}: "
-                    "someone else changed it; reload and retry"
-                )
-            doc = _json.encode(flag).decode()
-            if current is None:
-                cur.execute(
-                    "INSERT INTO flags VALUES (?, ?, ?, ?, ?, ?)",
-                    [flag.key, flag.version, flag.archived, doc, now, now],
-                )
-            else:
-                cur.execute(
-                    "UPDATE flags SET version = ?, archived = ?, doc = ?, updated_at = ? WHERE key = ?",
-                    [flag.version, flag.archived, doc, now, flag.key],
-                )
+            self._write_flag(cur, flag, expected_version)
             self._append_changes(cur, changes)
+
+    def _write_flag(self, cur: duckdb.DuckDBPyConnection, flag: Flag, expected_version: int | None) -> None:
+        now = datetime.now(UTC)
+        row = cur.execute("SELECT version FROM flags WHERE key = ?", [flag.key]).fetchone()
+        current = row[0] if row else None
+        if current != expected_version:
+            if expected_version is None:
+                raise ConflictError(f"flag {flag.key!r} already exists (version {current})")
+            if current is None:
+                raise ConflictError(f"flag {flag.key!r} does not exist")
+            raise ConflictError(
+                f"flag {flag.key!r} is at version {current}, not {expected_version}: "
+                "someone else changed it; reload and retry"
+            )
+        doc = _json.encode(flag).decode()
+        if current is None:
+            cur.execute(
+                "INSERT INTO flags VALUES (?, ?, ?, ?, ?, ?)",
+                [flag.key, flag.version, flag.archived, doc, now, now],
+            )
+        else:
+            cur.execute(
+                "UPDATE flags SET version = ?, archived = ?, doc = ?, updated_at = ? WHERE key = ?",
+                [flag.version, flag.archived, doc, now, flag.key],
+            )
 
     def _append_changes(self, cur: duckdb.DuckDBPyConnection, changes: Sequence[FlagChange]) -> None:
         last = cur.execute("SELECT seq, hash FROM flag_changes ORDER BY seq DESC LIMIT 1").fetchone()
@@ -419,10 +433,123 @@ class DuckDBStore:
                 [metric.key, metric.version, _json.encode(metric).decode(), now],
             )
 
+    def get_plan(self, flag_key: str, environment: str) -> Plan | None:
+        row = (
+            self._cursor()
+            .execute("SELECT doc FROM plans WHERE flag_key = ? AND environment = ?", [flag_key, environment])
+            .fetchone()
+        )
+        return _plan_decoder.decode(row[0]) if row else None
+
+    def list_plans(self) -> list[Plan]:
+        rows = self.query("SELECT doc FROM plans ORDER BY flag_key, environment")
+        return [_plan_decoder.decode(r[0]) for r in rows]
+
+    def save_plan(self, plan: Plan, expected_version: int | None, change: FlagChange) -> None:
+        """Compare-and-set on the plan's version; its change row commits with it."""
+        with self._transaction() as cur:
+            row = cur.execute(
+                "SELECT version FROM plans WHERE flag_key = ? AND environment = ?",
+                [plan.flag_key, plan.environment],
+            ).fetchone()
+            current = row[0] if row else None
+            if current != expected_version:
+                raise ConflictError(
+                    f"the plan for {plan.flag_key!r} in {plan.environment!r} is at version {current}, "
+                    f"not {expected_version}: someone else changed it; reload and retry"
+                )
+            cur.execute(
+                "DELETE FROM plans WHERE flag_key = ? AND environment = ?", [plan.flag_key, plan.environment]
+            )
+            cur.execute(
+                "INSERT INTO plans VALUES (?, ?, ?, ?, ?)",
+                [
+                    plan.flag_key,
+                    plan.environment,
+                    plan.version,
+                    _json.encode(plan).decode(),
+                    datetime.now(UTC),
+                ],
+            )
+            self._append_changes(cur, [change])
+
+    def record_decision(
+        self,
+        decision: Decision,
+        flag: Flag | None,
+        expected_version: int | None,
+        changes: Sequence[FlagChange],
+    ) -> Decision:
+        with self._transaction() as cur:
+            if flag is not None:
+                self._write_flag(cur, flag, expected_version)
+                self._append_changes(cur, changes)
+            last = cur.execute("SELECT seq, hash FROM decisions ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, prev = (last[0], last[1]) if last else (0, GENESIS_HASH)
+            digest = decision_hash(decision, prev)
+            cur.execute(
+                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    decision.decision_id,
+                    seq + 1,
+                    decision.ts,
+                    decision.environment,
+                    decision.flag_key,
+                    decision.state,
+                    decision.actor,
+                    decision.forced,
+                    decision.reason,
+                    _json_or_none(decision.recommendation),
+                    _json_or_none(decision.evidence),
+                    decision.sql,
+                    decision.fingerprint,
+                    decision.flag_version,
+                    _json_or_none(decision.rollout_before),
+                    _json_or_none(decision.rollout_after),
+                    prev,
+                    digest,
+                ],
+            )
+        return dataclasses.replace(decision, prev_hash=prev, hash=digest)
+
+    def decisions(self, flag_key: str | None = None) -> list[Decision]:
+        sql = (
+            "SELECT decision_id, ts, environment, flag_key, state, actor, forced, reason, recommendation,"
+            " evidence, sql, fingerprint, flag_version, rollout_before, rollout_after, prev_hash, hash"
+            " FROM decisions"
+        )
+        params: list[Any] = []
+        if flag_key is not None:
+            sql += " WHERE flag_key = ?"
+            params.append(flag_key)
+        rows = self.query(sql + " ORDER BY seq", params)
+        return [
+            Decision(
+                decision_id=r[0],
+                ts=r[1],
+                environment=r[2],
+                flag_key=r[3],
+                state=r[4],
+                actor=r[5],
+                forced=r[6],
+                reason=r[7],
+                recommendation=_decode_or_none(r[8]),
+                evidence=_decode_or_none(r[9]),
+                sql=r[10],
+                fingerprint=r[11],
+                flag_version=r[12],
+                rollout_before=_decode_or_none(r[13]),
+                rollout_after=_decode_or_none(r[14]),
+                prev_hash=r[15],
+                hash=r[16],
+            )
+            for r in rows
+        ]
+
     def create_api_key(self, key: ApiKey) -> None:
         with self._transaction() as cur:
             cur.execute(
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     key.id,
                     key.kind,
@@ -432,12 +559,13 @@ class DuckDBStore:
                     key.key_hash,
                     key.created_at,
                     key.revoked_at,
+                    key.can_force,
                 ],
             )
 
     def _api_keys(self, where: str, params: Sequence[Any]) -> list[ApiKey]:
         rows = self.query(
-            "SELECT id, kind, environment, name, prefix, key_hash, created_at, revoked_at"
+            "SELECT id, kind, environment, name, prefix, key_hash, created_at, revoked_at, can_force"
             f" FROM api_keys {where} ORDER BY created_at, id",
             params,
         )

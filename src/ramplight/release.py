@@ -1,0 +1,497 @@
+"""Release use cases: measurement plans, recommendations, decisions that act, and the checks that
+refuse a ramp against the plan. Pure judgement lives in `core.decision`; this module reads the
+store and the readout, and writes a decision with its flag change in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgspec
+
+from ramplight import control
+from ramplight.analysis import service as analysis
+from ramplight.analysis.readout import ReadoutOptions
+from ramplight.core.audit import Decision, FlagChange
+from ramplight.core.decision import Recommendation, ReleaseState, decide, evidence_from_readout, stage_index
+from ramplight.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
+from ramplight.core.flags import Flag, Rollout
+from ramplight.core.plan import Plan, Verdict, check_plan, convert_plan, default_plan
+from ramplight.store.base import Store
+
+Clock = Callable[[], datetime]
+ACTIONS: tuple[Verdict, ...] = ("expand", "rollback", "pause", "promote", "cleanup", "continue")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- plans ------------------------------------------------------------------------------------
+
+
+def save_plan(
+    store: Store,
+    doc: Mapping[str, Any],
+    expected_version: int | None,
+    actor: str,
+    reason: str | None = None,
+    clock: Clock = utcnow,
+) -> Plan:
+    """Create (expected_version None) or replace a flag's plan in one environment; the change is
+    written to `flag_changes` (action `plan`) in the same transaction."""
+    plan = convert_plan(doc)
+    flag = control.get_flag(store, plan.flag_key)
+    if plan.environment not in flag.environments:
+        raise ValidationError.at(
+            "environment", f"flag {flag.key!r} is not configured in {plan.environment!r}"
+        )
+    env = flag.environments[plan.environment]
+    check_plan(plan, {m.key: m for m in store.list_metrics()}, flag.variation_keys(), env.default_variation)
+    previous = store.get_plan(plan.flag_key, plan.environment)
+    plan = msgspec.structs.replace(plan, version=(expected_version or 0) + 1)
+    change = FlagChange(
+        change_id=uuid.uuid4().hex,
+        ts=clock(),
+        environment=plan.environment,
+        flag_key=plan.flag_key,
+        version=plan.version,
+        actor=actor,
+        action="plan",
+        before=msgspec.to_builtins(previous) if previous is not None else None,
+        after=msgspec.to_builtins(plan),
+        reason=reason,
+    )
+    store.save_plan(plan, expected_version, change)
+    return plan
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedPlan:
+    key: str
+    action: Literal["create", "update", "unchanged"]
+    version: int | None
+
+
+def apply_plans(
+    store: Store, docs: Iterable[Mapping[str, Any]], actor: str, dry_run: bool = False
+) -> list[PlannedPlan]:
+    """Make stored plans match the documents (idempotent)."""
+    out = []
+    for i, doc in enumerate(docs):
+        try:
+            plan = convert_plan(doc)
+        except ValidationError as exc:
+            raise ValidationError(f"plans[{i}]: {exc.message}", exc.problems) from exc
+        key = f"{plan.flag_key}@{plan.environment}"
+        previous = store.get_plan(plan.flag_key, plan.environment)
+        if previous is not None and msgspec.structs.replace(previous, version=0) == plan:
+            out.append(PlannedPlan(key, "unchanged", previous.version))
+            continue
+        version = previous.version if previous is not None else None
+        if not dry_run:
+            version = save_plan(store, msgspec.to_builtins(plan), version, actor).version
+        out.append(PlannedPlan(key, "create" if previous is None else "update", version))
+    return out
+
+
+def plan_for(store: Store, flag: Flag, environment: str) -> tuple[Plan, Literal["plan", "default"]]:
+    stored = store.get_plan(flag.key, environment)
+    if stored is not None:
+        return stored, "plan"
+    return default_plan(flag.key, environment, store.list_metrics()), "default"
+
+
+# -- state and recommendation -------------------------------------------------------------------
+
+
+def candidate_of(flag: Flag, environment: str, plan: Plan) -> str | None:
+    """The variation being released: the plan's, else the one non-default variation that has
+    weight (or the only non-default, non-off variation)."""
+    if plan.candidate is not None:
+        return plan.candidate
+    env = flag.environments[environment]
+    weights = env.rollout.weights if env.rollout else {}
+    others = [v for v in flag.variation_keys() if v != env.default_variation]
+    weighted = [v for v in others if weights.get(v, 0) > 0]
+    if len(weighted) == 1:
+        return weighted[0]
+    plain = [v for v in others if v != env.off_variation]
+    return plain[0] if len(plain) == 1 else (weighted[0] if weighted else None)
+
+
+def release_state(store: Store, flag: Flag, environment: str, plan: Plan) -> ReleaseState:
+    env = flag.environments[environment]
+    candidate = candidate_of(flag, environment, plan)
+    weights = env.rollout.weights if env.rollout else {env.default_variation: 100.0}
+    acted = [d for d in store.decisions(flag.key) if d.environment == environment and d.state != "continue"]
+    last = acted[-1] if acted else None
+    return ReleaseState(
+        control=env.default_variation,
+        candidate=candidate,
+        candidate_percent=weights.get(candidate, 0.0) if candidate else 0.0,
+        enabled=env.enabled,
+        archived=flag.archived,
+        paused=env.paused,
+        last_decision=last.state if last else None,
+        last_decision_at=last.ts if last else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    flag: Flag
+    plan: Plan
+    plan_source: Literal["plan", "default"]
+    state: ReleaseState
+    readout: dict[str, Any]
+    recommendation: Recommendation
+
+
+def _plan_metric_keys(plan: Plan) -> list[str]:
+    return list(dict.fromkeys([g.metric for g in plan.goals] + [g.metric for g in plan.guardrails]))
+
+
+def judge(
+    store: Store,
+    flag_key: str,
+    environment: str,
+    metric_keys: list[str] | None = None,
+    options: ReadoutOptions | None = None,
+    now: datetime | None = None,
+    state_override: Callable[[ReleaseState], ReleaseState] | None = None,
+) -> Judgement:
+    """Readout and recommendation together; the readout covers the plan's metrics too."""
+    flag = control.get_flag(store, flag_key)
+    if environment not in flag.environments:
+        raise NotFoundError(f"flag {flag_key!r} is not configured in environment {environment!r}")
+    plan, source = plan_for(store, flag, environment)
+    keys = None if not metric_keys else list(dict.fromkeys([*metric_keys, *_plan_metric_keys(plan)]))
+    options = options or ReadoutOptions(alpha=plan.alpha)
+    readout = analysis.report(store, flag_key, environment, keys, options)
+    state = release_state(store, flag, environment, plan)
+    if state_override is not None:
+        state = state_override(state)
+    evidence = evidence_from_readout(readout, state.candidate)
+    moment = now or datetime.fromisoformat(readout["generated_at"])
+    recommendation = decide(plan, evidence, state, moment, source)
+    return Judgement(flag, plan, source, state, readout, recommendation)
+
+
+def report(
+    store: Store,
+    flag_key: str,
+    environment: str,
+    metric_keys: list[str] | None = None,
+    options: ReadoutOptions | None = None,
+) -> dict[str, Any]:
+    """The readout, starting with the recommendation."""
+    j = judge(store, flag_key, environment, metric_keys, options)
+    return {"recommendation": j.recommendation.to_json(), "plan": _plan_summary(j), **j.readout}
+
+
+def _plan_summary(j: Judgement) -> dict[str, Any]:
+    stages = j.plan.effective_stages()
+    at = stage_index(stages, j.state.candidate_percent)
+    return {
+        "source": j.plan_source,
+        "version": j.plan.version,
+        "candidate": j.state.candidate,
+        "candidate_percent": j.state.candidate_percent,
+        "stages": [s.percent for s in stages],
+        "stage": at,
+        "paused": j.state.paused,
+        "safety": j.plan.safety,
+        "guardian": msgspec.to_builtins(j.plan.guardian),
+    }
+
+
+# -- acting ------------------------------------------------------------------------------------
+
+
+def fingerprint(readout: Mapping[str, Any], flag: Flag) -> str:
+    """What the evidence was: the flag version and the readout's figures. A guardian never acts
+    twice on the same fingerprint."""
+    quality = readout.get("data_quality") or {}
+    body = msgspec.json.encode(
+        {
+            "flag_version": flag.version,
+            "units": [p.get("units") for p in readout.get("phases", [])],
+            "events": quality.get("events"),
+            "metrics": [
+                [m.get("key"), [v.get("units", v.get("events")) for v in m.get("variations", [])]]
+                for m in readout.get("metrics", [])
+            ],
+        }
+    )
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
+def _weights(flag: Flag, environment: str) -> dict[str, float]:
+    env = flag.environments[environment]
+    return dict(env.rollout.weights) if env.rollout else {env.default_variation: 100.0}
+
+
+def _with_env(flag: Flag, environment: str, **changes: Any) -> Flag:
+    envs = dict(flag.environments)
+    envs[environment] = msgspec.structs.replace(envs[environment], **changes)
+    return msgspec.structs.replace(flag, environments=envs)
+
+
+def _acted_flag(
+    flag: Flag, environment: str, action: Verdict, j: Judgement, percent: float | None
+) -> Flag | None:
+    """The flag after `action` (None: the action changes no flag state)."""
+    state = j.state
+    env = flag.environments[environment]
+    if action == "continue":
+        return None
+    candidate = state.candidate
+    if action in ("expand", "rollback", "promote") and candidate is None:
+        raise ValidationError.at("candidate", "no candidate variation to act on; name it in the plan")
+    assert candidate is not None or action in ("pause", "cleanup")
+    if action == "expand":
+        assert candidate is not None
+        target = percent if percent is not None else j.recommendation.next_percent
+        if target is None:
+            stages = j.plan.effective_stages()
+            at = stage_index(stages, state.candidate_percent)
+            following = stages[0] if at is None else (stages[at + 1] if at + 1 < len(stages) else None)
+            if following is None:
+                raise ConflictError("the ramp is at its final stage: promote instead of expanding")
+            target = following.percent
+        weights = control.ramp_weights(_weights(flag, environment), candidate, target, env.default_variation)
+        return _with_env(flag, environment, rollout=Rollout(weights=weights), paused=False)
+    if action == "rollback":
+        weights = {v: (100.0 if v == env.default_variation else 0.0) for v in _weights(flag, environment)}
+        weights.setdefault(env.default_variation, 100.0)
+        return _with_env(flag, environment, rollout=Rollout(weights=weights), paused=False)
+    if action == "pause":
+        return _with_env(flag, environment, paused=True)
+    if action == "promote":
+        assert candidate is not None
+        weights = {v: (100.0 if v == candidate else 0.0) for v in _weights(flag, environment)}
+        weights[candidate] = 100.0
+        return _with_env(
+            flag, environment, default_variation=candidate, rollout=Rollout(weights=weights), paused=False
+        )
+    return msgspec.structs.replace(flag, archived=True)
+
+
+_CHANGE_ACTION: dict[str, Any] = {
+    "expand": "expand",
+    "rollback": "rollback",
+    "pause": "pause",
+    "promote": "promote",
+    "cleanup": "archive",
+}
+
+
+def refusal(action: Verdict, j: Judgement) -> str | None:
+    """Why `action` goes against the plan now (None: it does not)."""
+    rec = j.recommendation
+    blockers = list(rec.blockers)
+    if j.plan_source == "default":
+        # Without a plan, only safety blocks: breached guardrails, failed gates, a pause.
+        blockers = [b for b in blockers if not b.code.startswith("stage") and b.code != "stale_readout"]
+    if action == "expand" and blockers:
+        return "; ".join(b.message for b in blockers)
+    if action == "promote":
+        if blockers:
+            return "; ".join(b.message for b in blockers)
+        stages = j.plan.effective_stages()
+        if j.plan_source == "plan" and stage_index(stages, j.state.candidate_percent) != len(stages) - 1:
+            return f"promote skips stages: the candidate serves {j.state.candidate_percent:g} %, the plan ends at {stages[-1].percent:g} %"
+    if action == "cleanup" and j.state.last_decision not in ("promote", "rollback"):
+        return "clean up follows a promote or a rollback decision; none is recorded"
+    return None
+
+
+def decide_action(
+    store: Store,
+    flag_key: str,
+    environment: str,
+    action: str,
+    actor: str,
+    reason: str | None = None,
+    force: bool = False,
+    can_force: bool = False,
+    percent: float | None = None,
+    clock: Clock = utcnow,
+    judgement: Judgement | None = None,
+) -> Decision:
+    """Apply `action`, recording the decision, the recommendation at that moment, the readout it
+    was made on and its SQL, with the flag change, in one transaction. 409 when the action goes
+    against the plan, unless forced by a key allowed to force."""
+    if action not in ACTIONS:
+        raise ValidationError.at("action", f"one of {', '.join(ACTIONS)}")
+    verdict: Verdict = action
+    j = judgement or judge(store, flag_key, environment)
+    refused = refusal(verdict, j)
+    forced = False
+    if refused is not None:
+        if not force:
+            raise ConflictError(
+                f"{action} refused: {refused} (a key allowed to force may override with a reason)"
+            )
+        if not can_force:
+            raise ForbiddenError("this key may not force an action against the plan")
+        if not reason:
+            raise ValidationError.at("reason", "a forced action needs a reason")
+        forced = True
+    flag = j.flag
+    acted = _acted_flag(flag, environment, verdict, j, percent)
+    changes: list[FlagChange] = []
+    if acted is not None:
+        if acted == flag:
+            raise ConflictError(f"{action} changes nothing: the flag is already in that state (unchanged)")
+        acted = msgspec.structs.replace(acted, version=flag.version + 1)
+        loser = None
+        if verdict == "cleanup":
+            loser = j.state.control if j.state.last_decision == "promote" else j.state.candidate
+        text = reason or j.recommendation.sentence
+        if loser:
+            text = f"{text} (losing branch: {loser})"
+        changes.append(
+            FlagChange(
+                change_id=uuid.uuid4().hex,
+                ts=clock(),
+                environment=environment if verdict != "cleanup" else None,
+                flag_key=flag.key,
+                version=acted.version,
+                actor=actor,
+                action=_CHANGE_ACTION[verdict],
+                before=msgspec.to_builtins(flag),
+                after=msgspec.to_builtins(acted),
+                reason=("forced: " if forced else "") + text,
+            )
+        )
+    readout = j.readout
+    statistics = _sufficient_statistics(store, readout.get("sql"))
+    decision = Decision(
+        decision_id=uuid.uuid4().hex,
+        ts=clock(),
+        environment=environment,
+        flag_key=flag.key,
+        state=verdict,
+        actor=actor,
+        forced=forced,
+        reason=reason,
+        recommendation=j.recommendation.to_json(),
+        evidence={**{k: v for k, v in readout.items() if k != "sql"}, "sufficient_statistics": statistics},
+        sql=readout.get("sql"),
+        fingerprint=fingerprint(readout, flag),
+        flag_version=flag.version,
+        rollout_before=msgspec.to_builtins(flag.environments[environment]),
+        rollout_after=msgspec.to_builtins(acted.environments[environment]) if acted is not None else None,
+    )
+    return store.record_decision(decision, acted, flag.version if acted is not None else None, changes)
+
+
+def check_growth(
+    store: Store,
+    flag_key: str,
+    environment: str,
+    variation: str,
+    percent: float,
+    force: bool,
+    can_force: bool,
+) -> bool:
+    """Refuse (409) a ramp that grows the candidate against the plan; True when it was forced."""
+    flag = control.get_flag(store, flag_key)
+    if environment not in flag.environments:
+        return False
+    plan, _ = plan_for(store, flag, environment)
+    candidate = candidate_of(flag, environment, plan)
+    env = flag.environments[environment]
+    if variation != candidate or variation == env.default_variation:
+        return False
+    if percent <= _weights(flag, environment).get(variation, 0.0):
+        return False  # shrinking the candidate is always allowed
+    j = judge(store, flag_key, environment)
+    refused = refusal("expand", j)
+    if refused is None:
+        return False
+    if not force:
+        raise ConflictError(f"ramp refused: {refused} (a key allowed to force may override with a reason)")
+    if not can_force:
+        raise ForbiddenError("this key may not force an action against the plan")
+    return True
+
+
+def check_restore(store: Store, flag_key: str, environment: str, force: bool, can_force: bool) -> bool:
+    """Refuse (409) restoring a killed flag while a guardrail is breached or a gate fails."""
+    flag = control.get_flag(store, flag_key)
+    if environment not in flag.environments or flag.environments[environment].enabled:
+        return False
+    j = judge(store, flag_key, environment, state_override=lambda s: replace(s, enabled=True))
+    if j.recommendation.action not in ("rollback", "pause"):
+        return False
+    if not force:
+        raise ConflictError(
+            f"restore refused: {j.recommendation.sentence} (a key allowed to force may override with a reason)"
+        )
+    if not can_force:
+        raise ForbiddenError("this key may not force an action against the plan")
+    return True
+
+
+def decisions(store: Store, flag_key: str) -> list[dict[str, Any]]:
+    control.get_flag(store, flag_key)
+    return [
+        {
+            "decision_id": d.decision_id,
+            "ts": d.ts.isoformat(),
+            "environment": d.environment,
+            "state": d.state,
+            "actor": d.actor,
+            "forced": d.forced,
+            "reason": d.reason,
+            "recommendation": d.recommendation,
+            "flag_version": d.flag_version,
+            "fingerprint": d.fingerprint,
+            "sql": d.sql,
+            "hash": d.hash,
+        }
+        for d in store.decisions(flag_key)
+    ]
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return float(value) if type(value).__name__ == "Decimal" else value
+
+
+def _sufficient_statistics(store: Store, sql: str | None) -> dict[str, Any] | None:
+    """The rows the decision's SQL returns now, and their digest: what a replay compares."""
+    if not sql:
+        return None
+    names, rows = store.read(sql.rstrip().rstrip(";"), timeout_s=store.sandbox.timeout_s)
+    plain = [[_plain_value(v) for v in row] for row in rows]
+    digest = hashlib.sha256(msgspec.json.encode([names, plain])).hexdigest()
+    return {"columns": names, "rows": plain, "sha256": digest}
+
+
+def replay(store: Store, decision_id: str) -> dict[str, Any]:
+    """Re-run a recorded decision's SQL on the data now: `matches` when the figures are the same."""
+    found = [d for d in store.decisions() if d.decision_id == decision_id]
+    if not found:
+        raise NotFoundError(f"no decision {decision_id!r}")
+    decision = found[0]
+    recorded = (decision.evidence or {}).get("sufficient_statistics")
+    if not decision.sql or not recorded:
+        raise ValidationError.at("decision", "it was made without metric definitions; nothing to replay")
+    now = _sufficient_statistics(store, decision.sql)
+    assert now is not None
+    return {
+        "decision_id": decision_id,
+        "matches": now["sha256"] == recorded["sha256"],
+        "recorded_sha256": recorded["sha256"],
+        "replayed_sha256": now["sha256"],
+        "rows": len(now["rows"]),
+    }
