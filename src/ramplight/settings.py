@@ -13,6 +13,8 @@
 | RAMPLIGHT_FSYNC | 1 | 0 turns off fsync of the ingestion log (tests, never production) |
 | RAMPLIGHT_SQL_TABLES | (unset) | comma-separated tables of yours that SQL metrics may read, beside the evidence tables |
 | RAMPLIGHT_SQL_TIMEOUT | 30 | seconds a query with user-written SQL may run before it is stopped |
+| RAMPLIGHT_GUARDIAN_INTERVAL | 30 | seconds between the guardian's checks of every plan (0: no guardian) |
+| RAMPLIGHT_WEBHOOKS | (unset) | comma-separated URLs that receive each guardian decision as JSON |
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Settings:
     fsync: bool = True
     sql_tables: frozenset[str] = frozenset()
     sql_timeout: float = 30.0
+    guardian_interval: float = 30.0
+    webhooks: tuple[str, ...] = ()
 
     @property
     def log_dir(self) -> Path:
@@ -68,4 +72,6 @@ class Settings:
                 t.strip().lower() for t in env.get("RAMPLIGHT_SQL_TABLES", "").split(",") if t.strip()
             ),
             sql_timeout=float(env.get("RAMPLIGHT_SQL_TIMEOUT", "30")),
+            guardian_interval=float(env.get("RAMPLIGHT_GUARDIAN_INTERVAL", "30")),
+            webhooks=tuple(u.strip() for u in env.get("RAMPLIGHT_WEBHOOKS", "").split(",") if u.strip()),
         )

@@ -35,6 +35,7 @@ from ramplight.core.errors import (
 from ramplight.core.flags import Flag, Segment
 from ramplight.core.metrics import Metric
 from ramplight.core.plan import Plan
+from ramplight.server.guardian import GuardianThread, Webhooks
 from ramplight.server.state import ServerState
 from ramplight.settings import Settings
 from ramplight.store import open_store
@@ -199,10 +200,18 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings)
         ingest_log = IngestLog(settings.log_dir, store, fsync=settings.fsync)
-        app.state.ramplight = ServerState(settings, store, ingest_log)
+        state = ServerState(settings, store, ingest_log)
+        app.state.ramplight = state
+        guardian = GuardianThread(
+            store, settings.guardian_interval, ingest_log.flush, Webhooks(settings.webhooks), state.invalidate
+        )
+        state.guardian = guardian
+        if settings.guardian_interval > 0:
+            guardian.start()
         try:
             yield
         finally:
+            guardian.close()
             ingest_log.close()
             store.close()
 
@@ -428,6 +437,15 @@ def create_app(settings: Settings) -> FastAPI:
             "recommendation": decision.recommendation,
             "hash": decision.hash,
         }
+
+    @app.post("/api/guardian/check", tags=["admin"])
+    def guardian_check(st: State, key: Admin) -> list[dict[str, Any]]:
+        """Run the guardian's check of every plan now (it also runs on its interval)."""
+        return [
+            {"flag_key": o.flag_key, "environment": o.environment, "recommendation": o.recommendation,
+             "acted": o.acted, "note": o.note}
+            for o in st.guardian.check_now()
+        ]  # fmt: skip
 
     @app.get("/api/flags/{flag_key}/decisions", tags=["admin"])
     def list_decisions(flag_key: str, st: State, key: Admin) -> list[dict[str, Any]]:

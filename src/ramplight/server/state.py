@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -34,6 +35,8 @@ class ServerState:
         self._configs: dict[str, CachedConfig] = {}
         self._facts: dict[str, dict[str, FlagFacts]] = {}
         self._keys: dict[str, ApiKey] = {}
+        self.guardian: Any = None
+        """The server's GuardianThread (set by the app's lifespan)."""
 
     def invalidate(self) -> None:
         with self._lock:
