@@ -16,6 +16,7 @@ import msgspec
 from ramplight import control
 from ramplight.analysis import service as analysis
 from ramplight.analysis.readout import ReadoutOptions
+from ramplight.analysis.timeline import timeline
 from ramplight.core.audit import Decision, FlagChange
 from ramplight.core.decision import Recommendation, ReleaseState, decide, evidence_from_readout, stage_index
 from ramplight.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
@@ -191,7 +192,15 @@ def report(
 ) -> dict[str, Any]:
     """The readout, starting with the recommendation."""
     j = judge(store, flag_key, environment, metric_keys, options)
-    return {"recommendation": j.recommendation.to_json(), "plan": _plan_summary(j), **j.readout}
+    known = {m.key: m for m in store.list_metrics()}
+    keys = _plan_metric_keys(j.plan) or list(metric_keys or known)
+    series_metrics = [known[k] for k in keys if k in known]
+    return {
+        "recommendation": j.recommendation.to_json(),
+        "plan": _plan_summary(j),
+        **j.readout,
+        "timeline": timeline(store, j.flag, environment, series_metrics),
+    }
 
 
 def _plan_summary(j: Judgement) -> dict[str, Any]:

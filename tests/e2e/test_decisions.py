@@ -151,3 +151,23 @@ def test_a_plan_is_versioned_and_validated(planned: RunningServer) -> None:
     assert fields == {"guardrails[0].metric", "stages"}
     assert planned.admin.get(f"/api/flags/{FLAG}/plans/production").json()["version"] == 1
     assert planned.admin.get(f"/api/flags/{FLAG}/plans/staging").status_code == 404
+
+
+def test_the_readout_carries_the_release_timeline_beside_hourly_series(planned: RunningServer) -> None:
+    send_traffic(planned, 2000, candidate_slowdown=0.3)
+    assert planned.admin.post(f"/api/flags/{FLAG}/decisions", json={"action": "rollback"}).status_code == 201
+    timeline = planned.admin.get(f"/api/flags/{FLAG}/report").json()["timeline"]
+    kinds = [(e["kind"], e["action"]) for e in timeline["events"]]
+    assert kinds == [
+        ("change", "create"),
+        ("change", "plan"),
+        ("change", "rollback"),
+        ("decision", "rollback"),
+    ]
+    assert timeline["events"][2]["weights"] == {"control": 100.0, "candidate": 0.0}
+    assert timeline["events"][3]["recommended"].startswith("roll back: latency_ms")
+    units = {r["variation"]: r["units"] for r in timeline["units"]}
+    assert sum(units.values()) == 2000
+    latency = {r["variation"]: r for r in timeline["series"]["latency_ms"]}
+    assert latency["candidate"]["n"] == units["candidate"]
+    assert latency["candidate"]["mean"] > 1.2 * latency["control"]["mean"]

@@ -4,7 +4,7 @@ names the metric and the engine's reason — never as a 500."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -51,15 +51,20 @@ def naming_user_sql(user: Sequence[Metric]) -> Iterator[None]:
         ) from exc
 
 
-def read(store: Store, sql: str, user: Sequence[Metric] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """(names, rows) of `sql`; `user` names the SQL metrics embedded in it, if any."""
+def read(
+    store: Store, sql: str, user: Sequence[Metric] = (), params: Mapping[str, Any] | None = None
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """(names, rows) of `sql`; `user` names the SQL metrics embedded in it, if any; `params`
+    binds `$name` placeholders."""
     with naming_user_sql(user):
-        return store.read(sql, timeout_s=store.sandbox.timeout_s if user else None)
+        return store.read(sql, params or (), timeout_s=store.sandbox.timeout_s if user else None)
 
 
-def fetch(store: Store, sql: str, user: Sequence[Metric] = ()) -> list[dict[str, Any]]:
+def fetch(
+    store: Store, sql: str, user: Sequence[Metric] = (), params: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Rows of `sql` as dicts (decimals as floats)."""
-    names, rows = read(store, sql, user)
+    names, rows = read(store, sql, user, params)
     return [
         {
             n: (float(v) if v is not None and type(v).__name__ == "Decimal" else v)

@@ -104,6 +104,13 @@ def recommendation(rec: dict[str, Any], plan: dict[str, Any] | None, console: Co
 
 
 def readout(report: dict[str, Any], console: Console) -> None:
+    """Recommendation, data quality, phases and metrics, then the release timeline."""
+    _readout_body(report, console)
+    if report.get("timeline"):
+        release_timeline(report["timeline"], console)
+
+
+def _readout_body(report: dict[str, Any], console: Console) -> None:
     if "recommendation" in report:
         recommendation(report["recommendation"], report.get("plan"), console)
     dq = report["data_quality"]
@@ -223,3 +230,35 @@ def readout(report: dict[str, Any], console: Console) -> None:
                 p,
             )
     console.print(metrics)
+
+
+def release_timeline(tl: dict[str, Any], console: Console, hours: int = 12) -> None:
+    """Release events, then the last `hours` hours of each series per variation."""
+    table = Table("time (UTC)", "what", "by", "rollout / recommendation", title="release timeline")
+    for event in tl["events"]:
+        what = event["action"] + (" (forced)" if event.get("forced") else "")
+        if event["kind"] == "decision":
+            what = f"decision: {what}"
+            detail = event.get("recommended") or ""
+        elif event.get("weights"):
+            detail = ", ".join(f"{k} {v:g} %" for k, v in event["weights"].items() if v)
+            if event.get("enabled") is False:
+                detail = "killed — " + detail
+        else:
+            detail = event.get("reason") or ""
+        table.add_row(event["ts"][:19].replace("T", " "), what, event["actor"], detail)
+    console.print(table)
+    for key, rows in tl["series"].items():
+        hours_seen = sorted({r["hour"] for r in rows})[-hours:]
+        variations = sorted({r["variation"] for r in rows})
+        if not hours_seen:
+            continue
+        series = Table("hour (UTC)", *variations, title=f"{key} per hour (mean, n)")
+        by = {(r["hour"], r["variation"]): r for r in rows}
+        for hour in hours_seen:
+            cells = []
+            for v in variations:
+                row = by.get((hour, v))
+                cells.append(f"{row['mean']:,.4g} ({row['n']:,})" if row and row["mean"] is not None else "–")
+            series.add_row(hour[:16].replace("T", " "), *cells)
+        console.print(series)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -105,7 +105,7 @@ class Store(Protocol):
     def count(self, kind: EvidenceKind, environment: str | None = None) -> int: ...
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
     def read(
-        self, sql: str, params: Sequence[Any] = (), timeout_s: float | None = None
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = (), timeout_s: float | None = None
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """(column names, rows) of `sql` run in a read-only transaction, stopped after `timeout_s`;
         raises QueryError. Analysis and user-written SQL run here."""

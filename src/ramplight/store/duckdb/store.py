@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
@@ -236,7 +236,7 @@ class DuckDBStore:
         return self._cursor().execute(sql, list(params)).fetchall()
 
     def read(
-        self, sql: str, params: Sequence[Any] = (), timeout_s: float | None = None
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = (), timeout_s: float | None = None
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         cursor = self._reader()
         state = {"running": True}
@@ -253,7 +253,7 @@ class DuckDBStore:
             if timer is not None:
                 timer.daemon = True
                 timer.start()
-            cursor.execute(sql, list(params))
+            cursor.execute(sql, dict(params) if isinstance(params, Mapping) else list(params))
             names = [d[0] for d in cursor.description or ()]
             rows = cursor.fetchall()
             with guard:
