@@ -21,6 +21,7 @@ from ramplight.core.audit import Decision, FlagChange
 from ramplight.core.decision import Recommendation, ReleaseState, decide, evidence_from_readout, stage_index
 from ramplight.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from ramplight.core.flags import Flag, Rollout
+from ramplight.core.phases import phases_from_changes
 from ramplight.core.plan import Plan, Verdict, check_plan, convert_plan, default_plan
 from ramplight.store.base import Store
 
@@ -504,3 +505,55 @@ def replay(store: Store, decision_id: str) -> dict[str, Any]:
         "replayed_sha256": now["sha256"],
         "rows": len(now["rows"]),
     }
+
+
+# -- lifecycle ---------------------------------------------------------------------------------
+
+_LAST_EXPOSURE = (
+    "SELECT flag_key, environment, MAX(ts) AS last_ts FROM exposures GROUP BY flag_key, environment"
+)
+
+
+def stale_flags(store: Store, days: float = 30.0, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Flags to clean up: fully rolled out or rolled back for more than `days`, without
+    exposures for `days`, or decided (promote/rollback) with the plan's cleanup due."""
+    moment = now or utcnow()
+    horizon = days * 86400
+    _, rows = store.read(_LAST_EXPOSURE)
+    last_seen = {(r[0], r[1]): r[2] for r in rows}
+    out: list[dict[str, Any]] = []
+    for flag in store.list_flags():
+        changes = store.flag_changes(flag.key)
+        for environment, env in flag.environments.items():
+            reasons: list[str] = []
+            weights = env.rollout.weights if env.rollout else {env.default_variation: 100.0}
+            serving = [v for v, w in weights.items() if w > 0]
+            phases = phases_from_changes(changes, environment)
+            settled_since = phases[-1].start if phases else None
+            if len(serving) == 1 and settled_since is not None:
+                age = (moment - settled_since).total_seconds()
+                if age > horizon:
+                    state = (
+                        "rolled back" if serving[0] == env.default_variation else f"fully on {serving[0]!r}"
+                    )
+                    reasons.append(f"{state} for {age / 86400:.0f} days")
+            seen = last_seen.get((flag.key, environment))
+            if seen is None:
+                created = changes[0].ts if changes else None
+                if created is not None and (moment - created).total_seconds() > horizon:
+                    reasons.append(f"no exposures since it was created {(moment - created).days} days ago")
+            elif (moment - seen).total_seconds() > horizon:
+                reasons.append(f"no exposures for {(moment - seen).total_seconds() / 86400:.0f} days")
+            plan, _ = plan_for(store, flag, environment)
+            acted = [
+                d for d in store.decisions(flag.key) if d.environment == environment and d.state != "continue"
+            ]
+            if acted and acted[-1].state in ("promote", "rollback"):
+                due = acted[-1].ts.timestamp() + plan.cleanup_after_days * 86400
+                if moment.timestamp() >= due:
+                    reasons.append(
+                        f"{acted[-1].state} decided {(moment - acted[-1].ts).days} days ago; cleanup is due"
+                    )
+            if reasons:
+                out.append({"flag_key": flag.key, "environment": environment, "reasons": reasons})
+    return out

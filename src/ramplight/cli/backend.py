@@ -72,6 +72,7 @@ class Backend(Protocol):
         self, key: str, environment: str, action: str, reason: str | None, force: bool, percent: float | None
     ) -> dict[str, Any]: ...
     def decisions(self, key: str) -> list[dict[str, Any]]: ...
+    def stale(self, days: float) -> list[dict[str, Any]]: ...
     def report(
         self, key: str, environment: str, metrics: Sequence[str], options: ReadoutOptions
     ) -> dict[str, Any]: ...
@@ -169,6 +170,9 @@ class LocalBackend:
 
     def decisions(self, key: str) -> list[dict[str, Any]]:
         return release.decisions(self.store, key)
+
+    def stale(self, days: float) -> list[dict[str, Any]]:
+        return release.stale_flags(self.store, days)
 
     def report(
         self, key: str, environment: str, metrics: Sequence[str], options: ReadoutOptions
@@ -338,6 +342,10 @@ class RemoteBackend:
 
     def decisions(self, key: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", f"/api/flags/{key}/decisions").json()
+        return result
+
+    def stale(self, days: float) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/api/flags-stale", params={"days": days}).json()
         return result
 
     def report(

@@ -169,6 +169,27 @@ def flags_list(
         render.flags_table(flags, console)
 
 
+@flags_app.command("stale")
+def flags_stale(
+    days: Annotated[float, typer.Option(min=0, help="How long counts as stale")] = 30,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Flags to clean up: settled (fully rolled out or back) or unexposed for DAYS, or decided
+    with the plan's cleanup due."""
+    with open_backend(_settings(db)) as backend:
+        rows = backend.stale(days)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        console.print(f"no stale flags (settled or unexposed for more than {days:g} days)")
+    for row in rows:
+        console.print(
+            f"{row['flag_key']} [{row['environment']}]: {'; '.join(row['reasons'])}", highlight=False
+        )
+
+
 @flags_app.command("show")
 def flags_show(
     key: str,

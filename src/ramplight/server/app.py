@@ -438,6 +438,14 @@ def create_app(settings: Settings) -> FastAPI:
             "hash": decision.hash,
         }
 
+    @app.get("/api/flags-stale", tags=["admin"])
+    def stale_flags(
+        st: State, key: Admin, days: Annotated[float, Query(ge=0, le=3650)] = 30
+    ) -> list[dict[str, Any]]:
+        """Flags to clean up: settled or unexposed for `days`, or decided with cleanup due."""
+        st.log.flush()
+        return release.stale_flags(st.store, days)
+
     @app.post("/api/guardian/check", tags=["admin"])
     def guardian_check(st: State, key: Admin) -> list[dict[str, Any]]:
         """Run the guardian's check of every plan now (it also runs on its interval)."""
