@@ -14,6 +14,7 @@ import math
 import random
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,6 +208,28 @@ def _fresh_database(settings: Settings) -> None:
     shutil.rmtree(settings.log_dir, ignore_errors=True)
 
 
+PLAN: dict[str, Any] = {
+    "flag_key": FLAG,
+    "environment": "production",
+    "candidate": "candidate",
+    "goals": [{"metric": "resolved", "minimum_effect": 0.02}],
+    "guardrails": [
+        {"metric": "latency_ms", "margin": 0.05, "action": "rollback"},
+        {"metric": "human_correction", "margin": 0.10, "action": "pause"},
+    ],
+    "stages": [
+        {"percent": 5, "min_units": 1000},
+        {"percent": 20, "min_units": 2000},
+        {"percent": 50, "min_units": 5000},
+        {"percent": 100},
+    ],
+    "guardian": {"rollback": True, "pause": True, "expand": False},
+}
+"""The release plan: the latency guardrail is what the guardian acts on when 20 % breaches it."""
+
+GUARDIAN_INTERVAL_S = 1.0
+
+
 def _check_port(settings: Settings) -> None:
     import socket
 
@@ -222,6 +245,7 @@ def run_demo(
 ) -> dict[str, Any]:
     if not serve:
         settings = settings.with_(port=free_port())
+    settings = settings.with_(guardian_interval=GUARDIAN_INTERVAL_S)
     _check_port(settings)
     _fresh_database(settings)
     admin_key = bootstrap(settings)
@@ -231,7 +255,7 @@ def run_demo(
         admin = httpx.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=120
         )
-        applied = admin.post("/api/apply", json={"flags": [FLAG_DOC], "metrics": METRICS})
+        applied = admin.post("/api/apply", json={"flags": [FLAG_DOC], "metrics": METRICS, "plans": [PLAN]})
         if applied.status_code != 200:
             raise ValidationError(f"the demo's flag and metrics were refused: {applied.text[:300]}")
         sdk_key = admin.post(
@@ -281,6 +305,7 @@ def run_demo(
                     progress.update(task, completed=i + 1)
             progress.update(task, completed=conversations)
             client.flush(timeout=60)
+            guardian = _wait_for_guardian(admin)
             sdk_stats = {
                 "sent": client.stats.sent,
                 "rejected": client.stats.rejected,
@@ -301,6 +326,7 @@ def run_demo(
             "sdk": sdk_stats,
             "phases": phases,
             "readout": final,
+            "guardian": guardian,
         }
         if as_json:
             import msgspec
@@ -309,9 +335,9 @@ def run_demo(
         else:
             console.rule("readout after the 5 % stage")
             render.readout(phases[0]["readout"], console)
-            console.rule("readout now (20 %)")
+            console.rule("readout now (after the 20 % stage)")
             render.readout(final, console)
-            _story(final, phases[0]["readout"], console)
+            _story(final, phases[0]["readout"], guardian, console)
         if serve:
             _where_to_look(settings, server.url, admin_key, console)
             stop = threading.Event()
@@ -332,12 +358,31 @@ def _fallback(readout: dict[str, Any], variation: str) -> float:
     return 0.0
 
 
-def _story(final: dict[str, Any], early: dict[str, Any], console: Console) -> None:
+def _wait_for_guardian(admin: httpx.Client, seconds: float = 30.0) -> dict[str, Any] | None:
+    """The guardian's decision on this flag, once it has made one (None if it saw no reason to)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        mine = [d for d in admin.get(f"/api/flags/{FLAG}/decisions").json() if d["actor"] == "guardian"]
+        if mine or time.monotonic() > deadline:
+            return mine[-1] if mine else None
+        time.sleep(0.2)
+
+
+def _story(
+    final: dict[str, Any], early: dict[str, Any], guardian: dict[str, Any] | None, console: Console
+) -> None:
+    acted = (
+        f"The guardian acted by itself: {guardian['recommendation']['sentence']} "
+        "(see the release timeline above; `ramplight decisions support_assistant_profile`)."
+        if guardian
+        else "The guardian found no breach to act on in this run."
+    )
     console.print(
-        f"\nThe story: at 5 % the candidate fell back {100 * _fallback(early, 'candidate'):.1f} % of the time; "
-        f"at 20 % it falls back {100 * _fallback(final, 'candidate'):.1f} % (long conversations time out). "
-        "Compare resolution and latency_ms between the two readouts: the win at 5 % shrinks, and latency regresses "
-        "for enterprise conversations: `ramplight report support_assistant_profile --segment plan`."
+        f"\nThe story: at 5 % the candidate fell back {100 * _fallback(early, 'candidate'):.1f} % of the time and "
+        "the plan's recommendation was to keep collecting evidence; the team ramped to 20 % anyway. "
+        f"At 20 % it falls back {100 * _fallback(final, 'candidate'):.1f} % (long conversations time out) and "
+        f"latency regresses beyond the plan's 5 % margin. {acted} "
+        "Break it down by customer plan: `ramplight report support_assistant_profile --segment plan`."
     )
 
 
@@ -352,6 +397,7 @@ def _where_to_look(settings: Settings, url: str, admin_key: str, console: Consol
         f"  ramplight report {FLAG} --segment plan --metric latency_ms\n"
         f"  ramplight sql {FLAG} --dialect clickhouse\n"
         f"  ramplight flags show {FLAG} --changes\n"
+        f"  ramplight decisions {FLAG}\n"
         f"  ramplight kill {FLAG} --reason 'latency regression'\n\n"
         "Ctrl-C stops the server."
     )
