@@ -397,3 +397,19 @@ def test_cuped_on_a_mean_metric_uses_only_units_with_a_post_period_value(store: 
     expected = welch_test(*cuped_summaries(control, candidate))
     assert got["difference"] == pytest.approx(expected.absolute.estimate, rel=1e-9)
     assert got["ci_low"] == pytest.approx(expected.absolute.ci_lower, rel=1e-9)
+
+
+def test_a_lift_carries_the_relative_tests_own_p_value(store: DuckDBStore, small: dict) -> None:
+    from ramplight.core.stats import SampleMoments, welch_test
+
+    fixed = metric(analysis.report(store, FLAG, "production", ["latency"]), "latency")["comparisons"][0][
+        "fixed"
+    ]
+    expected = welch_test(
+        SampleMoments.from_values(small["control"]["latency"]).summary(),
+        SampleMoments.from_values(small["candidate"]["latency"]).summary(),
+    )
+    assert expected.relative is not None
+    assert fixed["relative_p_value"] == pytest.approx(expected.relative.p_value, rel=1e-9)
+    assert fixed["p_value"] == pytest.approx(expected.absolute.p_value, rel=1e-9)
+    assert fixed["relative_p_value"] != fixed["p_value"]  # two different tests

@@ -79,6 +79,9 @@ def _effect_json(result: EffectResult) -> dict[str, Any]:
         "relative": _finite(rel.estimate) if rel else None,
         "relative_ci_low": _finite(rel.ci_lower) if rel else None,
         "relative_ci_high": _finite(rel.ci_upper) if rel else None,
+        # The lift has its own test (delta-method variance): its p-value differs from the
+        # difference's, so one shown beside a lift must be this one.
+        "relative_p_value": _finite(rel.p_value) if rel else None,
     }
 
 
