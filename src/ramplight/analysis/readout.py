@@ -39,7 +39,6 @@ from ramplight.core.stats import (
     RegressionMoments,
     SampleMoments,
     bayes_test,
-    cuped_summaries,
     density_levels,
     holm_bonferroni,
     minimum_detectable_effect,
@@ -47,6 +46,7 @@ from ramplight.core.stats import (
     sample_size,
     sequential_test,
     srm_test,
+    stratified_cuped_summaries,
     welch_test,
 )
 from ramplight.core.stats.stratified import stratified_summaries
@@ -120,18 +120,30 @@ def _summary(
     ).summary()
 
 
-def _regression(i: int, rows: Sequence[Row]) -> RegressionMoments | None:
-    n = sum(int(row[f"m{i}_n"] or 0) for row in rows)
-    if n < 2:
-        return None
-    return RegressionMoments(
-        n=n,
-        sum_post=sum(row[f"m{i}_sum"] or 0.0 for row in rows),
-        sum_sq_post=sum(row[f"m{i}_sum_sq"] or 0.0 for row in rows),
-        sum_pre=sum(row[f"m{i}_pre_sum"] or 0.0 for row in rows),
-        sum_sq_pre=sum(row[f"m{i}_pre_sum_sq"] or 0.0 for row in rows),
-        sum_post_pre=sum(row[f"m{i}_post_pre"] or 0.0 for row in rows),
+def _regression(i: int, rows: Sequence[Row]) -> tuple[RegressionMoments, RegressionMoments]:
+    """CUPED's two strata of one arm and phase: units with a pre-period value, and units without
+    one (their covariate left at a constant 0, so CUPED leaves that stratum unadjusted)."""
+
+    def total(column: str) -> float:
+        return sum(row[column] or 0.0 for row in rows)
+
+    with_pre = RegressionMoments(
+        n=int(total(f"m{i}_pre_n")),
+        sum_post=total(f"m{i}_pre_post_sum"),
+        sum_sq_post=total(f"m{i}_pre_post_sum_sq"),
+        sum_pre=total(f"m{i}_pre_sum"),
+        sum_sq_pre=total(f"m{i}_pre_sum_sq"),
+        sum_post_pre=total(f"m{i}_post_pre"),
     )
+    without_pre = RegressionMoments(
+        n=int(total(f"m{i}_nopre_n")),
+        sum_post=total(f"m{i}_nopre_sum"),
+        sum_sq_post=total(f"m{i}_nopre_sum_sq"),
+        sum_pre=0.0,
+        sum_sq_pre=0.0,
+        sum_post_pre=0.0,
+    )
+    return with_pre, without_pre
 
 
 def _phase_weights(phase: Phase) -> dict[str, float]:
@@ -311,9 +323,19 @@ def _metric_entry(
             ],
         }
         if metric.cuped_days and i >= 0:
-            c_reg, t_reg = _regression(i, pooled_rows(control)), _regression(i, pooled_rows(variation))
-            if c_reg is not None and t_reg is not None:
-                c_adj, t_adj = cuped_summaries(c_reg, t_reg)
+            # Stratified like the other effects, per phase and pre-period presence; pooling the
+            # phases would credit a time trend in both pre and post to the treatment.
+            cuped_strata = [
+                stratum
+                for p in estimable
+                for stratum in zip(
+                    _regression(i, by_key.get((p, control, segment), [])),
+                    _regression(i, by_key.get((p, variation, segment), [])),
+                    strict=True,
+                )
+            ]
+            if any(c.n >= 2 and t.n >= 2 for c, t in cuped_strata):
+                c_adj, t_adj = stratified_cuped_summaries(cuped_strata)
                 comparison["cuped"] = _effect_json(welch_test(c_adj, t_adj, alpha=options.alpha))
         if options.bayes:
             bayes = bayes_test(c_sum, t_sum, alpha=options.alpha, direction=metric.direction)

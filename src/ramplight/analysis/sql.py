@@ -253,13 +253,22 @@ def readout_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Expr:
         n = "COUNT(*)" if m.zero_when_missing else f"COUNT({post})"
         columns += [f"{n} AS m{i}_n", f"SUM({v}) AS m{i}_sum", f"SUM({v} * {v}) AS m{i}_sum_sq"]
         if m.cuped_days:
-            # The pre-period moments must cover exactly the units counted in m{i}_n.
-            pre = f"COALESCE({per_unit.pre[i]}, 0)"
-            only = "" if m.zero_when_missing else f" FILTER (WHERE {post} IS NOT NULL)"
+            # CUPED strata among the units counted in m{i}_n: those with a pre-period value
+            # (regression moments) and those without one, which stay missing rather than 0
+            # (Deng et al. 2013, "Handling Missing Pre-Experiment Data").
+            pre = per_unit.pre[i]
+            counted = "" if m.zero_when_missing else f" AND {post} IS NOT NULL"
+            has, lacks = f"{pre} IS NOT NULL{counted}", f"{pre} IS NULL{counted}"
             columns += [
-                f"SUM({pre}){only} AS m{i}_pre_sum",
-                f"SUM({pre} * {pre}){only} AS m{i}_pre_sum_sq",
-                f"SUM({v} * {pre}){only} AS m{i}_post_pre",
+                f"COUNT(*) FILTER (WHERE {has}) AS m{i}_pre_n",
+                f"SUM({v}) FILTER (WHERE {has}) AS m{i}_pre_post_sum",
+                f"SUM({v} * {v}) FILTER (WHERE {has}) AS m{i}_pre_post_sum_sq",
+                f"SUM({pre}) FILTER (WHERE {has}) AS m{i}_pre_sum",
+                f"SUM({pre} * {pre}) FILTER (WHERE {has}) AS m{i}_pre_sum_sq",
+                f"SUM({v} * {pre}) FILTER (WHERE {has}) AS m{i}_post_pre",
+                f"COUNT(*) FILTER (WHERE {lacks}) AS m{i}_nopre_n",
+                f"SUM({v}) FILTER (WHERE {lacks}) AS m{i}_nopre_sum",
+                f"SUM({v} * {v}) FILTER (WHERE {lacks}) AS m{i}_nopre_sum_sq",
             ]
     for r, m in enumerate(spec.metrics):
         if m.type == "ratio":
@@ -283,7 +292,7 @@ def per_unit_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Expr:
         columns.append(f"{column} AS {exp.to_identifier(m.key, quoted=True).sql('duckdb')}")
         if m.cuped_days:
             pre = exp.to_identifier(m.key + "__pre", quoted=True).sql("duckdb")
-            columns.append(f"COALESCE({per_unit.pre[i]}, 0) AS {pre}")
+            columns.append(f"{per_unit.pre[i]} AS {pre}")  # NULL: no pre-period value
     sql = (
         f"WITH {', '.join([_units_ctes(spec), *per_unit.ctes])} SELECT {', '.join(columns)} "
         f"FROM units AS u {' '.join(per_unit.joins)} ORDER BY u.unit_id"

@@ -5,7 +5,7 @@ No I/O and no data frames: every function takes the small typed values in `suffs
 """
 
 from ramplight.core.stats.bayes import BayesEstimate, BayesResult, GaussianPrior, bayes_test
-from ramplight.core.stats.cuped import cuped_summaries, theta_cuped
+from ramplight.core.stats.cuped import cuped_summaries, stratified_cuped_summaries, theta_cuped
 from ramplight.core.stats.effects import (
     Direction,
     EffectEstimate,
@@ -76,6 +76,7 @@ __all__ = [
     "sample_size",
     "sequential_test",
     "srm_test",
+    "stratified_cuped_summaries",
     "stratified_summaries",
     "theta_cuped",
     "welch_test",
