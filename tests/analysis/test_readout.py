@@ -413,3 +413,27 @@ def test_a_lift_carries_the_relative_tests_own_p_value(store: DuckDBStore, small
     assert fixed["relative_p_value"] == pytest.approx(expected.relative.p_value, rel=1e-9)
     assert fixed["p_value"] == pytest.approx(expected.absolute.p_value, rel=1e-9)
     assert fixed["relative_p_value"] != fixed["p_value"]  # two different tests
+
+
+def test_the_sequence_is_tuned_to_the_units_compared_unless_a_tuning_is_given(
+    store: DuckDBStore, small: dict
+) -> None:
+    from ramplight.core.stats import SampleMoments, sequential_test
+
+    control = SampleMoments.from_values(small["control"]["latency"]).summary()
+    candidate = SampleMoments.from_values(small["candidate"]["latency"]).summary()
+    derived = metric(analysis.report(store, FLAG, "production", ["latency"]), "latency")["comparisons"][0]
+    assert derived["sequential"]["tuning"] == 60.0
+    assert derived["sequential"]["tuning_source"] == "current_units"
+    expected = sequential_test(control, candidate, tuning=60.0).absolute
+    assert derived["sequential"]["ci_low"] == pytest.approx(expected.ci_lower, rel=1e-9)
+    pinned = metric(
+        analysis.report(store, FLAG, "production", ["latency"], ReadoutOptions(sequential_tuning=20_000)),
+        "latency",
+    )["comparisons"][0]["sequential"]
+    assert pinned["tuning"] == 20_000 and pinned["tuning_source"] == "option"
+    assert pinned["ci_low"] == pytest.approx(
+        sequential_test(control, candidate, tuning=20_000).absolute.ci_lower, rel=1e-9
+    )
+    with pytest.raises(ValidationError):
+        analysis.report(store, FLAG, "production", ["latency"], ReadoutOptions(sequential_tuning=0))

@@ -62,6 +62,9 @@ class ReadoutOptions:
     served: bool = False
     bayes: bool = False
     alpha: float = 0.05
+    sequential_tuning: float | None = None
+    """n* of the confidence sequence (total units of both arms where it is tightest); None: the
+    units the plan expects at the end of the stage, else the comparison's current units."""
 
 
 def _finite(value: float | None) -> float | None:
@@ -164,6 +167,10 @@ def build_readout(
         raise NotFoundError(f"flag {flag.key!r} is not configured in environment {environment!r}")
     base = readout_v1(store, flag, environment, now, include_metrics=not metrics)
     phases = phases_from_changes(store.flag_changes(flag.key), environment)
+    if options.sequential_tuning is not None and not (
+        math.isfinite(options.sequential_tuning) and options.sequential_tuning > 0
+    ):
+        raise ValidationError.at("sequential_tuning", "a positive number of units (both arms)")
     if options.phase is not None and not 0 <= options.phase < len(phases):
         raise ValidationError.at(
             "phase", f"flag {flag.key!r} has phases 0..{len(phases) - 1} in {environment}"
@@ -311,11 +318,19 @@ def _metric_entry(
         if not pairs:
             continue
         c_sum, t_sum = stratified_summaries(pairs)
+        # No plan carries an expected stage size yet, so the fallback applies: the units compared
+        # now (docs/statistics.md §5 on what a tuning read from the data costs).
+        tuning = options.sequential_tuning or float(c_sum.n + t_sum.n)
+        tuning_source = "option" if options.sequential_tuning else "current_units"
         comparison: dict[str, Any] = {
             "variation": variation,
             "vs": control,
             "fixed": _effect_json(welch_test(c_sum, t_sum, alpha=options.alpha)),
-            "sequential": _effect_json(sequential_test(c_sum, t_sum, alpha=options.alpha)),
+            "sequential": {
+                **_effect_json(sequential_test(c_sum, t_sum, alpha=options.alpha, tuning=tuning)),
+                "tuning": tuning,
+                "tuning_source": tuning_source,
+            },
             "per_phase": [
                 {"phase": p, **_effect_json(welch_test(c, t, alpha=options.alpha))}
                 for p, c, t in zip(estimable, control_strata, arm_strata, strict=True)
