@@ -437,3 +437,35 @@ def test_the_sequence_is_tuned_to_the_units_compared_unless_a_tuning_is_given(
     )
     with pytest.raises(ValidationError):
         analysis.report(store, FLAG, "production", ["latency"], ReadoutOptions(sequential_tuning=0))
+
+
+def test_the_holm_family_leaves_out_ratio_helpers_and_follows_the_selection(
+    store: DuckDBStore, small: dict
+) -> None:
+    from ramplight.core.stats import holm_bonferroni
+
+    def fixed(report: dict, key: str) -> dict:
+        return metric(report, key)["comparisons"][0]["fixed"]
+
+    everything = analysis.report(store, FLAG, "production")
+    family = everything["correction"]["family"]
+    assert everything["correction"]["method"] == "holm"
+    assert sorted(family) == sorted(  # every metric but cost and turns, which only feed the ratio
+        ["latency", "escalated", "peak_tokens", "cost_per_turn", "faithfulness", "llm_ms", "llm_errors"]
+    )
+    adjusted = holm_bonferroni([fixed(everything, k)["p_value"] for k in family])
+    assert [fixed(everything, k)["p_value_holm"] for k in family] == pytest.approx(adjusted, rel=1e-12)
+    assert fixed(everything, "cost")["p_value_holm"] is None
+
+    selected = analysis.report(store, FLAG, "production", ["latency", "cost_per_turn"])
+    assert selected["correction"]["family"] == ["latency", "cost_per_turn"]
+    assert fixed(selected, "latency")["p_value_holm"] == pytest.approx(
+        holm_bonferroni([fixed(selected, k)["p_value"] for k in ("latency", "cost_per_turn")])[0], rel=1e-12
+    )
+
+    planned = analysis.report(store, FLAG, "production", options=ReadoutOptions(family=("latency",)))
+    assert planned["correction"]["family"] == ["latency"]
+    assert fixed(planned, "latency")["p_value_holm"] == fixed(planned, "latency")["p_value"]
+    assert fixed(planned, "llm_ms")["p_value_holm"] is None
+    with pytest.raises(ValidationError):
+        analysis.report(store, FLAG, "production", ["latency"], ReadoutOptions(family=("llm_ms",)))

@@ -62,6 +62,9 @@ class ReadoutOptions:
     served: bool = False
     bayes: bool = False
     alpha: float = 0.05
+    family: tuple[str, ...] | None = None
+    """Metric keys whose comparisons are Holm-adjusted together (a plan's goals and guardrails);
+    None: every metric of the readout except those only there as a ratio's components."""
     sequential_tuning: float | None = None
     """n* of the confidence sequence (total units of both arms where it is tightest); None: the
     units the plan expects at the end of the stage, else the comparison's current units."""
@@ -147,6 +150,40 @@ def _regression(i: int, rows: Sequence[Row]) -> tuple[RegressionMoments, Regress
         sum_post_pre=0.0,
     )
     return with_pre, without_pre
+
+
+def _family(metrics: Sequence[Metric], options: ReadoutOptions) -> tuple[str, ...]:
+    """The metric keys whose comparisons form the multiple-comparison family.
+
+    Given: as given (each must be in the readout). Otherwise every metric of the readout except
+    those that are a numerator or denominator of a ratio in it (helpers feeding the ratio).
+    """
+    keys = [m.key for m in metrics]
+    if options.family is not None:
+        missing = [k for k in options.family if k not in keys]
+        if missing:
+            raise ValidationError.at(
+                "family", f"metric {missing[0]!r} is not in this readout; select it as a metric too"
+            )
+        return tuple(dict.fromkeys(options.family))
+    components = {ref for m in metrics if m.type == "ratio" for ref in (m.numerator, m.denominator)}
+    return tuple(k for k in keys if k not in components)
+
+
+def _adjust_family(entries: Sequence[dict[str, Any]], family: tuple[str, ...]) -> None:
+    """Holm-adjust the fixed p-values of every comparison (arm, segment) of the family's metrics;
+    comparisons outside the family get `p_value_holm` null."""
+    members = set(family)
+    tested: list[dict[str, Any]] = []
+    for entry in entries:
+        for comparison in entry["comparisons"]:
+            fixed = comparison["fixed"]
+            fixed["p_value_holm"] = None
+            if entry["key"] in members and fixed["p_value"] is not None:
+                tested.append(fixed)
+    if tested:
+        for fixed, adjusted in zip(tested, holm_bonferroni([f["p_value"] for f in tested]), strict=True):
+            fixed["p_value_holm"] = adjusted
 
 
 def _phase_weights(phase: Phase) -> dict[str, float]:
@@ -235,7 +272,6 @@ def build_readout(
     index = {m.key: i for i, m in enumerate(per_unit)}
     ratio_index = {m.key: r for r, m in enumerate(spec.metrics) if m.type == "ratio"}
     out_metrics: list[dict[str, Any]] = []
-    p_values: list[tuple[dict[str, Any], float]] = []
     for metric in metrics:
         if metric.type == "quantile":
             out_metrics.append(_quantile_metric(store, spec, metric, control, variations, options))
@@ -249,14 +285,8 @@ def build_readout(
             if options.segment is not None:
                 entry["segment"] = segment
             out_metrics.append(entry)
-            for comparison in entry["comparisons"]:
-                if comparison["fixed"]["p_value"] is not None:
-                    p_values.append((comparison, comparison["fixed"]["p_value"]))
-    if p_values:
-        for (comparison, _), adjusted in zip(
-            p_values, holm_bonferroni([p for _, p in p_values]), strict=True
-        ):
-            comparison["fixed"]["p_value_holm"] = adjusted
+    family = _family(metrics, options)
+    _adjust_family(out_metrics, family)
     return {
         **base,
         "schema": READOUT_SCHEMA,
@@ -266,6 +296,7 @@ def build_readout(
         "phase": options.phase,
         "phases": phase_json,
         "metrics": out_metrics if metrics else base["metrics"],
+        "correction": {"method": "holm", "family": list(family)} if metrics else None,
         "sql": render(statement, pretty=True) if metrics else None,
     }
 
