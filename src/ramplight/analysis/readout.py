@@ -20,6 +20,7 @@ from ramplight.analysis.execute import check_sql_metrics, fetch, user_sql_metric
 from ramplight.analysis.report import readout as readout_v1
 from ramplight.analysis.sql import (
     ReadoutSpec,
+    assigned_counts_query,
     per_unit_metrics,
     quantile_cluster_query,
     quantile_count_query,
@@ -39,6 +40,7 @@ from ramplight.core.stats import (
     RegressionMoments,
     SampleMoments,
     bayes_test,
+    combined_srm_test,
     density_levels,
     holm_bonferroni,
     minimum_detectable_effect,
@@ -186,6 +188,20 @@ def _adjust_family(entries: Sequence[dict[str, Any]], family: tuple[str, ...]) -
             fixed["p_value_holm"] = adjusted
 
 
+def _srm_overall(strata: Sequence[tuple[int, list[int], list[float]]]) -> dict[str, Any] | None:
+    """One sample-ratio test over every phase that has one: the phases' chi-squares added."""
+    if not strata:
+        return None
+    result = combined_srm_test([(observed, weights) for _, observed, weights in strata])
+    return {
+        "p_value": result.p_value,
+        "chi_square": _finite(result.chi_square),
+        "df": result.df,
+        "mismatch": result.mismatch,
+        "phases": [index for index, _, _ in strata],
+    }
+
+
 def _phase_weights(phase: Phase) -> dict[str, float]:
     return {k: v for k, v in phase.weights.items() if v > 0}
 
@@ -235,7 +251,12 @@ def build_readout(
     variations = flag.variation_keys()
 
     # -- data quality per phase ----------------------------------------------------------
+    # The split is tested on ASSIGNED variations; as-served rows group fallbacks elsewhere.
+    assigned: dict[tuple[int, str], int] = defaultdict(int)
+    for row in _rows(store, render(assigned_counts_query(spec))) if options.served else rows:
+        assigned[(int(row["phase"]), row["variation"])] += int(row["units"])
     phase_json = []
+    srm_strata: list[tuple[int, list[int], list[float]]] = []
     for phase in phases:
         counts = {
             v: sum(int(r["units"]) for s in segments for r in by_key.get((phase.index, v, s), []))
@@ -243,7 +264,7 @@ def build_readout(
         }
         weights = _phase_weights(phase)
         srm = None
-        observed = [counts[v] for v in weights]
+        observed = [assigned[(phase.index, v)] for v in weights]
         if phase.enabled and sum(observed) > 0 and len(weights) > 1:
             result = srm_test(observed, list(weights.values()))
             srm = {
@@ -253,6 +274,7 @@ def build_readout(
                 "observed": dict(zip(weights, observed, strict=True)),
                 "expected_weights": weights,
             }
+            srm_strata.append((phase.index, observed, list(weights.values())))
         phase_json.append(
             {
                 "phase": phase.index,
@@ -297,6 +319,7 @@ def build_readout(
         "phases": phase_json,
         "metrics": out_metrics if metrics else base["metrics"],
         "correction": {"method": "holm", "family": list(family)} if metrics else None,
+        "srm_overall": _srm_overall(srm_strata),
         "sql": render(statement, pretty=True) if metrics else None,
     }
 

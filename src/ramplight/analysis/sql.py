@@ -230,7 +230,7 @@ def _units_ctes(spec: ReadoutSpec) -> str:
         f"{segment} AS segment FROM exposures WHERE environment = {_str(spec.environment)} "
         f"AND flag_key = {_str(spec.flag_key)} GROUP BY unit_id), "
         f"units AS (SELECT unit_id, first_ts, {'served_variation' if spec.served else 'assigned_variation'} "
-        f"AS variation, fell_back, segment, {phase} AS phase FROM exposed WHERE n_assigned = 1)"
+        f"AS variation, assigned_variation, fell_back, segment, {phase} AS phase FROM exposed WHERE n_assigned = 1)"
     )
 
 
@@ -277,6 +277,16 @@ def readout_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Expr:
     sql = (
         f"WITH {', '.join(ctes)} SELECT {', '.join(columns)} FROM units AS u {' '.join(per_unit.joins)} "
         "GROUP BY u.phase, u.variation, u.segment ORDER BY u.phase, u.variation, u.segment"
+    )
+    return sqlglot.parse_one(sql, read="duckdb")
+
+
+def assigned_counts_query(spec: ReadoutSpec) -> exp.Expr:
+    """Units per phase and ASSIGNED variation: what the sample-ratio test checks, also when the
+    readout groups by the served variation (a fallback is not a split mismatch)."""
+    sql = (
+        f"WITH {_units_ctes(spec)} SELECT u.phase, u.assigned_variation AS variation, COUNT(*) AS units "
+        "FROM units AS u GROUP BY u.phase, u.assigned_variation ORDER BY u.phase, u.assigned_variation"
     )
     return sqlglot.parse_one(sql, read="duckdb")
 
