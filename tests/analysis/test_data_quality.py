@@ -64,3 +64,22 @@ def test_a_small_imbalance_in_every_phase_is_flagged_across_phases(store: DuckDB
     assert overall["df"] == 2 and overall["phases"] == [0, 1]
     assert overall["p_value"] == pytest.approx(math.exp(-15.25 / 2), rel=1e-9)  # chi-square(2) tail
     assert overall["mismatch"] is True
+
+
+def test_units_first_exposed_before_the_flag_existed_are_counted_and_left_out(store: DuckDBStore) -> None:
+    make_flag(store, candidate=50, at=T0)
+    save_metrics(store, {"key": "spend", "type": "event", "event": "spend", "aggregation": "sum"})
+    ev = Evidence()
+    for i in range(45):
+        variation = ("control", "candidate")[i % 2]
+        if i >= 40:  # a skewed clock: stamped a day before the flag was created
+            ev.expose(f"c{i}", variation, T0 - timedelta(days=1))
+        ev.expose(f"c{i}", variation, T0 + timedelta(minutes=i))
+        ev.event(f"c{i}", "spend", T0 + timedelta(minutes=i, seconds=30), 1.0)
+    ev.load(store)
+    report = analysis.report(store, FLAG, "production")
+    assert report["data_quality"]["exposures_before_flag"] == 5
+    assert report["data_quality"]["units_exposed_before_flag"] == 5
+    assert sum(report["phases"][0]["units"].values()) == 40
+    spend = next(m for m in report["metrics"] if m["key"] == "spend")
+    assert sum(v["units"] for v in spend["variations"]) == 40

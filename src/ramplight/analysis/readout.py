@@ -21,6 +21,7 @@ from ramplight.analysis.report import readout as readout_v1
 from ramplight.analysis.sql import (
     ReadoutSpec,
     assigned_counts_query,
+    before_flag_query,
     per_unit_metrics,
     quantile_cluster_query,
     quantile_count_query,
@@ -309,8 +310,15 @@ def build_readout(
             out_metrics.append(entry)
     family = _family(metrics, options)
     _adjust_family(out_metrics, family)
+    before = before_flag_query(spec)
+    early = _rows(store, render(before))[0] if before is not None else {"exposures": 0, "units": 0}
     return {
         **base,
+        "data_quality": {
+            **base["data_quality"],
+            "exposures_before_flag": int(early["exposures"]),
+            "units_exposed_before_flag": int(early["units"]),
+        },
         "schema": READOUT_SCHEMA,
         "generated_at": (now or datetime.now(UTC)).isoformat(),
         "analysis": "as_served" if options.served else "intent_to_treat",

@@ -216,6 +216,9 @@ def _units_ctes(spec: ReadoutSpec) -> str:
     segment = (
         f"ARG_MIN(attributes, ts) ->> {_json_path(spec.segment)}" if spec.segment else "CAST(NULL AS VARCHAR)"
     )
+    # A unit first exposed before the flag served this environment belongs to no phase: excluded
+    # (and counted by `before_flag_query`).
+    since = f" AND first_ts >= {_ts(spec.phase_starts[0])}" if spec.phase_starts else ""
     phase = "0"
     if spec.phase_starts[1:]:
         cases = " ".join(
@@ -230,7 +233,8 @@ def _units_ctes(spec: ReadoutSpec) -> str:
         f"{segment} AS segment FROM exposures WHERE environment = {_str(spec.environment)} "
         f"AND flag_key = {_str(spec.flag_key)} GROUP BY unit_id), "
         f"units AS (SELECT unit_id, first_ts, {'served_variation' if spec.served else 'assigned_variation'} "
-        f"AS variation, assigned_variation, fell_back, segment, {phase} AS phase FROM exposed WHERE n_assigned = 1)"
+        f"AS variation, assigned_variation, fell_back, segment, {phase} AS phase FROM exposed "
+        f"WHERE n_assigned = 1{since})"
     )
 
 
@@ -287,6 +291,19 @@ def assigned_counts_query(spec: ReadoutSpec) -> exp.Expr:
     sql = (
         f"WITH {_units_ctes(spec)} SELECT u.phase, u.assigned_variation AS variation, COUNT(*) AS units "
         "FROM units AS u GROUP BY u.phase, u.assigned_variation ORDER BY u.phase, u.assigned_variation"
+    )
+    return sqlglot.parse_one(sql, read="duckdb")
+
+
+def before_flag_query(spec: ReadoutSpec) -> exp.Expr | None:
+    """Exposures stamped before the environment's first phase, and their units (which the
+    readout excludes); None without phases."""
+    if not spec.phase_starts:
+        return None
+    sql = (
+        "SELECT COUNT(*) AS exposures, COUNT(DISTINCT unit_id) AS units FROM exposures "
+        f"WHERE environment = {_str(spec.environment)} AND flag_key = {_str(spec.flag_key)} "
+        f"AND ts < {_ts(spec.phase_starts[0])}"
     )
     return sqlglot.parse_one(sql, read="duckdb")
 
