@@ -2,8 +2,9 @@
 
 The warehouse returns sufficient statistics (one row per phase, variation and segment, from
 `analysis.sql`); the pure stats engine turns them into effects. Phases come from the flag's
-change log: SRM is checked per phase against that phase's weights, and effects are combined
-across phases with the stratified estimator so a ramp under a time trend is not biased.
+change log: SRM is checked on assigned units per phase against that phase's weights (and once
+across phases), and effects, CUPED included, are combined across phases with the stratified
+estimator so a ramp under a time trend is not biased.
 JSON keys: docs/readout.md.
 """
 
@@ -69,8 +70,8 @@ class ReadoutOptions:
     """Metric keys whose comparisons are Holm-adjusted together (a plan's goals and guardrails);
     None: every metric of the readout except those only there as a ratio's components."""
     sequential_tuning: float | None = None
-    """n* of the confidence sequence (total units of both arms where it is tightest); None: the
-    units the plan expects at the end of the stage, else the comparison's current units."""
+    """n* of the confidence sequence: the total units (both arms) where it is tightest, e.g. the
+    units a plan expects at the end of the stage. None: each comparison's current units."""
 
 
 def _finite(value: float | None) -> float | None:
