@@ -397,3 +397,75 @@ def test_cuped_on_a_mean_metric_uses_only_units_with_a_post_period_value(store: 
     expected = welch_test(*cuped_summaries(control, candidate))
     assert got["difference"] == pytest.approx(expected.absolute.estimate, rel=1e-9)
     assert got["ci_low"] == pytest.approx(expected.absolute.ci_lower, rel=1e-9)
+
+
+def test_a_lift_carries_the_relative_tests_own_p_value(store: DuckDBStore, small: dict) -> None:
+    from ramplight.core.stats import SampleMoments, welch_test
+
+    fixed = metric(analysis.report(store, FLAG, "production", ["latency"]), "latency")["comparisons"][0][
+        "fixed"
+    ]
+    expected = welch_test(
+        SampleMoments.from_values(small["control"]["latency"]).summary(),
+        SampleMoments.from_values(small["candidate"]["latency"]).summary(),
+    )
+    assert expected.relative is not None
+    assert fixed["relative_p_value"] == pytest.approx(expected.relative.p_value, rel=1e-9)
+    assert fixed["p_value"] == pytest.approx(expected.absolute.p_value, rel=1e-9)
+    assert fixed["relative_p_value"] != fixed["p_value"]  # two different tests
+
+
+def test_the_sequence_is_tuned_to_the_units_compared_unless_a_tuning_is_given(
+    store: DuckDBStore, small: dict
+) -> None:
+    from ramplight.core.stats import SampleMoments, sequential_test
+
+    control = SampleMoments.from_values(small["control"]["latency"]).summary()
+    candidate = SampleMoments.from_values(small["candidate"]["latency"]).summary()
+    derived = metric(analysis.report(store, FLAG, "production", ["latency"]), "latency")["comparisons"][0]
+    assert derived["sequential"]["tuning"] == 60.0
+    assert derived["sequential"]["tuning_source"] == "current_units"
+    expected = sequential_test(control, candidate, tuning=60.0).absolute
+    assert derived["sequential"]["ci_low"] == pytest.approx(expected.ci_lower, rel=1e-9)
+    pinned = metric(
+        analysis.report(store, FLAG, "production", ["latency"], ReadoutOptions(sequential_tuning=20_000)),
+        "latency",
+    )["comparisons"][0]["sequential"]
+    assert pinned["tuning"] == 20_000 and pinned["tuning_source"] == "option"
+    assert pinned["ci_low"] == pytest.approx(
+        sequential_test(control, candidate, tuning=20_000).absolute.ci_lower, rel=1e-9
+    )
+    with pytest.raises(ValidationError):
+        analysis.report(store, FLAG, "production", ["latency"], ReadoutOptions(sequential_tuning=0))
+
+
+def test_the_holm_family_leaves_out_ratio_helpers_and_follows_the_selection(
+    store: DuckDBStore, small: dict
+) -> None:
+    from ramplight.core.stats import holm_bonferroni
+
+    def fixed(report: dict, key: str) -> dict:
+        return metric(report, key)["comparisons"][0]["fixed"]
+
+    everything = analysis.report(store, FLAG, "production")
+    family = everything["correction"]["family"]
+    assert everything["correction"]["method"] == "holm"
+    assert sorted(family) == sorted(  # every metric but cost and turns, which only feed the ratio
+        ["latency", "escalated", "peak_tokens", "cost_per_turn", "faithfulness", "llm_ms", "llm_errors"]
+    )
+    adjusted = holm_bonferroni([fixed(everything, k)["p_value"] for k in family])
+    assert [fixed(everything, k)["p_value_holm"] for k in family] == pytest.approx(adjusted, rel=1e-12)
+    assert fixed(everything, "cost")["p_value_holm"] is None
+
+    selected = analysis.report(store, FLAG, "production", ["latency", "cost_per_turn"])
+    assert selected["correction"]["family"] == ["latency", "cost_per_turn"]
+    assert fixed(selected, "latency")["p_value_holm"] == pytest.approx(
+        holm_bonferroni([fixed(selected, k)["p_value"] for k in ("latency", "cost_per_turn")])[0], rel=1e-12
+    )
+
+    planned = analysis.report(store, FLAG, "production", options=ReadoutOptions(family=("latency",)))
+    assert planned["correction"]["family"] == ["latency"]
+    assert fixed(planned, "latency")["p_value_holm"] == fixed(planned, "latency")["p_value"]
+    assert fixed(planned, "llm_ms")["p_value_holm"] is None
+    with pytest.raises(ValidationError):
+        analysis.report(store, FLAG, "production", ["latency"], ReadoutOptions(family=("llm_ms",)))

@@ -4,6 +4,7 @@ reported as a 422 that names the metric — and the server keeps serving."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -25,11 +26,13 @@ def store_of(server: RunningServer) -> Any:
 def sandboxed(make_server) -> RunningServer:
     server: RunningServer = make_server(sql_tables=frozenset({"tickets"}), sql_timeout=1.0)
     server.create_flag()
+    # After the flag's creation (the server's own clock): earlier exposures belong to no phase.
+    exposed_at = datetime.now(UTC) + timedelta(seconds=1)
     key = server.sdk_key()
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}) as sdk:
         exposures = [
             {
-                "ts": "2026-11-20T10:00:00Z",
+                "ts": exposed_at.isoformat(),
                 "flag_key": FLAG,
                 "assignment_unit": "conversation",
                 "unit_id": f"c{i}",
@@ -42,7 +45,7 @@ def sandboxed(make_server) -> RunningServer:
     con = store_of(server).connection()
     con.execute("CREATE TABLE tickets (conversation VARCHAR, opened TIMESTAMPTZ, minutes DOUBLE)")
     con.execute(
-        "INSERT INTO tickets SELECT 'c' || i, TIMESTAMPTZ '2026-11-20 11:00:00+00', i FROM range(20) t(i)"
+        "INSERT INTO tickets SELECT 'c' || i, ?, i FROM range(20) t(i)", [exposed_at + timedelta(hours=1)]
     )
     return server
 
@@ -122,7 +125,7 @@ def test_a_stored_metric_that_may_not_or_cannot_run_is_a_422_naming_it(
 def test_a_query_past_the_time_limit_is_stopped_and_named(sandboxed: RunningServer) -> None:
     slow = (
         "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 1000000000) "
-        "SELECT 'c1' AS unit_id, TIMESTAMPTZ '2026-11-20 11:00:00+00' AS ts, count(*) AS value FROM r"
+        "SELECT 'c1' AS unit_id, TIMESTAMPTZ '2099-01-01 00:00:00+00' AS ts, count(*) AS value FROM r"
     )
     assert put_sql_metric(sandboxed, "slow", slow).status_code == 200
     assert (

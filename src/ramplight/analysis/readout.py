@@ -2,8 +2,9 @@
 
 The warehouse returns sufficient statistics (one row per phase, variation and segment, from
 `analysis.sql`); the pure stats engine turns them into effects. Phases come from the flag's
-change log: SRM is checked per phase against that phase's weights, and effects are combined
-across phases with the stratified estimator so a ramp under a time trend is not biased.
+change log: SRM is checked on assigned units per phase against that phase's weights (and once
+across phases), and effects, CUPED included, are combined across phases with the stratified
+estimator so a ramp under a time trend is not biased.
 JSON keys: docs/readout.md.
 """
 
@@ -20,6 +21,8 @@ from ramplight.analysis.execute import check_sql_metrics, fetch, user_sql_metric
 from ramplight.analysis.report import readout as readout_v1
 from ramplight.analysis.sql import (
     ReadoutSpec,
+    assigned_counts_query,
+    before_flag_query,
     per_unit_metrics,
     quantile_cluster_query,
     quantile_count_query,
@@ -39,7 +42,7 @@ from ramplight.core.stats import (
     RegressionMoments,
     SampleMoments,
     bayes_test,
-    cuped_summaries,
+    combined_srm_test,
     density_levels,
     holm_bonferroni,
     minimum_detectable_effect,
@@ -47,6 +50,7 @@ from ramplight.core.stats import (
     sample_size,
     sequential_test,
     srm_test,
+    stratified_cuped_summaries,
     welch_test,
 )
 from ramplight.core.stats.stratified import stratified_summaries
@@ -62,6 +66,12 @@ class ReadoutOptions:
     served: bool = False
     bayes: bool = False
     alpha: float = 0.05
+    family: tuple[str, ...] | None = None
+    """Metric keys whose comparisons are Holm-adjusted together (a plan's goals and guardrails);
+    None: every metric of the readout except those only there as a ratio's components."""
+    sequential_tuning: float | None = None
+    """n* of the confidence sequence: the total units (both arms) where it is tightest, e.g. the
+    units a plan expects at the end of the stage. None: each comparison's current units."""
 
 
 def _finite(value: float | None) -> float | None:
@@ -79,6 +89,9 @@ def _effect_json(result: EffectResult) -> dict[str, Any]:
         "relative": _finite(rel.estimate) if rel else None,
         "relative_ci_low": _finite(rel.ci_lower) if rel else None,
         "relative_ci_high": _finite(rel.ci_upper) if rel else None,
+        # The lift has its own test (delta-method variance): its p-value differs from the
+        # difference's, so one shown beside a lift must be this one.
+        "relative_p_value": _finite(rel.p_value) if rel else None,
     }
 
 
@@ -117,18 +130,78 @@ def _summary(
     ).summary()
 
 
-def _regression(i: int, rows: Sequence[Row]) -> RegressionMoments | None:
-    n = sum(int(row[f"m{i}_n"] or 0) for row in rows)
-    if n < 2:
-        return None
-    return RegressionMoments(
-        n=n,
-        sum_post=sum(row[f"m{i}_sum"] or 0.0 for row in rows),
-        sum_sq_post=sum(row[f"m{i}_sum_sq"] or 0.0 for row in rows),
-        sum_pre=sum(row[f"m{i}_pre_sum"] or 0.0 for row in rows),
-        sum_sq_pre=sum(row[f"m{i}_pre_sum_sq"] or 0.0 for row in rows),
-        sum_post_pre=sum(row[f"m{i}_post_pre"] or 0.0 for row in rows),
+def _regression(i: int, rows: Sequence[Row]) -> tuple[RegressionMoments, RegressionMoments]:
+    """CUPED's two strata of one arm and phase: units with a pre-period value, and units without
+    one (their covariate left at a constant 0, so CUPED leaves that stratum unadjusted)."""
+
+    def total(column: str) -> float:
+        return sum(row[column] or 0.0 for row in rows)
+
+    with_pre = RegressionMoments(
+        n=int(total(f"m{i}_pre_n")),
+        sum_post=total(f"m{i}_pre_post_sum"),
+        sum_sq_post=total(f"m{i}_pre_post_sum_sq"),
+        sum_pre=total(f"m{i}_pre_sum"),
+        sum_sq_pre=total(f"m{i}_pre_sum_sq"),
+        sum_post_pre=total(f"m{i}_post_pre"),
     )
+    without_pre = RegressionMoments(
+        n=int(total(f"m{i}_nopre_n")),
+        sum_post=total(f"m{i}_nopre_sum"),
+        sum_sq_post=total(f"m{i}_nopre_sum_sq"),
+        sum_pre=0.0,
+        sum_sq_pre=0.0,
+        sum_post_pre=0.0,
+    )
+    return with_pre, without_pre
+
+
+def _family(metrics: Sequence[Metric], options: ReadoutOptions) -> tuple[str, ...]:
+    """The metric keys whose comparisons form the multiple-comparison family.
+
+    Given: as given (each must be in the readout). Otherwise every metric of the readout except
+    those that are a numerator or denominator of a ratio in it (helpers feeding the ratio).
+    """
+    keys = [m.key for m in metrics]
+    if options.family is not None:
+        missing = [k for k in options.family if k not in keys]
+        if missing:
+            raise ValidationError.at(
+                "family", f"metric {missing[0]!r} is not in this readout; select it as a metric too"
+            )
+        return tuple(dict.fromkeys(options.family))
+    components = {ref for m in metrics if m.type == "ratio" for ref in (m.numerator, m.denominator)}
+    return tuple(k for k in keys if k not in components)
+
+
+def _adjust_family(entries: Sequence[dict[str, Any]], family: tuple[str, ...]) -> None:
+    """Holm-adjust the fixed p-values of every comparison (arm, segment) of the family's metrics;
+    comparisons outside the family get `p_value_holm` null."""
+    members = set(family)
+    tested: list[dict[str, Any]] = []
+    for entry in entries:
+        for comparison in entry["comparisons"]:
+            fixed = comparison["fixed"]
+            fixed["p_value_holm"] = None
+            if entry["key"] in members and fixed["p_value"] is not None:
+                tested.append(fixed)
+    if tested:
+        for fixed, adjusted in zip(tested, holm_bonferroni([f["p_value"] for f in tested]), strict=True):
+            fixed["p_value_holm"] = adjusted
+
+
+def _srm_overall(strata: Sequence[tuple[int, list[int], list[float]]]) -> dict[str, Any] | None:
+    """One sample-ratio test over every phase that has one: the phases' chi-squares added."""
+    if not strata:
+        return None
+    result = combined_srm_test([(observed, weights) for _, observed, weights in strata])
+    return {
+        "p_value": result.p_value,
+        "chi_square": _finite(result.chi_square),
+        "df": result.df,
+        "mismatch": result.mismatch,
+        "phases": [index for index, _, _ in strata],
+    }
 
 
 def _phase_weights(phase: Phase) -> dict[str, float]:
@@ -149,6 +222,10 @@ def build_readout(
         raise NotFoundError(f"flag {flag.key!r} is not configured in environment {environment!r}")
     base = readout_v1(store, flag, environment, now, include_metrics=not metrics)
     phases = phases_from_changes(store.flag_changes(flag.key), environment)
+    if options.sequential_tuning is not None and not (
+        math.isfinite(options.sequential_tuning) and options.sequential_tuning > 0
+    ):
+        raise ValidationError.at("sequential_tuning", "a positive number of units (both arms)")
     if options.phase is not None and not 0 <= options.phase < len(phases):
         raise ValidationError.at(
             "phase", f"flag {flag.key!r} has phases 0..{len(phases) - 1} in {environment}"
@@ -176,7 +253,12 @@ def build_readout(
     variations = flag.variation_keys()
 
     # -- data quality per phase ----------------------------------------------------------
+    # The split is tested on ASSIGNED variations; as-served rows group fallbacks elsewhere.
+    assigned: dict[tuple[int, str], int] = defaultdict(int)
+    for row in _rows(store, render(assigned_counts_query(spec))) if options.served else rows:
+        assigned[(int(row["phase"]), row["variation"])] += int(row["units"])
     phase_json = []
+    srm_strata: list[tuple[int, list[int], list[float]]] = []
     for phase in phases:
         counts = {
             v: sum(int(r["units"]) for s in segments for r in by_key.get((phase.index, v, s), []))
@@ -184,7 +266,7 @@ def build_readout(
         }
         weights = _phase_weights(phase)
         srm = None
-        observed = [counts[v] for v in weights]
+        observed = [assigned[(phase.index, v)] for v in weights]
         if phase.enabled and sum(observed) > 0 and len(weights) > 1:
             result = srm_test(observed, list(weights.values()))
             srm = {
@@ -194,6 +276,7 @@ def build_readout(
                 "observed": dict(zip(weights, observed, strict=True)),
                 "expected_weights": weights,
             }
+            srm_strata.append((phase.index, observed, list(weights.values())))
         phase_json.append(
             {
                 "phase": phase.index,
@@ -213,7 +296,6 @@ def build_readout(
     index = {m.key: i for i, m in enumerate(per_unit)}
     ratio_index = {m.key: r for r, m in enumerate(spec.metrics) if m.type == "ratio"}
     out_metrics: list[dict[str, Any]] = []
-    p_values: list[tuple[dict[str, Any], float]] = []
     for metric in metrics:
         if metric.type == "quantile":
             out_metrics.append(_quantile_metric(store, spec, metric, control, variations, options))
@@ -227,16 +309,17 @@ def build_readout(
             if options.segment is not None:
                 entry["segment"] = segment
             out_metrics.append(entry)
-            for comparison in entry["comparisons"]:
-                if comparison["fixed"]["p_value"] is not None:
-                    p_values.append((comparison, comparison["fixed"]["p_value"]))
-    if p_values:
-        for (comparison, _), adjusted in zip(
-            p_values, holm_bonferroni([p for _, p in p_values]), strict=True
-        ):
-            comparison["fixed"]["p_value_holm"] = adjusted
+    family = _family(metrics, options)
+    _adjust_family(out_metrics, family)
+    before = before_flag_query(spec)
+    early = _rows(store, render(before))[0] if before is not None else {"exposures": 0, "units": 0}
     return {
         **base,
+        "data_quality": {
+            **base["data_quality"],
+            "exposures_before_flag": int(early["exposures"]),
+            "units_exposed_before_flag": int(early["units"]),
+        },
         "schema": READOUT_SCHEMA,
         "generated_at": (now or datetime.now(UTC)).isoformat(),
         "analysis": "as_served" if options.served else "intent_to_treat",
@@ -244,6 +327,8 @@ def build_readout(
         "phase": options.phase,
         "phases": phase_json,
         "metrics": out_metrics if metrics else base["metrics"],
+        "correction": {"method": "holm", "family": list(family)} if metrics else None,
+        "srm_overall": _srm_overall(srm_strata),
         "sql": render(statement, pretty=True) if metrics else None,
     }
 
@@ -296,11 +381,19 @@ def _metric_entry(
         if not pairs:
             continue
         c_sum, t_sum = stratified_summaries(pairs)
+        # No plan carries an expected stage size yet, so the fallback applies: the units compared
+        # now (docs/statistics.md §5 on what a tuning read from the data costs).
+        tuning = options.sequential_tuning or float(c_sum.n + t_sum.n)
+        tuning_source = "option" if options.sequential_tuning else "current_units"
         comparison: dict[str, Any] = {
             "variation": variation,
             "vs": control,
             "fixed": _effect_json(welch_test(c_sum, t_sum, alpha=options.alpha)),
-            "sequential": _effect_json(sequential_test(c_sum, t_sum, alpha=options.alpha)),
+            "sequential": {
+                **_effect_json(sequential_test(c_sum, t_sum, alpha=options.alpha, tuning=tuning)),
+                "tuning": tuning,
+                "tuning_source": tuning_source,
+            },
             "per_phase": [
                 {"phase": p, **_effect_json(welch_test(c, t, alpha=options.alpha))}
                 for p, c, t in zip(estimable, control_strata, arm_strata, strict=True)
@@ -308,9 +401,19 @@ def _metric_entry(
             ],
         }
         if metric.cuped_days and i >= 0:
-            c_reg, t_reg = _regression(i, pooled_rows(control)), _regression(i, pooled_rows(variation))
-            if c_reg is not None and t_reg is not None:
-                c_adj, t_adj = cuped_summaries(c_reg, t_reg)
+            # Stratified like the other effects, per phase and pre-period presence; pooling the
+            # phases would credit a time trend in both pre and post to the treatment.
+            cuped_strata = [
+                stratum
+                for p in estimable
+                for stratum in zip(
+                    _regression(i, by_key.get((p, control, segment), [])),
+                    _regression(i, by_key.get((p, variation, segment), [])),
+                    strict=True,
+                )
+            ]
+            if any(c.n >= 2 and t.n >= 2 for c, t in cuped_strata):
+                c_adj, t_adj = stratified_cuped_summaries(cuped_strata)
                 comparison["cuped"] = _effect_json(welch_test(c_adj, t_adj, alpha=options.alpha))
         if options.bayes:
             bayes = bayes_test(c_sum, t_sum, alpha=options.alpha, direction=metric.direction)

@@ -56,18 +56,21 @@ WITH units AS (
     WHERE environment = $environment AND flag_key = $flag_key
     GROUP BY unit_id
 ),
-relevant AS (
-    SELECT e.unit_id, e.ts
+candidates AS (
+    SELECT e.unit_id, e.ts,
+           -- Outcomes that should join: this flag's, or unflagged ones after its first exposure.
+           coalesce(e.flag_key = $flag_key, false)
+               OR e.ts >= (SELECT min(first_ts) FROM units) AS relevant
     FROM events e
     WHERE e.environment = $environment
-      AND (e.flag_key = $flag_key
-           OR (e.flag_key IS NULL AND e.assignment_unit = $assignment_unit
-               AND e.ts >= (SELECT min(first_ts) FROM units)))
+      AND (e.flag_key = $flag_key OR (e.flag_key IS NULL AND e.assignment_unit = $assignment_unit))
 )
-SELECT count(*) AS events,
-       count(*) FILTER (WHERE u.unit_id IS NOT NULL AND r.ts >= u.first_ts) AS joinable,
-       count(*) FILTER (WHERE u.unit_id IS NOT NULL AND r.ts < u.first_ts) AS before_exposure
-FROM relevant r LEFT JOIN units u USING (unit_id)
+SELECT count(*) FILTER (WHERE c.relevant) AS events,
+       count(*) FILTER (WHERE c.relevant AND u.unit_id IS NOT NULL AND c.ts >= u.first_ts) AS joinable,
+       -- Not limited to `relevant`: pre-exposure events of exposed units predate the first
+       -- exposure by definition, and the earliest units' would all fall outside it.
+       count(*) FILTER (WHERE u.unit_id IS NOT NULL AND c.ts < u.first_ts) AS before_exposure
+FROM candidates c LEFT JOIN units u USING (unit_id)
 """
 
 _METRICS_SQL = """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,11 @@ def report(
 ) -> dict[str, Any]:
     flag = control.get_flag(store, flag_key)
     metrics, known = select_metrics(store, metric_keys)
-    return build_readout(store, flag, environment, metrics, known, options or ReadoutOptions())
+    options = options or ReadoutOptions()
+    if metric_keys and options.family is None:
+        # Metrics named explicitly are the family, ratio components included: the user asked.
+        options = replace(options, family=tuple(dict.fromkeys(metric_keys)))
+    return build_readout(store, flag, environment, metrics, known, options)
 
 
 def spec_for(

@@ -216,6 +216,9 @@ def _units_ctes(spec: ReadoutSpec) -> str:
     segment = (
         f"ARG_MIN(attributes, ts) ->> {_json_path(spec.segment)}" if spec.segment else "CAST(NULL AS VARCHAR)"
     )
+    # A unit first exposed before the flag served this environment belongs to no phase: excluded
+    # (and counted by `before_flag_query`).
+    since = f" AND first_ts >= {_ts(spec.phase_starts[0])}" if spec.phase_starts else ""
     phase = "0"
     if spec.phase_starts[1:]:
         cases = " ".join(
@@ -230,7 +233,8 @@ def _units_ctes(spec: ReadoutSpec) -> str:
         f"{segment} AS segment FROM exposures WHERE environment = {_str(spec.environment)} "
         f"AND flag_key = {_str(spec.flag_key)} GROUP BY unit_id), "
         f"units AS (SELECT unit_id, first_ts, {'served_variation' if spec.served else 'assigned_variation'} "
-        f"AS variation, fell_back, segment, {phase} AS phase FROM exposed WHERE n_assigned = 1)"
+        f"AS variation, assigned_variation, fell_back, segment, {phase} AS phase FROM exposed "
+        f"WHERE n_assigned = 1{since})"
     )
 
 
@@ -253,13 +257,22 @@ def readout_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Expr:
         n = "COUNT(*)" if m.zero_when_missing else f"COUNT({post})"
         columns += [f"{n} AS m{i}_n", f"SUM({v}) AS m{i}_sum", f"SUM({v} * {v}) AS m{i}_sum_sq"]
         if m.cuped_days:
-            # The pre-period moments must cover exactly the units counted in m{i}_n.
-            pre = f"COALESCE({per_unit.pre[i]}, 0)"
-            only = "" if m.zero_when_missing else f" FILTER (WHERE {post} IS NOT NULL)"
+            # CUPED strata among the units counted in m{i}_n: those with a pre-period value
+            # (regression moments) and those without one, which stay missing rather than 0
+            # (Deng et al. 2013, "Handling Missing Pre-Experiment Data").
+            pre = per_unit.pre[i]
+            counted = "" if m.zero_when_missing else f" AND {post} IS NOT NULL"
+            has, lacks = f"{pre} IS NOT NULL{counted}", f"{pre} IS NULL{counted}"
             columns += [
-                f"SUM({pre}){only} AS m{i}_pre_sum",
-                f"SUM({pre} * {pre}){only} AS m{i}_pre_sum_sq",
-                f"SUM({v} * {pre}){only} AS m{i}_post_pre",
+                f"COUNT(*) FILTER (WHERE {has}) AS m{i}_pre_n",
+                f"SUM({v}) FILTER (WHERE {has}) AS m{i}_pre_post_sum",
+                f"SUM({v} * {v}) FILTER (WHERE {has}) AS m{i}_pre_post_sum_sq",
+                f"SUM({pre}) FILTER (WHERE {has}) AS m{i}_pre_sum",
+                f"SUM({pre} * {pre}) FILTER (WHERE {has}) AS m{i}_pre_sum_sq",
+                f"SUM({v} * {pre}) FILTER (WHERE {has}) AS m{i}_post_pre",
+                f"COUNT(*) FILTER (WHERE {lacks}) AS m{i}_nopre_n",
+                f"SUM({v}) FILTER (WHERE {lacks}) AS m{i}_nopre_sum",
+                f"SUM({v} * {v}) FILTER (WHERE {lacks}) AS m{i}_nopre_sum_sq",
             ]
     for r, m in enumerate(spec.metrics):
         if m.type == "ratio":
@@ -268,6 +281,29 @@ def readout_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Expr:
     sql = (
         f"WITH {', '.join(ctes)} SELECT {', '.join(columns)} FROM units AS u {' '.join(per_unit.joins)} "
         "GROUP BY u.phase, u.variation, u.segment ORDER BY u.phase, u.variation, u.segment"
+    )
+    return sqlglot.parse_one(sql, read="duckdb")
+
+
+def assigned_counts_query(spec: ReadoutSpec) -> exp.Expr:
+    """Units per phase and ASSIGNED variation: what the sample-ratio test checks, also when the
+    readout groups by the served variation (a fallback is not a split mismatch)."""
+    sql = (
+        f"WITH {_units_ctes(spec)} SELECT u.phase, u.assigned_variation AS variation, COUNT(*) AS units "
+        "FROM units AS u GROUP BY u.phase, u.assigned_variation ORDER BY u.phase, u.assigned_variation"
+    )
+    return sqlglot.parse_one(sql, read="duckdb")
+
+
+def before_flag_query(spec: ReadoutSpec) -> exp.Expr | None:
+    """Exposures stamped before the environment's first phase, and their units (which the
+    readout excludes); None without phases."""
+    if not spec.phase_starts:
+        return None
+    sql = (
+        "SELECT COUNT(*) AS exposures, COUNT(DISTINCT unit_id) AS units FROM exposures "
+        f"WHERE environment = {_str(spec.environment)} AND flag_key = {_str(spec.flag_key)} "
+        f"AND ts < {_ts(spec.phase_starts[0])}"
     )
     return sqlglot.parse_one(sql, read="duckdb")
 
@@ -283,7 +319,7 @@ def per_unit_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Expr:
         columns.append(f"{column} AS {exp.to_identifier(m.key, quoted=True).sql('duckdb')}")
         if m.cuped_days:
             pre = exp.to_identifier(m.key + "__pre", quoted=True).sql("duckdb")
-            columns.append(f"COALESCE({per_unit.pre[i]}, 0) AS {pre}")
+            columns.append(f"{per_unit.pre[i]} AS {pre}")  # NULL: no pre-period value
     sql = (
         f"WITH {', '.join([_units_ctes(spec), *per_unit.ctes])} SELECT {', '.join(columns)} "
         f"FROM units AS u {' '.join(per_unit.joins)} ORDER BY u.unit_id"

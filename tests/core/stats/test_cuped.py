@@ -3,7 +3,13 @@ import math
 import numpy as np
 import pytest
 
-from ramplight.core.stats import RegressionMoments, cuped_summaries, theta_cuped, welch_test
+from ramplight.core.stats import (
+    RegressionMoments,
+    cuped_summaries,
+    stratified_cuped_summaries,
+    theta_cuped,
+    welch_test,
+)
 
 EXPERIMENTS = 2_000
 
@@ -75,3 +81,30 @@ def test_cuped_lift_is_relative_to_the_unadjusted_control_mean(
     assert result.relative.estimate == pytest.approx(
         (adjusted_treatment.mean - adjusted_control.mean) / control.post.mean
     )
+
+
+def test_cuped_per_phase_stays_unbiased_under_a_ramp_where_pooled_cuped_does_not(
+    rng: np.random.Generator,
+) -> None:
+    """No effect; 5 % then 20 % treatment; the outcome rises by 3 and the pre-period by 1 in phase 1."""
+    experiments = 1_000
+    arms = {(0, "c"): 1_900, (0, "t"): 100, (1, "c"): 1_600, (1, "t"): 400}
+    moments: dict[tuple[int, str], list[RegressionMoments]] = {}
+    for (phase, arm), n in arms.items():
+        habit = rng.gamma(2.0, 5.0, (experiments, n))
+        pre = habit + 1.0 * phase + rng.normal(0.0, 2.0, (experiments, n))
+        post = habit + 3.0 * phase + rng.normal(0.0, 2.0, (experiments, n))
+        moments[(phase, arm)] = regression_rows(post, pre)
+    stratified, pooled = [], []
+    for e in range(experiments):
+        strata = [(moments[(p, "c")][e], moments[(p, "t")][e]) for p in (0, 1)]
+        stratified.append(welch_test(*stratified_cuped_summaries(strata)).absolute)
+        merged = (strata[0][0] + strata[1][0], strata[0][1] + strata[1][1])
+        pooled.append(welch_test(*cuped_summaries(*merged)).absolute)
+    covered = sum(r.ci_lower <= 0 <= r.ci_upper for r in stratified) / experiments
+    mean, spread = np.mean([r.estimate for r in stratified]), np.std([r.estimate for r in stratified])
+    print(f"stratified cuped coverage {covered}, mean {mean:.4f}")
+    assert covered == pytest.approx(0.95, abs=0.02)
+    assert abs(mean) < 4 * spread / math.sqrt(experiments)
+    pooled_covered = sum(r.ci_lower <= 0 <= r.ci_upper for r in pooled) / experiments
+    assert pooled_covered < 0.2  # the trend, credited to the treatment

@@ -1,9 +1,10 @@
 import math
 
 import pytest
+from scipy import stats
 
 from ramplight.core.errors import ValidationError
-from ramplight.core.stats import srm_test
+from ramplight.core.stats import combined_srm_test, srm_test
 
 
 def test_a_52_48_split_against_50_50_weights_is_flagged_at_large_n() -> None:
@@ -46,3 +47,19 @@ def test_no_units_yet_is_not_a_mismatch() -> None:
 def test_malformed_inputs_are_rejected(observed: list[int], weights: list[float]) -> None:
     with pytest.raises(ValidationError):
         srm_test(observed, weights)
+
+
+def test_a_small_imbalance_in_every_phase_adds_up_in_the_combined_test() -> None:
+    phases = [([5_130, 4_870], [50.0, 50.0]), ([8_100, 1_900], [80.0, 20.0]), ([5_150, 4_850], [50.0, 50.0])]
+    assert not any(srm_test(observed, weights).mismatch for observed, weights in phases)
+    combined = combined_srm_test(phases)
+    chi_square = sum(srm_test(observed, weights).chi_square for observed, weights in phases)
+    assert combined.df == 3
+    assert combined.chi_square == pytest.approx(chi_square, rel=1e-12)
+    assert combined.p_value == pytest.approx(stats.chi2.sf(chi_square, 3), rel=1e-9)
+    assert combined.mismatch
+
+
+def test_units_in_a_zero_weight_variation_make_the_combined_test_a_mismatch() -> None:
+    combined = combined_srm_test([([500, 500], [50.0, 50.0]), ([10, 990], [0.0, 100.0])])
+    assert combined.mismatch and combined.p_value == 0.0

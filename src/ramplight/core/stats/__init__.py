@@ -5,7 +5,7 @@ No I/O and no data frames: every function takes the small typed values in `suffs
 """
 
 from ramplight.core.stats.bayes import BayesEstimate, BayesResult, GaussianPrior, bayes_test
-from ramplight.core.stats.cuped import cuped_summaries, theta_cuped
+from ramplight.core.stats.cuped import cuped_summaries, stratified_cuped_summaries, theta_cuped
 from ramplight.core.stats.effects import (
     Direction,
     EffectEstimate,
@@ -33,7 +33,7 @@ from ramplight.core.stats.sequential import (
     mixture_rho,
     sequential_test,
 )
-from ramplight.core.stats.srm import SRM_THRESHOLD, SrmResult, srm_test
+from ramplight.core.stats.srm import SRM_THRESHOLD, SrmResult, combined_srm_test, srm_test
 from ramplight.core.stats.stratified import pooled_summaries, stratified_summaries
 from ramplight.core.stats.suffstats import (
     ArmSummary,
@@ -66,6 +66,7 @@ __all__ = [
     "bayes_test",
     "benjamini_hochberg",
     "boundary_multiplier",
+    "combined_srm_test",
     "cuped_summaries",
     "density_levels",
     "holm_bonferroni",
@@ -76,6 +77,7 @@ __all__ = [
     "sample_size",
     "sequential_test",
     "srm_test",
+    "stratified_cuped_summaries",
     "stratified_summaries",
     "theta_cuped",
     "welch_test",

@@ -1,5 +1,12 @@
-"""CUPED: regression adjustment on a pre-exposure covariate, one theta pooled over both arms."""
+"""CUPED: regression adjustment on a pre-exposure covariate, one theta pooled over both arms.
 
+Under a ramp, CUPED runs within each stratum (phase, and presence of pre-period data) with its
+own theta and the strata are combined by the stratified estimator (docs/statistics.md §4).
+"""
+
+from collections.abc import Sequence
+
+from ramplight.core.stats.stratified import stratified_summaries
 from ramplight.core.stats.suffstats import ArmSummary, RegressionMoments
 
 
@@ -18,6 +25,18 @@ def cuped_summaries(
     """Control and treatment adjusted by the pooled theta, ready for any test in this package."""
     theta = theta_cuped(control, treatment)
     return _adjusted(control, theta), _adjusted(treatment, theta)
+
+
+def stratified_cuped_summaries(
+    strata: Sequence[tuple[RegressionMoments, RegressionMoments]],
+) -> tuple[ArmSummary, ArmSummary]:
+    """CUPED within each (control, treatment) stratum, then the stratified combination.
+
+    Each stratum gets its own theta (pooled over its two arms): a slope fitted across strata
+    would absorb the between-stratum trend. A stratum whose covariate does not vary (units
+    without pre-period data, stored with pre = 0) is compared unadjusted.
+    """
+    return stratified_summaries([cuped_summaries(control, treatment) for control, treatment in strata])
 
 
 def _adjusted(arm: RegressionMoments, theta: float) -> ArmSummary:

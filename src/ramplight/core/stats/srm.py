@@ -50,3 +50,26 @@ def srm_test(
     )
     p_value = float(special.chdtrc(df, chi_square))
     return SrmResult(chi_square=chi_square, df=df, p_value=p_value, mismatch=p_value < threshold)
+
+
+def combined_srm_test(
+    strata: Sequence[tuple[Sequence[int], Sequence[float]]], *, threshold: float = SRM_THRESHOLD
+) -> SrmResult:
+    """One test over several strata (phases), each with its own (observed, weights).
+
+    The strata are disjoint sets of units, so their Pearson statistics are independent and add,
+    as do their degrees of freedom: a small imbalance repeated in every phase, too small to flag
+    any one of them, adds up here.
+    """
+    if not strata:
+        raise ValidationError("combined_srm_test needs at least one stratum")
+    results = [srm_test(observed, weights, threshold=threshold) for observed, weights in strata]
+    df = sum(r.df for r in results)
+    # X² = Σ_p X²_p on Σ_p df_p (independent chi-squares add; Pearson 1900).
+    chi_square = math.fsum(r.chi_square for r in results)
+    if math.isinf(chi_square):
+        return SrmResult(chi_square=math.inf, df=df, p_value=0.0, mismatch=True)
+    if df == 0:
+        return SrmResult(chi_square=0.0, df=0, p_value=1.0, mismatch=False)
+    p_value = float(special.chdtrc(df, chi_square))
+    return SrmResult(chi_square=chi_square, df=df, p_value=p_value, mismatch=p_value < threshold)
