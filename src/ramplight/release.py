@@ -154,6 +154,22 @@ class Judgement:
     recommendation: Recommendation
 
 
+def _plan_options(plan: Plan, source: str, options: ReadoutOptions) -> ReadoutOptions:
+    """A plan decides the multiple-comparison family (its goals and guardrails) and the
+    sample size the always-valid intervals are tuned for (`expected_units`, else the largest
+    stage minimum); options the caller set explicitly win."""
+    if source != "plan":
+        return options
+    family = tuple(_plan_metric_keys(plan)) or None
+    minimums = [s.min_units for s in plan.effective_stages() if s.min_units > 0]
+    tuning = plan.expected_units or (max(minimums) if minimums else None)
+    return replace(
+        options,
+        family=options.family if options.family is not None else family,
+        sequential_tuning=options.sequential_tuning if options.sequential_tuning is not None else tuning,
+    )
+
+
 def _plan_metric_keys(plan: Plan) -> list[str]:
     return list(dict.fromkeys([g.metric for g in plan.goals] + [g.metric for g in plan.guardrails]))
 
@@ -173,7 +189,7 @@ def judge(
         raise NotFoundError(f"flag {flag_key!r} is not configured in environment {environment!r}")
     plan, source = plan_for(store, flag, environment)
     keys = None if not metric_keys else list(dict.fromkeys([*metric_keys, *_plan_metric_keys(plan)]))
-    options = options or ReadoutOptions(alpha=plan.alpha)
+    options = _plan_options(plan, source, options or ReadoutOptions(alpha=plan.alpha))
     readout = analysis.report(store, flag_key, environment, keys, options)
     state = release_state(store, flag, environment, plan)
     if state_override is not None:

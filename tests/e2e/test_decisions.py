@@ -67,6 +67,10 @@ def test_a_breached_guardrail_leads_the_readout_and_refuses_the_ramp(planned: Ru
     assert rec["sentence"].startswith("roll back: latency_ms is worse by +")
     assert "always-valid interval, beyond the 5% margin" in rec["sentence"]
     assert rec["plan_source"] == "plan"
+    # The plan sets the multiple-comparison family and the sample size the intervals are tuned for.
+    assert report["correction"]["family"] == ["latency_ms"]
+    latency = next(m for m in report["metrics"] if m["key"] == "latency_ms")
+    assert latency["comparisons"][0]["sequential"]["tuning"] == 100  # the largest stage minimum
 
     refused = planned.admin.post(f"/api/flags/{FLAG}/ramp",
                                  json={"environment": "production", "variation": "candidate", "percent": 50})  # fmt: skip
