@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -159,3 +160,101 @@ def test_metrics_as_code_then_sql_and_export(tmp_path: Path, db: Path) -> None:
     out = tmp_path / "units.csv"
     ramplight("export", "support_assistant_profile", "--db", str(db), "--format", "csv", "-o", str(out))
     assert set(out.read_text().splitlines()[0].split(",")[-2:]) == {"latency", "cost"}
+
+
+def _release_file(tmp_path: Path, margin: float = 0.05) -> Path:
+    path = tmp_path / "release.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "metrics": [
+                    {
+                        "key": "latency_ms",
+                        "type": "event",
+                        "event": "latency_ms",
+                        "aggregation": "mean",
+                        "direction": "decrease",
+                    }
+                ],
+                "plans": [
+                    {
+                        "flag_key": "support_assistant_profile",
+                        "guardrails": [{"metric": "latency_ms", "margin": margin}],
+                        "stages": [{"percent": 5, "min_units": 10}, {"percent": 20}, {"percent": 100}],
+                        "gates": [],
+                    }
+                ],
+            }
+        )
+    )
+    return path
+
+
+def _slow_candidate(tmp_path: Path, db: Path) -> None:
+    now = datetime.now(UTC).isoformat()
+    rows = []
+    for i in range(400):
+        variation = "candidate" if i % 4 == 0 else "control"
+        rows.append({"kind": "exposures", "ts": now, "flag_key": "support_assistant_profile",
+                     "assignment_unit": "conversation", "unit_id": f"u{i}", "assigned_variation": variation,
+                     "served_variation": variation})  # fmt: skip
+    events = [{"ts": now, "name": "latency_ms", "unit_id": f"u{i}",
+               "assignment_unit": "conversation", "value": (1500.0 if i % 4 == 0 else 1000.0) + i % 7}
+              for i in range(400)]  # fmt: skip
+    (tmp_path / "exposures.ndjson").write_text(
+        "\n".join(json.dumps({k: v for k, v in r.items() if k != "kind"}) for r in rows)
+    )
+    (tmp_path / "events.ndjson").write_text("\n".join(json.dumps(e) for e in events))
+    ramplight("import", str(tmp_path / "exposures.ndjson"), "--kind", "exposures", "--db", str(db))
+    ramplight("import", str(tmp_path / "events.ndjson"), "--kind", "events", "--db", str(db))
+
+
+def test_plans_as_code_then_a_refused_ramp_a_forced_one_and_decisions(tmp_path: Path, db: Path) -> None:
+    applied = json.loads(ramplight("apply", str(_release_file(tmp_path)), "--db", str(db), "--json").stdout)
+    assert {
+        "key": "support_assistant_profile@production",
+        "action": "create",
+        "version": 1,
+        "diff": "",
+    } in applied
+    again = json.loads(ramplight("apply", str(_release_file(tmp_path)), "--db", str(db), "--json").stdout)
+    assert {
+        "key": "support_assistant_profile@production",
+        "action": "unchanged",
+        "version": 1,
+        "diff": "",
+    } in again
+    _slow_candidate(tmp_path, db)
+
+    report = json.loads(ramplight("report", "support_assistant_profile", "--db", str(db), "--json").stdout)
+    assert report["recommendation"]["action"] == "rollback"
+    table = ramplight("report", "support_assistant_profile", "--db", str(db)).stdout
+    assert table.lstrip().startswith("ROLLBACK — roll back: latency_ms is worse by")
+
+    refused = ramplight("ramp", "support_assistant_profile", "candidate", "50", "--db", str(db), check=False)
+    assert refused.returncode == 1 and "ramp refused: latency_ms is worse" in refused.stderr
+    no_reason = ramplight(
+        "ramp", "support_assistant_profile", "candidate", "50", "--force", "--db", str(db), check=False
+    )
+    assert no_reason.returncode == 1 and "a forced action needs a reason" in no_reason.stderr
+    ramplight(
+        "ramp",
+        "support_assistant_profile",
+        "candidate",
+        "50",
+        "--force",
+        "--reason",
+        "load test",
+        "--db",
+        str(db),
+    )
+    same = ramplight("ramp", "support_assistant_profile", "candidate", "50", "--db", str(db)).stdout
+    assert "unchanged" in same
+
+    decided = json.loads(ramplight("decide", "support_assistant_profile", "rollback", "--reason", "latency",
+                                   "--db", str(db), "--json").stdout)  # fmt: skip
+    assert decided["state"] == "rollback" and decided["rollout_after"]["rollout"]["weights"]["candidate"] == 0
+    listed = ramplight("decisions", "support_assistant_profile", "--db", str(db)).stdout
+    assert "rollback by cli — latency" in listed and "recommended: roll back: latency_ms" in listed
+    stale = json.loads(ramplight("flags", "stale", "--days", "0", "--db", str(db), "--json").stdout)
+    assert stale[0]["flag_key"] == "support_assistant_profile"
