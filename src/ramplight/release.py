@@ -23,7 +23,7 @@ from ramplight.core.errors import ConflictError, ForbiddenError, NotFoundError, 
 from ramplight.core.flags import Flag, Rollout
 from ramplight.core.phases import phases_from_changes
 from ramplight.core.plan import Plan, Verdict, check_plan, convert_plan, default_plan
-from ramplight.store.base import Store
+from ramplight.store.base import ChangeRequest, Store
 
 Clock = Callable[[], datetime]
 ACTIONS: tuple[Verdict, ...] = ("expand", "rollback", "pause", "promote", "cleanup", "continue")
@@ -317,9 +317,15 @@ _CHANGE_ACTION: dict[str, Any] = {
 }
 
 
-def refusal(action: Verdict, j: Judgement) -> str | None:
-    """Why `action` goes against the plan now (None: it does not)."""
+def refusal(action: Verdict, j: Judgement, approved: bool = False) -> str | None:
+    """Why `action` goes against the plan now (None: it does not). `approved`: a change request
+    carrying the plan's required approvals is being applied."""
     rec = j.recommendation
+    if action in ("expand", "promote") and j.plan.approvers > 0 and not approved:
+        return (
+            f"{action} in {j.plan.environment} needs {j.plan.approvers} approval(s) from someone other than "
+            "the proposer: open a change request (POST /api/flags/{key}/requests)"
+        )
     blockers = list(rec.blockers)
     if j.plan_source == "default":
         # Without a plan, only safety blocks: breached guardrails, failed gates, a pause.
@@ -349,6 +355,7 @@ def decide_action(
     percent: float | None = None,
     clock: Clock = utcnow,
     judgement: Judgement | None = None,
+    approved: bool = False,
 ) -> Decision:
     """Apply `action`, recording the decision, the recommendation at that moment, the readout it
     was made on and its SQL, with the flag change, in one transaction. 409 when the action goes
@@ -357,7 +364,7 @@ def decide_action(
         raise ValidationError.at("action", f"one of {', '.join(ACTIONS)}")
     verdict: Verdict = action
     j = judgement or judge(store, flag_key, environment)
-    refused = refusal(verdict, j)
+    refused = refusal(verdict, j, approved)
     forced = False
     if refused is not None:
         if not force:
@@ -573,3 +580,127 @@ def stale_flags(store: Store, days: float = 30.0, now: datetime | None = None) -
             if reasons:
                 out.append({"flag_key": flag.key, "environment": environment, "reasons": reasons})
     return out
+
+
+# -- change requests ---------------------------------------------------------------------------
+
+
+def _request_json(r: ChangeRequest) -> dict[str, Any]:
+    return {
+        "request_id": r.request_id,
+        "flag_key": r.flag_key,
+        "environment": r.environment,
+        "action": r.action,
+        "percent": r.percent,
+        "reason": r.reason,
+        "proposed_by": r.proposed_by,
+        "proposed_at": r.proposed_at.isoformat(),
+        "state": r.state,
+        "approvals": r.approvals,
+        "required": r.required,
+        "decided_at": r.decided_at.isoformat() if r.decided_at else None,
+        "decision_id": r.decision_id,
+    }
+
+
+def propose(
+    store: Store,
+    flag_key: str,
+    environment: str,
+    action: str,
+    proposer_id: str,
+    proposer: str,
+    reason: str | None = None,
+    percent: float | None = None,
+    clock: Clock = utcnow,
+) -> dict[str, Any]:
+    """Open a change request for an expansion or promotion the plan says needs approval."""
+    if action not in ("expand", "promote"):
+        raise ValidationError.at("action", "expand or promote (other actions need no approval)")
+    flag = control.get_flag(store, flag_key)
+    if environment not in flag.environments:
+        raise NotFoundError(f"flag {flag_key!r} is not configured in environment {environment!r}")
+    plan, _ = plan_for(store, flag, environment)
+    if plan.approvers == 0:
+        raise ValidationError.at("action", f"the plan for {environment} needs no approval: decide directly")
+    request = ChangeRequest(
+        request_id=uuid.uuid4().hex[:16],
+        flag_key=flag_key,
+        environment=environment,
+        action=action,
+        percent=percent,
+        reason=reason,
+        proposed_by=proposer,
+        proposer_id=proposer_id,
+        proposed_at=clock(),
+        state="proposed",
+        approvals=[],
+        required=plan.approvers,
+    )
+    store.save_request(request, None)
+    return _request_json(request)
+
+
+def _open_request(store: Store, request_id: str) -> ChangeRequest:
+    request = store.get_request(request_id)
+    if request is None:
+        raise NotFoundError(f"no change request {request_id!r}")
+    if request.state != "proposed":
+        raise ConflictError(f"change request {request_id} is already {request.state}")
+    return request
+
+
+def approve(
+    store: Store, request_id: str, approver_id: str, approver: str, clock: Clock = utcnow
+) -> dict[str, Any]:
+    """Add an approval from someone other than the proposer; with enough, the action is applied
+    (checked against the plan again at that moment) and recorded with everyone who approved."""
+    request = _open_request(store, request_id)
+    if approver_id == request.proposer_id:
+        raise ForbiddenError("the proposer cannot approve their own change request")
+    if any(a["id"] == approver_id for a in request.approvals):
+        raise ConflictError("this key has already approved the request")
+    approvals = [*request.approvals, {"id": approver_id, "by": approver, "ts": clock().isoformat()}]
+    if len(approvals) < request.required:
+        updated = replace(request, approvals=approvals)
+        store.save_request(updated, "proposed")
+        return _request_json(updated)
+    names = ", ".join(a["by"] for a in approvals)
+    decision = decide_action(
+        store,
+        request.flag_key,
+        request.environment,
+        request.action,
+        f"{request.proposed_by}, approved by {names}",
+        request.reason,
+        percent=request.percent,
+        clock=clock,
+        approved=True,
+    )
+    applied = replace(
+        request, approvals=approvals, state="applied", decided_at=clock(), decision_id=decision.decision_id
+    )
+    store.save_request(applied, "proposed")
+    return _request_json(applied)
+
+
+def reject(
+    store: Store, request_id: str, rejecter_id: str, rejecter: str, reason: str | None, clock: Clock = utcnow
+) -> dict[str, Any]:
+    request = _open_request(store, request_id)
+    rejected = replace(
+        request,
+        state="rejected",
+        decided_at=clock(),
+        approvals=[
+            *request.approvals,
+            {"id": rejecter_id, "by": rejecter, "rejected": True, "reason": reason},
+        ],
+    )
+    store.save_request(rejected, "proposed")
+    return _request_json(rejected)
+
+
+def requests(store: Store, flag_key: str) -> list[dict[str, Any]]:
+    control.get_flag(store, flag_key)
+    return [_request_json(r) for r in store.list_requests(flag_key)]

@@ -175,3 +175,51 @@ def test_the_readout_carries_the_release_timeline_beside_hourly_series(planned: 
     latency = {r["variation"]: r for r in timeline["series"]["latency_ms"]}
     assert latency["candidate"]["n"] == units["candidate"]
     assert latency["candidate"]["mean"] > 1.2 * latency["control"]["mean"]
+
+
+def test_an_expansion_the_plan_says_needs_approval_goes_through_a_change_request(
+    planned: RunningServer,
+) -> None:
+    plan = planned.admin.get(f"/api/flags/{FLAG}/plans/production").json()
+    assert (
+        planned.admin.put(f"/api/flags/{FLAG}/plans/production", json={**plan, "approvers": 1}).status_code
+        == 200
+    )
+    send_traffic(planned, 4000, candidate_slowdown=0.0)
+    direct = planned.admin.post(f"/api/flags/{FLAG}/decisions", json={"action": "expand"})
+    assert direct.status_code == 409 and "needs 1 approval(s)" in direct.json()["message"]
+    ramp = planned.admin.post(f"/api/flags/{FLAG}/ramp", json={"environment": "production", "variation": "candidate", "percent": 20})  # fmt: skip
+    assert ramp.status_code == 409
+
+    proposed = planned.admin.post(
+        f"/api/flags/{FLAG}/requests", json={"action": "expand", "reason": "5 % is clean"}
+    )
+    assert proposed.status_code == 201 and proposed.json()["state"] == "proposed"
+    request_id = proposed.json()["request_id"]
+    own = planned.admin.post(f"/api/requests/{request_id}/approve")
+    assert own.status_code == 403 and "proposer" in own.json()["message"]
+
+    bob = planned.admin.post("/api/keys", json={"kind": "admin", "name": "bob"}).json()["key"]
+    with httpx.Client(base_url=planned.url, headers={"Authorization": f"Bearer {bob}"}, timeout=60) as as_bob:
+        approved = as_bob.post(f"/api/requests/{request_id}/approve").json()
+        assert approved["state"] == "applied" and approved["approvals"][0]["by"].endswith("(bob)")
+        again = as_bob.post(f"/api/requests/{request_id}/approve")
+        assert again.status_code == 409
+    weights = planned.admin.get(f"/api/flags/{FLAG}").json()["environments"]["production"]["rollout"][
+        "weights"
+    ]
+    assert weights["candidate"] == 20
+    (decision,) = planned.admin.get(f"/api/flags/{FLAG}/decisions").json()
+    assert (
+        decision["state"] == "expand" and "approved by key:" in decision["actor"] and not decision["forced"]
+    )
+
+    second = planned.admin.post(f"/api/flags/{FLAG}/requests", json={"action": "promote"}).json()
+    rejected = planned.admin.post(
+        f"/api/requests/{second['request_id']}/reject", json={"reason": "not yet"}
+    ).json()
+    assert rejected["state"] == "rejected"
+    assert [r["state"] for r in planned.admin.get(f"/api/flags/{FLAG}/requests").json()] == [
+        "applied",
+        "rejected",
+    ]

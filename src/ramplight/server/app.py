@@ -147,6 +147,13 @@ class ReasonIn(BaseModel):
     reason: str | None = Field(default=None, max_length=1000)
 
 
+class RequestIn(BaseModel):
+    environment: str = Field(default="production", min_length=1, max_length=100)
+    action: Literal["expand", "promote"]
+    reason: str | None = Field(default=None, max_length=1000)
+    percent: float | None = Field(default=None, gt=0, le=100)
+
+
 class ApplyIn(BaseModel):
     flags: list[dict[str, Any]] = Field(default_factory=list)
     metrics: list[dict[str, Any]] = Field(default_factory=list)
@@ -458,6 +465,29 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/api/flags/{flag_key}/decisions", tags=["admin"])
     def list_decisions(flag_key: str, st: State, key: Admin) -> list[dict[str, Any]]:
         return release.decisions(st.store, flag_key)
+
+    @app.post("/api/flags/{flag_key}/requests", tags=["admin"], status_code=201)
+    def propose_change(flag_key: str, body: RequestIn, st: State, key: Admin) -> dict[str, Any]:
+        """Propose an expansion or promotion that the plan says needs other people's approval."""
+        return release.propose(
+            st.store, flag_key, body.environment, body.action, key.id, actor(key), body.reason, body.percent
+        )
+
+    @app.get("/api/flags/{flag_key}/requests", tags=["admin"])
+    def list_requests(flag_key: str, st: State, key: Admin) -> list[dict[str, Any]]:
+        return release.requests(st.store, flag_key)
+
+    @app.post("/api/requests/{request_id}/approve", tags=["admin"])
+    def approve_change(request_id: str, st: State, key: Admin) -> dict[str, Any]:
+        """Approve (not as the proposer); the last required approval applies the action."""
+        st.log.flush()
+        result = release.approve(st.store, request_id, key.id, actor(key))
+        st.invalidate()
+        return result
+
+    @app.post("/api/requests/{request_id}/reject", tags=["admin"])
+    def reject_change(request_id: str, body: ReasonIn, st: State, key: Admin) -> dict[str, Any]:
+        return release.reject(st.store, request_id, key.id, actor(key), body.reason)
 
     @app.post("/api/decisions/{decision_id}/replay", tags=["admin"])
     def replay_decision(decision_id: str, st: State, key: Admin) -> dict[str, Any]:

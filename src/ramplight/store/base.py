@@ -63,6 +63,26 @@ class SqlSandbox:
         return EVIDENCE_TABLES | self.tables
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeRequest:
+    """A proposed expansion or promotion waiting for `required` approvals from other people."""
+
+    request_id: str
+    flag_key: str
+    environment: str
+    action: str
+    percent: float | None
+    reason: str | None
+    proposed_by: str
+    proposer_id: str
+    proposed_at: datetime
+    state: Literal["proposed", "approved", "rejected", "applied"]
+    approvals: list[dict[str, Any]]
+    required: int
+    decided_at: datetime | None = None
+    decision_id: str | None = None
+
+
 class Store(Protocol):
     """Control plane and evidence store. Every write is atomic; flag writes carry their change."""
 
@@ -94,6 +114,12 @@ class Store(Protocol):
         ...
 
     def decisions(self, flag_key: str | None = None) -> list[Decision]: ...
+    def save_request(self, request: ChangeRequest, expected_state: str | None) -> None:
+        """Insert (expected_state None) or replace a request that is still in `expected_state`."""
+        ...
+
+    def get_request(self, request_id: str) -> ChangeRequest | None: ...
+    def list_requests(self, flag_key: str | None = None) -> list[ChangeRequest]: ...
     def create_api_key(self, key: ApiKey) -> None: ...
     def find_api_key(self, key_hash: str) -> ApiKey | None: ...
     def list_api_keys(self) -> list[ApiKey]: ...

@@ -22,7 +22,7 @@ from ramplight.core.errors import ConflictError, QueryError, StoreError
 from ramplight.core.flags import Flag, Segment
 from ramplight.core.metrics import Metric
 from ramplight.core.plan import Plan
-from ramplight.store.base import ApiKey, Environment, EvidenceKind, SqlSandbox
+from ramplight.store.base import ApiKey, ChangeRequest, Environment, EvidenceKind, SqlSandbox
 
 # Column types of the NDJSON log segments, per table (the loader's schema).
 EVIDENCE_COLUMNS: dict[EvidenceKind, dict[str, str]] = {
@@ -545,6 +545,73 @@ class DuckDBStore:
             )
             for r in rows
         ]
+
+    _REQUEST_COLUMNS = (
+        "request_id, flag_key, environment, action, percent, reason, proposed_by, proposer_id,"
+        " proposed_at, state, approvals, required, decided_at, decision_id"
+    )
+
+    def save_request(self, request: ChangeRequest, expected_state: str | None) -> None:
+        with self._transaction() as cur:
+            row = cur.execute(
+                "SELECT state FROM change_requests WHERE request_id = ?", [request.request_id]
+            ).fetchone()
+            current = row[0] if row else None
+            if current != expected_state:
+                raise ConflictError(
+                    f"change request {request.request_id} is {current or 'missing'}, not {expected_state}"
+                )
+            cur.execute("DELETE FROM change_requests WHERE request_id = ?", [request.request_id])
+            cur.execute(
+                f"INSERT INTO change_requests ({self._REQUEST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    request.request_id,
+                    request.flag_key,
+                    request.environment,
+                    request.action,
+                    request.percent,
+                    request.reason,
+                    request.proposed_by,
+                    request.proposer_id,
+                    request.proposed_at,
+                    request.state,
+                    _json.encode(request.approvals).decode(),
+                    request.required,
+                    request.decided_at,
+                    request.decision_id,
+                ],
+            )
+
+    def _requests(self, where: str, params: Sequence[Any]) -> list[ChangeRequest]:
+        rows = self.query(
+            f"SELECT {self._REQUEST_COLUMNS} FROM change_requests {where} ORDER BY proposed_at", params
+        )
+        return [
+            ChangeRequest(
+                request_id=r[0],
+                flag_key=r[1],
+                environment=r[2],
+                action=r[3],
+                percent=r[4],
+                reason=r[5],
+                proposed_by=r[6],
+                proposer_id=r[7],
+                proposed_at=r[8],
+                state=r[9],
+                approvals=msgspec.json.decode(r[10]),
+                required=r[11],
+                decided_at=r[12],
+                decision_id=r[13],
+            )
+            for r in rows
+        ]
+
+    def get_request(self, request_id: str) -> ChangeRequest | None:
+        found = self._requests("WHERE request_id = ?", [request_id])
+        return found[0] if found else None
+
+    def list_requests(self, flag_key: str | None = None) -> list[ChangeRequest]:
+        return self._requests("WHERE flag_key = ?", [flag_key]) if flag_key else self._requests("", [])
 
     def create_api_key(self, key: ApiKey) -> None:
         with self._transaction() as cur:
