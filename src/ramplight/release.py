@@ -521,13 +521,36 @@ def replay(store: Store, decision_id: str) -> dict[str, Any]:
         raise ValidationError.at("decision", "it was made without metric definitions; nothing to replay")
     now = _sufficient_statistics(store, decision.sql)
     assert now is not None
+    differences = _differences(recorded, now)
     return {
         "decision_id": decision_id,
-        "matches": now["sha256"] == recorded["sha256"],
+        "matches": not differences,
+        "differences": differences[:20],
         "recorded_sha256": recorded["sha256"],
         "replayed_sha256": now["sha256"],
         "rows": len(now["rows"]),
     }
+
+
+REPLAY_TOLERANCE = 1e-9
+"""Relative: a parallel engine may sum floating-point numbers in another order on each run."""
+
+
+def _differences(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    if recorded["columns"] != now["columns"]:
+        return [f"columns differ: {recorded['columns']} then, {now['columns']} now"]
+    if len(recorded["rows"]) != len(now["rows"]):
+        return [f"{len(recorded['rows'])} rows then, {len(now['rows'])} now"]
+    out = []
+    for i, (old, new) in enumerate(zip(recorded["rows"], now["rows"], strict=True)):
+        for column, a, b in zip(recorded["columns"], old, new, strict=True):
+            close = (
+                isinstance(a, float) and isinstance(b, float)
+                and abs(a - b) <= REPLAY_TOLERANCE * max(abs(a), abs(b), 1e-300)
+            )  # fmt: skip
+            if a != b and not close:
+                out.append(f"row {i} {column}: {a!r} then, {b!r} now")
+    return out
 
 
 # -- lifecycle ---------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def test_a_rollback_decision_acts_and_keeps_replayable_evidence(planned: Running
     assert stored.evidence["sufficient_statistics"]["rows"]
     assert stored.evidence["metrics"][0]["key"] == "latency_ms"
     replayed = planned.admin.post(f"/api/decisions/{decision['decision_id']}/replay").json()
-    assert replayed["matches"] is True
+    assert replayed["matches"] is True and replayed["differences"] == []
 
     changes = store_of(planned).flag_changes()
     assert [c.action for c in changes] == ["create", "plan", "rollback"]
@@ -120,6 +120,11 @@ def test_a_rollback_decision_acts_and_keeps_replayable_evidence(planned: Running
 
     again = planned.admin.post(f"/api/flags/{FLAG}/decisions", json={"action": "rollback"})
     assert again.status_code == 409 and "unchanged" in again.json()["message"]
+
+    send_traffic(planned, 500, candidate_slowdown=0.0, seed=2)  # the evidence moves on
+    planned.thread.server.config.app.state.ramplight.log.flush()
+    moved = planned.admin.post(f"/api/decisions/{decision['decision_id']}/replay").json()
+    assert moved["matches"] is False and moved["differences"]
 
 
 def test_a_ramp_that_changes_nothing_says_unchanged_and_writes_no_version(planned: RunningServer) -> None:
