@@ -185,8 +185,11 @@ def two_flags() -> list[FlagChange]:
     return sealed([change(n, flag_key="checkout_copy" if n % 2 else "model_route") for n in range(1, 7)])
 
 
-def head_of(rows: list[FlagChange]) -> AuditHead:
-    return make_head(KEY, "flag_changes", rows[-1].seq, rows[-1].hash)
+def head_of(rows: list[FlagChange]) -> list[AuditHead]:
+    """The head log a store keeps: its start, then a head after each write."""
+    return [make_head(KEY, "flag_changes", 0, GENESIS_HASH, "start")] + [
+        make_head(KEY, "flag_changes", r.seq, r.hash) for r in rows
+    ]
 
 
 TAMPERINGS: list[tuple[str, Callable[[list[FlagChange]], list[FlagChange]], str, str | None, int]] = [
@@ -214,16 +217,24 @@ def test_each_tampering_is_named_at_the_first_broken_row(
     row_id: str | None,
     seq: int,
 ) -> None:
-    report = verify_changes(tamper(two_flags), KEY, head_of(two_flags), head_required=True)
+    report = verify_changes(tamper(two_flags), KEY, head_of(two_flags))
     assert not report.ok
     assert report.first_break is not None
     assert (report.first_break.kind, report.first_break.row_id, report.first_break.seq) == (kind, row_id, seq)
 
 
 def test_a_sealed_chain_with_its_head_verifies(two_flags: list[FlagChange]) -> None:
-    report = verify_changes(two_flags, KEY, head_of(two_flags), head_required=True)
+    report = verify_changes(two_flags, KEY, head_of(two_flags))
     assert report.ok and report.first_break is None
     assert (report.rows, report.keyed, report.head_seq, report.head_hash) == (6, True, 6, two_flags[-1].hash)
+
+
+def test_deleting_the_newest_rows_then_writing_again_is_caught_by_the_earlier_head(
+    two_flags: list[FlagChange],
+) -> None:
+    later = sealed([*two_flags[:4], change(7), change(8)])
+    found = verify_changes(later, KEY, [*head_of(two_flags), *head_of(later)[-1:]]).first_break
+    assert found is not None and (found.kind, found.row_id, found.seq) == ("rehashed", "c7", 5)
 
 
 def test_without_the_secret_a_rehashed_chain_is_caught_only_by_the_head(two_flags: list[FlagChange]) -> None:
@@ -231,18 +242,20 @@ def test_without_the_secret_a_rehashed_chain_is_caught_only_by_the_head(two_flag
         [*two_flags[:2], dataclasses.replace(two_flags[2], reason="ok"), *two_flags[3:]], 2
     )
     assert verify_changes(tampered).ok
-    report = verify_changes(tampered, head=head_of(two_flags))
+    report = verify_changes(tampered, heads=head_of(two_flags))
     assert report.first_break is not None
-    assert (report.first_break.kind, report.first_break.row_id) == ("rehashed", "c6")
+    assert (report.first_break.kind, report.first_break.row_id) == ("rehashed", "c3")
 
 
 def test_a_missing_or_forged_head_fails_verification(two_flags: list[FlagChange]) -> None:
-    missing = verify_changes(two_flags, KEY, None, head_required=True).first_break
+    missing = verify_changes(two_flags, KEY, []).first_break
     assert missing is not None and missing.kind == "head_missing"
-    forged = make_head(b"another secret", "flag_changes", 6, two_flags[-1].hash)
-    invalid = verify_changes(two_flags, KEY, forged, head_required=True).first_break
+    restarted = verify_changes(two_flags, KEY, head_of(two_flags)[3:]).first_break
+    assert restarted is not None and restarted.kind == "head_missing"
+    forged = [*head_of(two_flags), make_head(b"another secret", "flag_changes", 7, "f" * 64)]
+    invalid = verify_changes(two_flags, KEY, forged).first_break
     assert invalid is not None and invalid.kind == "head_invalid"
-    assert verify_changes([], KEY, None, head_required=True).ok
+    assert verify_changes([], KEY, []).ok
 
 
 def test_without_the_secret_a_forged_row_is_named_by_the_link_it_skips(two_flags: list[FlagChange]) -> None:
@@ -366,9 +379,10 @@ def test_each_tampering_with_decisions_is_named(
     row_id: str | None,
     seq: int,
 ) -> None:
-    head = make_head(KEY, "decisions", decided[-1].seq, decided[-1].hash)
-    assert verify_decisions(decided, KEY, head, head_required=True).ok
-    found = verify_decisions(tamper(decided), KEY, head, head_required=True).first_break
+    head = [make_head(KEY, "decisions", 0, GENESIS_HASH, "start")]
+    head += [make_head(KEY, "decisions", d.seq, d.hash) for d in decided]
+    assert verify_decisions(decided, KEY, head).ok
+    found = verify_decisions(tamper(decided), KEY, head).first_break
     assert found is not None and (found.kind, found.row_id, found.seq) == (kind, row_id, seq)
 
 

@@ -171,11 +171,14 @@ goes further). head_missing / head_invalid: the head kept outside the database i
 
 @dataclass(frozen=True, slots=True)
 class AuditHead:
-    """The latest row of a chain (seq and hash), HMACed; kept outside the database."""
+    """A chain's latest row (seq and hash) after a write, HMACed; appended to a head log kept
+    outside the database. `start` opens the log (a new database, or the upgrade that sealed
+    the rows written before MACs); a log that does not open with it was restarted."""
 
     chain: Chain
     seq: int
     hash: str
+    event: Literal["start", "write"]
     mac: str
 
 
@@ -236,12 +239,16 @@ def decision_mac(key: bytes, decision: Decision) -> str:
     )
 
 
-def make_head(key: bytes, chain: Chain, seq: int, hash: str) -> AuditHead:
-    return AuditHead(chain, seq, hash, _mac(key, {"chain": chain, "head_seq": seq, "hash": hash}))
+def make_head(
+    key: bytes, chain: Chain, seq: int, hash: str, event: Literal["start", "write"] = "write"
+) -> AuditHead:
+    fields = {"chain": chain, "head_seq": seq, "hash": hash, "event": event}
+    return AuditHead(chain, seq, hash, event, _mac(key, fields))
 
 
 def head_verifies(key: bytes, head: AuditHead) -> bool:
-    return hmac.compare_digest(make_head(key, head.chain, head.seq, head.hash).mac, head.mac)
+    expected = make_head(key, head.chain, head.seq, head.hash, head.event).mac
+    return hmac.compare_digest(expected, head.mac)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,37 +329,41 @@ def _walk(chain: str, links: Sequence[_Link], keyed: bool, contiguous: bool) -> 
     return report(None)
 
 
-def _check_head(
-    report: ChainReport, links: Sequence[_Link], key: bytes | None, head: AuditHead | None, required: bool
+def _check_heads(
+    report: ChainReport, links: Sequence[_Link], key: bytes | None, heads: Sequence[AuditHead] | None
 ) -> ChainReport:
-    """Compare the chain's end with the head kept outside the database."""
-    if report.first_break is not None or (head is None and not required):
+    """Compare the chain with every head logged outside the database: each must still be in the
+    chain, unchanged, and none may lie beyond its end. `heads` None: no head log to compare."""
+    if report.first_break is not None or heads is None:
         return report
+    by_seq = {link.seq: link for link in links}
+    last = links[-1].seq if links else 0
     found: ChainBreak | None = None
-    if head is None:
+    if not heads:
         if links:
-            found = ChainBreak("head_missing", None, None, "the head kept outside the database is missing")
-    elif key is not None and not head_verifies(key, head):
-        found = ChainBreak("head_invalid", None, head.seq, "the head's MAC does not verify: it was forged")
+            found = ChainBreak(
+                "head_missing", None, None, "the head log kept outside the database is missing"
+            )
+    elif key is not None and not all(head_verifies(key, h) for h in heads):
+        bad = next(h for h in heads if not head_verifies(key, h))
+        found = ChainBreak(
+            "head_invalid", None, bad.seq, f"a head at seq {bad.seq} does not verify: it was forged"
+        )
+    elif heads[0].event != "start":
+        found = ChainBreak(
+            "head_missing", None, heads[0].seq, "the head log was restarted: its start is missing"
+        )
+    elif max(h.seq for h in heads) > last:
+        end = max(h.seq for h in heads)
+        detail = f"the newest rows are gone: the head log says the chain reached seq {end}, the database ends at seq {last}"
+        found = ChainBreak("truncated", None, last + 1, detail)
     else:
-        by_seq = {link.seq: link for link in links}
-        last = links[-1].seq if links else 0
-        if head.seq > last:
-            found = ChainBreak(
-                "truncated",
-                None,
-                last + 1,
-                f"the newest rows are gone: the head says the chain ends at seq {head.seq}, "
-                f"the database at seq {last}",
-            )
-        elif head.seq and (head.seq not in by_seq or by_seq[head.seq].hash != head.hash):
-            row = by_seq.get(head.seq)
-            found = ChainBreak(
-                "rehashed",
-                row.row_id if row else None,
-                head.seq,
-                f"the row at the head's seq {head.seq} is not the one the head recorded",
-            )
+        for h in heads:
+            row = by_seq.get(h.seq)
+            if h.seq and (row is None or row.hash != h.hash):
+                detail = f"the row at seq {h.seq} is not the one the head log recorded"
+                found = ChainBreak("rehashed", row.row_id if row else None, h.seq, detail)
+                break
     return report if found is None else dataclasses.replace(report, ok=False, first_break=found)
 
 
@@ -368,16 +379,15 @@ def _change_link(key: bytes | None, link: Callable[[FlagChange], str]) -> Callab
 def verify_changes(
     changes: Iterable[FlagChange],
     key: bytes | None = None,
-    head: AuditHead | None = None,
-    head_required: bool = False,
+    heads: Sequence[AuditHead] | None = None,
 ) -> ChainReport:
     """Walk all flag-change rows in seq order; name the first edited, deleted or reordered row.
 
-    With `key`, every row's MAC is checked (catching a re-hashed chain); with `head`, the end of
-    the chain is compared with the head kept outside the database (catching deleted newest rows).
+    With `key`, every row's MAC is checked (catching a re-hashed chain); with `heads` (the head
+    log kept outside the database), deleted newest rows are caught too.
     """
     links = [_change_link(key, lambda c: c.prev_hash)(c) for c in changes]
-    return _check_head(_walk("flag_changes", links, key is not None, True), links, key, head, head_required)
+    return _check_heads(_walk("flag_changes", links, key is not None, True), links, key, heads)
 
 
 def verify_flag_history(
@@ -405,8 +415,7 @@ def verify_flag_history(
 def verify_decisions(
     decisions: Iterable[Decision],
     key: bytes | None = None,
-    head: AuditHead | None = None,
-    head_required: bool = False,
+    heads: Sequence[AuditHead] | None = None,
 ) -> ChainReport:
     """Walk all decision rows in seq order; see `verify_changes`."""
     links = [
@@ -422,4 +431,4 @@ def verify_decisions(
         )
         for d in decisions
     ]
-    return _check_head(_walk("decisions", links, key is not None, True), links, key, head, head_required)
+    return _check_heads(_walk("decisions", links, key is not None, True), links, key, heads)
