@@ -15,6 +15,7 @@
 | RAMPLIGHT_SQL_TIMEOUT | 30 | seconds a query with user-written SQL may run before it is stopped |
 | RAMPLIGHT_GUARDIAN_INTERVAL | 30 | seconds between the guardian's checks of every plan (0: no guardian) |
 | RAMPLIGHT_WEBHOOKS | (unset) | comma-separated URLs that receive each guardian decision as JSON |
+| RAMPLIGHT_AUDIT_SECRET | <db>.secret | file holding the secret that MACs audit rows (created 0600) |
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Settings:
     sql_timeout: float = 30.0
     guardian_interval: float = 30.0
     webhooks: tuple[str, ...] = ()
+    audit_secret: Path | None = None
 
     @property
     def log_dir(self) -> Path:
@@ -74,4 +76,5 @@ class Settings:
             sql_timeout=float(env.get("RAMPLIGHT_SQL_TIMEOUT", "30")),
             guardian_interval=float(env.get("RAMPLIGHT_GUARDIAN_INTERVAL", "30")),
             webhooks=tuple(u.strip() for u in env.get("RAMPLIGHT_WEBHOOKS", "").split(",") if u.strip()),
+            audit_secret=Path(env["RAMPLIGHT_AUDIT_SECRET"]) if env.get("RAMPLIGHT_AUDIT_SECRET") else None,
         )

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import httpx
 import msgspec
 
-from ramplight import control, release
+from ramplight import audit, control, release
 from ramplight.analysis import service as analysis
 from ramplight.analysis.readout import ReadoutOptions
 from ramplight.core.contract import validate_batch
@@ -84,6 +84,7 @@ class Backend(Protocol):
     ) -> None: ...
     def ingest(self, environment: str, batch: Mapping[str, Sequence[bytes]]) -> dict[str, Any]: ...
     def changes(self, key: str) -> list[dict[str, Any]]: ...
+    def verify_audit(self) -> dict[str, Any]: ...
     def create_key(self, kind: str, name: str, environment: str | None) -> dict[str, Any]: ...
 
 
@@ -165,7 +166,9 @@ class LocalBackend:
             "flag_version": decision.flag_version,
             "rollout_after": decision.rollout_after,
             "recommendation": decision.recommendation,
+            "seq": decision.seq,
             "hash": decision.hash,
+            "audit_head": audit.head(self.store),
         }
 
     def decisions(self, key: str) -> list[dict[str, Any]]:
@@ -212,8 +215,10 @@ class LocalBackend:
         return _ingest_result(validated.accepted, validated.problems)
 
     def changes(self, key: str) -> list[dict[str, Any]]:
-        control.get_flag(self.store, key)
-        return [msgspec.to_builtins(c) for c in self.store.flag_changes(key)]
+        return audit.flag_history(self.store, key)
+
+    def verify_audit(self) -> dict[str, Any]:
+        return {**audit.verify(self.store), "head": audit.head(self.store)}
 
     def create_key(self, kind: str, name: str, environment: str | None) -> dict[str, Any]:
         plaintext, key = control.create_api_key(self.store, kind, name, environment)  # type: ignore[arg-type]
@@ -399,6 +404,10 @@ class RemoteBackend:
 
     def changes(self, key: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", f"/api/flags/{key}/changes").json()
+        return result
+
+    def verify_audit(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/api/audit/verify").json()
         return result
 
     def create_key(self, kind: str, name: str, environment: str | None) -> dict[str, Any]:

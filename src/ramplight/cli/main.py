@@ -28,8 +28,10 @@ app = typer.Typer(
 )
 flags_app = typer.Typer(no_args_is_help=True, help="List and inspect flags.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; the plaintext is shown once).")
+audit_app = typer.Typer(no_args_is_help=True, help="The audit log of flag changes and decisions.")
 app.add_typer(flags_app, name="flags")
 app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
 
 console = Console()
 err = Console(stderr=True)
@@ -205,12 +207,8 @@ def flags_show(
         _print_json({"flag": flag, "changes": history} if changes else flag)
         return
     render.flag_detail(flag, console)
-    for change in history or []:
-        env = f" [{change['environment']}]" if change.get("environment") else ""
-        reason = f" — {change['reason']}" if change.get("reason") else ""
-        console.print(
-            f"{change['ts']}  v{change['version']}  {change['action']}{env} by {change['actor']}{reason}"
-        )
+    if history is not None:
+        render.changes(history, console)
 
 
 @app.command()
@@ -451,6 +449,20 @@ def keys_create(
         _print_json(created)
     else:
         console.print(f"{created['kind']} key {created['id']} ({created['name']}): {created['key']}")
+
+
+@audit_app.command("verify")
+def audit_verify(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Verify both audit chains (hashes, MACs with the server secret, the head log kept outside
+    the database); name the first edited, deleted or reordered row. Exit 1 when broken."""
+    with open_backend(_settings(db)) as backend:
+        result = backend.verify_audit()
+    if as_json:
+        _print_json(result)
+    else:
+        render.audit_report(result, console)
+    if not result["ok"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -262,3 +263,41 @@ def release_timeline(tl: dict[str, Any], console: Console, hours: int = 12) -> N
                 cells.append(f"{row['mean']:,.4g} ({row['n']:,})" if row and row["mean"] is not None else "–")
             series.add_row(hour[:16].replace("T", " "), *cells)
         console.print(series)
+
+
+def changes(rows: list[dict[str, Any]], console: Console) -> None:
+    """A flag's audit history, each row with its verification mark, the first break explained."""
+    for change in rows:
+        env = f" [{change['environment']}]" if change.get("environment") else ""
+        reason = f" — {change['reason']}" if change.get("reason") else ""
+        mark = "[green]✓[/green]" if change.get("verified") else "[red]✗[/red]"
+        line = f"{change['ts']}  v{change['version']}  {change['action']}{env} by {change['actor']}{reason}"
+        console.print(f"{mark} {escape(line)}", highlight=False)
+        if "audit_break" in change:
+            found = change["audit_break"]
+            console.print(
+                f"  [red]{found['kind']}[/red] (seq {found['seq']}): {found['detail']}", highlight=False
+            )
+    if rows and all(c.get("verified") for c in rows):
+        console.print(
+            f"[green]✓[/green] {len(rows)} change(s) verify: hashes, flag links and MACs", highlight=False
+        )
+
+
+def audit_report(result: dict[str, Any], console: Console) -> None:
+    for chain in ("flag_changes", "decisions"):
+        report = result[chain]
+        legacy = f", {report['legacy_rows']} sealed at upgrade" if report["legacy_rows"] else ""
+        keyed = "" if report["keyed"] else " [yellow](no secret: MACs not checked)[/yellow]"
+        found = report["first_break"]
+        if found is None:
+            console.print(
+                f"[green]✓[/green] {chain}: {report['rows']} row(s) verify{legacy}{keyed}", highlight=False
+            )
+            continue
+        row = f"{found['row_id']} " if found["row_id"] else ""
+        seq = f"(seq {found['seq']})" if found["seq"] is not None else ""
+        console.print(
+            f"[red]✗ {chain}: {found['kind'].upper()}[/red] at {row}{seq}: {found['detail']}{keyed}",
+            highlight=False,
+        )

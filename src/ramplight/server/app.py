@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from ramplight import control, release
+from ramplight import audit, control, release
 from ramplight.analysis import service as analysis
 from ramplight.analysis.readout import ReadoutOptions
 from ramplight.core.contract import KIND_TYPES, Batch, validate_batch
@@ -360,9 +360,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/api/flags/{flag_key}/changes", tags=["admin"])
     def flag_changes(flag_key: str, st: State, key: Admin) -> Response:
-        control.get_flag(st.store, flag_key)
-        changes = st.store.flag_changes(flag_key)
-        return _msgspec_response([msgspec.to_builtins(c) for c in changes])
+        """The flag's changes, oldest first, each marked `verified`; they verify on their own by
+        `flag_prev_hash` (see `ramplight.core.audit.verify_flag_history`)."""
+        response = _msgspec_response(audit.flag_history(st.store, flag_key))
+        response.headers["Ramplight-Audit-Head"] = _encoder.encode(audit.head(st.store)).decode()
+        return response
+
+    @app.get("/api/audit/verify", tags=["admin"])
+    def audit_verify(st: State, key: Admin) -> dict[str, Any]:
+        """Verify both audit chains with the server secret and the head log kept outside the
+        database; each names its first edited, deleted or reordered row."""
+        return {**audit.verify(st.store), "head": audit.head(st.store)}
 
     @app.get("/api/flags/{flag_key}/report", tags=["admin"])
     def report(
@@ -442,7 +450,9 @@ def create_app(settings: Settings) -> FastAPI:
             "flag_version": decision.flag_version,
             "rollout_after": decision.rollout_after,
             "recommendation": decision.recommendation,
+            "seq": decision.seq,
             "hash": decision.hash,
+            "audit_head": audit.head(st.store),
         }
 
     @app.get("/api/flags-stale", tags=["admin"])

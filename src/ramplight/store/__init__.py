@@ -16,4 +16,10 @@ def open_store(settings: Settings, read_only: bool = False) -> DuckDBStore:
     from ramplight.store.duckdb import DuckDBStore
 
     sandbox = SqlSandbox(tables=settings.sql_tables, timeout_s=settings.sql_timeout)
-    return DuckDBStore(settings.db, read_only, sandbox=sandbox, allowed_directories=(settings.log_dir,))
+    return DuckDBStore(
+        settings.db,
+        read_only,
+        sandbox=sandbox,
+        allowed_directories=(settings.log_dir,),
+        audit_secret=settings.audit_secret,
+    )

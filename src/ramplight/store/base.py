@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from ramplight.core.audit import Decision, FlagChange
+from ramplight.core.audit import AuditHead, Decision, FlagChange
 from ramplight.core.errors import ValidationError
 from ramplight.core.flags import Flag, Segment
 from ramplight.core.metrics import Metric
@@ -88,6 +88,8 @@ class Store(Protocol):
 
     path: str
     sandbox: SqlSandbox
+    audit_key: bytes | None
+    """The secret audit rows are MACed with (None: a read-only open without it)."""
 
     # control plane
     def list_environments(self) -> list[Environment]: ...
@@ -120,6 +122,10 @@ class Store(Protocol):
 
     def get_request(self, request_id: str) -> ChangeRequest | None: ...
     def list_requests(self, flag_key: str | None = None) -> list[ChangeRequest]: ...
+    def audit_heads(self) -> list[AuditHead] | None:
+        """The head log kept outside the database, oldest first (None: there is none)."""
+        ...
+
     def create_api_key(self, key: ApiKey) -> None: ...
     def find_api_key(self, key_hash: str) -> ApiKey | None: ...
     def list_api_keys(self) -> list[ApiKey]: ...

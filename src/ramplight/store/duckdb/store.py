@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import shutil
 import tempfile
 import threading
@@ -17,11 +18,25 @@ from typing import Any, Literal
 import duckdb
 import msgspec
 
-from ramplight.core.audit import GENESIS_HASH, Decision, FlagChange, change_hash, decision_hash
+from ramplight.core.audit import (
+    GENESIS_HASH,
+    AuditHead,
+    Chain,
+    Decision,
+    FlagChange,
+    change_hash,
+    change_mac,
+    decision_hash,
+    decision_mac,
+    make_head,
+    verify_changes,
+    verify_decisions,
+)
 from ramplight.core.errors import ConflictError, QueryError, StoreError
 from ramplight.core.flags import Flag, Segment
 from ramplight.core.metrics import Metric
 from ramplight.core.plan import Plan
+from ramplight.store.audit_files import append_heads, load_secret, read_heads
 from ramplight.store.base import ApiKey, ChangeRequest, Environment, EvidenceKind, SqlSandbox
 
 # Column types of the NDJSON log segments, per table (the loader's schema).
@@ -124,6 +139,9 @@ class DuckDBStore:
     store's own directories (the ingestion log, scratch space for exports and spills), and its
     configuration locked after open — so nothing that reaches it as SQL can read server files,
     fetch URLs, attach databases or turn those settings back on.
+
+    Audit rows are MACed with the secret in `audit_secret` (default `<db>.secret`, created 0600)
+    and each write appends the chains' heads to `<db>.audit-head`, outside the database.
     """
 
     def __init__(
@@ -133,6 +151,7 @@ class DuckDBStore:
         *,
         sandbox: SqlSandbox | None = None,
         allowed_directories: Sequence[str | Path] = (),
+        audit_secret: str | Path | None = None,
     ) -> None:
         self.path = str(path)
         self.sandbox = sandbox or SqlSandbox()
@@ -154,8 +173,36 @@ class DuckDBStore:
         self._lock_down([self._scratch, *default, *map(Path, allowed_directories)])
         self._lock = threading.RLock()
         self._local = threading.local()
+        self._pending_heads: list[AuditHead] = []
+        self._memory_heads: list[AuditHead] = []
+        self.head_path: Path | None = None if in_memory else Path(self.path + ".audit-head")
+        self.audit_key: bytes | None = secrets.token_bytes(32) if in_memory else None
+        if not in_memory:
+            secret = Path(audit_secret) if audit_secret else Path(self.path + ".secret")
+            sealed = self._has_sealed_rows()
+            self.audit_key = load_secret(secret, create=not read_only and not sealed)
+            if self.audit_key is None and sealed and not read_only:
+                self._con.close()
+                raise StoreError(
+                    f"the audit secret {secret} is missing, but this database's audit log was sealed "
+                    "with one: restore it from your backup, or point RAMPLIGHT_AUDIT_SECRET at it"
+                )
         if not read_only:
             self.migrate()
+
+    def _has_sealed_rows(self) -> bool:
+        """Whether audit rows were MACed already (then a missing secret is lost, not new)."""
+        row = self._con.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'flag_changes'"
+            " AND column_name = 'mac'"
+        ).fetchone()
+        if not row or not row[0]:
+            return False
+        found = self._con.execute(
+            "SELECT EXISTS (SELECT 1 FROM flag_changes WHERE mac IS NOT NULL)"
+            " OR EXISTS (SELECT 1 FROM decisions WHERE mac IS NOT NULL)"
+        ).fetchone()
+        return bool(found and found[0])
 
     def _lock_down(self, directories: Sequence[Path]) -> None:
         """Turn external access off for this engine and lock its configuration (once per file:
@@ -197,9 +244,24 @@ class DuckDBStore:
                 cur.execute("ROLLBACK")
                 raise ConflictError(f"conflicting write: {exc}") from exc
             except BaseException:
+                self._pending_heads.clear()
                 cur.execute("ROLLBACK")
                 raise
             cur.execute("COMMIT")
+            if self._pending_heads:
+                self._log_heads(self._pending_heads)
+                self._pending_heads.clear()
+
+    def _log_heads(self, heads: Sequence[AuditHead], start: bool = False) -> None:
+        """After a commit: the chains' new heads go to the head log outside the database."""
+        if self.head_path is None:
+            self._memory_heads = [*([] if start else self._memory_heads), *heads]
+        else:
+            append_heads(self.head_path, heads, start=start)
+
+    def audit_heads(self) -> list[AuditHead] | None:
+        """The head log, oldest first (None: there is none)."""
+        return list(self._memory_heads) if self.head_path is None else read_heads(self.head_path)
 
     def migrate(self) -> list[int]:
         """Apply the migrations this file has not seen yet; return their versions."""
@@ -213,14 +275,48 @@ class DuckDBStore:
             for version, name, sql in migrations():
                 if version in done:
                     continue
+                start: list[AuditHead] = []
                 with self._transaction() as cur:
                     cur.execute(sql)
+                    if version == 5:
+                        start = self._seal_existing(cur)
                     cur.execute(
                         "INSERT INTO schema_migrations VALUES (?, ?, ?)",
                         [version, name, datetime.now(UTC)],
                     )
+                if start:
+                    self._log_heads(start, start=True)
                 applied.append(version)
             return applied
+
+    def _seal_existing(self, cur: duckdb.DuckDBPyConnection) -> list[AuditHead]:
+        """Migration 0005: MAC the rows written before MACs existed — only the prefix of each chain
+        that still verifies, so earlier tampering stays visible — and start the head log."""
+        assert self.audit_key is not None
+        key = self.audit_key
+        changes = self._read_changes(cur, None)
+        broken = verify_changes(changes).first_break
+        intact = [c for c in changes if broken is None or broken.seq is None or c.seq < broken.seq]
+        for c in intact:
+            cur.execute(
+                "UPDATE flag_changes SET mac = ? WHERE change_id = ?", [change_mac(key, c), c.change_id]
+            )
+        decisions = self._read_decisions(cur, None)
+        broken = verify_decisions(decisions).first_break
+        kept = [d for d in decisions if broken is None or broken.seq is None or d.seq < broken.seq]
+        for d in kept:
+            cur.execute(
+                "UPDATE decisions SET mac = ? WHERE decision_id = ?", [decision_mac(key, d), d.decision_id]
+            )
+        ends: list[tuple[Chain, int, str]] = [
+            ("flag_changes", changes[-1].seq, changes[-1].hash)
+            if changes
+            else ("flag_changes", 0, GENESIS_HASH),
+            ("decisions", decisions[-1].seq, decisions[-1].hash)
+            if decisions
+            else ("decisions", 0, GENESIS_HASH),
+        ]
+        return [make_head(key, chain, seq, digest, "start") for chain, seq, digest in ends]
 
     def schema_version(self) -> int:
         row = self._cursor().execute("SELECT max(version) FROM schema_migrations").fetchone()
@@ -348,41 +444,64 @@ class DuckDBStore:
             )
 
     def _append_changes(self, cur: duckdb.DuckDBPyConnection, changes: Sequence[FlagChange]) -> None:
+        if not changes:
+            return
         last = cur.execute("SELECT seq, hash FROM flag_changes ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (last[0], last[1]) if last else (0, GENESIS_HASH)
+        flag_last: dict[str, str] = {}
         for change in changes:
             seq += 1
-            digest = change_hash(change, prev)
+            if change.flag_key not in flag_last:
+                row = cur.execute(
+                    "SELECT hash FROM flag_changes WHERE flag_key = ? ORDER BY seq DESC LIMIT 1",
+                    [change.flag_key],
+                ).fetchone()
+                flag_last[change.flag_key] = row[0] if row else GENESIS_HASH
+            linked = dataclasses.replace(
+                change, seq=seq, prev_hash=prev, flag_prev_hash=flag_last[change.flag_key], hash_version=2
+            )
+            linked = dataclasses.replace(linked, hash=change_hash(linked, prev))
+            mac = change_mac(self.audit_key, linked) if self.audit_key is not None else None
             cur.execute(
-                "INSERT INTO flag_changes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO flag_changes (change_id, seq, ts, environment, flag_key, version, actor, action,"
+                " before, after, reason, prev_hash, hash, flag_prev_hash, hash_version, mac)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    change.change_id,
+                    linked.change_id,
                     seq,
-                    change.ts,
-                    change.environment,
-                    change.flag_key,
-                    change.version,
-                    change.actor,
-                    change.action,
-                    _json.encode(change.before).decode() if change.before is not None else None,
-                    _json.encode(change.after).decode() if change.after is not None else None,
-                    change.reason,
+                    linked.ts,
+                    linked.environment,
+                    linked.flag_key,
+                    linked.version,
+                    linked.actor,
+                    linked.action,
+                    _json_or_none(linked.before),
+                    _json_or_none(linked.after),
+                    linked.reason,
                     prev,
-                    digest,
+                    linked.hash,
+                    linked.flag_prev_hash,
+                    2,
+                    mac,
                 ],
             )
-            prev = digest
+            prev = flag_last[change.flag_key] = linked.hash
+        if self.audit_key is not None:
+            self._pending_heads.append(make_head(self.audit_key, "flag_changes", seq, prev))
 
     def flag_changes(self, flag_key: str | None = None) -> list[FlagChange]:
+        return self._read_changes(self._cursor(), flag_key)
+
+    def _read_changes(self, cur: duckdb.DuckDBPyConnection, flag_key: str | None) -> list[FlagChange]:
         sql = (
             "SELECT change_id, ts, environment, flag_key, version, actor, action, before, after,"
-            " reason, prev_hash, hash FROM flag_changes"
+            " reason, prev_hash, hash, seq, flag_prev_hash, hash_version, mac FROM flag_changes"
         )
         params: list[Any] = []
         if flag_key is not None:
             sql += " WHERE flag_key = ?"
             params.append(flag_key)
-        rows = self.query(sql + " ORDER BY seq", params)
+        rows = cur.execute(sql + " ORDER BY seq", params).fetchall()
         return [
             FlagChange(
                 change_id=r[0],
@@ -392,11 +511,15 @@ class DuckDBStore:
                 version=r[4],
                 actor=r[5],
                 action=r[6],
-                before=msgspec.json.decode(r[7]) if r[7] is not None else None,
-                after=msgspec.json.decode(r[8]) if r[8] is not None else None,
+                before=_decode_or_none(r[7]),
+                after=_decode_or_none(r[8]),
                 reason=r[9],
                 prev_hash=r[10],
                 hash=r[11],
+                seq=r[12],
+                flag_prev_hash=r[13],
+                hash_version=r[14],
+                mac=r[15],
             )
             for r in rows
         ]
@@ -485,44 +608,56 @@ class DuckDBStore:
                 self._write_flag(cur, flag, expected_version)
                 self._append_changes(cur, changes)
             last = cur.execute("SELECT seq, hash FROM decisions ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = (last[0], last[1]) if last else (0, GENESIS_HASH)
-            digest = decision_hash(decision, prev)
+            seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+            linked = dataclasses.replace(decision, seq=seq, prev_hash=prev, hash_version=2)
+            linked = dataclasses.replace(linked, hash=decision_hash(linked, prev))
+            if self.audit_key is not None:
+                linked = dataclasses.replace(linked, mac=decision_mac(self.audit_key, linked))
+                self._pending_heads.append(make_head(self.audit_key, "decisions", seq, linked.hash))
             cur.execute(
-                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO decisions (decision_id, seq, ts, environment, flag_key, state, actor, forced,"
+                " reason, recommendation, evidence, sql, fingerprint, flag_version, rollout_before,"
+                " rollout_after, prev_hash, hash, hash_version, mac)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    decision.decision_id,
-                    seq + 1,
-                    decision.ts,
-                    decision.environment,
-                    decision.flag_key,
-                    decision.state,
-                    decision.actor,
-                    decision.forced,
-                    decision.reason,
-                    _json_or_none(decision.recommendation),
-                    _json_or_none(decision.evidence),
-                    decision.sql,
-                    decision.fingerprint,
-                    decision.flag_version,
-                    _json_or_none(decision.rollout_before),
-                    _json_or_none(decision.rollout_after),
+                    linked.decision_id,
+                    seq,
+                    linked.ts,
+                    linked.environment,
+                    linked.flag_key,
+                    linked.state,
+                    linked.actor,
+                    linked.forced,
+                    linked.reason,
+                    _json_or_none(linked.recommendation),
+                    _json_or_none(linked.evidence),
+                    linked.sql,
+                    linked.fingerprint,
+                    linked.flag_version,
+                    _json_or_none(linked.rollout_before),
+                    _json_or_none(linked.rollout_after),
                     prev,
-                    digest,
+                    linked.hash,
+                    2,
+                    linked.mac,
                 ],
             )
-        return dataclasses.replace(decision, prev_hash=prev, hash=digest)
+        return linked
 
     def decisions(self, flag_key: str | None = None) -> list[Decision]:
+        return self._read_decisions(self._cursor(), flag_key)
+
+    def _read_decisions(self, cur: duckdb.DuckDBPyConnection, flag_key: str | None) -> list[Decision]:
         sql = (
             "SELECT decision_id, ts, environment, flag_key, state, actor, forced, reason, recommendation,"
-            " evidence, sql, fingerprint, flag_version, rollout_before, rollout_after, prev_hash, hash"
-            " FROM decisions"
+            " evidence, sql, fingerprint, flag_version, rollout_before, rollout_after, prev_hash, hash,"
+            " seq, hash_version, mac FROM decisions"
         )
         params: list[Any] = []
         if flag_key is not None:
             sql += " WHERE flag_key = ?"
             params.append(flag_key)
-        rows = self.query(sql + " ORDER BY seq", params)
+        rows = cur.execute(sql + " ORDER BY seq", params).fetchall()
         return [
             Decision(
                 decision_id=r[0],
@@ -542,6 +677,9 @@ class DuckDBStore:
                 rollout_after=_decode_or_none(r[14]),
                 prev_hash=r[15],
                 hash=r[16],
+                seq=r[17],
+                hash_version=r[18],
+                mac=r[19],
             )
             for r in rows
         ]
