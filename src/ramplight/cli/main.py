@@ -101,7 +101,7 @@ def demo(
     as_json: JsonOption = False,
     port: Annotated[int | None, typer.Option(help="Port to serve on [default 8700]")] = None,
 ) -> None:
-    """Simulate an AI assistant rollout (5 % → 20 %) through the real SDK and server."""
+    """Simulate an AI assistant rollout through the real SDK and server; the guardian acts."""
     from ramplight.demo.simulation import run_demo
 
     settings = _settings(db, port=port)
@@ -124,8 +124,7 @@ def apply_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the diff, change nothing")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Make stored flags, metric definitions and measurement plans match a file. Idempotent;
-    flag and plan changes are audited."""
+    """Make stored flags, metrics and measurement plans match a file (idempotent, audited)."""
     try:
         loaded = yaml.safe_load(file.read_text())
     except OSError as exc:
@@ -177,8 +176,7 @@ def flags_stale(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Flags to clean up: settled (fully rolled out or back) or unexposed for DAYS, or decided
-    with the plan's cleanup due."""
+    """Flags to clean up: settled or unexposed for DAYS, or decided with cleanup due."""
     with open_backend(_settings(db)) as backend:
         rows = backend.stale(days)
     if as_json:
@@ -225,9 +223,10 @@ def ramp(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Set VARIATION to PERCENT of units; only units of the giving variation move. Growing the
-    candidate against the plan (breached guardrail, failed gate, paused, stage not complete) is
-    refused unless forced."""
+    """Set VARIATION to PERCENT of units; only units of the giving variation move.
+
+    Growing the candidate against the plan (a breached guardrail, a failed gate, a pause, a stage
+    not complete) is refused unless forced."""
     with open_backend(_settings(db)) as backend:
         updated, changed = backend.ramp(flag, env, variation, percent, from_variation, reason, force)
     _print_rollout(updated, env, as_json, changed)
@@ -275,8 +274,9 @@ def decide(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Act on a release and record the decision with the readout it was made on. Refused when it
-    goes against the plan, unless forced."""
+    """Act on a release and record the decision with the readout it was made on.
+
+    Refused when it goes against the plan, unless forced."""
     with open_backend(_settings(db)) as backend:
         result = backend.decide(flag, env, action, reason, force, percent)
     if as_json:
@@ -387,7 +387,7 @@ def report(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The readout: data quality and phases first, then each metric per variation against control."""
+    """The readout: the recommendation, data quality, each metric vs control, the timeline."""
     options = ReadoutOptions(segment=segment, phase=phase, served=served, bayes=bayes)
     with open_backend(_settings(db)) as backend:
         result = backend.report(flag, env, metric or [], options)
