@@ -267,17 +267,21 @@ def test_api_keys_are_stored_hashed_never_in_plaintext(db_path: Path, clock: Clo
 # -- evidence: idempotent segment loads ---------------------------------------------------
 
 
-def test_load_segment_dedupes_event_ids_within_and_across_segments(
+def test_load_segment_keeps_each_identity_of_a_file_once_and_stamps_identities(
     store: DuckDBStore, write_segment: Callable[..., dict[str, Path]]
 ) -> None:
+    """Within a file the loader keeps one row per identity; across segments, resends never reach
+    the log (ingestion's identity index answers them; see tests/store/test_identity.py)."""
     a, b, c = exposures("user-1", "user-2", "user-3")
     first = write_segment(exposures=[a, b, b])
-    second = write_segment(exposures=[b, c])
+    second = write_segment(exposures=[c])
     assert store.load_segment("000000000001.seg", first) == 2
     assert store.load_segment("000000000002.seg", second) == 1
-    assert store.count("exposures") == 3
     ids = [r[0] for r in store.query("SELECT event_id FROM exposures ORDER BY unit_id")]
     assert ids == [a.event_id, b.event_id, c.event_id]
+    keys, payloads = store.identities()
+    assert sorted(int(k) for k in keys) == sorted([a.identity, b.identity, c.identity])
+    assert sorted(int(p) for p in payloads) == sorted([a.payload_hash, b.payload_hash, c.payload_hash])
 
 
 def test_loading_a_segment_name_again_inserts_nothing(

@@ -14,10 +14,12 @@ from typing import Any
 import msgspec
 import pytest
 
+from ramplight.core.contract import validate_batch
 from ramplight.store.duckdb import DuckDBStore
+from ramplight.store.identity import IdentityIndex, admit_batch, build_index
 from ramplight.store.log import IngestLog, encode_items
 from tests.core.builders import event_doc, exposure_doc
-from tests.store.evidence import accepted, exposures
+from tests.store.evidence import FLAGS, NOW, accepted, exposures
 
 MakeLog = Callable[..., IngestLog]
 
@@ -128,13 +130,24 @@ def test_close_loads_what_is_left_and_stops_its_threads(log_dir: Path, store: Du
 
 
 def test_a_retried_identical_item_is_stored_once(make_log: MakeLog, store: DuckDBStore) -> None:
+    """Admission (the identity index) stands in front of the log: a retry before or after the
+    load, and across a restart of the index, is a duplicate and never written again."""
     log = make_log()
-    raw = exposure_doc(unit_id="user-1")
-    first, retry = accepted("exposures", raw), accepted("exposures", raw)
-    assert first[0].event_id == retry[0].event_id  # derived from the identical bytes
-    log.append(encode_items({"exposures": first + retry}), 2).result(timeout=30)
+    raw = msgspec.json.encode(exposure_doc(unit_id="user-1"))
+
+    def ingest(index: IdentityIndex, *raws: bytes) -> dict[str, int]:
+        validated = validate_batch({"exposures": list(raws)}, "production", FLAGS, NOW)
+        admitted = admit_batch(index, validated)
+        if admitted.keys:
+            log.append(encode_items(admitted.accepted), len(admitted.keys)).result(timeout=30)
+        return {"new": len(admitted.keys), "duplicates": admitted.duplicates["exposures"]}
+
+    index = build_index(store, log.pending_files())
+    assert ingest(index, raw, raw) == {"new": 1, "duplicates": 1}
+    assert ingest(index, raw) == {"new": 0, "duplicates": 1}  # before the load
     log.flush()
-    log.append(encode_items({"exposures": retry}), 1).result(timeout=30)  # a retry after the load
+    assert ingest(index, raw) == {"new": 0, "duplicates": 1}  # after the load
+    assert ingest(build_index(store, log.pending_files()), raw) == {"new": 0, "duplicates": 1}  # restarted
     log.flush()
     assert unit_ids(store) == ["user-1"]
 

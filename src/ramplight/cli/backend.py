@@ -35,6 +35,7 @@ from ramplight.core.flags import Flag
 from ramplight.server.run import read_server_file
 from ramplight.settings import Settings
 from ramplight.store import open_store
+from ramplight.store.identity import IdentityIndex, admit_batch, build_index
 from ramplight.store.log import encode_items
 
 _flag_list = msgspec.json.Decoder(list[Flag])
@@ -96,6 +97,7 @@ class LocalBackend:
         control.ensure_default_environments(self.store)
         self.where = str(settings.db)
         self._counter = 0
+        self._identities: IdentityIndex | None = None
 
     def close(self) -> None:
         self.store.close()
@@ -199,7 +201,10 @@ class LocalBackend:
         validated = validate_batch(
             batch, environment, control.flag_facts(self.store, environment), datetime.now(UTC)
         )
-        chunks = encode_items(validated.accepted)
+        if self._identities is None:
+            self._identities = build_index(self.store)
+        admitted = admit_batch(self._identities, validated)
+        chunks = encode_items(admitted.accepted)
         if chunks:
             import tempfile
 
@@ -211,8 +216,15 @@ class LocalBackend:
                     files[kind] = path
                 self._counter += 1
                 name = f"import-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{self._counter}"
-                self.store.load_segment(name, files)
-        return _ingest_result(validated.accepted, validated.problems)
+                try:
+                    self.store.load_segment(name, files)
+                except BaseException:
+                    self._identities.forget(admitted.keys)
+                    raise
+        problems = sorted(
+            (*validated.problems, *admitted.conflicts), key=lambda p: (p.kind or "", p.index or 0)
+        )
+        return {**_ingest_result(admitted.accepted, problems), "duplicates": admitted.duplicates}
 
     def changes(self, key: str) -> list[dict[str, Any]]:
         return audit.flag_history(self.store, key)

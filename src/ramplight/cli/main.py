@@ -323,7 +323,7 @@ def import_cmd(
     if fmt is not None and fmt not in ("ndjson", "csv", "parquet"):
         raise ValidationError.at("--format", "must be ndjson, csv or parquet")
     source = open_source(file, fmt, kind)  # type: ignore[arg-type]
-    accepted = 0
+    accepted = duplicates = 0
     rejected: list[dict[str, Any]] = []
     offset = 0
     with (
@@ -341,6 +341,7 @@ def import_cmd(
         for chunk in read_items(source):
             result = backend.ingest(env, {source.kind: chunk})
             accepted += sum(result["accepted"].values())
+            duplicates += sum(result.get("duplicates", {}).values())
             for problem in result["rejected"]:
                 rejected.append({**problem, "row": offset + problem["index"] + 1})
             offset += len(chunk)
@@ -350,6 +351,7 @@ def import_cmd(
         "kind": source.kind,
         "rows": offset,
         "accepted": accepted,
+        "duplicates": duplicates,
         "rejected": len(rejected),
         "problems": rejected[:1000],
     }
@@ -357,13 +359,14 @@ def import_cmd(
         _print_json(summary)
     else:
         console.print(
-            f"{file.name}: {accepted:,} {source.kind} accepted, {len(rejected):,} rejected (of {offset:,} rows)"
+            f"{file.name}: {accepted:,} {source.kind} accepted, {duplicates:,} already stored, "
+            f"{len(rejected):,} rejected (of {offset:,} rows)"
         )
         for problem in rejected[:20]:
             console.print(f"  row {problem['row']}: {problem['field'] or '(item)'}: {problem['reason']}")
         if len(rejected) > 20:
             console.print(f"  … {len(rejected) - 20:,} more (use --json for the first 1,000)")
-    if rejected and not accepted:
+    if rejected and not accepted and not duplicates:
         raise typer.Exit(1)
 
 

@@ -7,14 +7,14 @@ environment, so one bad item is reported (kind, index, field, reason) and the re
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
-import xxhash
 
 from ramplight.core.errors import FieldProblem
+from ramplight.core.identity import canonical_form, derived_event_id, identity_key, payload_hash
 
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -47,6 +47,8 @@ class Exposure(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_def
     trace_id: Id | None = None
     sdk: Annotated[str, msgspec.Meta(max_length=100)] | None = None
     received_at: datetime | None = None
+    identity: int | None = None
+    payload_hash: int | None = None
 
 
 class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -65,6 +67,8 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
     variation: Key | None = None
     trace_id: Id | None = None
     received_at: datetime | None = None
+    identity: int | None = None
+    payload_hash: int | None = None
 
 
 Evaluator = Literal["llm_judge", "human", "heuristic", "code"]
@@ -88,6 +92,8 @@ class EvalScore(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_de
     variation: Key | None = None
     comment: Annotated[str, msgspec.Meta(max_length=MAX_STRING_PROPERTY)] | None = None
     received_at: datetime | None = None
+    identity: int | None = None
+    payload_hash: int | None = None
 
 
 Item = Exposure | Event | EvalScore
@@ -121,6 +127,8 @@ class FlagFacts:
 class ValidatedBatch:
     accepted: dict[str, list[Item]]
     problems: tuple[FieldProblem, ...]
+    indexes: dict[str, list[int]] = field(default_factory=dict)
+    """Each accepted item's index in its kind's list of the request."""
 
     @property
     def accepted_count(self) -> int:
@@ -225,17 +233,20 @@ def validate_batch(
     now: datetime,
     allowed_properties: frozenset[str] | None = None,
 ) -> ValidatedBatch:
-    """Decode and check every item; stamp `environment`, `received_at` and a stable `event_id`.
+    """Decode and check every item; stamp `environment`, `received_at`, a stable `event_id`
+    and the identity and payload hashes (core/identity.py).
 
-    An item without `event_id` gets one derived from its bytes, so an exact retry is
-    recognised as the same event.
+    An item without `event_id` gets one derived from its canonical form, so a retry is
+    recognised as the same item whatever its byte layout.
     """
     accepted: dict[str, list[Item]] = {kind: [] for kind in KIND_TYPES}
+    indexes: dict[str, list[int]] = {kind: [] for kind in KIND_TYPES}
     problems: list[FieldProblem] = []
     replace = msgspec.structs.replace
     for kind, raws in batch.items():
         decoder = _DECODERS[kind]
         out = accepted[kind]
+        positions = indexes[kind]
         for index, data in enumerate(raws):
             size = len(data)
             if size > MAX_ITEM_BYTES:
@@ -254,6 +265,17 @@ def validate_batch(
             if problem is not None:
                 problems.append(FieldProblem(problem[0], problem[1], index, kind))
                 continue
-            event_id = item.event_id or xxhash.xxh3_128_hexdigest(environment.encode() + b"\0" + bytes(data))
-            out.append(replace(item, event_id=event_id, environment=environment, received_at=now))
-    return ValidatedBatch(accepted=accepted, problems=tuple(problems))
+            canonical = canonical_form(item)
+            event_id = item.event_id or derived_event_id(environment, kind, canonical)
+            out.append(
+                replace(
+                    item,
+                    event_id=event_id,
+                    environment=environment,
+                    received_at=now,
+                    identity=identity_key(environment, kind, event_id),
+                    payload_hash=payload_hash(canonical),
+                )
+            )
+            positions.append(index)
+    return ValidatedBatch(accepted=accepted, problems=tuple(problems), indexes=indexes)

@@ -30,6 +30,7 @@ from ramplight.core.errors import (
     NotFoundError,
     PayloadTooLarge,
     RamplightError,
+    StoreError,
     ValidationError,
 )
 from ramplight.core.flags import Flag, Segment
@@ -40,6 +41,7 @@ from ramplight.server.state import ServerState
 from ramplight.settings import Settings
 from ramplight.store import open_store
 from ramplight.store.base import ApiKey
+from ramplight.store.identity import admit_batch
 from ramplight.store.log import IngestLog, encode_items
 
 log = logging.getLogger("ramplight.server")
@@ -729,14 +731,29 @@ def create_app(settings: Settings) -> FastAPI:
             datetime.now(UTC),
             st.settings.property_allowlist,
         )
-        accepted = validated.accepted_count
-        if accepted:
-            await asyncio.wrap_future(st.log.append(encode_items(validated.accepted), accepted))
+        admitted = admit_batch(st.identities, validated)
+        count = len(admitted.keys)
+        if count:
+            try:
+                await asyncio.wrap_future(st.log.append(encode_items(admitted.accepted), count))
+            except OSError as exc:
+                st.identities.forget(admitted.keys)
+                raise StoreError(
+                    f"evidence could not be made durable ({exc.strerror}); nothing was acknowledged"
+                ) from exc
+            except BaseException:
+                st.identities.forget(admitted.keys)
+                raise
+        st.duplicates += sum(admitted.duplicates.values())
+        st.conflicts += len(admitted.conflicts)
+        problems = sorted(
+            (*validated.problems, *admitted.conflicts), key=lambda p: (p.kind or "", p.index or 0)
+        )
         result = {
-            "accepted": {kind: len(rows) for kind, rows in validated.accepted.items()},
+            "accepted": {kind: len(rows) for kind, rows in admitted.accepted.items()},
+            "duplicates": admitted.duplicates,
             "rejected": [
-                {"kind": p.kind, "index": p.index, "field": p.field, "reason": p.reason}
-                for p in validated.problems
+                {"kind": p.kind, "index": p.index, "field": p.field, "reason": p.reason} for p in problems
             ],
         }
         return _msgspec_response(result)

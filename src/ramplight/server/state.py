@@ -17,6 +17,7 @@ from ramplight import control
 from ramplight.core.contract import FlagFacts
 from ramplight.settings import Settings
 from ramplight.store.base import ApiKey, Store
+from ramplight.store.identity import build_index
 from ramplight.store.log import IngestLog
 
 
@@ -35,6 +36,10 @@ class ServerState:
         self._configs: dict[str, CachedConfig] = {}
         self._facts: dict[str, dict[str, FlagFacts]] = {}
         self._keys: dict[str, ApiKey] = {}
+        self.identities = build_index(store, log.pending_files())
+        """Every acknowledged item's identity: resends are duplicates, changed payloads conflicts."""
+        self.duplicates = 0
+        self.conflicts = 0
         self.guardian: Any = None
         """The server's GuardianThread (set by the app's lifespan)."""
 

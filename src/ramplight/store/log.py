@@ -119,6 +119,10 @@ class IngestLog:
         self._queue.put(_Append(chunks, items, done))
         return future
 
+    def pending_files(self) -> list[Path]:
+        """NDJSON files of sealed segments not loaded yet."""
+        return [f for path in self._pending() for f in sorted(path.glob("*.ndjson"))]
+
     def flush(self, timeout: float = 60.0) -> None:
         """Seal the open segment and wait until everything acknowledged so far is loaded."""
         sealed: Future[int] = Future()

@@ -58,6 +58,8 @@ EVIDENCE_COLUMNS: dict[EvidenceKind, dict[str, str]] = {
         "attributes": "JSON",
         "trace_id": "VARCHAR",
         "sdk": "VARCHAR",
+        "identity": "UBIGINT",
+        "payload_hash": "UBIGINT",
     },
     "events": {
         "event_id": "VARCHAR",
@@ -73,6 +75,8 @@ EVIDENCE_COLUMNS: dict[EvidenceKind, dict[str, str]] = {
         "flag_key": "VARCHAR",
         "variation": "VARCHAR",
         "trace_id": "VARCHAR",
+        "identity": "UBIGINT",
+        "payload_hash": "UBIGINT",
     },
     "evals": {
         "event_id": "VARCHAR",
@@ -90,6 +94,8 @@ EVIDENCE_COLUMNS: dict[EvidenceKind, dict[str, str]] = {
         "flag_key": "VARCHAR",
         "variation": "VARCHAR",
         "comment": "VARCHAR",
+        "identity": "UBIGINT",
+        "payload_hash": "UBIGINT",
     },
 }
 
@@ -807,27 +813,40 @@ class DuckDBStore:
         return inserted
 
     def _load_file(self, cur: duckdb.DuckDBPyConnection, kind: EvidenceKind, path: Path) -> int:
-        """Insert one NDJSON file's rows whose event_id is not stored yet (and once each).
-
-        A retried item is the same bytes, so the same `ts`: the lookup of stored ids is limited
-        to the file's time range, which DuckDB's zone maps prune to a few row groups.
-        """
+        """Insert one NDJSON file's rows, each identity once. Resends of stored items never reach
+        a segment: ingestion's identity index answers them as duplicates (store/identity.py)."""
         columns = _columns_literal(EVIDENCE_COLUMNS[kind])
-        cur.execute(
-            "CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM read_json(?, format = 'newline_delimited',"
-            f" columns = {columns}) QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY received_at) = 1",
-            [str(path)],
-        )
-        bounds = cur.execute("SELECT min(ts), max(ts) FROM incoming").fetchone()
-        if bounds is None or bounds[0] is None:
-            return 0
         row = cur.execute(
-            f"INSERT INTO {kind} BY NAME SELECT * FROM incoming AS i WHERE NOT EXISTS ("
-            f"SELECT 1 FROM {kind} AS s WHERE s.ts BETWEEN ? AND ? AND s.event_id = i.event_id)",
-            [bounds[0], bounds[1]],
+            f"INSERT INTO {kind} BY NAME SELECT * FROM read_json(?, format = 'newline_delimited',"
+            f" columns = {columns}) QUALIFY row_number() OVER (PARTITION BY identity ORDER BY received_at) = 1",
+            [str(path)],
         ).fetchone()
-        cur.execute("DROP TABLE incoming")
         return int(row[0]) if row else 0
+
+    def identities(self) -> tuple[Any, Any]:
+        """(identity keys, payload hashes) of every stored evidence row, as numpy arrays; rows
+        from before identities were stored get theirs computed first (once)."""
+        import numpy as np
+
+        from ramplight.core.identity import identity_key
+
+        keys, payloads = [], []
+        for kind in EVIDENCE_COLUMNS:
+            missing = self.query(f"SELECT rowid, environment, event_id FROM {kind} WHERE identity IS NULL")
+            if missing:
+                rids = [r[0] for r in missing]
+                computed = [identity_key(r[1], kind, r[2]) for r in missing]
+                with self._transaction() as cur:
+                    cur.execute(
+                        f"UPDATE {kind} SET identity = b.identity, payload_hash = 0 FROM (SELECT "
+                        "UNNEST(?::BIGINT[]) AS rid, UNNEST(?::UBIGINT[]) AS identity) AS b "
+                        f"WHERE {kind}.rowid = b.rid",
+                        [rids, computed],
+                    )
+            got = self._cursor().execute(f"SELECT identity, payload_hash FROM {kind}").fetchnumpy()
+            keys.append(np.asarray(got["identity"], dtype=np.uint64))
+            payloads.append(np.asarray(got["payload_hash"], dtype=np.uint64))
+        return np.concatenate(keys), np.concatenate(payloads)
 
     def loaded_segments(self) -> set[str]:
         return {r[0] for r in self.query("SELECT name FROM ingest_segments")}
