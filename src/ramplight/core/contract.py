@@ -6,6 +6,7 @@ environment, so one bad item is reported (kind, index, field, reason) and the re
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from ramplight.core.errors import FieldProblem
+from ramplight.core.errors import FieldProblem, ValidationError
 from ramplight.core.identity import canonical_form, derived_event_id, identity_key, payload_hash
 
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -113,6 +114,110 @@ class Batch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     exposures: list[msgspec.Raw] = msgspec.field(default_factory=list)
     events: list[msgspec.Raw] = msgspec.field(default_factory=list)
     evals: list[msgspec.Raw] = msgspec.field(default_factory=list)
+
+
+_batch_decoder = msgspec.json.Decoder(Batch)
+_STRUCTURE = re.compile(rb'["\[\]{}]')
+_STRING_END = re.compile(rb'["\\]')
+_WHITESPACE = b" \t\r\n"
+
+
+def split_batch(body: bytes) -> dict[str, list[bytes]]:
+    """The item bytes of each kind in a batch body, items not decoded yet, so one malformed item
+    (invalid UTF-8, a lone surrogate, a bad escape) cannot take its batch down with it.
+
+    Raises ValidationError only when the envelope itself is not `{kind: [item, …], …}`."""
+    try:
+        batch = _batch_decoder.decode(body)
+        return {"exposures": batch.exposures, "events": batch.events, "evals": batch.evals}  # type: ignore[dict-item]
+    except msgspec.ValidationError as exc:
+        raise ValidationError(f"request body is not a batch: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return _split_slowly(body)
+
+
+def _skip(body: bytes, i: int) -> int:
+    while i < len(body) and body[i] in _WHITESPACE:
+        i += 1
+    return i
+
+
+def _string_end(body: bytes, i: int) -> int:
+    """Index after the string starting at `i` (a quote)."""
+    i += 1
+    while True:
+        found = _STRING_END.search(body, i)
+        if found is None:
+            raise ValidationError("request body is not a batch: a string never ends")
+        if found.group() == b"\\":
+            i = found.end() + 1
+            continue
+        return found.end()
+
+
+def _value_end(body: bytes, i: int) -> int:
+    """Index after the JSON value starting at `i`, found by structure alone (nothing decoded)."""
+    if body[i : i + 1] == b'"':
+        return _string_end(body, i)
+    if body[i : i + 1] not in (b"{", b"["):
+        while i < len(body) and body[i] not in b",]}" and body[i] not in _WHITESPACE:
+            i += 1
+        return i
+    depth = 0
+    while True:
+        found = _STRUCTURE.search(body, i)
+        if found is None:
+            raise ValidationError("request body is not a batch: an item never ends")
+        token = found.group()
+        if token == b'"':
+            i = _string_end(body, found.start())
+            continue
+        depth += 1 if token in (b"{", b"[") else -1
+        i = found.end()
+        if depth == 0:
+            return i
+
+
+def _split_slowly(body: bytes) -> dict[str, list[bytes]]:
+    out: dict[str, list[bytes]] = {kind: [] for kind in KIND_TYPES}
+    i = _skip(body, 0)
+    if body[i : i + 1] != b"{":
+        raise ValidationError("request body is not a batch: expected a JSON object")
+    i = _skip(body, i + 1)
+    while body[i : i + 1] != b"}":
+        if body[i : i + 1] != b'"':
+            raise ValidationError(f"request body is not a batch: expected a key at byte {i}")
+        end = _string_end(body, i)
+        try:
+            kind = msgspec.json.decode(body[i:end], type=str)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise ValidationError(f"request body is not a batch: bad key at byte {i}") from exc
+        if kind not in out:
+            raise ValidationError.at(kind, "unknown kind (exposures, events or evals)")
+        i = _skip(body, end)
+        if body[i : i + 1] != b":":
+            raise ValidationError(f"request body is not a batch: expected ':' at byte {i}")
+        i = _skip(body, i + 1)
+        if body[i : i + 1] != b"[":
+            raise ValidationError.at(kind, "must be a list of items")
+        i = _skip(body, i + 1)
+        while body[i : i + 1] != b"]":
+            start = i
+            i = _value_end(body, i)
+            out[kind].append(body[start:i])
+            i = _skip(body, i)
+            if body[i : i + 1] == b",":
+                i = _skip(body, i + 1)
+            elif body[i : i + 1] != b"]":
+                raise ValidationError(f"request body is not a batch: expected ',' or ']' at byte {i}")
+        i = _skip(body, i + 1)
+        if body[i : i + 1] == b",":
+            i = _skip(body, i + 1)
+        elif body[i : i + 1] != b"}":
+            raise ValidationError(f"request body is not a batch: expected ',' or '}}' at byte {i}")
+    if _skip(body, i + 1) != len(body):
+        raise ValidationError("request body is not a batch: data after the object")
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +364,14 @@ def validate_batch(
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 field, reason = _decode_problem(exc)
                 problems.append(FieldProblem(field, reason, index, kind))
+                continue
+            except UnicodeDecodeError as exc:
+                problems.append(
+                    FieldProblem("", f"not valid UTF-8 (byte {exc.start} of the item)", index, kind)
+                )
+                continue
+            except RecursionError:
+                problems.append(FieldProblem("", "nested too deeply", index, kind))
                 continue
             short = size <= MAX_STRING_PROPERTY
             problem = _contract_problem(kind, item, environment, flags, now, allowed_properties, short)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from ramplight import audit, control, release
 from ramplight.analysis import service as analysis
 from ramplight.analysis.readout import ReadoutOptions
-from ramplight.core.contract import KIND_TYPES, Batch, validate_batch
+from ramplight.core.contract import KIND_TYPES, Batch, split_batch, validate_batch
 from ramplight.core.errors import (
     AuthError,
     ForbiddenError,
@@ -713,11 +713,8 @@ def create_app(settings: Settings) -> FastAPI:
         key = st.authenticate(bearer(authorization))
         env = environment_of(key, environment)
         body = await read_body(request, st.settings.max_batch_bytes)
-        try:
-            batch = _batch_decoder.decode(body)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise ValidationError(f"request body is not a batch: {exc}") from None
-        items = len(batch.exposures) + len(batch.events) + len(batch.evals)
+        batch = split_batch(body)
+        items = sum(len(v) for v in batch.values())
         limit = st.settings.max_batch_items
         if items > limit:
             raise PayloadTooLarge(
@@ -725,7 +722,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
         facts = st.facts(env)
         validated = validate_batch(
-            {"exposures": batch.exposures, "events": batch.events, "evals": batch.evals},
+            batch,
             env,
             facts,
             datetime.now(UTC),
