@@ -22,6 +22,7 @@ from ramplight.core.bucketing import (
     slots_by_variation,
 )
 from ramplight.core.errors import FieldProblem, ValidationError
+from ramplight.core.regex import pattern_problem
 
 FlagType = Literal["boolean", "string", "number", "json"]
 ClauseOp = Literal[
@@ -236,10 +237,9 @@ def _check_clause(clause: Clause, where: str, segments: Mapping[str, Any] | None
             if not isinstance(pattern, str):
                 problems.append(FieldProblem(f"{where}.values[{i}]", "a regex must be a string"))
                 continue
-            try:
-                re.compile(str(pattern))
-            except re.error as exc:
-                problems.append(FieldProblem(f"{where}.values[{i}]", f"not a valid regex: {exc}"))
+            problem = pattern_problem(pattern)
+            if problem is not None:
+                problems.append(FieldProblem(f"{where}.values[{i}]", problem))
     elif clause.op in NUMERIC_OPS:
         for i, value in enumerate(clause.values):
             if isinstance(value, bool) or not isinstance(value, int | float):
