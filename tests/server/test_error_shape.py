@@ -85,3 +85,19 @@ def test_field_paths_read_like_the_flag_checks() -> None:
     assert field_path(("body", "flags", 0, "key")) == "flags[0].key"
     assert field_path(("query", "environment")) == "query.environment"
     assert field_path(("body",)) == "body"
+
+
+def test_a_catastrophic_regex_is_refused_when_the_flag_is_saved(server: RunningServer) -> None:
+    rules = [
+        {
+            "id": "r",
+            "clauses": [{"attribute": "name", "op": "regex", "values": ["^(a+)+$"]}],
+            "variation": "control",
+        }
+    ]
+    doc = flag_doc(key="regex_flag")
+    doc["environments"]["production"]["rules"] = rules
+    body = assert_error_shape(server.admin.post("/api/flags", json=doc), 422, "validation_error")
+    (problem,) = body["problems"]
+    assert problem["field"] == "environments.production.rules[0].clauses[0].values[0]"
+    assert "nested quantifiers" in problem["reason"]
