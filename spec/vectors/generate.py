@@ -42,6 +42,7 @@ from ramplight.core.flags import (
     sdk_flag,
     stabilize,
 )
+from ramplight.core.regex import MAX_ATTRIBUTE_LENGTH
 
 HERE = Path(__file__).resolve().parent
 ENVIRONMENT = "production"
@@ -474,6 +475,16 @@ def _operator_config() -> tuple[SdkConfig, list[dict[str, Any]]]:
             [("u", {"ua": "Mozilla/5.0 (iPhone) Mobile Safari"}), ("u", {"ua": "mobile"})],
         ),
         (
+            "op-regex-length-limit",
+            {"attribute": "ua", "op": "regex", "values": ["^a"]},
+            [("u", {"ua": "a" * MAX_ATTRIBUTE_LENGTH}), ("u", {"ua": "a" * (MAX_ATTRIBUTE_LENGTH + 1)})],
+        ),
+        (
+            "op-regex-ascii-classes",
+            {"attribute": "code", "op": "regex", "values": ["^\\d+$", "^\\w$"]},
+            [("u", {"code": "123"}), ("u", {"code": "\u0663"}), ("u", {"code": "\u00e9"})],
+        ),
+        (
             "op-lt",
             {"attribute": "age_days", "op": "lt", "values": [30]},
             [
@@ -714,6 +725,9 @@ def _broken_segment_config() -> tuple[SdkConfig, list[dict[str, Any]]]:
         "bad_regex": convert_segment(
             {"key": "bad_regex", "clauses": [{"attribute": "email", "op": "regex", "values": ["("]}]}
         ),
+        "unsafe_regex": convert_segment(
+            {"key": "unsafe_regex", "clauses": [{"attribute": "email", "op": "regex", "values": ["^(a+)+$"]}]}
+        ),
         "bad_bound": convert_segment(
             {"key": "bad_bound", "clauses": [{"attribute": "seats", "op": "gt", "values": ["many"]}]}
         ),
@@ -732,6 +746,7 @@ def _broken_segment_config() -> tuple[SdkConfig, list[dict[str, Any]]]:
     flags = {
         "uses-staff": member_of("uses-staff", "staff"),
         "uses-bad-regex": member_of("uses-bad-regex", "bad_regex"),
+        "uses-unsafe-regex": member_of("uses-unsafe-regex", "unsafe_regex"),
         "uses-bad-bound": member_of("uses-bad-bound", "bad_bound"),
         "uses-nested": member_of("uses-nested", "nested"),
         "staff-then-bad-regex": member_of("staff-then-bad-regex", "staff", "bad_regex"),

@@ -508,6 +508,13 @@ def create_api_key(
     return plaintext, key
 
 
+def revoke_api_key(store: Store, key_id: str, clock: Clock = utcnow) -> None:
+    """Revoke a key by id (revoking it again changes nothing); an unknown id is a NotFoundError."""
+    if not any(k.id == key_id for k in store.list_api_keys()):
+        raise NotFoundError(f"no API key {key_id!r}")
+    store.revoke_api_key(key_id, clock())
+
+
 def authenticate(store: Store, plaintext: str | None) -> ApiKey:
     if not plaintext:
         raise AuthError("missing API key: send 'Authorization: Bearer <key>'")

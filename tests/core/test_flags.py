@@ -11,6 +11,10 @@ import pytest
 from ramplight.core.bucketing import SLOTS, SlotRange
 from ramplight.core.errors import ValidationError
 from ramplight.core.flags import (
+    MAX_CLAUSE_VALUES,
+    MAX_CLAUSES,
+    MAX_RULES,
+    MAX_VARIATIONS,
     Flag,
     assignment_unit_change_problem,
     check_flag,
@@ -206,6 +210,59 @@ def test_check_flag_names_the_field_and_the_reason(doc: dict[str, Any], field: s
     found = problems_of(doc)
     assert field in found, found
     assert reason in found[field]
+
+
+@pytest.mark.parametrize(
+    ("doc", "field", "reason"),
+    [
+        pytest.param(
+            flag_doc(variations=[{"key": f"v{i}", "value": {}} for i in range(MAX_VARIATIONS + 1)]),
+            "variations",
+            "at most 100 variations, not 101",
+            id="variations",
+        ),
+        pytest.param(
+            flag_doc(rules=[rule(f"r{i}") for i in range(MAX_RULES + 1)]),
+            f"{P}.rules",
+            "at most 100 rules per environment, not 101",
+            id="rules",
+        ),
+        pytest.param(
+            with_rule(*[clause("plan", "equals", "pro")] * (MAX_CLAUSES + 1)),
+            f"{P}.rules[0].clauses",
+            "at most 20 clauses per rule, not 21",
+            id="clauses",
+        ),
+        pytest.param(
+            with_rule(clause("unit_id", "in", *[f"u{i}" for i in range(MAX_CLAUSE_VALUES + 1)])),
+            f"{P}.rules[0].clauses[0].values",
+            "at most 1000 values per clause, not 1001; list units in a segment's included instead",
+            id="values",
+        ),
+    ],
+)
+def test_flags_past_the_structural_limits_are_refused_at_the_list(
+    doc: dict[str, Any], field: str, reason: str
+) -> None:
+    assert problems_of(doc)[field] == reason
+
+
+def test_flags_at_the_structural_limits_pass() -> None:
+    checked(
+        flag_doc(
+            variations=[{"key": f"v{i}", "value": f"V{i}"} for i in range(MAX_VARIATIONS)],
+            default_variation="v0",
+            off_variation="v0",
+            rules=[
+                rule(
+                    f"r{i}",
+                    *[clause("unit_id", "in", *range(MAX_CLAUSE_VALUES))] * MAX_CLAUSES,
+                    variation="v0",
+                )
+                for i in range(MAX_RULES)
+            ],
+        )
+    )
 
 
 def test_check_flag_reports_an_unknown_segment_when_segments_are_given() -> None:

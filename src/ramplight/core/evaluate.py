@@ -8,7 +8,6 @@ raises: a broken or missing flag serves the caller's default with reason `error`
 
 from __future__ import annotations
 
-import re
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import xxhash
 
 from ramplight.core.bucketing import thresholds
 from ramplight.core.flags import Clause, Rollout, SdkConfig, SdkFlag, Segment
+from ramplight.core.regex import compile_pattern
 
 Reason = Literal["rule", "rollout", "default", "off", "error"]
 ErrorCode = Literal["flag_not_found", "type_mismatch", "invalid_flag", "general"]
@@ -144,11 +144,11 @@ def _compile_clause(clause: Clause, segments: Mapping[str, Predicate]) -> Predic
             return found if positive else (value is not None and not found)
 
     elif op == "regex":
-        patterns = [re.compile(str(p)) for p in clause.values]
+        patterns = [compile_pattern(str(p)) for p in clause.values]
 
         def test(unit_id: str, attrs: Attributes | None) -> bool:
             value = get(unit_id, attrs)
-            return isinstance(value, str) and any(p.search(value) for p in patterns)
+            return isinstance(value, str) and any(matches(value) for matches in patterns)
 
     elif op in _NUMERIC:
         compare = _NUMERIC[op]
@@ -285,7 +285,7 @@ class CompiledConfig:
         for key, segment in config.segments.items():
             try:  # a broken segment disables only the flags that use it (they report invalid_flag)
                 segments[key] = _compile_segment(segment)
-            except (ValueError, KeyError, TypeError, re.error):
+            except (ValueError, KeyError, TypeError):
                 continue
         self._flags = dict(config.flags)
         self._evaluators: dict[str, Evaluator] = {}
@@ -293,7 +293,7 @@ class CompiledConfig:
         for key, flag in config.flags.items():
             try:
                 self._evaluators[key] = compile_flag(flag, segments)
-            except (ValueError, KeyError, TypeError, re.error) as exc:
+            except (ValueError, KeyError, TypeError) as exc:
                 self._broken[key] = f"flag {key!r} cannot be evaluated: {exc!r}"
 
     def flag(self, key: str) -> SdkFlag | None:

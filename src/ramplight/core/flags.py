@@ -22,6 +22,7 @@ from ramplight.core.bucketing import (
     slots_by_variation,
 )
 from ramplight.core.errors import FieldProblem, ValidationError
+from ramplight.core.regex import pattern_problem
 
 FlagType = Literal["boolean", "string", "number", "json"]
 ClauseOp = Literal[
@@ -49,6 +50,14 @@ SEGMENT_OPS = frozenset({"in_segment", "not_in_segment"})
 
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 """Flag, variation, environment and segment keys: lowercase, digits, `_ . -`, at most 100."""
+
+MAX_VARIATIONS = 100
+MAX_RULES = 100
+"""Rules per environment."""
+MAX_CLAUSES = 20
+"""Clauses per rule, and per segment."""
+MAX_CLAUSE_VALUES = 1000
+"""Values per clause; longer lists of units belong in a segment's `included`."""
 
 STANDARD_UNITS = ("user", "account", "conversation", "session", "workflow", "request")
 
@@ -223,10 +232,19 @@ def _value_matches(flag_type: str, value: Any) -> bool:
     return isinstance(value, _TYPE_CHECKS[flag_type])
 
 
+def _too_many(field: str, limit: int, what: str, count: int) -> FieldProblem:
+    hint = "; list units in a segment's included instead" if what == "values per clause" else ""
+    return FieldProblem(field, f"at most {limit} {what}, not {count}{hint}")
+
+
 def _check_clause(clause: Clause, where: str, segments: Mapping[str, Any] | None) -> list[FieldProblem]:
     problems: list[FieldProblem] = []
     if not clause.values:
         problems.append(FieldProblem(f"{where}.values", "needs at least one value"))
+    if len(clause.values) > MAX_CLAUSE_VALUES:
+        problems.append(
+            _too_many(f"{where}.values", MAX_CLAUSE_VALUES, "values per clause", len(clause.values))
+        )
     if clause.op in SCALAR_OPS:
         for i, value in enumerate(clause.values):
             if not isinstance(value, str | int | float | bool):
@@ -236,10 +254,9 @@ def _check_clause(clause: Clause, where: str, segments: Mapping[str, Any] | None
             if not isinstance(pattern, str):
                 problems.append(FieldProblem(f"{where}.values[{i}]", "a regex must be a string"))
                 continue
-            try:
-                re.compile(str(pattern))
-            except re.error as exc:
-                problems.append(FieldProblem(f"{where}.values[{i}]", f"not a valid regex: {exc}"))
+            problem = pattern_problem(pattern)
+            if problem is not None:
+                problems.append(FieldProblem(f"{where}.values[{i}]", problem))
     elif clause.op in NUMERIC_OPS:
         for i, value in enumerate(clause.values):
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -260,6 +277,8 @@ def check_segment(segment: Segment) -> None:
     problems: list[FieldProblem] = []
     if not KEY_PATTERN.match(segment.key):
         problems.append(FieldProblem("key", "use 1-100 of a-z 0-9 _ . - starting alphanumeric"))
+    if len(segment.clauses) > MAX_CLAUSES:
+        problems.append(_too_many("clauses", MAX_CLAUSES, "clauses per segment", len(segment.clauses)))
     for c, clause in enumerate(segment.clauses):
         if clause.op in SEGMENT_OPS:
             problems.append(FieldProblem(f"clauses[{c}].op", "a segment cannot refer to segments"))
@@ -318,6 +337,8 @@ def check_flag(flag: Flag, segments: Mapping[str, Any] | None = None) -> None:
     keys = flag.variation_keys()
     if len(keys) < 1:
         problems.append(FieldProblem("variations", "needs at least one variation"))
+    if len(keys) > MAX_VARIATIONS:
+        problems.append(_too_many("variations", MAX_VARIATIONS, "variations", len(keys)))
     seen: set[str] = set()
     for i, variation in enumerate(flag.variations):
         if not KEY_PATTERN.match(variation.key):
@@ -335,6 +356,8 @@ def check_flag(flag: Flag, segments: Mapping[str, Any] | None = None) -> None:
         for attr in ("default_variation", "off_variation"):
             if getattr(env, attr) not in known:
                 problems.append(FieldProblem(f"{where}.{attr}", f"no variation {getattr(env, attr)!r}"))
+        if len(env.rules) > MAX_RULES:
+            problems.append(_too_many(f"{where}.rules", MAX_RULES, "rules per environment", len(env.rules)))
         rule_ids: set[str] = set()
         for r, rule in enumerate(env.rules):
             rwhere = f"{where}.rules[{r}]"
@@ -347,6 +370,10 @@ def check_flag(flag: Flag, segments: Mapping[str, Any] | None = None) -> None:
                 problems.append(FieldProblem(f"{rwhere}.variation", f"no variation {rule.variation!r}"))
             if rule.rollout is not None:
                 problems.extend(_check_rollout(rule.rollout, f"{rwhere}.rollout", known))
+            if len(rule.clauses) > MAX_CLAUSES:
+                problems.append(
+                    _too_many(f"{rwhere}.clauses", MAX_CLAUSES, "clauses per rule", len(rule.clauses))
+                )
             for c, clause in enumerate(rule.clauses):
                 problems.extend(_check_clause(clause, f"{rwhere}.clauses[{c}]", segments))
         if env.rollout is not None:

@@ -16,9 +16,11 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ramplight import audit, control, release
 from ramplight.analysis import service as analysis
@@ -36,6 +38,7 @@ from ramplight.core.errors import (
 from ramplight.core.flags import Flag, Segment
 from ramplight.core.metrics import Metric
 from ramplight.core.plan import Plan
+from ramplight.server.errors import AdminBodyLimit, from_http_exception, from_request_validation
 from ramplight.server.guardian import GuardianThread, Webhooks
 from ramplight.server.state import ServerState
 from ramplight.settings import Settings
@@ -62,16 +65,14 @@ def _schema(tp: Any) -> dict[str, Any]:
 
 def _error_response(exc: RamplightError) -> JSONResponse:
     body: dict[str, Any] = {"error": exc.code, "message": exc.message}
-    problems = getattr(exc, "problems", ())
-    if problems:
-        body["problems"] = [
-            {
-                k: v
-                for k, v in (("kind", p.kind), ("index", p.index), ("field", p.field), ("reason", p.reason))
-                if v is not None
-            }
-            for p in problems
-        ]
+    body["problems"] = [
+        {
+            k: v
+            for k, v in (("kind", p.kind), ("index", p.index), ("field", p.field), ("reason", p.reason))
+            if v is not None
+        }
+        for p in getattr(exc, "problems", ())
+    ]
     headers = {"WWW-Authenticate": "Bearer"} if type(exc) is AuthError else None
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
@@ -92,7 +93,7 @@ class ErrorOut(BaseModel):
 
     error: str
     message: str
-    problems: list[ProblemOut] | None = None
+    problems: list[ProblemOut] = Field(description="one per field at fault; empty when none is")
 
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -102,8 +103,8 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (403, "the key may not do this (an SDK key on admin routes, or another environment)"),
         (404, "no such flag, environment or key"),
         (409, "a stale version (someone else changed it) or a duplicate"),
-        (413, "a batch past the size limits"),
-        (422, "invalid input: which field, why"),
+        (413, "a request body or batch past the size limits"),
+        (422, "invalid input (bad JSON, a missing or wrong field): which field, why"),
     )
 }
 
@@ -237,6 +238,19 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(RamplightError)
     async def ramplight_error(request: Request, exc: RamplightError) -> JSONResponse:
         return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error_response(from_request_validation(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error = from_http_exception(exc.status_code, exc.detail, request.url.path, request.method)
+        response = _error_response(error)
+        response.headers.update(exc.headers or {})
+        return response
+
+    app.add_middleware(AdminBodyLimit, render=_error_response)
 
     @app.exception_handler(UnicodeEncodeError)
     async def invalid_unicode(request: Request, exc: UnicodeEncodeError) -> JSONResponse:
@@ -633,7 +647,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.delete("/api/keys/{key_id}", tags=["admin"], status_code=204)
     def revoke_key(key_id: str, st: State, key: Admin) -> Response:
-        st.store.revoke_api_key(key_id, datetime.now(UTC))
+        control.revoke_api_key(st.store, key_id)
         st.invalidate()
         return Response(status_code=204)
 
