@@ -71,6 +71,7 @@ SERVER_DEFAULT_EVERY_S = 30  # RAMPLIGHT_GUARDIAN_INTERVAL's default
 TARGET_DELAY_S = 60.0
 TARGET_FALSE_ROLLBACKS = ALPHA
 TARGET_CHECK_S = 2.0
+TUNING = 10_000.0  # the plan's sequential tuning (its largest default stage minimum), as the product
 ID_DIGITS = 9
 
 PLAN: dict[str, Any] = {
@@ -163,6 +164,7 @@ class ProductPath:
 
         self.start = start
         self.plan = convert_plan(PLAN)
+        self.tuning = self.plan.sequential_tuning() or 5000.0  # as release.judge tunes the readout
 
     def readout(self, arms: Arms, at: datetime) -> dict[str, Any]:
         from ramplight.analysis.readout import _effect_json, _finite
@@ -206,7 +208,9 @@ class ProductPath:
                     "variation": CANDIDATE,
                     "vs": CONTROL,
                     "fixed": _effect_json(welch_test(c_sum, t_sum, alpha=self.plan.alpha)),
-                    "sequential": _effect_json(sequential_test(c_sum, t_sum, alpha=self.plan.alpha)),
+                    "sequential": _effect_json(
+                        sequential_test(c_sum, t_sum, alpha=self.plan.alpha, tuning=self.tuning)
+                    ),
                     "mde_relative": _finite(mde.relative),
                 }
             )
@@ -308,7 +312,11 @@ def harm_low(arms: Arms, test: str) -> float:
         ]
     )
     # One-sided at alpha = the lower end of the two-sided 1 - 2·alpha interval.
-    result = welch_test(c, t, alpha=2 * ALPHA) if test == "F" else sequential_test(c, t, alpha=ALPHA)
+    result = (
+        welch_test(c, t, alpha=2 * ALPHA)
+        if test == "F"
+        else sequential_test(c, t, alpha=ALPHA, tuning=TUNING)
+    )
     return result.relative.ci_lower if result.relative is not None else -math.inf
 
 
@@ -641,7 +649,7 @@ _EXPOSURES = """
 INSERT INTO exposures
 SELECT 'x' || i || '_' || k, ts, ts, '{env}', '{flag}', 1 + phase(i), '{unit}', unit_id(i),
        variation(i), served, CASE WHEN served <> variation(i) THEN 'timeout' END, NULL, NULL, NULL, NULL,
-       'ramplight-python/0.1'
+       'ramplight-python/0.1', NULL, NULL
 FROM (
     SELECT i, k,
            CASE WHEN k = 0 THEN first_ts(i)
@@ -664,7 +672,7 @@ SELECT 'evt_' || k, ts, ts, '{env}', name, unit_id(j), '{unit}', NULL,
            WHEN 'llm_call' THEN 0.002 * exp(0.6 * gauss(j, 3) + 0.5 * gauss(k, 14))
            WHEN 'resolution' THEN CASE WHEN u01(k, 16) < 0.6 THEN 1.0 ELSE 0.0 END
        END,
-       NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL, NULL
 FROM (
     SELECT k, j, name, least(ts, to_timestamp({now})) AS ts, post AND variation(j) = 'candidate' AS treated
     FROM (

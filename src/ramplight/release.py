@@ -161,8 +161,7 @@ def _plan_options(plan: Plan, source: str, options: ReadoutOptions) -> ReadoutOp
     if source != "plan":
         return options
     family = tuple(_plan_metric_keys(plan)) or None
-    minimums = [s.min_units for s in plan.effective_stages() if s.min_units > 0]
-    tuning = plan.expected_units or (max(minimums) if minimums else None)
+    tuning = plan.sequential_tuning()
     return replace(
         options,
         family=options.family if options.family is not None else family,

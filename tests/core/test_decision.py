@@ -271,6 +271,16 @@ def test_continue_says_what_is_missing_and_how_long_it_takes() -> None:
     assert "≈2,813 more units (≈27 h at current traffic)" in unproven.message
 
 
+def test_the_smallest_detectable_harm_is_a_size_whatever_the_metric_direction() -> None:
+    # The readout signs the minimum detectable effect with the metric's direction (-12 % for a
+    # lower-is-better latency); the harm it could detect is still 12 %.
+    rec = decide(
+        plan(safety="no_harm_found"), evidence(latency_ms=rel(0.01, -0.02, 0.08, mde=-0.12)), state(), NOW
+    )
+    assert rec.guardrails[0].smallest_detectable_harm == pytest.approx(0.12)
+    assert rec.guardrails[0].status == "unproven" and rec.action == "continue"
+
+
 def test_each_guardrail_reports_the_smallest_harm_it_could_detect() -> None:
     rec = decide(
         plan(safety="no_harm_found"), evidence(latency_ms=rel(0.01, -0.02, 0.08, mde=0.12)), state(), NOW

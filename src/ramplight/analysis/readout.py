@@ -48,6 +48,7 @@ from ramplight.core.stats import (
     minimum_detectable_effect,
     noninferiority_test,
     sample_size,
+    sequential_srm_p_value,
     sequential_test,
     srm_test,
     stratified_cuped_summaries,
@@ -271,6 +272,7 @@ def build_readout(
             result = srm_test(observed, list(weights.values()))
             srm = {
                 "p_value": result.p_value,
+                "sequential_p_value": sequential_srm_p_value(observed, list(weights.values())),
                 "chi_square": result.chi_square,
                 "mismatch": result.mismatch,
                 "observed": dict(zip(weights, observed, strict=True)),

@@ -215,7 +215,7 @@ def evidence_from_readout(readout: Mapping[str, Any], candidate: str | None) -> 
     return Evidence(
         readout_at=datetime.fromisoformat(readout["generated_at"]),
         metrics=metrics,
-        srm_p_value=_number(srm.get("p_value")) if srm else None,
+        srm_p_value=_number(srm.get("sequential_p_value", srm.get("p_value"))) if srm else None,
         joinable_fraction=_number(quality.get("joinable_fraction")),
         multiple_exposure_fraction=multiple / (exposed + multiple) if exposed + multiple else None,
         phase_units=sum(int(u) for u in (current.get("units") or {}).values()),
@@ -260,7 +260,8 @@ def check_guardrail(guard: Guardrail, evidence: MetricEvidence | None, safety: s
         )  # fmt: skip
     direction = guard.direction or evidence.direction
     scaled = _on_scale(evidence.interval, relative)
-    mde = evidence.mde_relative
+    # The smallest detectable effect is a size: its sign follows the metric's direction.
+    mde = abs(evidence.mde_relative) if evidence.mde_relative is not None else None
     if mde is not None and not relative and evidence.control_mean is not None:
         mde = mde * abs(evidence.control_mean)
     if scaled is None:
@@ -321,7 +322,8 @@ def _failed_gates(plan: Plan, evidence: Evidence, now: datetime) -> list[_GateRe
             p = evidence.srm_p_value
             if p is not None and p < limit:
                 failed.append(_GateResult(gate, Reason(
-                    "gate_srm", f"sample ratio mismatch in the current phase (p = {p:.2g} < {limit:g})",
+                    "gate_srm",
+                    f"sample ratio mismatch in the current phase (always-valid p = {p:.2g} < {limit:g})",
                     data={"p_value": p, "threshold": limit},
                 )))  # fmt: skip
         elif gate.kind == "joinability":

@@ -126,6 +126,12 @@ class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_default
     def effective_rules(self) -> list[DecisionRule]:
         return PRESETS[self.preset] if self.rules is None else self.rules
 
+    def sequential_tuning(self) -> float | None:
+        """The sample size (units, both arms) the always-valid intervals are tuned for:
+        `expected_units`, else the largest stage minimum; None leaves it to the readout."""
+        minimums = [s.min_units for s in self.effective_stages() if s.min_units > 0]
+        return float(self.expected_units or (max(minimums) if minimums else 0)) or None
+
 
 DEFAULT_GATES = [
     Gate("srm", "pause", 0.001),

@@ -63,3 +63,29 @@ def test_a_small_imbalance_in_every_phase_adds_up_in_the_combined_test() -> None
 def test_units_in_a_zero_weight_variation_make_the_combined_test_a_mismatch() -> None:
     combined = combined_srm_test([([500, 500], [50.0, 50.0]), ([10, 990], [0.0, 100.0])])
     assert combined.mismatch and combined.p_value == 0.0
+
+
+def test_the_sequential_srm_p_value_stays_valid_when_checked_after_every_batch() -> None:
+    """Checked 40 times per path, the always-valid p-value rarely ever dips below α under the
+    null, while a repeated chi-square does so far more often; a real 55/45 split is caught."""
+    import numpy as np
+
+    from ramplight.core.stats.srm import sequential_srm_p_value
+
+    rng = np.random.default_rng(11)
+    paths, looks, per_look, alpha = 300, 40, 50, 0.05
+    sequential_alarms = chi_square_alarms = 0
+    for _ in range(paths):
+        counts = np.cumsum(rng.binomial(per_look, 0.5, size=looks))
+        totals = per_look * np.arange(1, looks + 1)
+        seq = [
+            sequential_srm_p_value([int(c), int(t - c)], [50, 50])
+            for c, t in zip(counts, totals, strict=True)
+        ]
+        chi = [srm_test([int(c), int(t - c)], [50, 50]).p_value for c, t in zip(counts, totals, strict=True)]
+        sequential_alarms += min(seq) < alpha
+        chi_square_alarms += min(chi) < alpha
+    assert sequential_alarms / paths <= alpha
+    assert chi_square_alarms / paths > 2 * alpha
+    assert sequential_srm_p_value([5500, 4500], [50, 50]) < 1e-6
+    assert sequential_srm_p_value([3, 1], [100, 0]) == 0.0  # units in a variation of weight 0

@@ -33,7 +33,13 @@ from ramplight.core.stats.sequential import (
     mixture_rho,
     sequential_test,
 )
-from ramplight.core.stats.srm import SRM_THRESHOLD, SrmResult, combined_srm_test, srm_test
+from ramplight.core.stats.srm import (
+    SRM_THRESHOLD,
+    SrmResult,
+    combined_srm_test,
+    sequential_srm_p_value,
+    srm_test,
+)
 from ramplight.core.stats.stratified import pooled_summaries, stratified_summaries
 from ramplight.core.stats.suffstats import (
     ArmSummary,
@@ -75,6 +81,7 @@ __all__ = [
     "noninferiority_test",
     "pooled_summaries",
     "sample_size",
+    "sequential_srm_p_value",
     "sequential_test",
     "srm_test",
     "stratified_cuped_summaries",

@@ -73,3 +73,35 @@ def combined_srm_test(
         return SrmResult(chi_square=0.0, df=0, p_value=1.0, mismatch=False)
     p_value = float(special.chdtrc(df, chi_square))
     return SrmResult(chi_square=chi_square, df=df, p_value=p_value, mismatch=p_value < threshold)
+
+
+SEQUENTIAL_CONCENTRATION = 100.0
+"""Dirichlet prior concentration of the sequential test (total pseudo-units, spread by weight)."""
+
+
+def sequential_srm_p_value(
+    observed: Sequence[int], weights: Sequence[float], *, concentration: float = SEQUENTIAL_CONCENTRATION
+) -> float:
+    """Always-valid p-value for a sample-ratio mismatch: 1 / the Bayes factor of a
+    Dirichlet-multinomial alternative against the expected weights, capped at 1.
+
+    Under the null the Bayes factor is a nonnegative martingale with mean 1, so by Ville's
+    inequality P(ever ≤ α) ≤ α: it may be checked after every unit, as a guardian does, without
+    the false alarms a repeated chi-square raises (Lindon & Malek 2020, "Anytime-valid
+    inference for multinomial count data", §3; the Dirichlet-multinomial mixture).
+    """
+    if len(observed) != len(weights) or len(observed) < 2:
+        raise ValidationError("need matching observed and weights for at least two variations")
+    if any(o > 0 for o, w in zip(observed, weights, strict=True) if w == 0):
+        return 0.0
+    arms = [(o, w) for o, w in zip(observed, weights, strict=True) if w > 0]
+    total_weight = sum(w for _, w in arms)
+    n = sum(o for o, _ in arms)
+    if n == 0 or len(arms) < 2:
+        return 1.0
+    alphas = [concentration * w / total_weight for _, w in arms]
+    # log BF = log Γ(Σα) − log Γ(Σα + n) + Σ [log Γ(α_i + x_i) − log Γ(α_i)] − Σ x_i log p_i
+    log_bf = special.gammaln(sum(alphas)) - special.gammaln(sum(alphas) + n)
+    for (o, w), a in zip(arms, alphas, strict=True):
+        log_bf += special.gammaln(a + o) - special.gammaln(a) - o * math.log(w / total_weight)
+    return float(min(1.0, math.exp(-log_bf))) if log_bf > -700 else 1.0

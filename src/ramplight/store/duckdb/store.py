@@ -818,7 +818,7 @@ class DuckDBStore:
         columns = _columns_literal(EVIDENCE_COLUMNS[kind])
         row = cur.execute(
             f"INSERT INTO {kind} BY NAME SELECT * FROM read_json(?, format = 'newline_delimited',"
-            f" columns = {columns}) QUALIFY row_number() OVER (PARTITION BY identity ORDER BY received_at) = 1",
+            f" columns = {columns}) QUALIFY row_number() OVER (PARTITION BY environment, event_id ORDER BY received_at) = 1",
             [str(path)],
         ).fetchone()
         return int(row[0]) if row else 0
