@@ -13,6 +13,8 @@
 | RAMPLIGHT_FSYNC | 1 | 0 turns off fsync of the ingestion log (tests, never production) |
 | RAMPLIGHT_SQL_TABLES | (unset) | comma-separated tables of yours that SQL metrics may read, beside the evidence tables |
 | RAMPLIGHT_SQL_TIMEOUT | 30 | seconds a query with user-written SQL may run before it is stopped |
+| RAMPLIGHT_MAX_BACKLOG_MB | 512 | unloaded evidence past which ingestion answers 503 with Retry-After |
+| RAMPLIGHT_MAX_BACKLOG_SECONDS | 120 | age of the oldest unloaded evidence past which ingestion answers 503 |
 | RAMPLIGHT_GUARDIAN_INTERVAL | 30 | seconds between the guardian's checks of every plan (0: no guardian) |
 | RAMPLIGHT_WEBHOOKS | (unset) | comma-separated URLs that receive each guardian decision as JSON |
 | RAMPLIGHT_AUDIT_SECRET | <db>.secret | file holding the secret that MACs audit rows (created 0600) |
@@ -40,6 +42,8 @@ class Settings:
     sql_tables: frozenset[str] = frozenset()
     sql_timeout: float = 30.0
     guardian_interval: float = 30.0
+    max_backlog_mb: float = 512.0
+    max_backlog_seconds: float = 120.0
     webhooks: tuple[str, ...] = ()
     audit_secret: Path | None = None
 
@@ -75,6 +79,8 @@ class Settings:
             ),
             sql_timeout=float(env.get("RAMPLIGHT_SQL_TIMEOUT", "30")),
             guardian_interval=float(env.get("RAMPLIGHT_GUARDIAN_INTERVAL", "30")),
+            max_backlog_mb=float(env.get("RAMPLIGHT_MAX_BACKLOG_MB", "512")),
+            max_backlog_seconds=float(env.get("RAMPLIGHT_MAX_BACKLOG_SECONDS", "120")),
             webhooks=tuple(u.strip() for u in env.get("RAMPLIGHT_WEBHOOKS", "").split(",") if u.strip()),
             audit_secret=Path(env["RAMPLIGHT_AUDIT_SECRET"]) if env.get("RAMPLIGHT_AUDIT_SECRET") else None,
         )

@@ -8,6 +8,7 @@
     ├── AuthError            missing or wrong credentials (HTTP 401)
     │   └── ForbiddenError   valid credentials, not allowed here (HTTP 403)
     └── StoreError           the evidence or control store failed (HTTP 503)
+        ├── Overloaded       ingestion is pushing back (HTTP 503 with Retry-After)
         └── QueryError       a query failed or ran past its time limit; for user-written SQL
                              the analysis layer re-raises it as a ValidationError naming the metric
 
@@ -103,3 +104,13 @@ class QueryError(StoreError):
         super().__init__(reason)
         self.reason = reason
         self.timed_out = timed_out
+
+
+class Overloaded(StoreError):
+    """Loading is behind its bound: try again after `retry_after` seconds (nothing was taken)."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

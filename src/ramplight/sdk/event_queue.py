@@ -92,6 +92,7 @@ class EventQueue:
             body.setdefault(_KIND[type(item)], []).append(item)
         payload = _encoder.encode(body)
         for attempt in range(self.max_retries + 1):
+            retry_after = 0.0
             try:
                 response = self._http.post(
                     "/ingest/batch", content=payload, headers={"Content-Type": "application/json"}
@@ -124,6 +125,7 @@ class EventQueue:
                     )
                     return
                 reason = f"server answered {response.status_code}"
+                retry_after = _retry_after(response.headers.get("Retry-After"))
             if attempt == self.max_retries or (self._stop.is_set() and attempt >= 1):
                 with self._lock:
                     self.stats.failed += len(items)
@@ -136,7 +138,8 @@ class EventQueue:
                 return
             with self._lock:
                 self.stats.retries += 1
-            time.sleep(self.base_backoff * 2**attempt * random.uniform(0.5, 1.0))
+            backoff = self.base_backoff * 2**attempt * random.uniform(0.5, 1.0)
+            time.sleep(max(backoff, retry_after))
 
     def _run(self) -> None:
         while True:
@@ -177,3 +180,11 @@ class EventQueue:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=timeout)
+
+
+def _retry_after(value: str | None, cap: float = 60.0) -> float:
+    """Seconds a server asked us to wait (`Retry-After` in seconds), capped; 0 when absent."""
+    try:
+        return min(cap, max(0.0, float(value))) if value else 0.0
+    except ValueError:
+        return 0.0

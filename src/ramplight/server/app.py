@@ -30,6 +30,7 @@ from ramplight.core.errors import (
     AuthError,
     ForbiddenError,
     NotFoundError,
+    Overloaded,
     PayloadTooLarge,
     RamplightError,
     StoreError,
@@ -56,11 +57,18 @@ _encoder = msgspec.json.Encoder()
 _components: dict[str, Any] = {}
 
 
-def _schema(tp: Any) -> dict[str, Any]:
-    """OpenAPI media-type object for a msgspec type; its definitions join the components."""
+def _schema(tp: Any, from_url: tuple[str, ...] = ()) -> dict[str, Any]:
+    """OpenAPI media-type object for a msgspec type; its definitions join the components.
+    `from_url`: fields the route fills from its path, so the body may leave them out."""
     (schema,), components = msgspec.json.schema_components([tp], ref_template="#/components/schemas/{name}")
     _components.update(components)
-    return {"schema": schema}
+    if not from_url:
+        return {"schema": schema}
+    name = tp.__name__
+    body = dict(components[name])
+    body["required"] = [f for f in body.get("required", []) if f not in from_url]
+    _components[f"{name}Body"] = body
+    return {"schema": {"$ref": f"#/components/schemas/{name}Body"}}
 
 
 def _error_response(exc: RamplightError) -> JSONResponse:
@@ -74,6 +82,8 @@ def _error_response(exc: RamplightError) -> JSONResponse:
         for p in getattr(exc, "problems", ())
     ]
     headers = {"WWW-Authenticate": "Bearer"} if type(exc) is AuthError else None
+    if isinstance(exc, Overloaded):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
@@ -209,11 +219,17 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings)
-        ingest_log = IngestLog(settings.log_dir, store, fsync=settings.fsync)
+        ingest_log = IngestLog(
+            settings.log_dir,
+            store,
+            fsync=settings.fsync,
+            max_backlog_bytes=int(settings.max_backlog_mb * 1024 * 1024),
+            max_backlog_seconds=settings.max_backlog_seconds,
+        )
         state = ServerState(settings, store, ingest_log)
         app.state.ramplight = state
         guardian = GuardianThread(
-            store, settings.guardian_interval, ingest_log.flush, Webhooks(settings.webhooks), state.invalidate
+            store, settings.guardian_interval, state.catch_up, Webhooks(settings.webhooks), state.invalidate
         )
         state.guardian = guardian
         if settings.guardian_interval > 0:
@@ -322,7 +338,7 @@ def create_app(settings: Settings) -> FastAPI:
     def ramp(flag_key: str, body: RampIn, st: State, key: Admin) -> Response:
         """Set a variation's share. Growing the candidate against the plan (a breached guardrail,
         a failed gate, a paused release, a stage not yet complete) is a 409 unless forced."""
-        st.log.flush()
+        st.catch_up()
         forced = release.check_growth(
             st.store, flag_key, body.environment, body.variation, body.percent, body.force, key.can_force
         )
@@ -356,7 +372,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/api/flags/{flag_key}/restore", tags=["admin"])
     def restore(flag_key: str, body: EnvActionIn, st: State, key: Admin) -> Response:
-        st.log.flush()
+        st.catch_up()
         forced = release.check_restore(st.store, flag_key, body.environment, body.force, key.can_force)
         if forced and not body.reason:
             raise ValidationError.at("reason", "a forced action needs a reason")
@@ -402,13 +418,20 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> dict[str, Any]:
         """The readout (docs/readout.md): the recommendation first, then data quality, phases and
         each metric vs control."""
-        st.log.flush()
+        st.catch_up()
         options = ReadoutOptions(segment=segment, phase=phase, served=served, bayes=bayes)
-        return release.report(st.store, flag_key, environment, metric, options)
+        result = release.report(st.store, flag_key, environment, metric, options)
+        behind = st.loading()
+        return {**result, "loading": behind} if behind else result
 
     # -- admin: plans and decisions --------------------------------------------------------
 
-    plan_body = {"requestBody": {"required": True, "content": {"application/json": _schema(Plan)}}}
+    plan_body = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": _schema(Plan, ("flag_key", "environment"))},
+        }
+    }
 
     @app.get("/api/flags/{flag_key}/plans/{environment}", tags=["admin"])
     def get_plan(flag_key: str, environment: str, st: State, key: Admin) -> Response:
@@ -446,14 +469,14 @@ def create_app(settings: Settings) -> FastAPI:
         environment: Annotated[str, Query(max_length=100)] = "production",
     ) -> dict[str, Any]:
         """What to do next and why, from a fresh readout and the plan."""
-        st.log.flush()
+        st.catch_up()
         return release.judge(st.store, flag_key, environment).recommendation.to_json()
 
     @app.post("/api/flags/{flag_key}/decisions", tags=["admin"], status_code=201)
     def make_decision(flag_key: str, body: DecisionIn, st: State, key: Admin) -> dict[str, Any]:
         """Apply a decision and record it with its evidence; 409 when it goes against the plan
         unless forced by a key allowed to force."""
-        st.log.flush()
+        st.catch_up()
         decision = release.decide_action(
             st.store, flag_key, body.environment, body.action, actor(key), body.reason,
             force=body.force, can_force=key.can_force, percent=body.percent,
@@ -476,8 +499,33 @@ def create_app(settings: Settings) -> FastAPI:
         st: State, key: Admin, days: Annotated[float, Query(ge=0, le=3650)] = 30
     ) -> list[dict[str, Any]]:
         """Flags to clean up: settled or unexposed for `days`, or decided with cleanup due."""
-        st.log.flush()
+        st.catch_up()
         return release.stale_flags(st.store, days)
+
+    @app.get("/api/ingest/status", tags=["admin"])
+    def ingest_status(st: State, key: Admin) -> dict[str, Any]:
+        """How far loading is behind, whether ingestion is pushing back, and dead-lettered segments."""
+        pressure = st.log.pressure()
+        return {
+            "backlog_bytes": pressure.backlog_bytes,
+            "backlog_items": pressure.backlog_items,
+            "oldest_seconds": round(pressure.oldest_seconds, 1),
+            "pushing_back": pressure.overloaded,
+            "reason": pressure.reason or None,
+            "duplicates": st.duplicates,
+            "conflicts": st.conflicts,
+            "dead_letters": st.log.dead_letters(),
+        }
+
+    @app.post("/api/ingest/dead-letters/{name}/reload", tags=["admin"])
+    def reload_dead_letter(name: str, st: State, key: Admin) -> dict[str, Any]:
+        """Put a dead-lettered segment back in line to load (after fixing what made it fail)."""
+        try:
+            st.log.reload(name)
+        except FileNotFoundError as exc:
+            raise NotFoundError(str(exc)) from None
+        st.catch_up()
+        return {"reloaded": name, "dead_letters": st.log.dead_letters()}
 
     @app.post("/api/guardian/check", tags=["admin"])
     def guardian_check(st: State, key: Admin) -> list[dict[str, Any]]:
@@ -506,7 +554,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/api/requests/{request_id}/approve", tags=["admin"])
     def approve_change(request_id: str, st: State, key: Admin) -> dict[str, Any]:
         """Approve (not as the proposer); the last required approval applies the action."""
-        st.log.flush()
+        st.catch_up()
         result = release.approve(st.store, request_id, key.id, actor(key))
         st.invalidate()
         return result
@@ -550,7 +598,7 @@ def create_app(settings: Settings) -> FastAPI:
         segment: Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z0-9_\-]+$")] = None,
     ) -> Response:
         """The per-unit relation (one row per exposed unit, a column per metric) as a file."""
-        st.log.flush()
+        st.catch_up()
         with tempfile.TemporaryDirectory(prefix="ramplight-export-") as tmp:
             path = f"{tmp}/units.{format}"
             analysis.export_units(st.store, flag_key, environment, path, format, metric, segment)
@@ -560,7 +608,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     # -- admin: metrics -------------------------------------------------------------------
 
-    metric_body = {"requestBody": {"required": True, "content": {"application/json": _schema(Metric)}}}
+    metric_body = {
+        "requestBody": {"required": True, "content": {"application/json": _schema(Metric, ("key",))}}
+    }
 
     @app.get("/api/metrics", tags=["admin"])
     def list_metrics(st: State, key: Admin) -> Response:
@@ -591,7 +641,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     # -- admin: segments ------------------------------------------------------------------
 
-    segment_body = {"requestBody": {"required": True, "content": {"application/json": _schema(Segment)}}}
+    segment_body = {
+        "requestBody": {"required": True, "content": {"application/json": _schema(Segment, ("key",))}}
+    }
 
     @app.get("/api/segments", tags=["admin"])
     def list_segments(st: State, key: Admin) -> Response:
@@ -726,6 +778,11 @@ def create_app(settings: Settings) -> FastAPI:
         st: ServerState = request.app.state.ramplight
         key = st.authenticate(bearer(authorization))
         env = environment_of(key, environment)
+        pressure = st.log.pressure()
+        if pressure.overloaded:
+            raise Overloaded(
+                f"ingestion is pushing back: {pressure.reason}; nothing was taken", pressure.retry_after
+            )
         body = await read_body(request, st.settings.max_batch_bytes)
         batch = split_batch(body)
         items = sum(len(v) for v in batch.values())

@@ -7,6 +7,7 @@ exactly when this process changes flags, segments or keys.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ from ramplight.settings import Settings
 from ramplight.store.base import ApiKey, Store
 from ramplight.store.identity import build_index
 from ramplight.store.log import IngestLog
+
+log = logging.getLogger("ramplight.server")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,31 @@ class ServerState:
         self.conflicts = 0
         self.guardian: Any = None
         """The server's GuardianThread (set by the app's lifespan)."""
+
+    CATCH_UP_SECONDS = 10.0
+
+    def catch_up(self) -> None:
+        """Load what was acknowledged before a readout; when loading is far behind, wait at most
+        CATCH_UP_SECONDS and go on with what is loaded (`loading()` says how far behind)."""
+        try:
+            self.log.flush(timeout=self.CATCH_UP_SECONDS)
+        except TimeoutError:
+            pressure = self.log.pressure()
+            log.warning("readout on partly loaded evidence: %d bytes waiting", pressure.backlog_bytes)
+        except Exception:
+            log.exception("readout on partly loaded evidence: a segment failed to load")
+
+    def loading(self) -> dict[str, Any] | None:
+        """How far loading is behind, when it is; None when everything acknowledged is loaded."""
+        pressure = self.log.pressure()
+        if not pressure.backlog_bytes:
+            return None
+        return {
+            "behind_bytes": pressure.backlog_bytes,
+            "behind_items": pressure.backlog_items,
+            "oldest_seconds": round(pressure.oldest_seconds, 1),
+            "note": "this readout covers only the evidence loaded so far",
+        }
 
     def invalidate(self) -> None:
         with self._lock:

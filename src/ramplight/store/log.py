@@ -5,6 +5,12 @@ Layout under the log directory: `NNNNNNNNNNNN.open/` is the segment being writte
 file per evidence kind); sealing renames it to `NNNNNNNNNNNN.seg/`; the loader loads sealed
 segments in order (the store records each one in the same transaction) and deletes them. On
 start, open segments are trimmed to their last complete line, sealed and replayed.
+
+Bounded: past `max_backlog_bytes` of sealed-but-unloaded data, or when the oldest of it is older
+than `max_backlog_seconds`, `pressure()` says so and ingestion answers 503 with Retry-After
+instead of growing the log. A segment that fails to load `dead_letter_after` times is moved to
+`dead/NAME/` with a `reason.txt`, so it never blocks later segments or readouts; `reload`
+puts it back.
 """
 
 from __future__ import annotations
@@ -47,6 +53,18 @@ class _Seal:
     done: Callable[[int], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Pressure:
+    """Whether ingestion should push back, and for how long (seconds)."""
+
+    overloaded: bool
+    retry_after: float
+    backlog_bytes: int
+    backlog_items: int
+    oldest_seconds: float
+    reason: str = ""
+
+
 @dataclass
 class _OpenSegment:
     seq: int
@@ -83,12 +101,21 @@ class IngestLog:
         segment_items: int = 250_000,
         segment_seconds: float = 0.5,
         fsync: bool = True,
+        max_backlog_bytes: int = 512 * 1024 * 1024,
+        max_backlog_seconds: float = 120.0,
+        dead_letter_after: int = 3,
     ) -> None:
         self.directory = directory
         self.store = store
         self.segment_items = segment_items
         self.segment_seconds = segment_seconds
         self.fsync = fsync
+        self.max_backlog_bytes = max_backlog_bytes
+        self.max_backlog_seconds = max_backlog_seconds
+        self.dead_letter_after = dead_letter_after
+        self._backlog: dict[str, tuple[int, int, float]] = {}  # sealed segment → (bytes, items, sealed at)
+        self._attempts: dict[str, int] = {}
+        self._load_rate = 50e6  # bytes/s, updated as segments load (for Retry-After)
         self._queue: queue.Queue[_Append | _Seal | None] = queue.Queue()
         self._segment: _OpenSegment | None = None
         self._sealed = threading.Condition()
@@ -169,6 +196,9 @@ class IngestLog:
                     _trim_partial_line(path)
                 entry.rename(self.directory / f"{stem}.seg")
                 _fsync_dir(self.directory)
+        for path in self._pending():
+            size = sum(f.stat().st_size for f in path.glob("*.ndjson"))
+            self._backlog[path.name] = (size, 0, path.stat().st_mtime)
         self._sealed_seq = highest
         # Names already loaded (and deleted) must never be reused: the store would skip them.
         for name in self.store.loaded_segments():
@@ -194,6 +224,9 @@ class IngestLog:
             os.close(fd)
         sealed = self.directory / f"{segment.seq:012d}.seg"
         segment.path.rename(sealed)
+        size = sum(f.stat().st_size for f in sealed.glob("*.ndjson"))
+        with self._sealed:
+            self._backlog[sealed.name] = (size, segment.items, time.time())
         if self.fsync:
             _fsync_dir(self.directory)
         self._segment = None
@@ -272,6 +305,66 @@ class IngestLog:
                     self._seal_segment()
                     queued.done(self._sealed_seq)
 
+    # -- backlog, dead letters ----------------------------------------------------------------
+
+    def pressure(self) -> Pressure:
+        with self._sealed:
+            entries = list(self._backlog.values())
+        size = sum(e[0] for e in entries)
+        items = sum(e[1] for e in entries)
+        oldest = max((time.time() - e[2] for e in entries), default=0.0)
+        retry = min(30.0, max(1.0, size / max(self._load_rate, 1.0)))
+        if size > self.max_backlog_bytes:
+            reason = f"{size / 1e6:.0f} MB waiting to load (limit {self.max_backlog_bytes / 1e6:.0f} MB)"
+            return Pressure(True, retry, size, items, oldest, reason)
+        if oldest > self.max_backlog_seconds:
+            reason = f"loading is {oldest:.0f} s behind (limit {self.max_backlog_seconds:g} s)"
+            return Pressure(True, retry, size, items, oldest, reason)
+        return Pressure(False, 0.0, size, items, oldest)
+
+    def _done(self, name: str, seconds: float) -> None:
+        with self._sealed:
+            size = self._backlog.pop(name, (0, 0, 0.0))[0]
+            self._attempts.pop(name, None)
+            if seconds > 0 and size > 0:
+                self._load_rate = 0.8 * self._load_rate + 0.2 * (size / seconds)
+
+    @property
+    def dead_directory(self) -> Path:
+        return self.directory / "dead"
+
+    def _dead_letter(self, path: Path, exc: BaseException) -> None:
+        """Move a segment that keeps failing aside, with its reason, so later ones go on."""
+        self.dead_directory.mkdir(exist_ok=True)
+        target = self.dead_directory / path.name
+        path.rename(target)
+        (target / "reason.txt").write_text(f"{type(exc).__name__}: {exc}\n")
+        _fsync_dir(self.directory)
+        log.error(
+            "segment %s moved to %s after %d failed loads: %s", path.name, target, self.dead_letter_after, exc
+        )
+        with self._sealed:
+            self._backlog.pop(path.name, None)
+            self._attempts.pop(path.name, None)
+
+    def dead_letters(self) -> list[dict[str, object]]:
+        return dead_letters(self.dead_directory)
+
+    def reload(self, name: str) -> None:
+        """Put a dead-lettered segment back in line to load (after fixing what failed)."""
+        source = self.dead_directory / name
+        if not name.endswith(".seg") or not source.is_dir():
+            raise FileNotFoundError(f"no dead-lettered segment {name!r}")
+        (source / "reason.txt").unlink(missing_ok=True)
+        source.rename(self.directory / name)
+        size = sum(f.stat().st_size for f in (self.directory / name).glob("*.ndjson"))
+        seq = int(name.split(".")[0])
+        with self._sealed:
+            self._backlog[name] = (size, 0, time.time())
+            self._sealed_seq = max(self._sealed_seq, seq)
+            self._loaded_seq = min(self._loaded_seq, seq - 1)  # wake the loader for it
+            self._sealed.notify_all()
+
     # -- loader ---------------------------------------------------------------------------
 
     def _pending(self) -> list[Path]:
@@ -292,10 +385,16 @@ class IngestLog:
                     kind: path / f"{kind}.ndjson" for kind in KINDS if (path / f"{kind}.ndjson").exists()
                 }
                 try:
+                    started = time.monotonic()
                     if files:
                         self.store.load_segment(path.name, files)
                     shutil.rmtree(path)
+                    self._done(path.name, time.monotonic() - started)
                 except BaseException as exc:
+                    attempts = self._attempts[path.name] = self._attempts.get(path.name, 0) + 1
+                    if attempts >= self.dead_letter_after and not self._closing:
+                        self._dead_letter(path, exc)
+                        continue
                     # Keep going with later segments (event ids make order irrelevant); this one
                     # stays on disk, is retried, and holds back `flush` with its error meanwhile.
                     log.exception("loading %s failed; it stays on disk for the next try", path.name)
@@ -319,3 +418,21 @@ class IngestLog:
                     self._load_error = None
                     self._loaded_seq = max(self._loaded_seq, target)
                     self._sealed.notify_all()
+
+
+def dead_letters(directory: Path) -> list[dict[str, object]]:
+    """Dead-lettered segments under `directory`: name, why, size and when it was moved."""
+    out: list[dict[str, object]] = []
+    if not directory.is_dir():
+        return out
+    for path in sorted(directory.glob("*.seg")):
+        reason = path / "reason.txt"
+        out.append(
+            {
+                "name": path.name,
+                "reason": reason.read_text().strip() if reason.exists() else "",
+                "bytes": sum(f.stat().st_size for f in path.glob("*.ndjson")),
+                "moved_at": path.stat().st_mtime,
+            }
+        )
+    return out
