@@ -132,6 +132,14 @@ def _reason(exc: duckdb.Error) -> str:
     return str(exc).strip().split("\n")[0]
 
 
+class _Closed:
+    """Stands in for the engine after `close`: a store object that outlives it (held by a
+    traceback, say) then holds no DuckDB object at exit, which nanobind reports as leaked."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise StoreError("the store is closed")
+
+
 class DuckDBStore:
     """One DuckDB file. Writes are serialised by a lock; reads use their own cursors.
 
@@ -173,6 +181,9 @@ class DuckDBStore:
         self._lock_down([self._scratch, *default, *map(Path, allowed_directories)])
         self._lock = threading.RLock()
         self._local = threading.local()
+        self._closed = False
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        """Every per-thread cursor handed out, so `close` can close and drop them all."""
         self._pending_heads: list[AuditHead] = []
         self._memory_heads: list[AuditHead] = []
         self.head_path: Path | None = None if in_memory else Path(self.path + ".audit-head")
@@ -221,16 +232,20 @@ class DuckDBStore:
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
         if cursor is None:
-            cursor = self._con.cursor()
-            self._local.cursor = cursor
+            cursor = self._local.cursor = self._new_cursor()
+        return cursor
+
+    def _new_cursor(self) -> duckdb.DuckDBPyConnection:
+        cursor = self._con.cursor()
+        with self._lock:
+            self._cursors.append(cursor)
         return cursor
 
     def _reader(self) -> duckdb.DuckDBPyConnection:
         """This thread's read-only cursor, apart from the one writes use."""
         cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "reader", None)
         if cursor is None:
-            cursor = self._con.cursor()
-            self._local.reader = cursor
+            cursor = self._local.reader = self._new_cursor()
         return cursor
 
     @contextmanager
@@ -323,8 +338,18 @@ class DuckDBStore:
         return int(row[0]) if row and row[0] is not None else 0
 
     def close(self) -> None:
+        """Close the engine and drop every DuckDB object this store holds, including the cursors
+        of threads that outlive it (a server's worker threads)."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for cursor in self._cursors:
+                cursor.close()
+            self._cursors.clear()
+            self._local = threading.local()
             self._con.close()
+            self._con = _Closed()  # type: ignore[assignment]
         if self.path == ":memory:":
             shutil.rmtree(self._scratch, ignore_errors=True)
 
