@@ -35,6 +35,7 @@ from ramplight.core.flags import Flag
 from ramplight.server.run import read_server_file
 from ramplight.settings import Settings
 from ramplight.store import open_store
+from ramplight.store.base import Environment
 from ramplight.store.log import encode_items
 
 _flag_list = msgspec.json.Decoder(list[Flag])
@@ -86,6 +87,12 @@ class Backend(Protocol):
     def changes(self, key: str) -> list[dict[str, Any]]: ...
     def verify_audit(self) -> dict[str, Any]: ...
     def create_key(self, kind: str, name: str, environment: str | None) -> dict[str, Any]: ...
+    def list_environments(self) -> list[dict[str, Any]]: ...
+    def create_environment(self, key: str, name: str | None) -> dict[str, Any]: ...
+
+
+def _environment(env: Environment) -> dict[str, Any]:
+    return {"key": env.key, "name": env.name, "created_at": env.created_at.isoformat()}
 
 
 class LocalBackend:
@@ -230,6 +237,12 @@ class LocalBackend:
             "key": plaintext,
         }
 
+    def list_environments(self) -> list[dict[str, Any]]:
+        return [_environment(e) for e in self.store.list_environments()]
+
+    def create_environment(self, key: str, name: str | None) -> dict[str, Any]:
+        return _environment(control.create_environment(self.store, key, name))
+
 
 def _ingest_result(accepted: Mapping[str, Sequence[Any]], problems: Sequence[Any]) -> dict[str, Any]:
     return {
@@ -279,13 +292,17 @@ class RemoteBackend:
         except httpx.HTTPError as exc:
             raise StoreError(f"cannot reach the server at {self.where}: {exc}") from exc
         if response.status_code >= 400:
-            try:
-                body = response.json()
-                message = body.get("message") or str(body.get("detail"))
-            except ValueError:
-                message = response.text[:300]
-            raise _STATUS_ERRORS.get(response.status_code, StoreError)(message)
+            self._raise(response)
         return response
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> None:
+        try:
+            body = response.json()
+            message = body.get("message") or str(body.get("detail"))
+        except ValueError:
+            message = response.text[:300]
+        raise _STATUS_ERRORS.get(response.status_code, StoreError)(message)
 
     def list_flags(self, archived: bool) -> list[Flag]:
         return _flag_list.decode(self._call("GET", "/api/flags", params={"archived": archived}).content)
@@ -416,9 +433,41 @@ class RemoteBackend:
         ).json()
         return result
 
+    def list_environments(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/api/environments").json()
+        return result
+
+    def create_environment(self, key: str, name: str | None) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", "/api/environments", json={"key": key, "name": name}
+        ).json()
+        return result
+
+
+def running_servers(directory: Path) -> list[tuple[Path, str]]:
+    """(database, url) of each live server that holds a database in `directory`."""
+    found = []
+    for info in sorted(directory.glob("*.server.json")):
+        url = read_server_file(info)
+        if url is not None:
+            found.append((info.with_name(info.name.removesuffix(".server.json")), url))
+    return found
+
+
+def _missing_database(db: Path) -> NotFoundError:
+    servers = running_servers(db.parent)
+    held = "; ".join(f"a server holds {path} at {url}" for path, url in servers)
+    hint = f" ({held}: pass --db {servers[0][0]} or set RAMPLIGHT_URL)" if servers else ""
+    return NotFoundError(
+        f"the database file {db} does not exist{hint}; pass --db or set RAMPLIGHT_DB to an existing one, "
+        "or create it with `ramplight apply`, `ramplight env create` or `ramplight serve`"
+    )
+
 
 @contextmanager
-def open_backend(settings: Settings) -> Iterator[Backend]:
+def open_backend(settings: Settings, create: bool = False) -> Iterator[Backend]:
+    """The server holding `settings.db` if one runs, else the file itself. Only commands that
+    set up a database pass `create`; the rest name a missing file instead of making an empty one."""
     url = settings.url or read_server_file(settings.server_file)
     backend: LocalBackend | RemoteBackend
     if url is not None:
@@ -428,9 +477,16 @@ def open_backend(settings: Settings) -> Iterator[Backend]:
                 "(printed when the server created it) so the CLI can act through it"
             )
         backend = RemoteBackend(url, settings.admin_key)
+        where = f"the server at {url}"
     else:
+        if not create and not settings.db.exists():
+            raise _missing_database(settings.db)
         backend = LocalBackend(settings)
+        where = str(settings.db)
     try:
         yield backend
+    except NotFoundError as exc:
+        # A wrong --db shows up as a missing flag: say which database was asked.
+        raise NotFoundError(f"{exc.message} (in {where})") from exc
     finally:
         backend.close()
