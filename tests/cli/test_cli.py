@@ -6,12 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import httpx
 import pytest
 import yaml
 
@@ -285,7 +288,7 @@ def test_every_command_takes_json() -> None:
             yield " ".join(path), command
 
     found = dict(commands(get_command(app), ()))
-    assert {"sql", "export", "env create", "env list"} <= set(found)
+    assert {"sql", "export", "env create", "env list", "backup", "restore-backup"} <= set(found)
     assert [name for name, c in found.items() if not any("--json" in p.opts for p in c.params)] == []
 
 
@@ -383,3 +386,124 @@ def test_commands_leave_no_duckdb_leak_warnings_at_exit(tmp_path: Path, db: Path
     for args in (["flags", "list"], ["import", str(csv)], ["report", "support_assistant_profile"]):
         result = ramplight(*args, "--db", str(db))
         assert "leaked" not in result.stderr
+
+
+# -- backup and restore --------------------------------------------------------------------
+
+
+def _stored_unit_ids(db: Path) -> set[str]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {row[0] for row in con.execute("SELECT unit_id FROM events").fetchall()}
+    finally:
+        con.close()
+
+
+def test_a_backup_through_the_server_under_ingestion_restores_every_acknowledged_event(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    server.create_flag()
+    sdk = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.sdk_key()}"})
+    acknowledged: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def ingest() -> None:
+        batch_no = 0
+        while not stop.is_set():
+            ids = [f"u{batch_no}-{i}" for i in range(50)]
+            events = [{"ts": datetime.now(UTC).isoformat(), "name": "latency_ms", "unit_id": unit,
+                       "assignment_unit": "conversation", "value": 1.0} for unit in ids]  # fmt: skip
+            response = sdk.post("/ingest/batch", json={"events": events})
+            if response.status_code != 200 or response.json()["accepted"]["events"] != 50:
+                failures.append(response.text)
+                return
+            acknowledged.extend(ids)
+            batch_no += 1
+
+    sender = threading.Thread(target=ingest)
+    sender.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(acknowledged) < 1000 and time.monotonic() < deadline and not failures:
+            time.sleep(0.01)
+        server.admin.post(
+            "/api/flags/support_assistant_profile/ramp",
+            json={"environment": "production", "variation": "candidate", "percent": 10, "force": True,
+                  "reason": "a change in the audit chain"},
+        ).raise_for_status()  # fmt: skip
+        before = list(acknowledged)
+        env = cli_env(RAMPLIGHT_DB=str(server.settings.db), RAMPLIGHT_ADMIN_KEY=server.admin_key)
+        archive = tmp_path / "backup.tar"
+        made = json.loads(ramplight("backup", str(archive), "--json", env=env).stdout)
+        during = len(acknowledged)
+        deadline = time.monotonic() + 30
+        while len(acknowledged) == during and time.monotonic() < deadline and not failures:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        sender.join()
+        sdk.close()
+    assert failures == [] and len(acknowledged) > during  # ingestion went on
+    assert made["secret_included"] and made["counts"]["events"] >= len(before)
+
+    restored = tmp_path / "elsewhere" / "restored.duckdb"
+    result = json.loads(ramplight("restore-backup", str(archive), "--db", str(restored), "--json").stdout)
+    assert result["audit"]["ok"] and result["audit"]["flag_changes"]["rows"] == 2
+    assert set(before) <= _stored_unit_ids(restored)
+    verified = json.loads(ramplight("audit", "verify", "--db", str(restored), "--json").stdout)
+    assert verified["ok"] and verified["flag_changes"]["keyed"]
+
+
+def test_a_backup_of_the_file_restores_only_into_a_new_file_and_refuses_a_damaged_one(
+    tmp_path: Path, db: Path
+) -> None:
+    ramplight("kill", "support_assistant_profile", "--reason", "before the backup", "--db", str(db))
+    archive = tmp_path / "backup.tar"
+    assert "wrote" in ramplight("backup", str(archive), "--db", str(db)).stdout
+    again = ramplight("backup", str(archive), "--db", str(db), check=False)
+    assert again.returncode == 1 and "exists" in again.stderr
+    over = ramplight("restore-backup", str(archive), "--db", str(db), check=False)
+    assert over.returncode == 1 and f"{db} exists" in over.stderr
+
+    restored = tmp_path / "restored.duckdb"
+    text = ramplight("restore-backup", str(archive), "--db", str(restored)).stdout
+    assert "✓ flag_changes: 2 row(s) verify" in text
+    shown = json.loads(
+        ramplight("flags", "show", "support_assistant_profile", "--db", str(restored), "--json").stdout
+    )
+    assert shown["environments"]["production"]["enabled"] is False
+
+    damaged = tmp_path / "damaged.tar"
+    data = bytearray(archive.read_bytes())
+    data[-20000] ^= 0xFF  # inside the database member
+    damaged.write_bytes(bytes(data))
+    refused = ramplight("restore-backup", str(damaged), "--db", str(tmp_path / "new.duckdb"), check=False)
+    assert refused.returncode == 1 and "checksum" in refused.stderr
+    assert not (tmp_path / "new.duckdb").exists()
+
+
+def test_a_backup_of_the_file_includes_evidence_a_stopped_server_left_in_its_log(
+    tmp_path: Path, db: Path
+) -> None:
+    from ramplight.store.log import encode_items
+    from tests.store.evidence import exposures
+
+    segment = db.with_name(db.name + ".log") / "000000000007.open"
+    segment.mkdir(parents=True)
+    (segment / "exposures.ndjson").write_bytes(
+        encode_items({"exposures": exposures("left-1", "left-2")})["exposures"]
+    )
+    archive = tmp_path / "backup.tar"
+    made = json.loads(ramplight("backup", str(archive), "--db", str(db), "--json").stdout)
+    assert made["counts"]["exposures"] == 2
+    restored = tmp_path / "restored.duckdb"
+    ramplight("restore-backup", str(archive), "--db", str(restored))
+    con = duckdb.connect(str(restored), read_only=True)
+    try:
+        assert sorted(r[0] for r in con.execute("SELECT unit_id FROM exposures").fetchall()) == [
+            "left-1",
+            "left-2",
+        ]
+    finally:
+        con.close()

@@ -528,6 +528,61 @@ def keys_create(
         console.print(escape(f"{created['kind']} key {created['id']} ({created['name']}): {created['key']}"))
 
 
+@app.command()
+def backup(
+    file: Annotated[Path, typer.Argument(help="The archive to write (a tar; refused if it exists)")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Back up the database with its audit head log and secret, consistently, also while a
+    server runs and ingests (it flushes its log and copies under its write lock)."""
+    if file.exists():
+        raise ValidationError.at("FILE", f"{file} exists; choose a new name (a backup never overwrites)")
+    with open_backend(_settings(db)) as backend:
+        manifest = backend.backup(file)
+    if as_json:
+        _print_json({"file": str(file), **manifest})
+        return
+    counts = ", ".join(f"{n:,} {kind}" for kind, n in manifest["counts"].items())
+    console.print(escape(f"wrote {file}: schema v{manifest['schema_version']}, {counts}"), highlight=False)
+    if not manifest["secret_included"]:
+        err.print(
+            escape(
+                "warning: the audit secret is not in this backup (it never travels over the API): "
+                "copy the server's <db>.secret (or RAMPLIGHT_AUDIT_SECRET) beside the restored database"
+            ),
+            highlight=False,
+        )
+
+
+@app.command("restore-backup")
+def restore_backup(
+    file: Annotated[Path, typer.Argument(help="An archive written by `ramplight backup`")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Restore a backup into a new database file (--db; never over an existing one), then
+    verify its audit chains. Exit 1 when they do not verify."""
+    from ramplight.store.backup import restore
+
+    settings = _settings(db)
+    if not file.exists():
+        raise ValidationError.at("FILE", f"{file} does not exist")
+    manifest = restore(file, settings)
+    with open_backend(settings) as backend:
+        verified = backend.verify_audit()
+    if as_json:
+        _print_json({"file": str(file), "db": str(settings.db), "manifest": manifest, "audit": verified})
+    else:
+        console.print(
+            escape(f"restored {file} into {settings.db} (backup of {manifest['created_at'][:19]} UTC)"),
+            highlight=False,
+        )
+        render.audit_report(verified, console)
+    if not verified["ok"]:
+        raise typer.Exit(1)
+
+
 @audit_app.command("verify")
 def audit_verify(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Verify both audit chains (hashes, MACs with the server secret, the head log kept outside

@@ -353,6 +353,29 @@ class DuckDBStore:
         if self.path == ":memory:":
             shutil.rmtree(self._scratch, ignore_errors=True)
 
+    def snapshot(self, directory: Path) -> dict[str, Any]:
+        """Copy the database file (checkpointed; its WAL too if one is left) and the audit head log
+        into `directory` under the write lock, so no commit lands between the copies: the copied
+        head log ends exactly where the copied chains end. Readers and the ingest log go on."""
+        if self.path == ":memory:":
+            raise StoreError("an in-memory store has no file to back up")
+        with self._lock:
+            self._cursor().execute("CHECKPOINT")
+            sources = [Path(self.path), Path(self.path + ".wal")]
+            if self.head_path is not None:
+                sources.append(self.head_path)
+            copied = []
+            for source in sources:
+                if source.exists():
+                    shutil.copyfile(source, directory / source.name)
+                    copied.append(source.name)
+            return {
+                "database": Path(self.path).name,
+                "files": copied,
+                "schema_version": self.schema_version(),
+                "counts": {kind: self.count(kind) for kind in EVIDENCE_COLUMNS},
+            }
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._cursor().execute(sql, list(params)).fetchall()
 
