@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	@echo "The ramplight command is $(VENV)/bin/ramplight; 'source $(VENV)/bin/activate' puts it on PATH."
 	$(VENV)/bin/ramplight demo
 
 serve: $(STAMP)

@@ -22,10 +22,14 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from ramplight.core.errors import ValidationError
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,26 +65,82 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if environ is None else environ)
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from `RAMPLIGHT_*` variables; a malformed number or switch raises a
+        `ValidationError` naming the variable, its value and what it should be."""
+        env = os.environ if environ is None else environ
         allow = env.get("RAMPLIGHT_PROPERTY_ALLOWLIST")
         return cls(
             db=Path(env.get("RAMPLIGHT_DB", "ramplight.duckdb")),
             host=env.get("RAMPLIGHT_HOST", "127.0.0.1"),
-            port=int(env.get("RAMPLIGHT_PORT", "8700")),
+            port=_integer(env, "RAMPLIGHT_PORT", 8700, 1, 65535),
             url=env.get("RAMPLIGHT_URL") or None,
             admin_key=env.get("RAMPLIGHT_ADMIN_KEY") or None,
-            max_batch_bytes=int(env.get("RAMPLIGHT_MAX_BATCH_BYTES", str(5 * 1024 * 1024))),
-            max_batch_items=int(env.get("RAMPLIGHT_MAX_BATCH_ITEMS", "10000")),
+            max_batch_bytes=_integer(env, "RAMPLIGHT_MAX_BATCH_BYTES", 5 * 1024 * 1024, 1),
+            max_batch_items=_integer(env, "RAMPLIGHT_MAX_BATCH_ITEMS", 10_000, 1),
             property_allowlist=frozenset(a.strip() for a in allow.split(",") if a.strip()) if allow else None,
-            fsync=env.get("RAMPLIGHT_FSYNC", "1") != "0",
+            fsync=_switch(env, "RAMPLIGHT_FSYNC", True),
             sql_tables=frozenset(
                 t.strip().lower() for t in env.get("RAMPLIGHT_SQL_TABLES", "").split(",") if t.strip()
             ),
-            sql_timeout=float(env.get("RAMPLIGHT_SQL_TIMEOUT", "30")),
-            guardian_interval=float(env.get("RAMPLIGHT_GUARDIAN_INTERVAL", "30")),
-            max_backlog_mb=float(env.get("RAMPLIGHT_MAX_BACKLOG_MB", "512")),
-            max_backlog_seconds=float(env.get("RAMPLIGHT_MAX_BACKLOG_SECONDS", "120")),
+            sql_timeout=_seconds(env, "RAMPLIGHT_SQL_TIMEOUT", 30.0, positive=True),
+            guardian_interval=_seconds(env, "RAMPLIGHT_GUARDIAN_INTERVAL", 30.0),
+            max_backlog_mb=_seconds(env, "RAMPLIGHT_MAX_BACKLOG_MB", 512.0, positive=True),
+            max_backlog_seconds=_seconds(env, "RAMPLIGHT_MAX_BACKLOG_SECONDS", 120.0, positive=True),
             webhooks=tuple(u.strip() for u in env.get("RAMPLIGHT_WEBHOOKS", "").split(",") if u.strip()),
             audit_secret=Path(env["RAMPLIGHT_AUDIT_SECRET"]) if env.get("RAMPLIGHT_AUDIT_SECRET") else None,
         )
+
+
+def _invalid(name: str, raw: str, expected: str) -> ValidationError:
+    return ValidationError.at(name, f"{raw!r} is not {expected}")
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int | None = None) -> int:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    bounds = f"an integer from {low} to {high}" if high is not None else f"an integer of at least {low}"
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise _invalid(name, raw, bounds) from None
+    if value < low or (high is not None and value > high):
+        raise _invalid(name, raw, bounds)
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, positive: bool = False) -> float:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    expected = "a number of seconds above 0" if positive else "a number of seconds (0 or more)"
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise _invalid(name, raw, expected) from None
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise _invalid(name, raw, expected)
+    return value
+
+
+_SWITCH = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return _SWITCH[raw.strip().lower()]
+    except KeyError:
+        raise _invalid(name, raw, "a switch (1/0, true/false, yes/no, on/off)") from None

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import httpx
 import pytest
 import yaml
 
@@ -24,6 +30,12 @@ def ramplight(
     if check:
         assert result.returncode == 0, result.stderr
     return result
+
+
+def cli_env(**variables: str) -> dict[str, str]:
+    """A clean environment for the command (keeping PYTHONPATH, so it runs this checkout)."""
+    kept = {k: os.environ[k] for k in ("PATH", "PYTHONPATH") if k in os.environ}
+    return {**kept, **variables}
 
 
 @pytest.fixture
@@ -66,10 +78,10 @@ def test_ramp_and_kill_change_the_rollout_and_the_audit_log(db: Path) -> None:
     }
 
 
-def test_errors_are_one_line_without_a_traceback(db: Path) -> None:
+def test_errors_are_one_line_naming_the_database_without_a_traceback(db: Path) -> None:
     result = ramplight("ramp", "nope", "candidate", "20", "--db", str(db), check=False)
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: no flag 'nope'"
+    assert result.stderr.strip() == f"error: no flag 'nope' (in {db})"
     result = ramplight("ramp", "support_assistant_profile", "candidate", "120", "--db", str(db), check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
@@ -119,7 +131,7 @@ def test_commands_go_through_the_server_that_holds_the_database(
     server: RunningServer, tmp_path: Path
 ) -> None:
     server.create_flag()
-    env = {"PATH": "/usr/bin:/bin", "RAMPLIGHT_DB": str(server.settings.db)}
+    env = cli_env(RAMPLIGHT_DB=str(server.settings.db))
     refused = ramplight("flags", "list", env=env, check=False)
     assert refused.returncode == 1 and "RAMPLIGHT_ADMIN_KEY" in refused.stderr
     env["RAMPLIGHT_ADMIN_KEY"] = server.admin_key
@@ -258,3 +270,240 @@ def test_plans_as_code_then_a_refused_ramp_a_forced_one_and_decisions(tmp_path: 
     assert "rollback by cli — latency" in listed and "recommended: roll back: latency_ms" in listed
     stale = json.loads(ramplight("flags", "stale", "--days", "0", "--db", str(db), "--json").stdout)
     assert stale[0]["flag_key"] == "support_assistant_profile"
+
+
+# -- a newcomer's first hour ---------------------------------------------------------------
+
+
+def test_every_command_takes_json() -> None:
+    from typer.main import get_command
+
+    from ramplight.cli.main import app
+
+    def commands(command: Any, path: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                yield from commands(sub, (*path, name))
+        else:
+            yield " ".join(path), command
+
+    found = dict(commands(get_command(app), ()))
+    assert {"sql", "export", "env create", "env list", "backup", "restore-backup"} <= set(found)
+    assert [name for name, c in found.items() if not any("--json" in p.opts for p in c.params)] == []
+
+
+def test_sql_and_export_answer_in_json(tmp_path: Path, db: Path) -> None:
+    sql = json.loads(ramplight("sql", "support_assistant_profile", "--db", str(db), "--json").stdout)
+    assert sql["dialect"] == "duckdb" and sql["sql"].lstrip().upper().startswith(("WITH", "SELECT"))
+    out = tmp_path / "units.csv"
+    exported = json.loads(
+        ramplight("export", "support_assistant_profile", "--format", "csv", "-o", str(out), "--db", str(db),
+                  "--json").stdout
+    )  # fmt: skip
+    assert exported["file"] == str(out) and exported["bytes"] == out.stat().st_size > 0
+
+
+def test_environments_are_created_and_listed_on_the_file(tmp_path: Path) -> None:
+    db = tmp_path / "new.duckdb"
+    created = json.loads(
+        ramplight("env", "create", "canary", "--name", "Canary", "--db", str(db), "--json").stdout
+    )
+    assert (created["key"], created["name"]) == ("canary", "Canary")
+    listed = json.loads(ramplight("env", "list", "--db", str(db), "--json").stdout)
+    assert [e["key"] for e in listed] == ["production", "staging", "canary"]
+    again = ramplight("env", "create", "canary", "--db", str(db), check=False)
+    assert again.returncode == 1 and again.stderr.strip() == "error: environment 'canary' already exists"
+    assert "sdk key" in ramplight("keys", "create", "--env", "canary", "--db", str(db)).stdout
+
+
+def test_environments_are_created_and_listed_through_the_server(server: RunningServer) -> None:
+    env = cli_env(RAMPLIGHT_DB=str(server.settings.db), RAMPLIGHT_ADMIN_KEY=server.admin_key)
+    assert "created environment canary (Canary)" in ramplight("env", "create", "canary", "--name", "Canary",
+                                                               env=env).stdout  # fmt: skip
+    assert "canary" in {e["key"] for e in server.admin.get("/api/environments").json()}
+    listed = ramplight("env", "list", env=env).stdout
+    assert "production" in listed and "Canary" in listed
+
+
+def test_a_missing_database_is_named_and_never_created(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.duckdb"
+    for args in (
+        ["flags", "show", "x"],
+        ["flags", "list"],
+        ["report", "x"],
+        ["env", "list"],
+        ["audit", "verify"],
+    ):
+        result = ramplight(*args, "--db", str(typo), check=False)
+        assert result.returncode == 1
+        assert result.stderr.startswith(f"error: the database file {typo} does not exist;"), result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_wrong_database_names_the_server_that_runs_beside_it(server: RunningServer) -> None:
+    typo = server.settings.db.with_name("typo.duckdb")
+    result = ramplight("flags", "list", "--db", str(typo), env=cli_env(), check=False)
+    assert result.returncode == 1
+    assert f"a server holds {server.settings.db} at {server.url}" in result.stderr
+
+
+def test_markup_in_user_text_is_printed_as_written(tmp_path: Path, db: Path) -> None:
+    flags = tmp_path / "flags.yaml"
+    flags.write_text(yaml.safe_dump(flag_doc(description="v4 [/bold] prompt [red]")))
+    ramplight("apply", str(flags), "--db", str(db))
+    ramplight("kill", "support_assistant_profile", "--reason", "[/red] latency [x]", "--db", str(db))
+    shown = ramplight("flags", "show", "support_assistant_profile", "--changes", "--db", str(db)).stdout
+    assert "v4 [/bold] prompt [red]" in shown and "[/red] latency [x]" in shown
+    missing = ramplight("flags", "show", "[/bold]", "--db", str(db), check=False)
+    assert missing.stderr.startswith("error: no flag '[/bold]'")
+
+
+def test_a_malformed_setting_is_one_line_naming_the_variable_and_value() -> None:
+    result = ramplight("serve", env=cli_env(RAMPLIGHT_PORT="abc"), check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: RAMPLIGHT_PORT: 'abc' is not an integer from 1 to 65535"
+
+
+def test_the_readout_fits_80_columns_without_cutting_a_cell(tmp_path: Path, db: Path) -> None:
+    ramplight("apply", str(_release_file(tmp_path)), "--db", str(db))
+    _slow_candidate(tmp_path, db)
+    narrow = ramplight(
+        "report", "support_assistant_profile", "--db", str(db), env=cli_env(COLUMNS="80")
+    ).stdout
+    wide = ramplight(
+        "report", "support_assistant_profile", "--db", str(db), env=cli_env(COLUMNS="400")
+    ).stdout
+    assert max(len(line) for line in narrow.splitlines()) <= 80
+    assert narrow.count("…") == wide.count("…")  # nothing cut to fit
+    assert "latency_ms" in narrow and "1k → 1.5k" in narrow and "+49.8, +49.9 %" in narrow
+
+
+def test_commands_leave_no_duckdb_leak_warnings_at_exit(tmp_path: Path, db: Path) -> None:
+    csv = tmp_path / "events.csv"
+    csv.write_text(
+        "ts,name,unit_id,assignment_unit,value\n2026-11-20T10:00:00Z,latency_ms,1,conversation,9\n"
+    )
+    for args in (["flags", "list"], ["import", str(csv)], ["report", "support_assistant_profile"]):
+        result = ramplight(*args, "--db", str(db))
+        assert "leaked" not in result.stderr
+
+
+# -- backup and restore --------------------------------------------------------------------
+
+
+def _stored_unit_ids(db: Path) -> set[str]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {row[0] for row in con.execute("SELECT unit_id FROM events").fetchall()}
+    finally:
+        con.close()
+
+
+def test_a_backup_through_the_server_under_ingestion_restores_every_acknowledged_event(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    server.create_flag()
+    sdk = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.sdk_key()}"})
+    acknowledged: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def ingest() -> None:
+        batch_no = 0
+        while not stop.is_set():
+            ids = [f"u{batch_no}-{i}" for i in range(50)]
+            events = [{"ts": datetime.now(UTC).isoformat(), "name": "latency_ms", "unit_id": unit,
+                       "assignment_unit": "conversation", "value": 1.0} for unit in ids]  # fmt: skip
+            response = sdk.post("/ingest/batch", json={"events": events})
+            if response.status_code != 200 or response.json()["accepted"]["events"] != 50:
+                failures.append(response.text)
+                return
+            acknowledged.extend(ids)
+            batch_no += 1
+
+    sender = threading.Thread(target=ingest)
+    sender.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(acknowledged) < 1000 and time.monotonic() < deadline and not failures:
+            time.sleep(0.01)
+        server.admin.post(
+            "/api/flags/support_assistant_profile/ramp",
+            json={"environment": "production", "variation": "candidate", "percent": 10, "force": True,
+                  "reason": "a change in the audit chain"},
+        ).raise_for_status()  # fmt: skip
+        before = list(acknowledged)
+        env = cli_env(RAMPLIGHT_DB=str(server.settings.db), RAMPLIGHT_ADMIN_KEY=server.admin_key)
+        archive = tmp_path / "backup.tar"
+        made = json.loads(ramplight("backup", str(archive), "--json", env=env).stdout)
+        during = len(acknowledged)
+        deadline = time.monotonic() + 30
+        while len(acknowledged) == during and time.monotonic() < deadline and not failures:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        sender.join()
+        sdk.close()
+    assert failures == [] and len(acknowledged) > during  # ingestion went on
+    assert made["secret_included"] and made["counts"]["events"] >= len(before)
+
+    restored = tmp_path / "elsewhere" / "restored.duckdb"
+    result = json.loads(ramplight("restore-backup", str(archive), "--db", str(restored), "--json").stdout)
+    assert result["audit"]["ok"] and result["audit"]["flag_changes"]["rows"] == 2
+    assert set(before) <= _stored_unit_ids(restored)
+    verified = json.loads(ramplight("audit", "verify", "--db", str(restored), "--json").stdout)
+    assert verified["ok"] and verified["flag_changes"]["keyed"]
+
+
+def test_a_backup_of_the_file_restores_only_into_a_new_file_and_refuses_a_damaged_one(
+    tmp_path: Path, db: Path
+) -> None:
+    ramplight("kill", "support_assistant_profile", "--reason", "before the backup", "--db", str(db))
+    archive = tmp_path / "backup.tar"
+    assert "wrote" in ramplight("backup", str(archive), "--db", str(db)).stdout
+    again = ramplight("backup", str(archive), "--db", str(db), check=False)
+    assert again.returncode == 1 and "exists" in again.stderr
+    over = ramplight("restore-backup", str(archive), "--db", str(db), check=False)
+    assert over.returncode == 1 and f"{db} exists" in over.stderr
+
+    restored = tmp_path / "restored.duckdb"
+    text = ramplight("restore-backup", str(archive), "--db", str(restored)).stdout
+    assert "✓ flag_changes: 2 row(s) verify" in text
+    shown = json.loads(
+        ramplight("flags", "show", "support_assistant_profile", "--db", str(restored), "--json").stdout
+    )
+    assert shown["environments"]["production"]["enabled"] is False
+
+    damaged = tmp_path / "damaged.tar"
+    data = bytearray(archive.read_bytes())
+    data[-20000] ^= 0xFF  # inside the database member
+    damaged.write_bytes(bytes(data))
+    refused = ramplight("restore-backup", str(damaged), "--db", str(tmp_path / "new.duckdb"), check=False)
+    assert refused.returncode == 1 and "checksum" in refused.stderr
+    assert not (tmp_path / "new.duckdb").exists()
+
+
+def test_a_backup_of_the_file_includes_evidence_a_stopped_server_left_in_its_log(
+    tmp_path: Path, db: Path
+) -> None:
+    from ramplight.store.log import encode_items
+    from tests.store.evidence import exposures
+
+    segment = db.with_name(db.name + ".log") / "000000000007.open"
+    segment.mkdir(parents=True)
+    (segment / "exposures.ndjson").write_bytes(
+        encode_items({"exposures": exposures("left-1", "left-2")})["exposures"]
+    )
+    archive = tmp_path / "backup.tar"
+    made = json.loads(ramplight("backup", str(archive), "--db", str(db), "--json").stdout)
+    assert made["counts"]["exposures"] == 2
+    restored = tmp_path / "restored.duckdb"
+    ramplight("restore-backup", str(archive), "--db", str(restored))
+    con = duckdb.connect(str(restored), read_only=True)
+    try:
+        assert sorted(r[0] for r in con.execute("SELECT unit_id FROM exposures").fetchall()) == [
+            "left-1",
+            "left-2",
+        ]
+    finally:
+        con.close()

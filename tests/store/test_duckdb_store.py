@@ -4,6 +4,8 @@ hashed API keys and idempotent segment loads."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -345,3 +347,22 @@ def test_counts_are_per_environment(
     assert store.count("events", "staging") == 0
     with pytest.raises(ValueError, match="unknown evidence kind"):
         store.count("spans_and_more")  # type: ignore[arg-type]
+
+
+def test_a_closed_store_kept_alive_holds_no_duckdb_object_at_exit(tmp_path: Path) -> None:
+    # A store referenced after close (by a traceback, a cache) with a cursor in a thread that
+    # outlives it, like a server's worker threads: nanobind reported DuckDB objects leaked at exit.
+    script = f"""
+import threading
+from ramplight.store.duckdb import DuckDBStore
+
+store = DuckDBStore({str(tmp_path / "exit.duckdb")!r})
+idle = threading.Event()
+threading.Thread(target=lambda: (store.list_flags(), idle.wait()), daemon=True).start()
+store.read("SELECT 1")
+store.close()
+kept = store
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "leaked" not in result.stderr

@@ -8,6 +8,7 @@ same validation and the same `control` functions, so results are identical.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -35,8 +36,10 @@ from ramplight.core.flags import Flag
 from ramplight.server.run import read_server_file
 from ramplight.settings import Settings
 from ramplight.store import open_store
+from ramplight.store.backup import add_secret, secret_path, take_backup, unpack
+from ramplight.store.base import Environment
 from ramplight.store.identity import IdentityIndex, admit_batch, build_index
-from ramplight.store.log import encode_items
+from ramplight.store.log import IngestLog, encode_items
 
 _flag_list = msgspec.json.Decoder(list[Flag])
 _flag = msgspec.json.Decoder(Flag)
@@ -87,12 +90,22 @@ class Backend(Protocol):
     def changes(self, key: str) -> list[dict[str, Any]]: ...
     def verify_audit(self) -> dict[str, Any]: ...
     def create_key(self, kind: str, name: str, environment: str | None) -> dict[str, Any]: ...
+    def list_environments(self) -> list[dict[str, Any]]: ...
+    def create_environment(self, key: str, name: str | None) -> dict[str, Any]: ...
+    def backup(self, output: Path) -> dict[str, Any]:
+        """Write a consistent backup archive to `output`; its manifest."""
+        ...
+
+
+def _environment(env: Environment) -> dict[str, Any]:
+    return {"key": env.key, "name": env.name, "created_at": env.created_at.isoformat()}
 
 
 class LocalBackend:
     """Acts on the database file directly (no server running)."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.store = open_store(settings)
         control.ensure_default_environments(self.store)
         self.where = str(settings.db)
@@ -206,8 +219,6 @@ class LocalBackend:
         admitted = admit_batch(self._identities, validated)
         chunks = encode_items(admitted.accepted)
         if chunks:
-            import tempfile
-
             with tempfile.TemporaryDirectory(prefix="import-", dir=self.store.scratch_dir()) as tmp:
                 files = {}
                 for kind, data in chunks.items():
@@ -241,6 +252,19 @@ class LocalBackend:
             "name": key.name,
             "key": plaintext,
         }
+
+    def list_environments(self) -> list[dict[str, Any]]:
+        return [_environment(e) for e in self.store.list_environments()]
+
+    def create_environment(self, key: str, name: str | None) -> dict[str, Any]:
+        return _environment(control.create_environment(self.store, key, name))
+
+    def backup(self, output: Path) -> dict[str, Any]:
+        log_dir = self.settings.log_dir
+        if log_dir.exists() and any(log_dir.iterdir()):
+            # Evidence a stopped server acknowledged but did not load yet belongs in the backup.
+            IngestLog(log_dir, self.store, fsync=self.settings.fsync).close()
+        return take_backup(self.store, output, secret_path(self.settings))
 
 
 def _ingest_result(accepted: Mapping[str, Sequence[Any]], problems: Sequence[Any]) -> dict[str, Any]:
@@ -276,8 +300,10 @@ def _changed(body: bytes) -> tuple[Flag, bool]:
 class RemoteBackend:
     """Acts through a running server's admin API."""
 
-    def __init__(self, url: str, admin_key: str) -> None:
+    def __init__(self, url: str, admin_key: str, secret: Path | None = None) -> None:
         self.where = url
+        self.secret = secret
+        """The server's audit secret when this machine holds it (the API never sends it)."""
         self._http = httpx.Client(
             base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=120.0
         )
@@ -291,13 +317,17 @@ class RemoteBackend:
         except httpx.HTTPError as exc:
             raise StoreError(f"cannot reach the server at {self.where}: {exc}") from exc
         if response.status_code >= 400:
-            try:
-                body = response.json()
-                message = body.get("message") or str(body.get("detail"))
-            except ValueError:
-                message = response.text[:300]
-            raise _STATUS_ERRORS.get(response.status_code, StoreError)(message)
+            self._raise(response)
         return response
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> None:
+        try:
+            body = response.json()
+            message = body.get("message") or str(body.get("detail"))
+        except ValueError:
+            message = response.text[:300]
+        raise _STATUS_ERRORS.get(response.status_code, StoreError)(message)
 
     def list_flags(self, archived: bool) -> list[Flag]:
         return _flag_list.decode(self._call("GET", "/api/flags", params={"archived": archived}).content)
@@ -428,10 +458,62 @@ class RemoteBackend:
         ).json()
         return result
 
+    def list_environments(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/api/environments").json()
+        return result
+
+    def backup(self, output: Path) -> dict[str, Any]:
+        partial = output.with_name(output.name + ".download")
+        try:
+            with self._http.stream("POST", "/api/backup") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._raise(response)
+                with partial.open("wb") as out:
+                    for chunk in response.iter_bytes(1 << 20):
+                        out.write(chunk)
+        except httpx.HTTPError as exc:
+            partial.unlink(missing_ok=True)
+            raise StoreError(f"cannot reach the server at {self.where}: {exc}") from exc
+        partial.replace(output)
+        if self.secret is not None and self.secret.exists():
+            return add_secret(output, self.secret)
+        with tempfile.TemporaryDirectory(prefix="backup-check-", dir=output.parent) as tmp:
+            return unpack(output, Path(tmp))
+
+    def create_environment(self, key: str, name: str | None) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", "/api/environments", json={"key": key, "name": name}
+        ).json()
+        return result
+
+
+def running_servers(directory: Path) -> list[tuple[Path, str]]:
+    """(database, url) of each live server that holds a database in `directory`."""
+    found = []
+    for info in sorted(directory.glob("*.server.json")):
+        url = read_server_file(info)
+        if url is not None:
+            found.append((info.with_name(info.name.removesuffix(".server.json")), url))
+    return found
+
+
+def _missing_database(db: Path) -> NotFoundError:
+    servers = running_servers(db.parent)
+    held = "; ".join(f"a server holds {path} at {url}" for path, url in servers)
+    hint = f" ({held}: pass --db {servers[0][0]} or set RAMPLIGHT_URL)" if servers else ""
+    return NotFoundError(
+        f"the database file {db} does not exist{hint}; pass --db or set RAMPLIGHT_DB to an existing one, "
+        "or create it with `ramplight apply`, `ramplight env create` or `ramplight serve`"
+    )
+
 
 @contextmanager
-def open_backend(settings: Settings) -> Iterator[Backend]:
-    url = settings.url or read_server_file(settings.server_file)
+def open_backend(settings: Settings, create: bool = False) -> Iterator[Backend]:
+    """The server holding `settings.db` if one runs, else the file itself. Only commands that
+    set up a database pass `create`; the rest name a missing file instead of making an empty one."""
+    beside = read_server_file(settings.server_file)
+    url = settings.url or beside
     backend: LocalBackend | RemoteBackend
     if url is not None:
         if not settings.admin_key:
@@ -439,10 +521,19 @@ def open_backend(settings: Settings) -> Iterator[Backend]:
                 f"{settings.db} is held by the server at {url}; set RAMPLIGHT_ADMIN_KEY to an admin key "
                 "(printed when the server created it) so the CLI can act through it"
             )
-        backend = RemoteBackend(url, settings.admin_key)
+        # The local secret file belongs to this server only when the server runs beside the file.
+        secret = secret_path(settings) if url == beside else None
+        backend = RemoteBackend(url, settings.admin_key, secret)
+        where = f"the server at {url}"
     else:
+        if not create and not settings.db.exists():
+            raise _missing_database(settings.db)
         backend = LocalBackend(settings)
+        where = str(settings.db)
     try:
         yield backend
+    except NotFoundError as exc:
+        # A wrong --db shows up as a missing flag: say which database was asked.
+        raise NotFoundError(f"{exc.message} (in {where})") from exc
     finally:
         backend.close()

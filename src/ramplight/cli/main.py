@@ -10,7 +10,9 @@ import msgspec
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 from ramplight.analysis.readout import ReadoutOptions
 from ramplight.cli import render
@@ -29,7 +31,11 @@ app = typer.Typer(
 flags_app = typer.Typer(no_args_is_help=True, help="List and inspect flags.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; the plaintext is shown once).")
 audit_app = typer.Typer(no_args_is_help=True, help="The audit log of flag changes and decisions.")
+env_app = typer.Typer(
+    no_args_is_help=True, help="Environments (production and staging exist from the start)."
+)
 app.add_typer(flags_app, name="flags")
+app.add_typer(env_app, name="env")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 
@@ -62,10 +68,14 @@ def _print_rollout(flag: Flag, env: str, as_json: bool, changed: bool = True) ->
         _print_json(flag if changed else {"unchanged": True, "flag": flag})
     elif not changed:
         console.print(
-            f"{flag.key} in {env}: unchanged — {render.rollout_text(flag, env)} (version {flag.version})"
+            escape(
+                f"{flag.key} in {env}: unchanged — {render.rollout_text(flag, env)} (version {flag.version})"
+            )
         )
     else:
-        console.print(f"{flag.key} in {env}: {render.rollout_text(flag, env)} (version {flag.version})")
+        console.print(
+            escape(f"{flag.key} in {env}: {render.rollout_text(flag, env)} (version {flag.version})")
+        )
 
 
 @app.command()
@@ -73,6 +83,9 @@ def serve(
     db: DbOption = None,
     host: Annotated[str | None, typer.Option(help="Bind address [default 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [default 8700]")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print {url, db, admin_key} as one JSON line, then serve")
+    ] = False,
 ) -> None:
     """Run the server: admin API, SDK config, ingestion; OpenAPI docs at /docs."""
     from ramplight.server.run import bootstrap, serve_forever
@@ -80,11 +93,20 @@ def serve(
     settings = _settings(db, host=host, port=port)
     admin_key = bootstrap(settings)
     url = f"http://{settings.host}:{settings.port}"
-    if admin_key:
+    if as_json:
+        sys.stdout.write(
+            msgspec.json.encode({"url": url, "db": str(settings.db), "admin_key": admin_key}).decode()
+        )
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    elif admin_key:
         console.print(
             f"Created the first admin key (shown once, stored hashed):\n  export RAMPLIGHT_ADMIN_KEY={admin_key}"
         )
-    console.print(f"Ramplight serving {settings.db} at {url} (API docs: {url}/docs). Ctrl-C stops.")
+    if not as_json:
+        console.print(
+            escape(f"Ramplight serving {settings.db} at {url} (API docs: {url}/docs). Ctrl-C stops.")
+        )
     serve_forever(settings)
 
 
@@ -93,7 +115,12 @@ def demo(
     db: Annotated[Path, typer.Option("--db", help="Demo database (recreated)")] = Path(
         "ramplight-demo.duckdb"
     ),
-    conversations: Annotated[int, typer.Option(min=1000, help="Conversations to simulate")] = 60_000,
+    conversations: Annotated[
+        int,
+        typer.Option(
+            min=4000, help="Conversations to simulate (30 % at 5 %: the plan's first stage needs 1,000 units)"
+        ),
+    ] = 60_000,
     seed: Annotated[int, typer.Option(help="Random seed of the simulation")] = 7,
     no_serve: Annotated[
         bool, typer.Option("--no-serve", help="Exit after the simulation instead of serving")
@@ -147,7 +174,7 @@ def apply_cmd(
     for name, items in (("flags", docs), ("metrics", metrics), ("plans", plans)):
         if not isinstance(items, list) or not all(isinstance(d, dict) for d in items):
             raise ValidationError.at(name, "expected a list of mappings")
-    with open_backend(_settings(db)) as backend:
+    with open_backend(_settings(db), create=True) as backend:
         results = backend.apply(docs, metrics, plans, dry_run)
     if as_json:
         _print_json(results)
@@ -186,7 +213,7 @@ def flags_stale(
         console.print(f"no stale flags (settled or unexposed for more than {days:g} days)")
     for row in rows:
         console.print(
-            f"{row['flag_key']} [{row['environment']}]: {'; '.join(row['reasons'])}", highlight=False
+            escape(f"{row['flag_key']} [{row['environment']}]: {'; '.join(row['reasons'])}"), highlight=False
         )
 
 
@@ -283,8 +310,10 @@ def decide(
         _print_json(result)
         return
     forced = " (forced)" if result["forced"] else ""
-    console.print(f"{flag} in {env}: {result['state']}{forced} recorded as decision {result['decision_id']}")
-    console.print(f"recommendation at that moment: {result['recommendation']['sentence']}")
+    console.print(
+        escape(f"{flag} in {env}: {result['state']}{forced} recorded as decision {result['decision_id']}")
+    )
+    console.print(escape(f"recommendation at that moment: {result['recommendation']['sentence']}"))
 
 
 @app.command("decisions")
@@ -296,13 +325,15 @@ def decisions_cmd(flag: str, db: DbOption = None, as_json: JsonOption = False) -
         _print_json(rows)
         return
     if not rows:
-        console.print(f"{flag}: no decisions recorded")
+        console.print(escape(f"{flag}: no decisions recorded"))
     for row in rows:
         forced = " forced" if row["forced"] else ""
         reason = f" — {row['reason']}" if row.get("reason") else ""
         console.print(
-            f"{row['ts']}  {row['environment']}  {row['state']}{forced} by {row['actor']}{reason}\n"
-            f"    recommended: {row['recommendation']['sentence']}"
+            escape(
+                f"{row['ts']}  {row['environment']}  {row['state']}{forced} by {row['actor']}{reason}\n"
+                f"    recommended: {row['recommendation']['sentence']}"
+            )
         )
 
 
@@ -327,7 +358,7 @@ def import_cmd(
     rejected: list[dict[str, Any]] = []
     offset = 0
     with (
-        open_backend(_settings(db)) as backend,
+        open_backend(_settings(db), create=True) as backend,
         Progress(
             TextColumn(f"importing {source.kind}"),
             BarColumn(),
@@ -359,11 +390,15 @@ def import_cmd(
         _print_json(summary)
     else:
         console.print(
-            f"{file.name}: {accepted:,} {source.kind} accepted, {duplicates:,} already stored, "
-            f"{len(rejected):,} rejected (of {offset:,} rows)"
+            escape(
+                f"{file.name}: {accepted:,} {source.kind} accepted, {duplicates:,} already stored, "
+                f"{len(rejected):,} rejected (of {offset:,} rows)"
+            )
         )
         for problem in rejected[:20]:
-            console.print(f"  row {problem['row']}: {problem['field'] or '(item)'}: {problem['reason']}")
+            console.print(
+                escape(f"  row {problem['row']}: {problem['field'] or '(item)'}: {problem['reason']}")
+            )
         if len(rejected) > 20:
             console.print(f"  … {len(rejected) - 20:,} more (use --json for the first 1,000)")
     if rejected and not accepted and not duplicates:
@@ -408,10 +443,15 @@ def sql(
     dialect: Annotated[str, typer.Option(help="duckdb | postgres | clickhouse")] = "duckdb",
     segment: SegmentOption = None,
     db: DbOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Print the exact SQL the readout runs (sufficient statistics per phase and variation)."""
     with open_backend(_settings(db)) as backend:
-        sys.stdout.write(backend.sql(flag, env, metric or [], dialect, segment) + "\n")
+        text = backend.sql(flag, env, metric or [], dialect, segment)
+    if as_json:
+        _print_json({"flag_key": flag, "environment": env, "dialect": dialect, "sql": text})
+    else:
+        sys.stdout.write(text + "\n")
 
 
 @app.command()
@@ -425,6 +465,7 @@ def export(
     metric: MetricOption = None,
     segment: SegmentOption = None,
     db: DbOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Write the per-unit relation (one row per exposed unit, a column per metric) for notebooks."""
     if fmt not in ("parquet", "csv"):
@@ -432,7 +473,48 @@ def export(
     target = output or Path(f"{flag}-units.{fmt}")
     with open_backend(_settings(db)) as backend:
         backend.export(flag, env, fmt, target.resolve(), metric or [], segment)
-    console.print(f"wrote {target}")
+    if as_json:
+        _print_json(
+            {
+                "flag_key": flag,
+                "environment": env,
+                "format": fmt,
+                "file": str(target),
+                "bytes": target.stat().st_size,
+            }
+        )
+    else:
+        console.print(escape(f"wrote {target}"))
+
+
+@env_app.command("list")
+def env_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Environments, oldest first."""
+    with open_backend(_settings(db)) as backend:
+        rows = backend.list_environments()
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("key", "name", "created (UTC)", title=f"{len(rows)} environment(s)")
+    for row in rows:
+        table.add_row(escape(row["key"]), escape(row["name"]), row["created_at"][:19].replace("T", " "))
+    console.print(table)
+
+
+@env_app.command("create")
+def env_create(
+    key: Annotated[str, typer.Argument(help="a-z 0-9 _ . - (e.g. canary)")],
+    name: Annotated[str | None, typer.Option(help="A display name [default: the key]")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create an environment (a new database file starts with production and staging)."""
+    with open_backend(_settings(db), create=True) as backend:
+        created = backend.create_environment(key, name)
+    if as_json:
+        _print_json(created)
+    else:
+        console.print(escape(f"created environment {created['key']} ({created['name']})"))
 
 
 @keys_app.command("create")
@@ -451,7 +533,62 @@ def keys_create(
     if as_json:
         _print_json(created)
     else:
-        console.print(f"{created['kind']} key {created['id']} ({created['name']}): {created['key']}")
+        console.print(escape(f"{created['kind']} key {created['id']} ({created['name']}): {created['key']}"))
+
+
+@app.command()
+def backup(
+    file: Annotated[Path, typer.Argument(help="The archive to write (a tar; refused if it exists)")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Back up the database with its audit head log and secret, consistently, also while a
+    server runs and ingests (it flushes its log and copies under its write lock)."""
+    if file.exists():
+        raise ValidationError.at("FILE", f"{file} exists; choose a new name (a backup never overwrites)")
+    with open_backend(_settings(db)) as backend:
+        manifest = backend.backup(file)
+    if as_json:
+        _print_json({"file": str(file), **manifest})
+        return
+    counts = ", ".join(f"{n:,} {kind}" for kind, n in manifest["counts"].items())
+    console.print(escape(f"wrote {file}: schema v{manifest['schema_version']}, {counts}"), highlight=False)
+    if not manifest["secret_included"]:
+        err.print(
+            escape(
+                "warning: the audit secret is not in this backup (it never travels over the API): "
+                "copy the server's <db>.secret (or RAMPLIGHT_AUDIT_SECRET) beside the restored database"
+            ),
+            highlight=False,
+        )
+
+
+@app.command("restore-backup")
+def restore_backup(
+    file: Annotated[Path, typer.Argument(help="An archive written by `ramplight backup`")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Restore a backup into a new database file (--db; never over an existing one), then
+    verify its audit chains. Exit 1 when they do not verify."""
+    from ramplight.store.backup import restore
+
+    settings = _settings(db)
+    if not file.exists():
+        raise ValidationError.at("FILE", f"{file} does not exist")
+    manifest = restore(file, settings)
+    with open_backend(settings) as backend:
+        verified = backend.verify_audit()
+    if as_json:
+        _print_json({"file": str(file), "db": str(settings.db), "manifest": manifest, "audit": verified})
+    else:
+        console.print(
+            escape(f"restored {file} into {settings.db} (backup of {manifest['created_at'][:19]} UTC)"),
+            highlight=False,
+        )
+        render.audit_report(verified, console)
+    if not verified["ok"]:
+        raise typer.Exit(1)
 
 
 @audit_app.command("verify")
@@ -473,7 +610,7 @@ def main() -> None:
     try:
         app()
     except RamplightError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
         for problem in getattr(exc, "problems", ())[1:5]:
-            err.print(f"  {problem.render()}", highlight=False)
+            err.print(f"  {escape(problem.render())}", highlight=False)
         sys.exit(1)

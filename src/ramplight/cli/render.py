@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax
@@ -40,25 +41,29 @@ def flags_table(flags: list[Flag], console: Console) -> None:
     for flag in flags:
         envs = "\n".join(f"{e}: {rollout_text(flag, e)}" for e in flag.environments)
         key = flag.key + (" (archived)" if flag.archived else "")
-        table.add_row(key, flag.type, flag.assignment_unit, str(flag.version), envs)
+        table.add_row(escape(key), flag.type, escape(flag.assignment_unit), str(flag.version), escape(envs))
     console.print(table)
 
 
 def flag_detail(flag: Flag, console: Console) -> None:
     console.print(
-        f"[bold]{flag.key}[/bold]  {flag.type} flag, assigned by [bold]{flag.assignment_unit}[/bold], version {flag.version}"
+        f"[bold]{escape(flag.key)}[/bold]  {flag.type} flag, assigned by "
+        f"[bold]{escape(flag.assignment_unit)}[/bold], version {flag.version}"
         + ("  [red](archived)[/red]" if flag.archived else "")
     )
     if flag.description:
-        console.print(flag.description)
+        console.print(escape(flag.description))
     variations = Table("variation", "value", title="variations")
     for v in flag.variations:
-        variations.add_row(v.key, str(v.value))
+        variations.add_row(escape(v.key), escape(str(v.value)))
     console.print(variations)
     for name, env in flag.environments.items():
         rules = ", ".join(r.id for r in env.rules) or "none"
         console.print(
-            f"[bold]{name}[/bold]: {rollout_text(flag, name)}; rules: {rules}; default {env.default_variation}, off {env.off_variation}"
+            f"[bold]{escape(name)}[/bold]: "
+            + escape(
+                f"{rollout_text(flag, name)}; rules: {rules}; default {env.default_variation}, off {env.off_variation}"
+            )
         )
 
 
@@ -70,7 +75,7 @@ def plan(results: list[dict[str, Any]], console: Console, dry_run: bool) -> None
     }
     for result in results:
         version = f" (version {result['version']})" if result.get("version") else ""
-        console.print(f"[bold]{result['key']}[/bold]: {verb[result['action']]}{version}")
+        console.print(f"[bold]{escape(result['key'])}[/bold]: {verb[result['action']]}{version}")
         if result.get("diff"):
             console.print(Syntax(result["diff"], "diff", theme="ansi_dark", background_color="default"))
 
@@ -88,17 +93,19 @@ _ACTION_STYLE = {
 def recommendation(rec: dict[str, Any], plan: dict[str, Any] | None, console: Console) -> None:
     """The answer first: the verdict, its sentence, then each reason on its own line."""
     style = _ACTION_STYLE.get(rec["action"], "bold")
-    console.print(f"[{style}]{rec['action'].upper()}[/{style}] — {rec['sentence']}")
+    console.print(f"[{style}]{rec['action'].upper()}[/{style}] — {escape(rec['sentence'])}")
     for reason in rec["reasons"]:
-        console.print(f"  · {reason['message']}", highlight=False)
+        console.print(f"  · {escape(reason['message'])}", highlight=False)
     if plan is not None:
         stages = " → ".join(f"{p:g} %" for p in plan["stages"])
         source = (
             "plan v" + str(plan["version"]) if plan["source"] == "plan" else "default plan (no plan applied)"
         )
         console.print(
-            f"  {source}: candidate {plan['candidate']!r} at {plan['candidate_percent']:g} %, stages {stages}; "
-            f"guardrails must be {'shown within margin' if plan['safety'] == 'shown_safe' else 'free of found harm'}",
+            escape(
+                f"  {source}: candidate {plan['candidate']!r} at {plan['candidate_percent']:g} %, stages {stages}; "
+                f"guardrails must be {'shown within margin' if plan['safety'] == 'shown_safe' else 'free of found harm'}"
+            ),
             highlight=False,
         )
     console.print()
@@ -116,8 +123,11 @@ def _readout_body(report: dict[str, Any], console: Console) -> None:
         recommendation(report["recommendation"], report.get("plan"), console)
     dq = report["data_quality"]
     console.print(
-        f"[bold]{report['flag_key']}[/bold] in {report['environment']} (version {report['flag_version']}), "
-        f"assigned by {report['assignment_unit']}, control = {report['control']}"
+        f"[bold]{escape(report['flag_key'])}[/bold] "
+        + escape(
+            f"in {report['environment']} (version {report['flag_version']}), "
+            f"assigned by {report['assignment_unit']}, control = {report['control']}"
+        )
     )
     quality = Table(
         "exposed units",
@@ -146,7 +156,11 @@ def _readout_body(report: dict[str, Any], console: Console) -> None:
     for v in report["variations"]:
         reasons = ", ".join(f"{k} {n:,}" for k, n in v["fallback_reasons"].items())
         variations.add_row(
-            v["variation"], f"{v['units']:,}", f"{v['fallback_units']:,}", _pct(v["fallback_rate"]), reasons
+            escape(v["variation"]),
+            f"{v['units']:,}",
+            f"{v['fallback_units']:,}",
+            _pct(v["fallback_rate"]),
+            escape(reasons),
         )
     console.print(variations)
     if report.get("phases"):
@@ -170,67 +184,87 @@ def _readout_body(report: dict[str, Any], console: Console) -> None:
                     else f"{srm['p_value']:.2g}"
                 )
             )
-            phases.add_row(str(phase["phase"]), phase["start"][:19], weights, assigned, srm_text)
+            start = phase["start"][:19].replace("T", " ")
+            phases.add_row(str(phase["phase"]), start, escape(weights), escape(assigned), srm_text)
         console.print(phases)
-    metrics = Table(
-        "metric",
-        "variation",
-        "units",
-        "mean",
-        "Δ vs control",
-        "95 % CI",
-        "sequential CI",
-        "relative",
-        "p",
-        title="metrics" + (f" by {report['segment']}" if report.get("segment") else ""),
+    console.print(_metrics_table(report))
+
+
+def _compact(value: float | None) -> str:
+    """Three significant digits, thousands as k/M: fits a mean or a difference in 6 characters."""
+    if value is None:
+        return "–"
+    size = abs(value)
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if size >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _rel(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:+.1f}"
+
+
+def _interval(stats: dict[str, Any] | None) -> str:
+    """The relative interval in percent when there is one, else the absolute one."""
+    if not stats or stats.get("ci_low") is None:
+        return "–"
+    if stats.get("relative_ci_low") is not None:
+        return f"{_rel(stats['relative_ci_low'])}, {_rel(stats['relative_ci_high'])} %"
+    return f"{_compact(stats['ci_low'])}, {_compact(stats['ci_high'])}"
+
+
+def _metrics_table(report: dict[str, Any]) -> Table:
+    """One row per comparison (a variation vs control), numbers compact, so it fits 80 columns;
+    the metric's name folds rather than being cut."""
+    table = Table(
+        title="metrics" + (f" by {escape(report['segment'])}" if report.get("segment") else ""),
+        caption="Δ and intervals relative to control; always-valid: the sequential interval plans use",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
+    table.add_column("metric\nvariation", overflow="fold", min_width=12)
+    table.add_column("control → variation\nmean; units", no_wrap=True)
+    table.add_column("Δ\nabs.", justify="right", no_wrap=True)
+    table.add_column("95 % CI\nalways-valid", no_wrap=True)
+    table.add_column("p", justify="right", no_wrap=True)
     for metric in report["metrics"]:
         name = metric.get("key", metric.get("name", ""))
         if metric.get("segment") is not None:
             name += f" ({report['segment']}={metric['segment']})"
         if metric.get("type") == "quantile":
             name += f" (p{round(100 * metric['quantile'])})"
-        comparisons = {c["variation"]: c for c in metric["comparisons"]}
-        for v in metric["variations"]:
-            mean = v.get("mean", v.get("value"))
+        by_variation = {v["variation"]: v for v in metric["variations"]}
+        control = by_variation.get(report["control"], {})
+        control_units = control.get("units", control.get("events", 0)) or 0
+        control_mean = control.get("mean", control.get("value"))
+        if not metric["comparisons"]:
+            table.add_row(escape(name), f"{_compact(control_mean)}\n{_compact(control_units)}", "–", "–", "–")
+        for c in metric["comparisons"]:
+            v = by_variation.get(c["variation"], {})
             units = v.get("units", v.get("events", 0)) or 0
-            c = comparisons.get(v["variation"])
             if not units:
                 continue  # a variation nobody was assigned (e.g. a fallback profile) says nothing
-            if c is None:
-                metrics.add_row(name, v["variation"], f"{units:,}", _num(mean), "", "", "", "", "")
-                continue
             fixed = c.get("fixed", c)
-            sequential = c.get("sequential")
-            ci = (
-                f"[{_num(fixed['ci_low'])}, {_num(fixed['ci_high'])}]" if fixed["ci_low"] is not None else "–"
-            )
-            seq = (
-                f"[{_num(sequential['ci_low'])}, {_num(sequential['ci_high'])}]"
-                if sequential and sequential["ci_low"] is not None
-                else "–"
-            )
-            p = "–" if fixed["p_value"] is None else f"{fixed['p_value']:.3g}"
             guard = c.get("guardrail")
-            note = ""
+            label = f"{escape(name)}\n[dim]{escape(c['variation'])}[/dim]"
             if guard is not None:
-                note = (
-                    " [red]guardrail breached[/red]"
+                label += (
+                    "\n[red]guardrail breached[/red]"
                     if guard["breached"]
-                    else (" guardrail ok" if guard["holds"] else " guardrail unsure")
+                    else ("\nguardrail ok" if guard["holds"] else "\nguardrail unsure")
                 )
-            metrics.add_row(
-                name,
-                v["variation"],
-                f"{units:,}",
-                _num(mean),
-                _num(fixed["difference"]) + note,
-                ci,
-                seq,
-                _pct(fixed["relative"]),
-                p,
+            relative = fixed.get("relative")
+            delta = f"{_rel(relative)} %" if relative is not None else _compact(fixed["difference"])
+            table.add_row(
+                label,
+                f"{_compact(control_mean)} → {_compact(v.get('mean', v.get('value')))}\n"
+                f"[dim]{_compact(control_units)} / {_compact(units)}[/dim]",
+                delta + f"\n[dim]{_compact(fixed['difference'])}[/dim]",
+                f"{_interval(fixed)}\n[dim]{_interval(c.get('sequential'))}[/dim]",
+                "–" if fixed["p_value"] is None else f"{fixed['p_value']:.2g}",
             )
-    console.print(metrics)
+    return table
 
 
 def release_timeline(tl: dict[str, Any], console: Console, hours: int = 12) -> None:
@@ -247,14 +281,16 @@ def release_timeline(tl: dict[str, Any], console: Console, hours: int = 12) -> N
                 detail = "killed — " + detail
         else:
             detail = event.get("reason") or ""
-        table.add_row(event["ts"][:19].replace("T", " "), what, event["actor"], detail)
+        table.add_row(
+            event["ts"][:19].replace("T", " "), escape(what), escape(event["actor"]), escape(detail)
+        )
     console.print(table)
     for key, rows in tl["series"].items():
         hours_seen = sorted({r["hour"] for r in rows})[-hours:]
         variations = sorted({r["variation"] for r in rows})
         if not hours_seen:
             continue
-        series = Table("hour (UTC)", *variations, title=f"{key} per hour (mean, n)")
+        series = Table("hour (UTC)", *map(escape, variations), title=escape(f"{key} per hour (mean, n)"))
         by = {(r["hour"], r["variation"]): r for r in rows}
         for hour in hours_seen:
             cells = []
@@ -276,7 +312,8 @@ def changes(rows: list[dict[str, Any]], console: Console) -> None:
         if "audit_break" in change:
             found = change["audit_break"]
             console.print(
-                f"  [red]{found['kind']}[/red] (seq {found['seq']}): {found['detail']}", highlight=False
+                f"  [red]{found['kind']}[/red] (seq {found['seq']}): {escape(found['detail'])}",
+                highlight=False,
             )
     if rows and all(c.get("verified") for c in rows):
         console.print(
@@ -298,6 +335,6 @@ def audit_report(result: dict[str, Any], console: Console) -> None:
         row = f"{found['row_id']} " if found["row_id"] else ""
         seq = f"(seq {found['seq']})" if found["seq"] is not None else ""
         console.print(
-            f"[red]✗ {chain}: {found['kind'].upper()}[/red] at {row}{seq}: {found['detail']}{keyed}",
+            f"[red]✗ {chain}: {found['kind'].upper()}[/red] at {escape(row)}{seq}: {escape(found['detail'])}{keyed}",
             highlight=False,
         )

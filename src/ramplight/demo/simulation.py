@@ -13,13 +13,16 @@ from __future__ import annotations
 import math
 import random
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ramplight.cli import render
@@ -373,7 +376,7 @@ def _story(
 ) -> None:
     acted = (
         f"The guardian acted by itself: {guardian['recommendation']['sentence']} "
-        "(see the release timeline above; `ramplight decisions support_assistant_profile`)."
+        f"(see the release timeline above; `{command_name()} decisions {FLAG}`)."
         if guardian
         else "The guardian found no breach to act on in this run."
     )
@@ -382,22 +385,45 @@ def _story(
         "the plan's recommendation was to keep collecting evidence; the team ramped to 20 % anyway. "
         f"At 20 % it falls back {100 * _fallback(final, 'candidate'):.1f} % (long conversations time out) and "
         f"latency regresses beyond the plan's 5 % margin. {acted} "
-        "Break it down by customer plan: `ramplight report support_assistant_profile --segment plan`."
+        f"Break it down by customer plan: `{command_name()} report {FLAG} --segment plan`."
     )
+
+
+def command_name() -> str:
+    """How to run this installation's `ramplight` from the current shell: the bare name when
+    PATH finds it (an activated venv), else its path (`.venv/bin/ramplight` after `make demo`)."""
+    script = Path(sys.executable).parent / "ramplight"
+    found = shutil.which("ramplight")
+    if found and script.exists() and Path(found).resolve() == script.resolve():
+        return "ramplight"
+    if not script.exists():
+        return f"{sys.executable} -m ramplight"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def _where_to_look(settings: Settings, url: str, admin_key: str, console: Console) -> None:
     console.rule("Ramplight is running")
+    run = command_name()
+    activate = (
+        f"  (or `source {Path(run).parent}/activate` first, then type plain `ramplight`)\n"
+        if run.endswith("/ramplight")
+        else ""
+    )
     console.print(
-        f"API and OpenAPI docs: {url}/docs\n"
-        f"Database: {settings.db}\n\n"
-        "In another terminal (the admin key below is shown once; it is stored hashed):\n"
-        f"  export RAMPLIGHT_URL={url} RAMPLIGHT_ADMIN_KEY={admin_key}\n"
-        f"  ramplight report {FLAG}\n"
-        f"  ramplight report {FLAG} --segment plan --metric latency_ms\n"
-        f"  ramplight sql {FLAG} --dialect clickhouse\n"
-        f"  ramplight flags show {FLAG} --changes\n"
-        f"  ramplight decisions {FLAG}\n"
-        f"  ramplight kill {FLAG} --reason 'latency regression'\n\n"
-        "Ctrl-C stops the server."
+        escape(
+            f"API and OpenAPI docs: {url}/docs\n"
+            f"Database: {settings.db}\n\n"
+            "In another terminal (the admin key below is shown once; it is stored hashed):\n"
+            f"  export RAMPLIGHT_URL={url} RAMPLIGHT_ADMIN_KEY={admin_key}\n"
+            f"  {run} report {FLAG}\n"
+            f"  {run} report {FLAG} --segment plan --metric latency_ms\n"
+            f"  {run} sql {FLAG} --dialect clickhouse\n"
+            f"  {run} flags show {FLAG} --changes\n"
+            f"  {run} decisions {FLAG}\n"
+            f"  {run} kill {FLAG} --reason 'latency regression'\n" + activate + "\nCtrl-C stops the server."
+        ),
+        highlight=False,
     )

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ramplight import audit, control, release
@@ -44,6 +47,7 @@ from ramplight.server.guardian import GuardianThread, Webhooks
 from ramplight.server.state import ServerState
 from ramplight.settings import Settings
 from ramplight.store import open_store
+from ramplight.store.backup import take_backup
 from ramplight.store.base import ApiKey
 from ramplight.store.identity import admit_batch
 from ramplight.store.log import IngestLog, encode_items
@@ -295,6 +299,33 @@ def create_app(settings: Settings) -> FastAPI:
         env = control.create_environment(st.store, body.key, body.name)
         st.invalidate()
         return {"key": env.key, "name": env.name, "created_at": env.created_at.isoformat()}
+
+    # -- admin: backup --------------------------------------------------------------------
+
+    @app.post(
+        "/api/backup",
+        tags=["admin"],
+        response_class=FileResponse,
+        responses={200: {"content": {"application/x-tar": {}}, "description": "the backup archive"}},
+    )
+    def backup(st: State, key: Admin) -> FileResponse:
+        """A consistent backup while ingestion goes on: the ingest log is flushed (every item
+        acknowledged so far is in it), then the database and its audit head log are copied under the
+        write lock. A tar with a manifest; the audit secret is never sent (the CLI adds its own)."""
+        st.log.flush()
+        staged = Path(tempfile.mkdtemp(prefix="backup-", dir=st.store.scratch_dir()))
+        archive = staged / "ramplight-backup.tar"
+        try:
+            take_backup(st.store, archive, secret=None)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        return FileResponse(
+            archive,
+            media_type="application/x-tar",
+            filename=archive.name,
+            background=BackgroundTask(shutil.rmtree, staged, ignore_errors=True),
+        )
 
     # -- admin: flags ---------------------------------------------------------------------
 

@@ -155,4 +155,13 @@ class Store(Protocol):
         """A DB-API style connection for this thread, where analysis runs its SQL."""
         ...
 
+    def scratch_dir(self) -> Path:
+        """A directory the engine may read and write: staging for imports, exports and backups."""
+        ...
+
+    def snapshot(self, directory: Path) -> dict[str, Any]:
+        """Copy the store's files into `directory`, consistent with each other and with the audit
+        head log: {database, files, schema_version, counts}."""
+        ...
+
     def close(self) -> None: ...

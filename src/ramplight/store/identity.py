@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from ramplight.core.contract import Item, ValidatedBatch
-from ramplight.core.errors import FieldProblem
+from ramplight.core.errors import FieldProblem, QueryError
 
 if TYPE_CHECKING:
     from ramplight.store.base import Store
@@ -150,12 +150,17 @@ def build_index(store: Store, pending: Sequence[Path] = ()) -> IdentityIndex:
     """Everything acknowledged: files of log segments not yet loaded (read first, so a segment
     loading meanwhile is seen at least once), then the store."""
     index = IdentityIndex()
-    if pending:
-        listed = ", ".join("'" + str(p).replace("'", "''") + "'" for p in pending)
-        _, rows = store.read(
-            f"SELECT identity, payload_hash FROM read_json([{listed}], format = 'newline_delimited', "
-            "columns = {'identity': 'UBIGINT', 'payload_hash': 'UBIGINT'}) WHERE identity IS NOT NULL"
-        )
+    for path in pending:
+        quoted = "'" + str(path).replace("'", "''") + "'"
+        try:
+            _, rows = store.read(
+                f"SELECT identity, payload_hash FROM read_json({quoted}, format = 'newline_delimited', "
+                "columns = {'identity': 'UBIGINT', 'payload_hash': 'UBIGINT'}) WHERE identity IS NOT NULL"
+            )
+        except QueryError:
+            if not path.exists():
+                continue  # loaded (and deleted) meanwhile: the store read below has it
+            raise
         if rows:
             index.load(
                 np.array([r[0] for r in rows], dtype=np.uint64),

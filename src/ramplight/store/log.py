@@ -21,6 +21,7 @@ import queue
 import shutil
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -398,6 +399,9 @@ class IngestLog:
                     # Keep going with later segments (event ids make order irrelevant); this one
                     # stays on disk, is retried, and holds back `flush` with its error meanwhile.
                     log.exception("loading %s failed; it stays on disk for the next try", path.name)
+                    # The error outlives this loop (flush re-raises it): its frames must not keep
+                    # the store's cursors alive.
+                    traceback.clear_frames(exc.__traceback__)
                     with self._sealed:
                         self._load_error = exc
                         self._sealed.notify_all()

@@ -138,6 +138,14 @@ def _reason(exc: duckdb.Error) -> str:
     return str(exc).strip().split("\n")[0]
 
 
+class _Closed:
+    """Stands in for the engine after `close`: a store object that outlives it (held by a
+    traceback, say) then holds no DuckDB object at exit, which nanobind reports as leaked."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise StoreError("the store is closed")
+
+
 class DuckDBStore:
     """One DuckDB file. Writes are serialised by a lock; reads use their own cursors.
 
@@ -178,7 +186,11 @@ class DuckDBStore:
         default = () if in_memory else (Path(self.path + ".log"), Path(self.path + ".tmp"))
         self._lock_down([self._scratch, *default, *map(Path, allowed_directories)])
         self._lock = threading.RLock()
+        self._cursors_lock = threading.Lock()
         self._local = threading.local()
+        self._closed = False
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        """Every per-thread cursor handed out, so `close` can close and drop them all."""
         self._pending_heads: list[AuditHead] = []
         self._memory_heads: list[AuditHead] = []
         self.head_path: Path | None = None if in_memory else Path(self.path + ".audit-head")
@@ -227,16 +239,20 @@ class DuckDBStore:
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
         if cursor is None:
-            cursor = self._con.cursor()
-            self._local.cursor = cursor
+            cursor = self._local.cursor = self._new_cursor()
+        return cursor
+
+    def _new_cursor(self) -> duckdb.DuckDBPyConnection:
+        cursor = self._con.cursor()
+        with self._cursors_lock:  # not the write lock: a reader never waits for a load
+            self._cursors.append(cursor)
         return cursor
 
     def _reader(self) -> duckdb.DuckDBPyConnection:
         """This thread's read-only cursor, apart from the one writes use."""
         cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "reader", None)
         if cursor is None:
-            cursor = self._con.cursor()
-            self._local.reader = cursor
+            cursor = self._local.reader = self._new_cursor()
         return cursor
 
     @contextmanager
@@ -329,10 +345,44 @@ class DuckDBStore:
         return int(row[0]) if row and row[0] is not None else 0
 
     def close(self) -> None:
+        """Close the engine and drop every DuckDB object this store holds, including the cursors
+        of threads that outlive it (a server's worker threads)."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._cursors_lock:
+                for cursor in self._cursors:
+                    cursor.close()
+                self._cursors.clear()
+            self._local = threading.local()
             self._con.close()
+            self._con = _Closed()  # type: ignore[assignment]
         if self.path == ":memory:":
             shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def snapshot(self, directory: Path) -> dict[str, Any]:
+        """Copy the database file (checkpointed; its WAL too if one is left) and the audit head log
+        into `directory` under the write lock, so no commit lands between the copies: the copied
+        head log ends exactly where the copied chains end. Readers and the ingest log go on."""
+        if self.path == ":memory:":
+            raise StoreError("an in-memory store has no file to back up")
+        with self._lock:
+            self._cursor().execute("CHECKPOINT")
+            sources = [Path(self.path), Path(self.path + ".wal")]
+            if self.head_path is not None:
+                sources.append(self.head_path)
+            copied = []
+            for source in sources:
+                if source.exists():
+                    shutil.copyfile(source, directory / source.name)
+                    copied.append(source.name)
+            return {
+                "database": Path(self.path).name,
+                "files": copied,
+                "schema_version": self.schema_version(),
+                "counts": {kind: self.count(kind) for kind in EVIDENCE_COLUMNS},
+            }
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._cursor().execute(sql, list(params)).fetchall()

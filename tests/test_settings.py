@@ -1,0 +1,44 @@
+"""Settings from `RAMPLIGHT_*` variables: typed, with errors that name the variable and value."""
+
+from __future__ import annotations
+
+import pytest
+
+from ramplight.core.errors import ValidationError
+from ramplight.settings import Settings
+
+MALFORMED = [
+    ("RAMPLIGHT_PORT", "abc", "an integer from 1 to 65535"),
+    ("RAMPLIGHT_PORT", "70000", "an integer from 1 to 65535"),
+    ("RAMPLIGHT_MAX_BATCH_BYTES", "5MB", "an integer of at least 1"),
+    ("RAMPLIGHT_MAX_BATCH_ITEMS", "-3", "an integer of at least 1"),
+    ("RAMPLIGHT_SQL_TIMEOUT", "thirty", "a number of seconds above 0"),
+    ("RAMPLIGHT_SQL_TIMEOUT", "0", "a number of seconds above 0"),
+    ("RAMPLIGHT_GUARDIAN_INTERVAL", "nan", "a number of seconds (0 or more)"),
+    ("RAMPLIGHT_FSYNC", "maybe", "a switch (1/0, true/false, yes/no, on/off)"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), MALFORMED)
+def test_a_malformed_variable_is_named_with_its_value_and_expected_type(
+    variable: str, value: str, expected: str
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        Settings.from_env({variable: value})
+    assert raised.value.message == f"{variable}: {value!r} is not {expected}"
+    assert raised.value.problems[0].field == variable
+
+
+def test_well_formed_variables_are_typed_and_blank_ones_take_the_default() -> None:
+    settings = Settings.from_env(
+        {
+            "RAMPLIGHT_PORT": " 9000 ",
+            "RAMPLIGHT_FSYNC": "off",
+            "RAMPLIGHT_SQL_TIMEOUT": "2.5",
+            "RAMPLIGHT_GUARDIAN_INTERVAL": "0",
+            "RAMPLIGHT_MAX_BATCH_ITEMS": "",
+        }
+    )
+    assert (settings.port, settings.fsync, settings.sql_timeout) == (9000, False, 2.5)
+    assert (settings.guardian_interval, settings.max_batch_items) == (0.0, 10_000)
+    assert Settings.from_env({}) == Settings()
