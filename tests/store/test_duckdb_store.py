@@ -357,8 +357,9 @@ import threading
 from ramplight.store.duckdb import DuckDBStore
 
 store = DuckDBStore({str(tmp_path / "exit.duckdb")!r})
-idle = threading.Event()
-threading.Thread(target=lambda: (store.list_flags(), idle.wait()), daemon=True).start()
+idle, listed = threading.Event(), threading.Event()
+threading.Thread(target=lambda: (store.list_flags(), listed.set(), idle.wait()), daemon=True).start()
+listed.wait(30)  # the thread holds its cursor, idle, when the store closes
 store.read("SELECT 1")
 store.close()
 kept = store

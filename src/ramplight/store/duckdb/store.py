@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
 import shutil
@@ -353,7 +354,9 @@ class DuckDBStore:
             self._closed = True
             with self._cursors_lock:
                 for cursor in self._cursors:
-                    cursor.close()
+                    # A cursor busy in another thread's call refuses; closing the engine ends it.
+                    with contextlib.suppress(duckdb.Error):
+                        cursor.close()
                 self._cursors.clear()
             self._local = threading.local()
             self._con.close()
