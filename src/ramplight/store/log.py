@@ -15,6 +15,7 @@ puts it back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -241,25 +242,35 @@ class IngestLog:
             if self.fsync:
                 _fsync_dir(self.directory)
         segment = self._segment
-        touched: set[int] = set()
-        for request in group:
-            for kind, data in request.chunks.items():
-                fd = segment.files.get(kind)
-                if fd is None:
-                    fd = os.open(
-                        segment.path / f"{kind}.ndjson", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
-                    )
-                    segment.files[kind] = fd
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                touched.add(fd)
-            segment.items += request.items
-        if self.fsync:
-            for fd in touched:
-                os.fdatasync(fd)
-            _fsync_dir(segment.path)
+        sizes: dict[int, int] = {}  # each file's length before this group, to undo a failed write
+        items = segment.items
+        try:
+            for request in group:
+                for kind, data in request.chunks.items():
+                    fd = segment.files.get(kind)
+                    if fd is None:
+                        fd = os.open(
+                            segment.path / f"{kind}.ndjson", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+                        )
+                        segment.files[kind] = fd
+                    sizes.setdefault(fd, os.fstat(fd).st_size)
+                    view = memoryview(data)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
+                segment.items += request.items
+            if self.fsync:
+                for fd in sizes:
+                    os.fdatasync(fd)
+                _fsync_dir(segment.path)
+        except BaseException:
+            # Nothing of this group is acknowledged, so none of it may stay: a partial line
+            # would corrupt the segment for the items acknowledged before and after it.
+            segment.items = items
+            for fd, size in sizes.items():
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+            raise
 
     def _write_loop(self) -> None:
         while True:
