@@ -22,7 +22,8 @@ READOUT_SCHEMA = "ramplight.readout/v1"
 _UNITS_SQL = """
 WITH per_unit AS (
     SELECT unit_id,
-           count(DISTINCT assigned_variation) AS n_assigned,
+           -- Not count(DISTINCT …): that costs a second group-by of every exposure and a join.
+           CASE WHEN min(assigned_variation) = max(assigned_variation) THEN 1 ELSE 2 END AS n_assigned,
            arg_min(assigned_variation, ts) AS variation,
            bool_or(served_variation <> assigned_variation) AS fell_back,
            arg_min(fallback_reason, CASE WHEN fallback_reason IS NULL THEN NULL ELSE ts END)

@@ -225,16 +225,19 @@ def _units_ctes(spec: ReadoutSpec) -> str:
             f"WHEN first_ts < {_ts(start)} THEN {i}" for i, start in enumerate(spec.phase_starts[1:])
         )
         phase = f"CASE {cases} ELSE {len(spec.phase_starts) - 1} END"
+    # One variation iff its least and greatest agree (the column is NOT NULL): two aggregates in
+    # the same pass, where COUNT(DISTINCT …) costs a second group-by of every exposure and a join.
     return (
         "exposed AS (SELECT unit_id, MIN(ts) AS first_ts, "
-        "COUNT(DISTINCT assigned_variation) AS n_assigned, MIN(assigned_variation) AS assigned_variation, "
+        "MIN(assigned_variation) = MAX(assigned_variation) AS one_variation, "
+        "MIN(assigned_variation) AS assigned_variation, "
         "ARG_MIN(served_variation, ts) AS served_variation, "
         "MAX(CASE WHEN served_variation <> assigned_variation THEN 1 ELSE 0 END) AS fell_back, "
         f"{segment} AS segment FROM exposures WHERE environment = {_str(spec.environment)} "
         f"AND flag_key = {_str(spec.flag_key)} GROUP BY unit_id), "
         f"units AS (SELECT unit_id, first_ts, {'served_variation' if spec.served else 'assigned_variation'} "
         f"AS variation, assigned_variation, fell_back, segment, {phase} AS phase FROM exposed "
-        f"WHERE n_assigned = 1{since})"
+        f"WHERE one_variation{since})"
     )
 
 
