@@ -213,16 +213,18 @@ def _per_unit(metrics: Sequence[Metric], spec: ReadoutSpec, quality: bool = Fals
                 if metric.window_hours
                 else ""
             )
+            # CASE rather than FILTER: the same value (both skip the other rows), and DuckDB
+            # evaluates it more cheaply over the millions of joined rows.
             columns.append(
-                f"{aggregate}({value}) FILTER (WHERE {condition} AND s.ts >= u.first_ts{window}) AS p{i}"
+                f"{aggregate}(CASE WHEN {condition} AND s.ts >= u.first_ts{window} THEN {value} END) AS p{i}"
             )
             out.post[i] = f"g{k}.p{i}"
             if metric.cuped_days:
                 hours = metric.cuped_days * 24
                 lookback = max(lookback, hours)
                 columns.append(
-                    f"{aggregate}({value}) FILTER (WHERE {condition} AND s.ts < u.first_ts "
-                    f"AND s.ts >= u.first_ts - INTERVAL ({_num(hours)}) HOUR) AS r{i}"
+                    f"{aggregate}(CASE WHEN {condition} AND s.ts < u.first_ts "
+                    f"AND s.ts >= u.first_ts - INTERVAL ({_num(hours)}) HOUR THEN {value} END) AS r{i}"
                 )
                 out.pre[i] = f"g{k}.r{i}"
         lower = f"u.first_ts - INTERVAL ({_num(lookback)}) HOUR" if lookback else "u.first_ts"
@@ -234,15 +236,15 @@ def _per_unit(metrics: Sequence[Metric], spec: ReadoutSpec, quality: bool = Fals
             # is also after the flag's first exposure, so it is one the readout expects to join.
             units, where = "exposed", f"s.flag_row OR {where}"
             columns += [
-                "COUNT(*) FILTER (WHERE s.flag_row AND s.ts >= u.first_ts) AS joinable_events",
-                "COUNT(*) FILTER (WHERE s.flag_row AND s.ts < u.first_ts) AS events_before_exposure",
+                "COUNT(CASE WHEN s.flag_row AND s.ts >= u.first_ts THEN 1 END) AS joinable_events",
+                "COUNT(CASE WHEN s.flag_row AND s.ts < u.first_ts THEN 1 END) AS events_before_exposure",
             ]
             out.quality_group = f"g{k}"
         out.ctes.append(
-            f"g{k} AS (SELECT u.unit_id, {', '.join(columns)} FROM {units} AS u JOIN ({source}) AS s "
-            f"ON s.unit_id = u.unit_id WHERE {where} GROUP BY u.unit_id)"
+            f"g{k} AS (SELECT u.uid, {', '.join(columns)} FROM {units} AS u JOIN ({source}) AS s "
+            f"ON s.unit_id = u.unit_id WHERE {where} GROUP BY u.uid)"
         )
-        out.joins.append(f"LEFT JOIN g{k} ON g{k}.unit_id = u.unit_id")
+        out.joins.append(f"LEFT JOIN g{k} ON g{k}.uid = u.uid")
     return out
 
 
@@ -261,15 +263,17 @@ def _units_ctes(spec: ReadoutSpec) -> str:
         phase = f"CASE {cases} ELSE {len(spec.phase_starts) - 1} END"
     # One variation iff its least and greatest agree (the column is NOT NULL): two aggregates in
     # the same pass, where COUNT(DISTINCT …) costs a second group-by of every exposure and a join.
+    # `uid` numbers the units so that the per-unit groupings and joins after the events join key
+    # on an integer, not the unit_id text; MATERIALIZED so that every reader sees one numbering.
     return (
-        "exposed AS (SELECT unit_id, MIN(ts) AS first_ts, "
+        "exposed AS MATERIALIZED (SELECT unit_id, ROW_NUMBER() OVER () AS uid, MIN(ts) AS first_ts, "
         "MIN(assigned_variation) = MAX(assigned_variation) AS one_variation, "
         "MIN(assigned_variation) AS assigned_variation, "
         "ARG_MIN(served_variation, ts) AS served_variation, "
         "MAX(CASE WHEN served_variation <> assigned_variation THEN 1 ELSE 0 END) AS fell_back, "
         f"{segment} AS segment FROM exposures WHERE environment = {_str(spec.environment)} "
         f"AND flag_key = {_str(spec.flag_key)} GROUP BY unit_id), "
-        f"units AS (SELECT unit_id, first_ts, {'served_variation' if spec.served else 'assigned_variation'} "
+        f"units AS (SELECT unit_id, uid, first_ts, {'served_variation' if spec.served else 'assigned_variation'} "
         f"AS variation, assigned_variation, fell_back, segment, {phase} AS phase FROM exposed "
         f"WHERE one_variation{since})"
     )
