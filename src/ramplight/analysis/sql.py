@@ -179,13 +179,14 @@ def _value_and_condition(metric: Metric) -> tuple[str, str]:
     return ("1.0" if counted else "s.value"), "TRUE"
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _PerUnit:
     ctes: list[str]
     joins: list[str]
     post: dict[int, str]
     pre: dict[int, str]
     quality_group: str = ""
+    """The CTE that also holds the data-quality counts per exposed unit (with `quality`)."""
 
 
 def _per_unit(metrics: Sequence[Metric], spec: ReadoutSpec, quality: bool = False) -> _PerUnit:
@@ -197,7 +198,7 @@ def _per_unit(metrics: Sequence[Metric], spec: ReadoutSpec, quality: bool = Fals
         groups.setdefault(_group(metric), []).append(i)
     if quality:
         groups.setdefault("events", [])
-    out = _PerUnit([], [], {}, {})
+    out = _PerUnit([], [], {}, {}, f"g{list(groups).index('events')}" if quality else "")
     for k, (group, indices) in enumerate(groups.items()):
         folded = quality and group == "events"
         columns = []
@@ -239,7 +240,6 @@ def _per_unit(metrics: Sequence[Metric], spec: ReadoutSpec, quality: bool = Fals
                 "COUNT(CASE WHEN s.flag_row AND s.ts >= u.first_ts THEN 1 END) AS joinable_events",
                 "COUNT(CASE WHEN s.flag_row AND s.ts < u.first_ts THEN 1 END) AS events_before_exposure",
             ]
-            out.quality_group = f"g{k}"
         out.ctes.append(
             f"g{k} AS (SELECT u.uid, {', '.join(columns)} FROM {units} AS u JOIN ({source}) AS s "
             f"ON s.unit_id = u.unit_id WHERE {where} GROUP BY u.uid)"
