@@ -746,16 +746,14 @@ def statement_label(sql: str) -> str:
     from ramplight.analysis import report as v1
 
     labels = {
-        v1._UNITS_SQL: "data quality: units",
         v1._FALLBACK_REASONS_SQL: "data quality: fallback reasons",
-        v1._JOIN_SQL: "data quality: joinability",
         v1._METRICS_SQL: "v1 per-event metrics",
     }
     if sql in labels:
         return labels[sql]
     if "QUANTILE_CONT" in sql:
         return "quantile"
-    return "sufficient statistics" if "m0_sum" in sql else "other"
+    return "sufficient statistics and data quality" if "dq_joinable_events" in sql else "other"
 
 
 def time_judge(path: Path, runs: int) -> dict[str, Any]:

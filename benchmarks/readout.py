@@ -294,9 +294,7 @@ def run_ramplight(db: Path) -> dict[str, Any]:
     from ramplight.store.duckdb import DuckDBStore
 
     v1_labels = {
-        v1._UNITS_SQL: "v1 units per variation",
         v1._FALLBACK_REASONS_SQL: "v1 fallback reasons",
-        v1._JOIN_SQL: "v1 joinable events",
         v1._METRICS_SQL: "v1 per-event-name metrics",
     }
 
@@ -309,7 +307,11 @@ def run_ramplight(db: Path) -> dict[str, Any]:
             return "quantile: " + ("count" if sql.count("QUANTILE_CONT") == 1 else "value and density")
         if "FROM flag" in sql or "FROM metrics" in sql or "SET " in sql:
             return "control plane"
-        return "sufficient statistics"
+        return (
+            "sufficient statistics and data quality"
+            if "dq_joinable_events" in sql
+            else "sufficient statistics"
+        )
 
     base_mb = rss_mb("VmRSS")
     started = time.perf_counter()

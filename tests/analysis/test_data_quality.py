@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from datetime import timedelta
 
 import pytest
@@ -83,3 +84,135 @@ def test_units_first_exposed_before_the_flag_existed_are_counted_and_left_out(st
     assert sum(report["phases"][0]["units"].values()) == 40
     spend = next(m for m in report["metrics"] if m["key"] == "spend")
     assert sum(v["units"] for v in spend["variations"]) == 40
+
+
+# The figures as the v1 readout computed them, one statement each, before they were folded into
+# the readout's statement: the reference the folded figures must equal.
+V1_UNITS_SQL = """
+WITH per_unit AS (
+    SELECT unit_id,
+           count(DISTINCT assigned_variation) AS n_assigned,
+           arg_min(assigned_variation, ts) AS variation,
+           bool_or(served_variation <> assigned_variation) AS fell_back
+    FROM exposures
+    WHERE environment = $environment AND flag_key = $flag_key
+    GROUP BY unit_id
+)
+SELECT variation,
+       count(*) FILTER (WHERE n_assigned = 1) AS units,
+       count(*) FILTER (WHERE n_assigned = 1 AND fell_back) AS fallback_units,
+       count(*) FILTER (WHERE n_assigned > 1) AS multiple_variation_units
+FROM per_unit
+GROUP BY variation
+"""
+V1_JOIN_SQL = """
+WITH units AS (
+    SELECT unit_id, min(ts) AS first_ts
+    FROM exposures
+    WHERE environment = $environment AND flag_key = $flag_key
+    GROUP BY unit_id
+),
+candidates AS (
+    SELECT e.unit_id, e.ts,
+           coalesce(e.flag_key = $flag_key, false)
+               OR e.ts >= (SELECT min(first_ts) FROM units) AS relevant
+    FROM events e
+    WHERE e.environment = $environment
+      AND (e.flag_key = $flag_key OR (e.flag_key IS NULL AND e.assignment_unit = $assignment_unit))
+)
+SELECT count(*) FILTER (WHERE c.relevant) AS events,
+       count(*) FILTER (WHERE c.relevant AND u.unit_id IS NOT NULL AND c.ts >= u.first_ts) AS joinable,
+       count(*) FILTER (WHERE u.unit_id IS NOT NULL AND c.ts < u.first_ts) AS before_exposure
+FROM candidates c LEFT JOIN units u USING (unit_id)
+"""
+
+
+def messy_evidence(seed: int) -> Evidence:
+    """Units in two variations, fallbacks, exposures before the flag, events long before exposure,
+    events of unexposed units, of other flags, units, environments, names."""
+    rng = random.Random(seed)
+    ev = Evidence()
+    for i in range(300):
+        unit = f"c{i}"
+        variation = rng.choice(["control", "candidate", "fallback"])
+        start = T0 + timedelta(minutes=rng.randrange(-120, 3000))  # some before the flag existed
+        served = rng.choice([None, None, None, "control", "fallback"])
+        ev.expose(unit, variation, start, served=served)
+        if served and served != variation:
+            ev.exposures[-1]["fallback_reason"] = rng.choice(["timeout", "error", None])
+        if rng.random() < 0.1:  # a second assigned variation later, or the same again
+            ev.expose(
+                unit, rng.choice(["control", "candidate"]), start + timedelta(minutes=rng.randrange(1, 60))
+            )
+        if rng.random() < 0.05:
+            ev.expose(unit, variation, start - timedelta(hours=1))
+            ev.exposures[-1]["environment"] = "staging"  # another environment's exposure
+        for _ in range(rng.randrange(0, 6)):
+            at = start + timedelta(minutes=rng.randrange(-20_000, 600))  # up to two weeks before
+            ev.event(unit, rng.choice(["spend", "turn", "page_view"]), at, rng.random())
+            ev.events[-1]["flag_key"] = rng.choice([None, None, FLAG, "other_flag"])
+            if rng.random() < 0.05:
+                ev.events[-1]["assignment_unit"] = "user"
+            if rng.random() < 0.05:
+                ev.events[-1]["environment"] = "staging"
+    for i in range(40):  # never exposed
+        at = T0 + timedelta(minutes=rng.randrange(-3000, 3000))
+        ev.event(f"stranger{i}", "spend", at, 1.0)
+        ev.events[-1]["flag_key"] = rng.choice([None, FLAG])
+    ev.expose("c0", "control", T0 - timedelta(days=30))  # the flag's first exposure, long before
+    for row in ev.events:
+        row.setdefault("flag_key", None)
+    return ev
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("with_metrics", [True, False])
+def test_the_folded_data_quality_figures_equal_the_v1_statements(
+    store: DuckDBStore, seed: int, with_metrics: bool
+) -> None:
+    make_flag(store, candidate=50)
+    if with_metrics:
+        save_metrics(
+            store,
+            {"key": "spend", "type": "event", "event": "spend", "aggregation": "sum"},
+            {"key": "turns", "type": "event", "event": "turn", "aggregation": "count", "cuped_days": 7},
+        )
+    messy_evidence(seed).load(store)
+    params = {"environment": "production", "flag_key": FLAG}
+    con = store.connection()
+    by_variation = {r[0]: r for r in con.execute(V1_UNITS_SQL, params).fetchall()}
+    events, joinable, before = con.execute(
+        V1_JOIN_SQL, {**params, "assignment_unit": "conversation"}
+    ).fetchone()
+
+    quality = analysis.report(store, FLAG, "production")["data_quality"]
+    variations = analysis.report(store, FLAG, "production")["variations"]
+    assert quality["multiple_variation_units"] == sum(r[3] for r in by_variation.values()) > 0
+    assert (quality["events"], quality["joinable_events"], quality["events_before_exposure"]) == (
+        events,
+        joinable,
+        before,
+    )
+    assert 0 < joinable < events and before > 0
+    assert quality["exposed_units"] == sum(r[1] for r in by_variation.values())
+    for entry in variations:
+        row = by_variation.get(entry["variation"], (None, 0, 0, 0))
+        assert (entry["units"], entry["fallback_units"]) == (row[1], row[2]), entry["variation"]
+    assert sum(entry["fallback_units"] for entry in variations) > 0
+
+
+def test_without_units_to_analyse_the_data_quality_figures_still_come(store: DuckDBStore) -> None:
+    make_flag(store)
+    ev = Evidence()
+    ev.expose("c0", "control", T0)
+    ev.expose("c0", "candidate", T0 + timedelta(minutes=1))  # its only unit is left out
+    for minutes in (-5, 5, 10):
+        ev.event("c0", "spend", T0 + timedelta(minutes=minutes), 1.0)
+    ev.event("c1", "spend", T0 + timedelta(minutes=1), 1.0)  # never exposed
+    ev.load(store)
+    report = analysis.report(store, FLAG, "production")
+    assert report["data_quality"]["multiple_variation_units"] == 1
+    assert report["data_quality"]["exposed_units"] == 0
+    assert (report["data_quality"]["events"], report["data_quality"]["joinable_events"]) == (3, 2)
+    assert report["data_quality"]["events_before_exposure"] == 1
+    assert report["phases"][0]["units"] == {"control": 0, "candidate": 0, "fallback": 0}

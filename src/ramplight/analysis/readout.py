@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ramplight.analysis.execute import check_sql_metrics, fetch, user_sql_metrics
+from ramplight.analysis.report import DataQuality
 from ramplight.analysis.report import readout as readout_v1
 from ramplight.analysis.sql import (
     ReadoutSpec,
@@ -205,6 +206,18 @@ def _srm_overall(strata: Sequence[tuple[int, list[int], list[float]]]) -> dict[s
     }
 
 
+def _data_quality(row: Row, variations: Sequence[str]) -> DataQuality:
+    """The `dq_…` columns of the readout statement (the same on each of its rows)."""
+    return DataQuality(
+        units={v: int(row[f"dq_units_{k}"]) for k, v in enumerate(variations)},
+        fallback_units={v: int(row[f"dq_fallback_units_{k}"]) for k, v in enumerate(variations)},
+        multiple_variation_units=int(row["dq_multiple_variation_units"]),
+        events=int(row["dq_events"]),
+        joinable_events=int(row["dq_joinable_events"]),
+        events_before_exposure=int(row["dq_events_before_exposure"]),
+    )
+
+
 def _phase_weights(phase: Phase) -> dict[str, float]:
     return {k: v for k, v in phase.weights.items() if v > 0}
 
@@ -221,7 +234,6 @@ def build_readout(
     """The v2 readout; without metric definitions the v1 per-event-name metrics are used."""
     if environment not in flag.environments:
         raise NotFoundError(f"flag {flag.key!r} is not configured in environment {environment!r}")
-    base = readout_v1(store, flag, environment, now, include_metrics=not metrics)
     phases = phases_from_changes(store.flag_changes(flag.key), environment)
     if options.sequential_tuning is not None and not (
         math.isfinite(options.sequential_tuning) and options.sequential_tuning > 0
@@ -240,11 +252,14 @@ def build_readout(
         phase_starts=tuple(p.start for p in phases),
         segment=options.segment,
         served=options.served,
+        variations=tuple(flag.variation_keys()),
     )
     statement = readout_query(spec, dict(known))
     user = user_sql_metrics(per_unit_metrics(spec.metrics, dict(known)))
     check_sql_metrics(store, user)
     rows = fetch(store, render(statement), user)
+    base = readout_v1(store, flag, environment, _data_quality(rows[0], spec.variations), now, not metrics)
+    rows = [row for row in rows if row["phase"] is not None]  # none: no unit to analyse
     selected = [p for p in phases if options.phase is None or p.index == options.phase]
     estimable = [p.index for p in selected if p.enabled]
     by_key: dict[tuple[int, str, Any], list[dict[str, Any]]] = defaultdict(list)

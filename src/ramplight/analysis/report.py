@@ -1,14 +1,16 @@
 """Readout v1: exposure, fallback and joinability figures, and per-metric effects vs control.
 
-All row-level work happens in one SQL statement per section in the store; Python receives
-sufficient statistics (n, sum, sum of squares per variation and metric) only.
-Keys of the JSON shape are documented in docs/readout.md.
+All row-level work happens in SQL in the store; Python receives counts and sufficient statistics
+(n, sum, sum of squares per variation and metric) only. The exposure and joinability counts come
+from the v2 readout's statement (`analysis.sql.readout_query`), which builds the relations they
+need anyway. Keys of the JSON shape are documented in docs/readout.md.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,26 +21,19 @@ from ramplight.store.base import Store
 
 READOUT_SCHEMA = "ramplight.readout/v1"
 
-_UNITS_SQL = """
-WITH per_unit AS (
-    SELECT unit_id,
-           count(DISTINCT assigned_variation) AS n_assigned,
-           arg_min(assigned_variation, ts) AS variation,
-           bool_or(served_variation <> assigned_variation) AS fell_back,
-           arg_min(fallback_reason, CASE WHEN fallback_reason IS NULL THEN NULL ELSE ts END)
-               AS first_fallback_reason
-    FROM exposures
-    WHERE environment = $environment AND flag_key = $flag_key
-    GROUP BY unit_id
-)
-SELECT variation,
-       count(*) FILTER (WHERE n_assigned = 1) AS units,
-       count(*) FILTER (WHERE n_assigned = 1 AND fell_back) AS fallback_units,
-       count(*) FILTER (WHERE n_assigned > 1) AS multiple_variation_units
-FROM per_unit
-GROUP BY variation
-ORDER BY variation
-"""
+
+@dataclass(frozen=True, slots=True)
+class DataQuality:
+    """Counts over every exposed unit and the outcome events that should join the flag."""
+
+    units: Mapping[str, int]
+    """Units exposed to exactly this one assigned variation, per variation of the flag."""
+    fallback_units: Mapping[str, int]
+    multiple_variation_units: int
+    events: int
+    joinable_events: int
+    events_before_exposure: int
+
 
 _FALLBACK_REASONS_SQL = """
 SELECT assigned_variation, fallback_reason, count(DISTINCT unit_id)
@@ -47,30 +42,6 @@ WHERE environment = $environment AND flag_key = $flag_key
   AND served_variation <> assigned_variation
 GROUP BY ALL
 ORDER BY 1, 2
-"""
-
-_JOIN_SQL = """
-WITH units AS (
-    SELECT unit_id, min(ts) AS first_ts
-    FROM exposures
-    WHERE environment = $environment AND flag_key = $flag_key
-    GROUP BY unit_id
-),
-candidates AS (
-    SELECT e.unit_id, e.ts,
-           -- Outcomes that should join: this flag's, or unflagged ones after its first exposure.
-           coalesce(e.flag_key = $flag_key, false)
-               OR e.ts >= (SELECT min(first_ts) FROM units) AS relevant
-    FROM events e
-    WHERE e.environment = $environment
-      AND (e.flag_key = $flag_key OR (e.flag_key IS NULL AND e.assignment_unit = $assignment_unit))
-)
-SELECT count(*) FILTER (WHERE c.relevant) AS events,
-       count(*) FILTER (WHERE c.relevant AND u.unit_id IS NOT NULL AND c.ts >= u.first_ts) AS joinable,
-       -- Not limited to `relevant`: pre-exposure events of exposed units predate the first
-       -- exposure by definition, and the earliest units' would all fall outside it.
-       count(*) FILTER (WHERE u.unit_id IS NOT NULL AND c.ts < u.first_ts) AS before_exposure
-FROM candidates c LEFT JOIN units u USING (unit_id)
 """
 
 _METRICS_SQL = """
@@ -121,25 +92,27 @@ def _rows(store: Store, sql: str, params: dict[str, Any]) -> Sequence[tuple[Any,
 
 
 def readout(
-    store: Store, flag: Flag, environment: str, now: datetime | None = None, include_metrics: bool = True
+    store: Store,
+    flag: Flag,
+    environment: str,
+    quality: DataQuality,
+    now: datetime | None = None,
+    include_metrics: bool = True,
 ) -> dict[str, Any]:
-    """Build the v1 readout of `flag` in `environment` (JSON-ready dict); `include_metrics=False`
-    skips the per-event-name metrics (the v2 readout computes defined metrics instead)."""
+    """Build the v1 readout of `flag` in `environment` (JSON-ready dict) around `quality`;
+    `include_metrics=False` skips the per-event-name metrics (the v2 readout computes defined
+    metrics instead)."""
     if environment not in flag.environments:
         raise NotFoundError(f"flag {flag.key!r} is not configured in environment {environment!r}")
     control = flag.environments[environment].default_variation
     base = {"environment": environment, "flag_key": flag.key}
-    unit_rows = _rows(store, _UNITS_SQL, base)
     reasons: dict[str, dict[str, int]] = {}
     for variation, reason, units in _rows(store, _FALLBACK_REASONS_SQL, base):
         reasons.setdefault(variation, {})[reason or "unspecified"] = int(units)
-    multiple = sum(int(r[3]) for r in unit_rows)
-    by_variation = {r[0]: r for r in unit_rows}
     variations: list[dict[str, Any]] = []
     for key in flag.variation_keys():
-        row = by_variation.get(key)
-        units = int(row[1]) if row else 0
-        fallback = int(row[2]) if row else 0
+        units = quality.units.get(key, 0)
+        fallback = quality.fallback_units.get(key, 0)
         variations.append(
             {
                 "variation": key,
@@ -150,7 +123,6 @@ def readout(
             }
         )
     params = {**base, "assignment_unit": flag.assignment_unit}
-    events, joinable, before = _rows(store, _JOIN_SQL, params)[0]
     metrics: dict[str, dict[str, Any]] = {}
     moments: dict[str, dict[str, SampleMoments]] = {}
     for name, variation, n, sum_x, sum_x2 in _rows(store, _METRICS_SQL, params) if include_metrics else []:
@@ -183,11 +155,11 @@ def readout(
         "generated_at": (now or datetime.now(UTC)).isoformat(),
         "data_quality": {
             "exposed_units": exposed,
-            "multiple_variation_units": multiple,
-            "events": int(events),
-            "joinable_events": int(joinable),
-            "joinable_fraction": int(joinable) / int(events) if events else None,
-            "events_before_exposure": int(before),
+            "multiple_variation_units": quality.multiple_variation_units,
+            "events": quality.events,
+            "joinable_events": quality.joinable_events,
+            "joinable_fraction": quality.joinable_events / quality.events if quality.events else None,
+            "events_before_exposure": quality.events_before_exposure,
         },
         "variations": variations,
         "metrics": list(metrics.values()),

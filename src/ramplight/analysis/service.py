@@ -71,6 +71,7 @@ def spec_for(
         phase_starts=tuple(p.start for p in phases),
         segment=segment,
         served=served,
+        variations=tuple(flag.variation_keys()),
     )
     return spec, known
 

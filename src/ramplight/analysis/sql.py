@@ -52,6 +52,8 @@ class ReadoutSpec:
     segment: str | None = None
     served: bool = False
     """Group by the served variation (as-served) instead of the assigned one (intent-to-treat)."""
+    variations: tuple[str, ...] = ()
+    """The flag's variations: the readout's data-quality figures per variation (`dq_units_0`, …)."""
 
 
 def per_unit_metrics(metrics: Sequence[Metric], known: dict[str, Metric]) -> list[Metric]:
@@ -120,13 +122,26 @@ def _group(metric: Metric) -> str:
     return {"event": "events", "eval": "evals"}.get(metric.type, "spans")
 
 
-def _group_source(group: str, members: Sequence[Metric], spec: ReadoutSpec) -> str:
+def _flag_events(spec: ReadoutSpec) -> str:
+    """The outcome events that should join this flag: its own, or unflagged ones of its unit."""
+    return f"COALESCE(flag_key = {_str(spec.flag_key)}, assignment_unit = {_str(spec.assignment_unit)})"
+
+
+def _group_source(group: str, members: Sequence[Metric], spec: ReadoutSpec, quality: bool = False) -> str:
     env = _str(spec.environment)
     if group == "events":
         names = ", ".join(sorted({_str(m.event or "") for m in members}))
+        metric_rows = f"assignment_unit = {_str(spec.assignment_unit)}" + (
+            f" AND name IN ({names})" if names else ""
+        )
+        if not quality:
+            return f"SELECT unit_id, ts, name, value, properties FROM events WHERE environment = {env} AND {metric_rows}"
+        # The same scan and join also serve the joinability figures: the flag's outcome events
+        # ride along, marked, and the metrics keep to their own rows.
+        rows = f"({metric_rows}) OR {_flag_events(spec)}" if names else _flag_events(spec)
         return (
-            f"SELECT unit_id, ts, name, value, properties FROM events WHERE environment = {env} "
-            f"AND assignment_unit = {_str(spec.assignment_unit)} AND name IN ({names})"
+            f"SELECT unit_id, ts, name, value, properties, assignment_unit = {_str(spec.assignment_unit)} "
+            f"AS metric_row, {_flag_events(spec)} AS flag_row FROM events WHERE environment = {env} AND ({rows})"
         )
     if group == "evals":
         names = ", ".join(sorted({_str(m.eval or "") for m in members}))
@@ -170,45 +185,66 @@ class _PerUnit:
     joins: list[str]
     post: dict[int, str]
     pre: dict[int, str]
+    quality_group: str = ""
+    """The CTE that also holds the data-quality counts per exposed unit (with `quality`)."""
 
 
-def _per_unit(metrics: Sequence[Metric], spec: ReadoutSpec) -> _PerUnit:
-    """One CTE per source table computing every metric's per-unit post (and CUPED pre) value."""
+def _per_unit(metrics: Sequence[Metric], spec: ReadoutSpec, quality: bool = False) -> _PerUnit:
+    """One CTE per source table computing every metric's per-unit post (and CUPED pre) value;
+    with `quality`, the events CTE (there is always one then) also counts each exposed unit's
+    joinable and pre-exposure outcome events, and joins every exposed unit (`quality_group`)."""
     groups: dict[str, list[int]] = {}
     for i, metric in enumerate(metrics):
         groups.setdefault(_group(metric), []).append(i)
-    out = _PerUnit([], [], {}, {})
+    if quality:
+        groups.setdefault("events", [])
+    out = _PerUnit([], [], {}, {}, f"g{list(groups).index('events')}" if quality else "")
     for k, (group, indices) in enumerate(groups.items()):
+        folded = quality and group == "events"
         columns = []
         lookback = 0.0
         for i in indices:
             metric = metrics[i]
             aggregate = "AVG" if metric.type == "eval" else _AGGREGATES[metric.aggregation]
             value, condition = _value_and_condition(metric)
+            if folded:
+                condition = f"s.metric_row AND {condition}"
             window = (
                 f" AND s.ts < u.first_ts + INTERVAL ({_num(metric.window_hours)}) HOUR"
                 if metric.window_hours
                 else ""
             )
+            # CASE rather than FILTER: the same value (both skip the other rows), and DuckDB
+            # evaluates it more cheaply over the millions of joined rows.
             columns.append(
-                f"{aggregate}({value}) FILTER (WHERE {condition} AND s.ts >= u.first_ts{window}) AS p{i}"
+                f"{aggregate}(CASE WHEN {condition} AND s.ts >= u.first_ts{window} THEN {value} END) AS p{i}"
             )
             out.post[i] = f"g{k}.p{i}"
             if metric.cuped_days:
                 hours = metric.cuped_days * 24
                 lookback = max(lookback, hours)
                 columns.append(
-                    f"{aggregate}({value}) FILTER (WHERE {condition} AND s.ts < u.first_ts "
-                    f"AND s.ts >= u.first_ts - INTERVAL ({_num(hours)}) HOUR) AS r{i}"
+                    f"{aggregate}(CASE WHEN {condition} AND s.ts < u.first_ts "
+                    f"AND s.ts >= u.first_ts - INTERVAL ({_num(hours)}) HOUR THEN {value} END) AS r{i}"
                 )
                 out.pre[i] = f"g{k}.r{i}"
         lower = f"u.first_ts - INTERVAL ({_num(lookback)}) HOUR" if lookback else "u.first_ts"
-        source = _group_source(group, [metrics[i] for i in indices], spec)
+        source = _group_source(group, [metrics[i] for i in indices], spec, folded)
+        units, where = "units", f"s.ts >= {lower}"
+        if folded:
+            # Every exposed unit (also those the metrics leave out) and its whole history: a
+            # pre-exposure event counts at any age. An event at or after its unit's first exposure
+            # is also after the flag's first exposure, so it is one the readout expects to join.
+            units, where = "exposed", f"s.flag_row OR {where}"
+            columns += [
+                "COUNT(CASE WHEN s.flag_row AND s.ts >= u.first_ts THEN 1 END) AS joinable_events",
+                "COUNT(CASE WHEN s.flag_row AND s.ts < u.first_ts THEN 1 END) AS events_before_exposure",
+            ]
         out.ctes.append(
-            f"g{k} AS (SELECT u.unit_id, {', '.join(columns)} FROM units AS u JOIN ({source}) AS s "
-            f"ON s.unit_id = u.unit_id WHERE s.ts >= {lower} GROUP BY u.unit_id)"
+            f"g{k} AS (SELECT u.uid, {', '.join(columns)} FROM {units} AS u JOIN ({source}) AS s "
+            f"ON s.unit_id = u.unit_id WHERE {where} GROUP BY u.uid)"
         )
-        out.joins.append(f"LEFT JOIN g{k} ON g{k}.unit_id = u.unit_id")
+        out.joins.append(f"LEFT JOIN g{k} ON g{k}.uid = u.uid")
     return out
 
 
@@ -225,24 +261,55 @@ def _units_ctes(spec: ReadoutSpec) -> str:
             f"WHEN first_ts < {_ts(start)} THEN {i}" for i, start in enumerate(spec.phase_starts[1:])
         )
         phase = f"CASE {cases} ELSE {len(spec.phase_starts) - 1} END"
+    # One variation iff its least and greatest agree (the column is NOT NULL): two aggregates in
+    # the same pass, where COUNT(DISTINCT …) costs a second group-by of every exposure and a join.
+    # `uid` numbers the units so that the per-unit groupings and joins after the events join key
+    # on an integer, not the unit_id text; MATERIALIZED so that every reader sees one numbering.
     return (
-        "exposed AS (SELECT unit_id, MIN(ts) AS first_ts, "
-        "COUNT(DISTINCT assigned_variation) AS n_assigned, MIN(assigned_variation) AS assigned_variation, "
+        "exposed AS MATERIALIZED (SELECT unit_id, ROW_NUMBER() OVER () AS uid, MIN(ts) AS first_ts, "
+        "MIN(assigned_variation) = MAX(assigned_variation) AS one_variation, "
+        "MIN(assigned_variation) AS assigned_variation, "
         "ARG_MIN(served_variation, ts) AS served_variation, "
         "MAX(CASE WHEN served_variation <> assigned_variation THEN 1 ELSE 0 END) AS fell_back, "
         f"{segment} AS segment FROM exposures WHERE environment = {_str(spec.environment)} "
         f"AND flag_key = {_str(spec.flag_key)} GROUP BY unit_id), "
-        f"units AS (SELECT unit_id, first_ts, {'served_variation' if spec.served else 'assigned_variation'} "
+        f"units AS (SELECT unit_id, uid, first_ts, {'served_variation' if spec.served else 'assigned_variation'} "
         f"AS variation, assigned_variation, fell_back, segment, {phase} AS phase FROM exposed "
-        f"WHERE n_assigned = 1{since})"
+        f"WHERE one_variation{since})"
+    )
+
+
+def _quality_cte(spec: ReadoutSpec, per_unit: _PerUnit) -> str:
+    """One row of data-quality figures over every exposed unit (docs/readout.md), from the
+    relations the sufficient statistics already build."""
+    columns = []
+    for k, variation in enumerate(spec.variations):
+        mine = f"one_variation AND assigned_variation = {_str(variation)}"
+        columns += [
+            f"COUNT(*) FILTER (WHERE {mine}) AS dq_units_{k}",
+            f"COUNT(*) FILTER (WHERE {mine} AND fell_back = 1) AS dq_fallback_units_{k}",
+        ]
+    columns.append("COUNT(*) FILTER (WHERE NOT one_variation) AS dq_multiple_variation_units")
+    g = per_unit.quality_group
+    # Unflagged outcomes before the flag's first exposure are not expected to join it.
+    events = (
+        f"SELECT COUNT(*) FROM events WHERE environment = {_str(spec.environment)} AND {_flag_events(spec)} "
+        f"AND (COALESCE(flag_key = {_str(spec.flag_key)}, FALSE) OR ts >= (SELECT MIN(first_ts) FROM exposed))"
+    )
+    return (
+        f"quality AS (SELECT e.*, j.*, ({events}) AS dq_events FROM (SELECT {', '.join(columns)} FROM exposed) AS e "
+        f"CROSS JOIN (SELECT COALESCE(SUM({g}.joinable_events), 0) AS dq_joinable_events, "
+        f"COALESCE(SUM({g}.events_before_exposure), 0) AS dq_events_before_exposure FROM {g}) AS j)"
     )
 
 
 def readout_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Expr:
-    """The sufficient-statistics query: one row per (phase, variation, segment)."""
+    """The readout's statement: its data-quality figures (`dq_…`, the same on every row) beside
+    the sufficient statistics, one row per (phase, variation, segment) — or a single row with
+    null statistics when no unit is left to analyse."""
     metrics = per_unit_metrics(spec.metrics, known)
-    per_unit = _per_unit(metrics, spec)
-    ctes = [_units_ctes(spec), *per_unit.ctes]
+    per_unit = _per_unit(metrics, spec, quality=True)
+    ctes = [_units_ctes(spec), *per_unit.ctes, _quality_cte(spec, per_unit)]
     columns = [
         "u.phase",
         "u.variation",
@@ -278,9 +345,13 @@ def readout_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Expr:
         if m.type == "ratio":
             a, b = per_unit.post[index[m.numerator or ""]], per_unit.post[index[m.denominator or ""]]
             columns.append(f"SUM(COALESCE({a}, 0) * COALESCE({b}, 0)) AS r{r}_cross")
+    statistics = (
+        f"SELECT {', '.join(columns)} FROM units AS u {' '.join(per_unit.joins)} "
+        "GROUP BY u.phase, u.variation, u.segment"
+    )
     sql = (
-        f"WITH {', '.join(ctes)} SELECT {', '.join(columns)} FROM units AS u {' '.join(per_unit.joins)} "
-        "GROUP BY u.phase, u.variation, u.segment ORDER BY u.phase, u.variation, u.segment"
+        f"WITH {', '.join(ctes)} SELECT r.*, q.* FROM quality AS q LEFT JOIN ({statistics}) AS r ON TRUE "
+        "ORDER BY r.phase, r.variation, r.segment"
     )
     return sqlglot.parse_one(sql, read="duckdb")
 
