@@ -177,7 +177,7 @@ INSERT INTO exposures
 SELECT 'x' || i || '_' || k, ts, ts, '{env}', '{flag}', 1 + phase(i), '{unit}', unit_id(i),
        assigned, served, CASE WHEN served <> assigned THEN 'timeout' END, NULL, NULL,
        CAST('{{"plan": "' || (['free', 'pro', 'team', 'enterprise'])[1 + CAST(hash(i, 9) % 4 AS BIGINT)] || '"}}' AS JSON),
-       NULL, 'ramplight-python/0.1'
+       NULL, 'ramplight-python/0.1', NULL, NULL
 FROM (
     SELECT i, k,
            CASE WHEN k = 0 THEN first_ts(i)
@@ -199,7 +199,7 @@ SELECT 'evt_' || k, ts, ts, '{env}', name, unit_id(j), '{unit}', NULL,
            WHEN 'llm_call' THEN 0.002 * exp(0.6 * gauss(j, 3) + 0.5 * gauss(k, 14)) * CASE WHEN treated THEN 1.10 ELSE 1 END
            WHEN 'resolution' THEN CASE WHEN u01(k, 16) < 0.6 + CASE WHEN treated THEN 0.03 ELSE 0 END THEN 1.0 ELSE 0.0 END
        END,
-       NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL, NULL
 FROM (
     SELECT k, j, name, ts, post AND variation(j) = 'candidate' AS treated
     FROM (
