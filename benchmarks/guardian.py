@@ -171,6 +171,7 @@ class ProductPath:
         from ramplight.core.stats import (
             SampleMoments,
             minimum_detectable_effect,
+            sequential_srm_p_value,
             sequential_test,
             srm_test,
             welch_test,
@@ -217,10 +218,10 @@ class ProductPath:
         counts = {CONTROL: arms.n_c, CANDIDATE: arms.n_t}
         srm = None
         if arms.n_c + arms.n_t > 0:
+            observed, weights = [arms.n_c, arms.n_t], [100 - CANDIDATE_PERCENT, CANDIDATE_PERCENT]
             srm = {
-                "p_value": srm_test(
-                    [arms.n_c, arms.n_t], [100 - CANDIDATE_PERCENT, CANDIDATE_PERCENT]
-                ).p_value
+                "p_value": srm_test(observed, weights).p_value,
+                "sequential_p_value": sequential_srm_p_value(observed, weights),  # as the readout
             }
         return {
             "generated_at": at.isoformat(),
