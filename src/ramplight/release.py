@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from ramplight import control
+from ramplight import audit, control
 from ramplight.analysis import service as analysis
 from ramplight.analysis.readout import ReadoutOptions
 from ramplight.analysis.timeline import timeline
@@ -422,6 +422,21 @@ def decide_action(
         rollout_after=msgspec.to_builtins(acted.environments[environment]) if acted is not None else None,
     )
     return store.record_decision(decision, acted, flag.version if acted is not None else None, changes)
+
+
+def decision_answer(store: Store, decision: Decision) -> dict[str, Any]:
+    """What `decide` answers (CLI and HTTP alike): the decision, its place in the audit chain."""
+    return {
+        "decision_id": decision.decision_id,
+        "state": decision.state,
+        "forced": decision.forced,
+        "flag_version": decision.flag_version,
+        "rollout_after": decision.rollout_after,
+        "recommendation": decision.recommendation,
+        "seq": decision.seq,
+        "hash": decision.hash,
+        "audit_head": audit.head(store),
+    }
 
 
 def check_growth(

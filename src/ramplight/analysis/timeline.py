@@ -24,31 +24,20 @@ FROM exposed WHERE n_assigned = 1 GROUP BY ALL ORDER BY hour, variation
 """
 
 # Per hour of the event, per variation of the unit: how many values and their mean, counting only
-# events after the unit's first exposure (as the readout does).
-_SERIES = {
-    "events": """
+# events after the unit's first exposure (as the readout does). `{table}` and `{value}` come from
+# the fixed `_SERIES_SOURCES` below, never from input.
+_SERIES = """
 WITH exposed AS (
     SELECT unit_id, MIN(ts) AS first_ts, MIN(assigned_variation) AS variation,
            COUNT(DISTINCT assigned_variation) AS n_assigned
     FROM exposures WHERE environment = $environment AND flag_key = $flag_key GROUP BY unit_id
 )
-SELECT date_trunc('hour', e.ts) AS hour, u.variation, COUNT(*) AS n, AVG(e.value) AS mean
-FROM events AS e JOIN exposed AS u ON u.unit_id = e.unit_id AND u.n_assigned = 1
+SELECT date_trunc('hour', e.ts) AS hour, u.variation, COUNT(*) AS n, AVG(e.{value}) AS mean
+FROM {table} AS e JOIN exposed AS u ON u.unit_id = e.unit_id AND u.n_assigned = 1
 WHERE e.environment = $environment AND e.name = $name AND e.ts >= u.first_ts
 GROUP BY ALL ORDER BY hour, u.variation
-""",
-    "evals": """
-WITH exposed AS (
-    SELECT unit_id, MIN(ts) AS first_ts, MIN(assigned_variation) AS variation,
-           COUNT(DISTINCT assigned_variation) AS n_assigned
-    FROM exposures WHERE environment = $environment AND flag_key = $flag_key GROUP BY unit_id
-)
-SELECT date_trunc('hour', e.ts) AS hour, u.variation, COUNT(*) AS n, AVG(e.score) AS mean
-FROM evals AS e JOIN exposed AS u ON u.unit_id = e.unit_id AND u.n_assigned = 1
-WHERE e.environment = $environment AND e.name = $name AND e.ts >= u.first_ts
-GROUP BY ALL ORDER BY hour, u.variation
-""",
-}
+"""
+_SERIES_SOURCES = {"events": "value", "evals": "score"}
 
 
 def _iso(value: Any) -> Any:
@@ -108,7 +97,8 @@ def timeline(store: Store, flag: Flag, environment: str, metrics: Sequence[Metri
         table, name = _series_source(metric)
         if table is None or name is None:
             continue
-        rows = fetch(store, _SERIES[table], params={**params, "name": name})
+        sql = _SERIES.format(table=table, value=_SERIES_SOURCES[table])
+        rows = fetch(store, sql, params={**params, "name": name})
         series[metric.key] = [{k: _iso(v) for k, v in row.items()} for row in rows]
     return {"events": events, "units": units, "series": series}
 

@@ -174,17 +174,7 @@ class LocalBackend:
         decision = release.decide_action(
             self.store, key, environment, action, "cli", reason, force=force, can_force=True, percent=percent
         )
-        return {
-            "decision_id": decision.decision_id,
-            "state": decision.state,
-            "forced": decision.forced,
-            "flag_version": decision.flag_version,
-            "rollout_after": decision.rollout_after,
-            "recommendation": decision.recommendation,
-            "seq": decision.seq,
-            "hash": decision.hash,
-            "audit_head": audit.head(self.store),
-        }
+        return release.decision_answer(self.store, decision)
 
     def decisions(self, key: str) -> list[dict[str, Any]]:
         return release.decisions(self.store, key)

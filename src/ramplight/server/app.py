@@ -513,17 +513,7 @@ def create_app(settings: Settings) -> FastAPI:
             force=body.force, can_force=key.can_force, percent=body.percent,
         )  # fmt: skip
         st.invalidate()
-        return {
-            "decision_id": decision.decision_id,
-            "state": decision.state,
-            "forced": decision.forced,
-            "flag_version": decision.flag_version,
-            "rollout_after": decision.rollout_after,
-            "recommendation": decision.recommendation,
-            "seq": decision.seq,
-            "hash": decision.hash,
-            "audit_head": audit.head(st.store),
-        }
+        return release.decision_answer(st.store, decision)
 
     @app.get("/api/flags-stale", tags=["admin"])
     def stale_flags(
