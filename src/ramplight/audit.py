@@ -12,8 +12,11 @@ from ramplight.core.audit import AuditHead, ChainReport, verify_changes, verify_
 from ramplight.store.base import Store
 
 
-def _heads(store: Store, chain: str) -> list[AuditHead]:
-    # A missing head log counts as empty: with rows in the chain that is a break, not a pass.
+def _heads(store: Store, chain: str) -> list[AuditHead] | None:
+    """The chain's heads; None where the store keeps no head log (a PostgreSQL control plane).
+    Where it keeps one, a missing log counts as empty: with rows in the chain, a break."""
+    if not getattr(store, "keeps_head_log", True):
+        return None
     return [h for h in store.audit_heads() or [] if h.chain == chain]
 
 
@@ -31,6 +34,10 @@ def verify(store: Store) -> dict[str, Any]:
         "ok": changes.ok and decisions.ok,
         "flag_changes": _report(changes),
         "decisions": _report(decisions),
+        "head_log": "kept"
+        if getattr(store, "keeps_head_log", True)
+        else "not kept: the control plane is shared by several processes (PostgreSQL); "
+        "the chains and their MACs are verified, a truncated end is not detected",
     }
 
 

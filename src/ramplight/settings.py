@@ -2,7 +2,8 @@
 
 | variable | default | meaning |
 |---|---|---|
-| RAMPLIGHT_DB | ./ramplight.duckdb | the embedded database file |
+| RAMPLIGHT_DB | ./ramplight.duckdb | the database: an embedded DuckDB file (control plane and evidence), or a `postgresql://` URL for the control plane |
+| RAMPLIGHT_EVIDENCE | ./ramplight.duckdb | the evidence file when RAMPLIGHT_DB is a `postgresql://` URL |
 | RAMPLIGHT_HOST | 127.0.0.1 | address `serve` binds |
 | RAMPLIGHT_PORT | 8700 | port `serve` binds |
 | RAMPLIGHT_URL | (unset) | a running server the CLI should talk to |
@@ -50,6 +51,8 @@ class Settings:
     max_backlog_seconds: float = 120.0
     webhooks: tuple[str, ...] = ()
     audit_secret: Path | None = None
+    control_url: str | None = None
+    """A `postgresql://` URL when the control plane lives in PostgreSQL; None: in the `db` file."""
 
     @property
     def log_dir(self) -> Path:
@@ -64,14 +67,36 @@ class Settings:
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+    def with_database(self, value: str | None, name: str = "--db") -> Settings:
+        """Settings for the database `value` names: a DuckDB path or a `postgresql://` URL."""
+        if value is None:
+            return self
+        control, db = parse_database(value, name)
+        return replace(self, control_url=control, db=db or self.db)
+
+    @property
+    def where(self) -> str:
+        """The database as a person should read it (no password)."""
+        if self.control_url is None:
+            return str(self.db)
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.control_url)
+        host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+        return f"postgresql://{host}{parts.path} (evidence in {self.db})"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Settings from `RAMPLIGHT_*` variables; a malformed number or switch raises a
         `ValidationError` naming the variable, its value and what it should be."""
         env = os.environ if environ is None else environ
         allow = env.get("RAMPLIGHT_PROPERTY_ALLOWLIST")
+        control, db = parse_database(env.get("RAMPLIGHT_DB") or "ramplight.duckdb", "RAMPLIGHT_DB")
+        if control is not None:
+            db = Path(env.get("RAMPLIGHT_EVIDENCE") or "ramplight.duckdb")
         return cls(
-            db=Path(env.get("RAMPLIGHT_DB", "ramplight.duckdb")),
+            db=db or Path("ramplight.duckdb"),
+            control_url=control,
             host=env.get("RAMPLIGHT_HOST", "127.0.0.1"),
             port=_integer(env, "RAMPLIGHT_PORT", 8700, 1, 65535),
             url=env.get("RAMPLIGHT_URL") or None,
@@ -90,6 +115,33 @@ class Settings:
             webhooks=tuple(u.strip() for u in env.get("RAMPLIGHT_WEBHOOKS", "").split(",") if u.strip()),
             audit_secret=Path(env["RAMPLIGHT_AUDIT_SECRET"]) if env.get("RAMPLIGHT_AUDIT_SECRET") else None,
         )
+
+
+_POSTGRES = ("postgresql", "postgres")
+_PLANNED = {
+    "chdb": "ClickHouse evidence (chdb://, clickhouse://)",
+    "clickhouse": "ClickHouse evidence (chdb://, clickhouse://)",
+}
+
+
+def parse_database(value: str, name: str) -> tuple[str | None, Path | None]:
+    """(control-plane URL, DuckDB path) named by `value`: a path, or a `postgresql://` URL."""
+    scheme, sep, _ = value.partition("://")
+    if not sep:
+        return None, Path(value)
+    scheme = scheme.lower()
+    if scheme in _POSTGRES:
+        return value, None
+    if scheme == "duckdb":
+        return None, Path(value.split("://", 1)[1])
+    if scheme in _PLANNED:
+        raise ValidationError.at(
+            name,
+            f"{_PLANNED[scheme]} is not available in this version; use a DuckDB path or a postgresql:// URL",
+        )
+    raise ValidationError.at(
+        name, f"unknown database scheme {scheme!r}: use a DuckDB file path, duckdb://PATH or postgresql://…"
+    )
 
 
 def _invalid(name: str, raw: str, expected: str) -> ValidationError:

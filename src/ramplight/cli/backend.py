@@ -108,7 +108,7 @@ class LocalBackend:
         self.settings = settings
         self.store = open_store(settings)
         control.ensure_default_environments(self.store)
-        self.where = str(settings.db)
+        self.where = settings.where
         self._counter = 0
         self._identities: IdentityIndex | None = None
 
@@ -516,10 +516,10 @@ def open_backend(settings: Settings, create: bool = False) -> Iterator[Backend]:
         backend = RemoteBackend(url, settings.admin_key, secret)
         where = f"the server at {url}"
     else:
-        if not create and not settings.db.exists():
+        if not create and settings.control_url is None and not settings.db.exists():
             raise _missing_database(settings.db)
         backend = LocalBackend(settings)
-        where = str(settings.db)
+        where = settings.where
     try:
         yield backend
     except NotFoundError as exc:

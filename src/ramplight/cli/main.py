@@ -43,14 +43,19 @@ console = Console()
 err = Console(stderr=True)
 
 DbOption = Annotated[
-    Path | None, typer.Option("--db", help="Database file [env RAMPLIGHT_DB; default ./ramplight.duckdb]")
+    str | None,
+    typer.Option(
+        "--db",
+        help="Database: a DuckDB file, or postgresql://… for the control plane "
+        "[env RAMPLIGHT_DB; default ./ramplight.duckdb]",
+    ),
 ]
 EnvOption = Annotated[str, typer.Option("--env", "-e", help="Environment")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 
 
-def _settings(db: Path | None, **overrides: Any) -> Settings:
-    return Settings.from_env().with_(db=db, **overrides)
+def _settings(db: str | None, **overrides: Any) -> Settings:
+    return Settings.from_env().with_database(db).with_(**overrides)
 
 
 def _print_json(value: Any) -> None:
@@ -95,7 +100,7 @@ def serve(
     url = f"http://{settings.host}:{settings.port}"
     if as_json:
         sys.stdout.write(
-            msgspec.json.encode({"url": url, "db": str(settings.db), "admin_key": admin_key}).decode()
+            msgspec.json.encode({"url": url, "db": settings.where, "admin_key": admin_key}).decode()
         )
         sys.stdout.write("\n")
         sys.stdout.flush()
@@ -105,7 +110,7 @@ def serve(
         )
     if not as_json:
         console.print(
-            escape(f"Ramplight serving {settings.db} at {url} (API docs: {url}/docs). Ctrl-C stops.")
+            escape(f"Ramplight serving {settings.where} at {url} (API docs: {url}/docs). Ctrl-C stops.")
         )
     serve_forever(settings)
 
@@ -131,7 +136,7 @@ def demo(
     """Simulate an AI assistant rollout through the real SDK and server; the guardian acts."""
     from ramplight.demo.simulation import run_demo
 
-    settings = _settings(db, port=port)
+    settings = _settings(str(db), port=port)
     run_demo(
         settings,
         conversations=conversations,

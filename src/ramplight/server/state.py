@@ -1,7 +1,8 @@
 """Process-wide server state: the store, the ingestion log and caches derived from them.
 
-Only this process writes the database (DuckDB's file lock), so caches are invalidated
-exactly when this process changes flags, segments or keys.
+Caches are invalidated when this process changes flags, segments, plans or keys, and — with a
+control plane shared by several processes (PostgreSQL) — when any other process commits a
+change: the store's `listen` calls `invalidate` within a fraction of a second of the commit.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class ServerState:
         self.conflicts = 0
         self.guardian: Any = None
         """The server's GuardianThread (set by the app's lifespan)."""
+        listen = getattr(store, "listen", None)
+        self.stop_listening = listen(self.invalidate) if callable(listen) else None
 
     CATCH_UP_SECONDS = 10.0
 

@@ -1,25 +1,46 @@
-"""Storage: one interface (`store.base`), one sub-package per backend, opened by `open_store`."""
+"""Storage: a control store and an evidence store (`store.base`), one sub-package per backend,
+opened from the settings' database URL by `open_store` — nowhere else."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from ramplight.settings import Settings
 
 if TYPE_CHECKING:
-    from ramplight.store.duckdb import DuckDBStore
+    from ramplight.store.base import Store
 
 
-def open_store(settings: Settings, read_only: bool = False) -> DuckDBStore:
-    """The store `settings` name, with its user-SQL sandbox and the ingestion log's directory."""
+def default_secret(settings: Settings) -> Path:
+    """The audit secret's file: RAMPLIGHT_AUDIT_SECRET, else beside the embedded database."""
+    return settings.audit_secret or settings.db.with_name(settings.db.name + ".secret")
+
+
+def open_store(settings: Settings, read_only: bool = False) -> Store:
+    """The store `settings` name, with its user-SQL sandbox and the ingestion log's directory:
+    one DuckDB file for both planes, or PostgreSQL's control plane beside the DuckDB evidence."""
     from ramplight.store.base import SqlSandbox
     from ramplight.store.duckdb import DuckDBStore
 
     sandbox = SqlSandbox(tables=settings.sql_tables, timeout_s=settings.sql_timeout)
-    return DuckDBStore(
+    evidence = DuckDBStore(
         settings.db,
         read_only,
         sandbox=sandbox,
         allowed_directories=(settings.log_dir,),
         audit_secret=settings.audit_secret,
     )
+    if settings.control_url is None:
+        return evidence
+    from ramplight.store.postgres import PostgresControlStore
+    from ramplight.store.split import SplitStore
+
+    try:
+        control = PostgresControlStore(
+            settings.control_url, audit_secret=default_secret(settings), read_only=read_only
+        )
+    except BaseException:
+        evidence.close()
+        raise
+    return cast("Store", SplitStore(control, evidence))

@@ -83,15 +83,15 @@ class ChangeRequest:
     decision_id: str | None = None
 
 
-class Store(Protocol):
-    """Control plane and evidence store. Every write is atomic; flag writes carry their change."""
+class ControlStore(Protocol):
+    """The control plane: environments, flags, segments, metrics, plans, change requests, API
+    keys and the audit chains. Every write is atomic; flag writes carry their change rows."""
 
-    path: str
-    sandbox: SqlSandbox
     audit_key: bytes | None
     """The secret audit rows are MACed with (None: a read-only open without it)."""
+    keeps_head_log: bool
+    """Whether the chains' heads are also logged outside the database (`audit_heads`)."""
 
-    # control plane
     def list_environments(self) -> list[Environment]: ...
     def create_environment(self, env: Environment) -> None: ...
     def get_flag(self, key: str) -> Flag | None: ...
@@ -130,8 +130,18 @@ class Store(Protocol):
     def find_api_key(self, key_hash: str) -> ApiKey | None: ...
     def list_api_keys(self) -> list[ApiKey]: ...
     def revoke_api_key(self, key_id: str, at: datetime) -> None: ...
+    def close(self) -> None: ...
 
-    # evidence
+
+class EvidenceStore(Protocol):
+    """The evidence: exposures, events, evals and spans, loaded from the ingest log and read by
+    analysis in the store's SQL `dialect`, with user-written SQL sandboxed (`sandbox`)."""
+
+    path: str
+    dialect: str
+    """sqlglot's name for the engine's SQL: `duckdb`, `postgres` or `clickhouse`."""
+    sandbox: SqlSandbox
+
     def load_segment(self, name: str, files: dict[EvidenceKind, Path]) -> int: ...
     def loaded_segments(self) -> set[str]: ...
     def identities(self) -> tuple[Any, Any]:
@@ -163,5 +173,12 @@ class Store(Protocol):
         """Copy the store's files into `directory`, consistent with each other and with the audit
         head log: {database, files, schema_version, counts}."""
         ...
+
+    def close(self) -> None: ...
+
+
+class Store(ControlStore, EvidenceStore, Protocol):
+    """Both planes behind one object, as the server and CLI use them: one embedded DuckDB file,
+    or a control store and an evidence store joined by `store.split.SplitStore`."""
 
     def close(self) -> None: ...

@@ -1,0 +1,229 @@
+"""One control-plane suite, run on every backend that keeps a control plane: the embedded
+DuckDB file and PostgreSQL (a fresh schema on the server at 127.0.0.1:5432). Compare-and-set,
+the audit chains under concurrent writers, keys, plans and change requests must behave the same."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ramplight import control
+from ramplight.core.audit import Decision, verify_changes, verify_decisions
+from ramplight.core.errors import AuthError, ConflictError
+from ramplight.store.base import ChangeRequest
+from ramplight.store.duckdb import DuckDBStore
+from tests import pg
+from tests.core.builders import flag_doc
+from tests.store.evidence import NOW
+
+
+def open_control(backend: str, tmp_path: Path, url: str | None) -> Any:
+    if backend == "duckdb":
+        return DuckDBStore(tmp_path / "control.duckdb")
+    from ramplight.store.postgres import PostgresControlStore
+
+    assert url is not None
+    return PostgresControlStore(url, audit_secret=tmp_path / "control.secret")
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
+    if request.param == "duckdb":
+        yield "duckdb", None
+        return
+    with pg.schema_url() as url:
+        yield "postgres", url
+
+
+@pytest.fixture
+def store(backend: tuple[str, str | None], tmp_path: Path) -> Iterator[Any]:
+    opened = open_control(backend[0], tmp_path, backend[1])
+    control.ensure_default_environments(opened)
+    yield opened
+    opened.close()
+
+
+def test_a_flag_write_compares_and_sets_its_version(store: Any) -> None:
+    flag = control.create_flag(store, flag_doc(), actor="ana")
+    with pytest.raises(ConflictError, match="already exists"):
+        control.create_flag(store, flag_doc(), actor="bo")
+    updated = control.ramp(store, flag.key, "production", "candidate", 20, actor="ana")
+    assert updated.version == 2
+    with pytest.raises(ConflictError, match="version 2, not 1"):
+        control.update_flag(store, flag.key, flag_doc(), expected_version=1, actor="bo")
+    assert store.get_flag(flag.key) == updated
+    assert [c.action for c in store.flag_changes(flag.key)] == ["create", "ramp"]
+    assert verify_changes(store.flag_changes(), store.audit_key).ok
+
+
+def test_concurrent_writers_keep_one_winner_per_version_and_an_unbroken_chain(
+    backend: tuple[str, str | None], tmp_path: Path
+) -> None:
+    """Four writers, each with its own store object (on PostgreSQL: its own connections, as
+    separate server processes have), ramp the same flag and their own flags at once."""
+    first = open_control(backend[0], tmp_path, backend[1])
+    control.ensure_default_environments(first)
+    control.create_flag(first, flag_doc("shared"), actor="setup")
+    others = (
+        [open_control(backend[0], tmp_path, backend[1]) for _ in range(3)] if backend[0] == "postgres" else []
+    )
+    stores = [first, *others] if others else [first] * 4
+    wins: list[int] = []
+    conflicts: list[str] = []
+    lock = threading.Lock()
+
+    def writer(n: int) -> None:
+        store = stores[n]
+        control.create_flag(store, flag_doc(f"own_{n}"), actor=f"w{n}")
+        for step in range(10):
+            control.ramp(store, f"own_{n}", "production", "candidate", step + 1, actor=f"w{n}")
+            current = store.get_flag("shared")
+            try:
+                control.update_flag(store, "shared", flag_doc("shared"), current.version, actor=f"w{n}")
+            except ConflictError as exc:
+                with lock:
+                    conflicts.append(str(exc))
+            else:
+                with lock:
+                    wins.append(current.version + 1)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    try:
+        assert sorted(wins) == sorted(set(wins)), "two writers won the same version"
+        assert first.get_flag("shared").version == 1 + len(wins)
+        assert len(wins) + len(conflicts) == 40
+        changes = first.flag_changes()
+        assert [c.seq for c in changes] == list(range(1, len(changes) + 1))
+        assert len(changes) == 1 + 4 + 40 + len(wins)
+        report = verify_changes(changes, first.audit_key)
+        assert report.ok, report
+    finally:
+        for s in {id(s): s for s in stores}.values():
+            s.close()
+
+
+def decision(n: int) -> Decision:
+    return Decision(
+        decision_id=f"d{n}",
+        ts=NOW,
+        environment="production",
+        flag_key="support_assistant_profile",
+        state="continue",
+        actor="guardian",
+        forced=False,
+        reason=f"check {n}",
+        recommendation={"state": "continue"},
+        evidence={"units": n},
+        sql=None,
+        fingerprint=None,
+        flag_version=None,
+        rollout_before=None,
+        rollout_after=None,
+    )
+
+
+def test_decisions_chain_under_concurrent_writers(backend: tuple[str, str | None], tmp_path: Path) -> None:
+    stores = [open_control(backend[0], tmp_path, backend[1])]
+    if backend[0] == "postgres":
+        stores += [open_control(backend[0], tmp_path, backend[1]) for _ in range(2)]
+    else:
+        stores *= 3
+
+    def writer(n: int) -> None:
+        for i in range(15):
+            stores[n].record_decision(decision(n * 100 + i), None, None, [])
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    try:
+        decisions = stores[0].decisions()
+        assert [d.seq for d in decisions] == list(range(1, 46))
+        assert verify_decisions(decisions, stores[0].audit_key).ok
+    finally:
+        for s in {id(s): s for s in stores}.values():
+            s.close()
+
+
+def test_keys_are_stored_hashed_and_revocation_holds(store: Any) -> None:
+    plaintext, key = control.create_api_key(store, "sdk", "web", environment="staging")
+    assert plaintext not in repr(store.list_api_keys())
+    assert control.authenticate(store, plaintext).id == key.id
+    control.revoke_api_key(store, key.id)
+    with pytest.raises(AuthError):
+        control.authenticate(store, plaintext)
+
+
+def test_segments_metrics_plans_and_requests_round_trip(store: Any) -> None:
+    control.create_flag(store, flag_doc(), actor="ana")
+    control.save_segment(store, {"key": "beta", "included": ["conv_1"]}, None)
+    with pytest.raises(ConflictError):
+        control.save_segment(store, {"key": "beta", "included": ["conv_2"]}, None)
+    control.save_segment(store, {"key": "beta", "included": ["conv_2"]}, 1)
+    assert [(s.key, s.version, s.included) for s in store.list_segments()] == [("beta", 2, ["conv_2"])]
+    request = ChangeRequest(
+        request_id="r1",
+        flag_key="support_assistant_profile",
+        environment="production",
+        action="expand",
+        percent=20.0,
+        reason="stage 2",
+        proposed_by="ana",
+        proposer_id="k1",
+        proposed_at=NOW,
+        state="proposed",
+        approvals=[],
+        required=1,
+    )
+    store.save_request(request, None)
+    with pytest.raises(ConflictError):
+        store.save_request(request, None)
+    store.save_request(dataclasses.replace(request, state="approved", approvals=[{"by": "bo"}]), "proposed")
+    with pytest.raises(ConflictError, match="is approved, not proposed"):
+        store.save_request(request, "proposed")
+    assert store.get_request("r1").approvals == [{"by": "bo"}]
+    assert [r.request_id for r in store.list_requests("support_assistant_profile")] == ["r1"]
+
+
+def test_postgres_notifies_other_processes_of_each_commit(tmp_path: Path) -> None:
+    from ramplight.store.postgres import PostgresControlStore
+
+    with pg.schema_url() as url:
+        writer = PostgresControlStore(url, audit_secret=tmp_path / "s")
+        reader = PostgresControlStore(url, audit_secret=tmp_path / "s")
+        heard = threading.Event()
+        calls: list[float] = []
+
+        def changed() -> None:
+            calls.append(time.monotonic())
+            heard.set()
+
+        stop = reader.listen(changed)
+        try:
+            assert heard.wait(5), "the listener never connected"
+            control.ensure_default_environments(writer)
+            time.sleep(0.5)  # those commits' notifications arrive first
+            heard.clear()
+            calls.clear()
+            before = time.monotonic()
+            flag = control.create_flag(writer, flag_doc(), actor="ana")
+            committed = time.monotonic()
+            assert heard.wait(2), "no notification within 2 s of a commit"
+            assert before <= calls[0] and calls[0] - committed < 1.0
+            assert reader.get_flag(flag.key) == flag
+        finally:
+            stop()
+            writer.close()
+            reader.close()
