@@ -42,3 +42,33 @@ def test_well_formed_variables_are_typed_and_blank_ones_take_the_default() -> No
     assert (settings.port, settings.fsync, settings.sql_timeout) == (9000, False, 2.5)
     assert (settings.guardian_interval, settings.max_batch_items) == (0.0, 10_000)
     assert Settings.from_env({}) == Settings()
+
+
+def test_the_database_is_a_path_or_a_postgresql_url() -> None:
+    assert Settings.from_env({}).control_url is None
+    assert str(Settings.from_env({"RAMPLIGHT_DB": "duckdb://data/r.duckdb"}).db) == "data/r.duckdb"
+    url = "postgresql://ramplight:s3cret@db.internal:5432/ops"
+    settings = Settings.from_env({"RAMPLIGHT_DB": url, "RAMPLIGHT_EVIDENCE": "/var/lib/r/evidence.duckdb"})
+    assert settings.control_url == url
+    assert str(settings.db) == "/var/lib/r/evidence.duckdb"
+    assert "s3cret" not in settings.where and "db.internal:5432/ops" in settings.where
+    assert Settings.from_env({}).with_database(url).control_url == url
+    beside = Settings.from_env({"RAMPLIGHT_EVIDENCE": "ev.duckdb"}).with_database(url)  # --db URL
+    assert (beside.control_url, str(beside.db)) == (url, "ev.duckdb")
+    assert Settings.from_env({"RAMPLIGHT_DB": url}).with_database("local.duckdb").control_url is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (
+            "chdb:///tmp/evidence",
+            "ClickHouse evidence (chdb://, clickhouse://) is not available in this version",
+        ),
+        ("mysql://root@127.0.0.1/test", "unknown database scheme 'mysql'"),
+    ],
+)
+def test_an_unsupported_database_url_is_refused_by_name(value: str, expected: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        Settings.from_env({"RAMPLIGHT_DB": value})
+    assert raised.value.message.startswith(f"RAMPLIGHT_DB: {expected}")

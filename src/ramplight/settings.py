@@ -53,6 +53,8 @@ class Settings:
     audit_secret: Path | None = None
     control_url: str | None = None
     """A `postgresql://` URL when the control plane lives in PostgreSQL; None: in the `db` file."""
+    evidence: Path = Path("ramplight.duckdb")
+    """RAMPLIGHT_EVIDENCE: the evidence file (`db`) when the control plane is in PostgreSQL."""
 
     @property
     def log_dir(self) -> Path:
@@ -72,7 +74,7 @@ class Settings:
         if value is None:
             return self
         control, db = parse_database(value, name)
-        return replace(self, control_url=control, db=db or self.db)
+        return replace(self, control_url=control, db=db or self.evidence)
 
     @property
     def where(self) -> str:
@@ -92,11 +94,11 @@ class Settings:
         env = os.environ if environ is None else environ
         allow = env.get("RAMPLIGHT_PROPERTY_ALLOWLIST")
         control, db = parse_database(env.get("RAMPLIGHT_DB") or "ramplight.duckdb", "RAMPLIGHT_DB")
-        if control is not None:
-            db = Path(env.get("RAMPLIGHT_EVIDENCE") or "ramplight.duckdb")
+        evidence = Path(env.get("RAMPLIGHT_EVIDENCE") or "ramplight.duckdb")
         return cls(
-            db=db or Path("ramplight.duckdb"),
+            db=db or evidence,
             control_url=control,
+            evidence=evidence,
             host=env.get("RAMPLIGHT_HOST", "127.0.0.1"),
             port=_integer(env, "RAMPLIGHT_PORT", 8700, 1, 65535),
             url=env.get("RAMPLIGHT_URL") or None,
