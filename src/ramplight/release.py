@@ -4,9 +4,10 @@ store and the readout, and writes a decision with its flag change in one transac
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -99,6 +100,26 @@ def apply_plans(
             version = save_plan(store, msgspec.to_builtins(plan), version, actor).version
         out.append(PlannedPlan(key, "create" if previous is None else "update", version))
     return out
+
+
+def apply_documents(
+    store: Store,
+    metrics: Sequence[Mapping[str, Any]],
+    flags: Sequence[Mapping[str, Any]],
+    plans: Sequence[Mapping[str, Any]],
+    actor: str,
+    dry_run: bool = False,
+    reason: str | None = None,
+) -> list[dict[str, Any]]:
+    """`apply` of a file: its metrics, then flags, then plans (which may name both), all or
+    nothing — a plan refused after its flag was written undoes the flag too."""
+    with contextlib.nullcontext() if dry_run else store.atomic():
+        results = control.apply_metrics(store, metrics, dry_run=dry_run)
+        results += control.apply(store, flags, actor, dry_run=dry_run, reason=reason)
+        planned = apply_plans(store, plans, actor, dry_run=dry_run)
+    return [{"key": r.key, "action": r.action, "version": r.version, "diff": r.diff} for r in results] + [
+        {"key": p.key, "action": p.action, "version": p.version, "diff": ""} for p in planned
+    ]
 
 
 def plan_for(store: Store, flag: Flag, environment: str) -> tuple[Plan, Literal["plan", "default"]]:

@@ -15,7 +15,7 @@ import pytest
 
 from ramplight import control
 from ramplight.core.audit import Decision, verify_changes, verify_decisions
-from ramplight.core.errors import AuthError, ConflictError
+from ramplight.core.errors import AuthError, ConflictError, ValidationError
 from ramplight.store.base import ChangeRequest
 from ramplight.store.duckdb import DuckDBStore
 from tests import pg
@@ -227,3 +227,27 @@ def test_postgres_notifies_other_processes_of_each_commit(tmp_path: Path) -> Non
             stop()
             writer.close()
             reader.close()
+
+
+def test_apply_is_all_or_nothing(store: Any) -> None:
+    """A plan refused after its flag (and another) were written undoes both flags and their
+    change rows; the same file with a valid plan applies whole, the plan seeing its new flag."""
+    from ramplight import release
+
+    flags = [flag_doc("first_flag"), flag_doc("second_flag")]
+    refused = [{"flag_key": "first_flag", "guardrails": [{"metric": "nope", "margin": 0.05}]}]
+    with pytest.raises(ValidationError, match="nope"):
+        release.apply_documents(store, [], flags, refused, actor="ana")
+    assert store.list_flags() == []
+    assert store.flag_changes() == []
+    assert store.get_plan("first_flag", "production") is None
+
+    applied = release.apply_documents(store, [], flags, [{"flag_key": "first_flag"}], actor="ana")
+    assert [(r["key"], r["action"]) for r in applied] == [
+        ("first_flag", "create"),
+        ("second_flag", "create"),
+        ("first_flag@production", "create"),
+    ]
+    assert [f.key for f in store.list_flags()] == ["first_flag", "second_flag"]
+    assert store.get_plan("first_flag", "production").version == 1
+    assert verify_changes(store.flag_changes(), store.audit_key).ok

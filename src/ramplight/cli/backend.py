@@ -128,12 +128,7 @@ class LocalBackend:
         plans: Sequence[Mapping[str, Any]],
         dry_run: bool,
     ) -> list[dict[str, Any]]:
-        results = control.apply_metrics(self.store, metrics, dry_run=dry_run)
-        results += control.apply(self.store, docs, "cli", dry_run=dry_run)
-        planned = release.apply_plans(self.store, plans, "cli", dry_run=dry_run)
-        return [{"key": r.key, "action": r.action, "version": r.version, "diff": r.diff} for r in results] + [
-            {"key": p.key, "action": p.action, "version": p.version, "diff": ""} for p in planned
-        ]
+        return release.apply_documents(self.store, metrics, docs, plans, "cli", dry_run=dry_run)
 
     # The local operator owns the database file, so it may force (always recorded as forced).
 

@@ -652,13 +652,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/api/apply", tags=["admin"])
     def apply(body: ApplyIn, st: State, key: Admin) -> list[dict[str, Any]]:
-        results = control.apply_metrics(st.store, body.metrics, dry_run=body.dry_run)
-        results += control.apply(st.store, body.flags, actor(key), dry_run=body.dry_run, reason=body.reason)
-        planned = release.apply_plans(st.store, body.plans, actor(key), dry_run=body.dry_run)
+        results = release.apply_documents(
+            st.store,
+            body.metrics,
+            body.flags,
+            body.plans,
+            actor(key),
+            dry_run=body.dry_run,
+            reason=body.reason,
+        )
         st.invalidate()
-        return [{"key": r.key, "action": r.action, "version": r.version, "diff": r.diff} for r in results] + [
-            {"key": p.key, "action": p.action, "version": p.version, "diff": ""} for p in planned
-        ]
+        return results
 
     # -- admin: segments ------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -130,6 +131,10 @@ class ControlStore(Protocol):
     def find_api_key(self, key_hash: str) -> ApiKey | None: ...
     def list_api_keys(self) -> list[ApiKey]: ...
     def revoke_api_key(self, key_id: str, at: datetime) -> None: ...
+    def atomic(self) -> AbstractContextManager[None]:
+        """The writes of this thread inside the block commit together or not at all."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -36,6 +36,7 @@ CONTROL = frozenset(
         "revoke_api_key",
         "listen",
         "keeps_head_log",
+        "atomic",
     }
 )
 """What the control store answers; everything else is the evidence store's."""

@@ -13,8 +13,8 @@ hooks take row locks.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -84,6 +84,13 @@ class SqlControlPlane:
 
     def _lock_chain(self, cur: Cursor, chain: Chain) -> None:
         """Hold the right to append to `chain` until the transaction ends."""
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Every control-plane write of this thread inside the block commits together, or none
+        does (`apply` of a file: its metrics, flags and plans). Reads inside see those writes."""
+        with self._transaction():
+            yield
 
     def list_environments(self) -> list[Environment]:
         rows = self._rows("SELECT key, name, created_at FROM environments ORDER BY created_at, key")

@@ -241,18 +241,28 @@ class DuckDBStore(SqlControlPlane):
 
     @contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction; inside `atomic()` (or another transaction) of this thread, its part."""
         with self._lock:
+            outer: duckdb.DuckDBPyConnection | None = getattr(self._local, "tx", None)
+            if outer is not None:
+                yield outer
+                return
             cur = self._cursor()
             cur.execute("BEGIN TRANSACTION")
+            self._local.tx = cur
             try:
                 yield cur
             except duckdb.ConstraintException as exc:
+                self._local.tx = None
+                self._pending_heads.clear()
                 cur.execute("ROLLBACK")
                 raise ConflictError(f"conflicting write: {exc}") from exc
             except BaseException:
+                self._local.tx = None
                 self._pending_heads.clear()
                 cur.execute("ROLLBACK")
                 raise
+            self._local.tx = None
             cur.execute("COMMIT")
             if self._pending_heads:
                 self._log_heads(self._pending_heads)

@@ -129,10 +129,19 @@ class PostgresControlStore(SqlControlPlane):
 
     @contextmanager
     def _transaction(self) -> Iterator[_Cursor]:
+        """One transaction; inside `atomic()` (or another transaction) of this thread, its part."""
+        outer: _Cursor | None = getattr(self._local, "tx", None)
+        if outer is not None:
+            yield outer
+            return
         conn = self._connection()
         try:
             with conn.transaction(), conn.cursor() as cur:
-                yield _Cursor(cur)
+                self._local.tx = _Cursor(cur)
+                try:
+                    yield self._local.tx
+                finally:
+                    self._local.tx = None
                 cur.execute("SELECT pg_notify(%s, %s)", [CHANNEL, self.schema])
         except pg_errors.UniqueViolation as exc:
             self._pending_heads.clear()
@@ -147,6 +156,10 @@ class PostgresControlStore(SqlControlPlane):
 
     @contextmanager
     def _reading(self) -> Iterator[_Cursor]:
+        within: _Cursor | None = getattr(self._local, "tx", None)
+        if within is not None:  # inside atomic(): read what this transaction wrote
+            yield within
+            return
         conn = self._connection()
         with conn.transaction(), conn.cursor() as cur:
             cur.execute("SET TRANSACTION READ ONLY")
