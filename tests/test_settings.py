@@ -61,10 +61,7 @@ def test_the_database_is_a_path_or_a_postgresql_url() -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (
-            "chdb:///tmp/evidence",
-            "ClickHouse evidence (chdb://, clickhouse://) is not available in this version",
-        ),
+        ("chdb:///tmp/evidence", "chdb:// holds evidence only: set RAMPLIGHT_EVIDENCE to it"),
         ("mysql://root@127.0.0.1/test", "unknown database scheme 'mysql'"),
     ],
 )
@@ -72,3 +69,11 @@ def test_an_unsupported_database_url_is_refused_by_name(value: str, expected: st
     with pytest.raises(ValidationError) as raised:
         Settings.from_env({"RAMPLIGHT_DB": value})
     assert raised.value.message.startswith(f"RAMPLIGHT_DB: {expected}")
+
+
+def test_evidence_may_live_in_clickhouse() -> None:
+    settings = Settings.from_env({"RAMPLIGHT_EVIDENCE": "chdb:///var/lib/ramplight/evidence"})
+    assert settings.evidence_url == "chdb:///var/lib/ramplight/evidence"
+    assert str(settings.db) == "ramplight.duckdb"  # the control plane (and the ingest log beside it)
+    with pytest.raises(ValidationError, match="unknown evidence scheme 'mysql'"):
+        Settings.from_env({"RAMPLIGHT_EVIDENCE": "mysql://x"})

@@ -3,7 +3,7 @@
 | variable | default | meaning |
 |---|---|---|
 | RAMPLIGHT_DB | ./ramplight.duckdb | the database: an embedded DuckDB file (control plane and evidence), or a `postgresql://` URL for the control plane |
-| RAMPLIGHT_EVIDENCE | ./ramplight.duckdb | the evidence file when RAMPLIGHT_DB is a `postgresql://` URL |
+| RAMPLIGHT_EVIDENCE | (the RAMPLIGHT_DB file) | the evidence store: `chdb://PATH` or `clickhouse://…` (ClickHouse), or a DuckDB file when RAMPLIGHT_DB is a `postgresql://` URL |
 | RAMPLIGHT_HOST | 127.0.0.1 | address `serve` binds |
 | RAMPLIGHT_PORT | 8700 | port `serve` binds |
 | RAMPLIGHT_URL | (unset) | a running server the CLI should talk to |
@@ -55,6 +55,8 @@ class Settings:
     """A `postgresql://` URL when the control plane lives in PostgreSQL; None: in the `db` file."""
     evidence: Path = Path("ramplight.duckdb")
     """RAMPLIGHT_EVIDENCE: the evidence file (`db`) when the control plane is in PostgreSQL."""
+    evidence_url: str | None = None
+    """RAMPLIGHT_EVIDENCE as a ClickHouse URL (`chdb://PATH`, `clickhouse://…`); None: DuckDB."""
 
     @property
     def log_dir(self) -> Path:
@@ -94,11 +96,13 @@ class Settings:
         env = os.environ if environ is None else environ
         allow = env.get("RAMPLIGHT_PROPERTY_ALLOWLIST")
         control, db = parse_database(env.get("RAMPLIGHT_DB") or "ramplight.duckdb", "RAMPLIGHT_DB")
-        evidence = Path(env.get("RAMPLIGHT_EVIDENCE") or "ramplight.duckdb")
+        evidence_url, evidence_path = parse_evidence(env.get("RAMPLIGHT_EVIDENCE") or "ramplight.duckdb")
+        evidence = evidence_path or Path("ramplight.duckdb")
         return cls(
             db=db or evidence,
             control_url=control,
             evidence=evidence,
+            evidence_url=evidence_url,
             host=env.get("RAMPLIGHT_HOST", "127.0.0.1"),
             port=_integer(env, "RAMPLIGHT_PORT", 8700, 1, 65535),
             url=env.get("RAMPLIGHT_URL") or None,
@@ -120,10 +124,7 @@ class Settings:
 
 
 _POSTGRES = ("postgresql", "postgres")
-_PLANNED = {
-    "chdb": "ClickHouse evidence (chdb://, clickhouse://)",
-    "clickhouse": "ClickHouse evidence (chdb://, clickhouse://)",
-}
+_CLICKHOUSE = ("chdb", "clickhouse", "clickhouses")
 
 
 def parse_database(value: str, name: str) -> tuple[str | None, Path | None]:
@@ -136,13 +137,30 @@ def parse_database(value: str, name: str) -> tuple[str | None, Path | None]:
         return value, None
     if scheme == "duckdb":
         return None, Path(value.split("://", 1)[1])
-    if scheme in _PLANNED:
+    if scheme in _CLICKHOUSE:
         raise ValidationError.at(
             name,
-            f"{_PLANNED[scheme]} is not available in this version; use a DuckDB path or a postgresql:// URL",
+            f"{scheme}:// holds evidence only: set RAMPLIGHT_EVIDENCE to it, and RAMPLIGHT_DB to the "
+            "control plane (a DuckDB path or postgresql://…)",
         )
     raise ValidationError.at(
         name, f"unknown database scheme {scheme!r}: use a DuckDB file path, duckdb://PATH or postgresql://…"
+    )
+
+
+def parse_evidence(value: str, name: str = "RAMPLIGHT_EVIDENCE") -> tuple[str | None, Path | None]:
+    """(ClickHouse URL, DuckDB path) named by RAMPLIGHT_EVIDENCE."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return None, Path(value)
+    scheme = scheme.lower()
+    if scheme in _CLICKHOUSE:
+        return value, None
+    if scheme == "duckdb":
+        return None, Path(rest)
+    raise ValidationError.at(
+        name,
+        f"unknown evidence scheme {scheme!r}: use a DuckDB path, chdb://PATH or clickhouse://host:8123/db",
     )
 
 

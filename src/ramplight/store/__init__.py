@@ -4,7 +4,7 @@ opened from the settings' database URL by `open_store` — nowhere else."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ramplight.settings import Settings
 
@@ -19,27 +19,35 @@ def default_secret(settings: Settings) -> Path:
 
 def open_store(settings: Settings, read_only: bool = False) -> Store:
     """The store `settings` name, with its user-SQL sandbox and the ingestion log's directory:
-    one DuckDB file for both planes, or PostgreSQL's control plane beside the DuckDB evidence."""
+    one DuckDB file for both planes, or a PostgreSQL control plane and/or ClickHouse evidence."""
     from ramplight.store.base import SqlSandbox
     from ramplight.store.duckdb import DuckDBStore
-
-    sandbox = SqlSandbox(tables=settings.sql_tables, timeout_s=settings.sql_timeout)
-    evidence = DuckDBStore(
-        settings.db,
-        read_only,
-        sandbox=sandbox,
-        allowed_directories=(settings.log_dir,),
-        audit_secret=settings.audit_secret,
-    )
-    if settings.control_url is None:
-        return evidence
-    from ramplight.store.postgres import PostgresControlStore
     from ramplight.store.split import SplitStore
 
-    try:
-        control = PostgresControlStore(
-            settings.control_url, audit_secret=default_secret(settings), read_only=read_only
+    sandbox = SqlSandbox(tables=settings.sql_tables, timeout_s=settings.sql_timeout)
+    if settings.evidence_url is not None:
+        from ramplight.store.clickhouse import ClickHouseEvidenceStore
+
+        evidence: Any = ClickHouseEvidenceStore(settings.evidence_url, sandbox=sandbox, read_only=read_only)
+    else:
+        evidence = DuckDBStore(
+            settings.db,
+            read_only,
+            sandbox=sandbox,
+            allowed_directories=(settings.log_dir,),
+            audit_secret=settings.audit_secret,
         )
+    if settings.control_url is None and settings.evidence_url is None:
+        return cast("Store", evidence)
+    try:
+        if settings.control_url is not None:
+            from ramplight.store.postgres import PostgresControlStore
+
+            control: Any = PostgresControlStore(
+                settings.control_url, audit_secret=default_secret(settings), read_only=read_only
+            )
+        else:
+            control = DuckDBStore(settings.db, read_only, audit_secret=settings.audit_secret)
     except BaseException:
         evidence.close()
         raise

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import msgspec
 import numpy as np
 
 from ramplight.core.contract import Item, ValidatedBatch
-from ramplight.core.errors import FieldProblem, QueryError
+from ramplight.core.errors import FieldProblem
 
 if TYPE_CHECKING:
     from ramplight.store.base import Store
@@ -146,25 +147,31 @@ def admit_batch(index: IdentityIndex, validated: ValidatedBatch) -> Admitted:
     return Admitted(accepted, duplicates, tuple(conflicts), tuple(keys))
 
 
+class _Stamp(msgspec.Struct):
+    """The two fields of a log line the index needs (the rest is skipped unparsed)."""
+
+    identity: int | None = None
+    payload_hash: int | None = None
+
+
+_stamp_decoder = msgspec.json.Decoder(_Stamp)
+
+
 def build_index(store: Store, pending: Sequence[Path] = ()) -> IdentityIndex:
     """Everything acknowledged: files of log segments not yet loaded (read first, so a segment
     loading meanwhile is seen at least once), then the store."""
     index = IdentityIndex()
     for path in pending:
-        quoted = "'" + str(path).replace("'", "''") + "'"
         try:
-            _, rows = store.read(
-                f"SELECT identity, payload_hash FROM read_json({quoted}, format = 'newline_delimited', "
-                "columns = {'identity': 'UBIGINT', 'payload_hash': 'UBIGINT'}) WHERE identity IS NOT NULL"
-            )
-        except QueryError:
-            if not path.exists():
-                continue  # loaded (and deleted) meanwhile: the store read below has it
-            raise
-        if rows:
+            lines = path.read_bytes().splitlines()
+        except FileNotFoundError:
+            continue  # loaded (and deleted) meanwhile: the store read below has it
+        stamps = [_stamp_decoder.decode(line) for line in lines if line.strip()]
+        known = [s for s in stamps if s.identity is not None]
+        if known:
             index.load(
-                np.array([r[0] for r in rows], dtype=np.uint64),
-                np.array([r[1] or UNKNOWN_PAYLOAD for r in rows], dtype=np.uint64),
+                np.array([s.identity for s in known], dtype=np.uint64),
+                np.array([s.payload_hash or UNKNOWN_PAYLOAD for s in known], dtype=np.uint64),
             )
     keys, payloads = store.identities()
     index.load(keys, payloads)
