@@ -24,6 +24,7 @@ from ramplight.core.errors import ConflictError, ForbiddenError, NotFoundError, 
 from ramplight.core.flags import Flag, Rollout
 from ramplight.core.phases import phases_from_changes
 from ramplight.core.plan import Plan, Verdict, check_plan, convert_plan, default_plan
+from ramplight.core.rollout import ramp_weights
 from ramplight.store.base import ChangeRequest, Store
 
 Clock = Callable[[], datetime]
@@ -310,7 +311,7 @@ def _acted_flag(
             if following is None:
                 raise ConflictError("the ramp is at its final stage: promote instead of expanding")
             target = following.percent
-        weights = control.ramp_weights(_weights(flag, environment), candidate, target, env.default_variation)
+        weights = ramp_weights(_weights(flag, environment), candidate, target, env.default_variation)
         return _with_env(flag, environment, rollout=Rollout(weights=weights), paused=False)
     if action == "rollback":
         weights = {v: (100.0 if v == env.default_variation else 0.0) for v in _weights(flag, environment)}

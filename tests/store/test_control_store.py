@@ -16,6 +16,7 @@ import pytest
 from ramplight import control
 from ramplight.core.audit import Decision, verify_changes, verify_decisions
 from ramplight.core.errors import AuthError, ConflictError, ValidationError
+from ramplight.server.auth import authenticate
 from ramplight.store.base import ChangeRequest
 from ramplight.store.duckdb import DuckDBStore
 from tests import pg
@@ -160,10 +161,10 @@ def test_decisions_chain_under_concurrent_writers(backend: tuple[str, str | None
 def test_keys_are_stored_hashed_and_revocation_holds(store: Any) -> None:
     plaintext, key = control.create_api_key(store, "sdk", "web", environment="staging")
     assert plaintext not in repr(store.list_api_keys())
-    assert control.authenticate(store, plaintext).id == key.id
+    assert authenticate(store, plaintext).id == key.id
     control.revoke_api_key(store, key.id)
     with pytest.raises(AuthError):
-        control.authenticate(store, plaintext)
+        authenticate(store, plaintext)
 
 
 def test_segments_metrics_plans_and_requests_round_trip(store: Any) -> None:

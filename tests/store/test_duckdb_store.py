@@ -18,6 +18,8 @@ from ramplight import control
 from ramplight.core.audit import FlagChange, broken_links
 from ramplight.core.errors import AuthError, ConflictError
 from ramplight.core.flags import Flag
+from ramplight.core.keys import hash_key
+from ramplight.server.auth import authenticate
 from ramplight.store.duckdb import DuckDBStore
 from ramplight.store.duckdb.store import migrations
 from tests.core.builders import checked, event_doc, flag_doc, rollout
@@ -246,8 +248,8 @@ def test_api_keys_are_stored_hashed_never_in_plaintext(db_path: Path, clock: Clo
     for plaintext in (admin_plain, sdk_plain):
         assert plaintext.encode() not in on_disk()
     assert {k.key_hash for k in store.list_api_keys()} == {
-        control.hash_key(admin_plain),
-        control.hash_key(sdk_plain),
+        hash_key(admin_plain),
+        hash_key(sdk_plain),
     }
     store.close()
     for plaintext in (admin_plain, sdk_plain):
@@ -255,13 +257,13 @@ def test_api_keys_are_stored_hashed_never_in_plaintext(db_path: Path, clock: Clo
 
     reopened = DuckDBStore(db_path)
     try:
-        assert control.authenticate(reopened, sdk_plain) == sdk
-        assert control.authenticate(reopened, admin_plain).kind == "admin"
+        assert authenticate(reopened, sdk_plain) == sdk
+        assert authenticate(reopened, admin_plain).kind == "admin"
         reopened.revoke_api_key(admin.id, NOW)
         with pytest.raises(AuthError, match="revoked"):
-            control.authenticate(reopened, admin_plain)
+            authenticate(reopened, admin_plain)
         with pytest.raises(AuthError):
-            control.authenticate(reopened, admin_plain + "x")
+            authenticate(reopened, admin_plain + "x")
     finally:
         reopened.close()
 

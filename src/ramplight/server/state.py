@@ -17,6 +17,8 @@ import msgspec
 
 from ramplight import control
 from ramplight.core.contract import FlagFacts
+from ramplight.core.keys import hash_key
+from ramplight.server.auth import authenticate
 from ramplight.settings import Settings
 from ramplight.store.base import ApiKey, Store
 from ramplight.store.identity import build_index
@@ -98,10 +100,10 @@ class ServerState:
         return facts
 
     def authenticate(self, plaintext: str | None) -> ApiKey:
-        digest = control.hash_key(plaintext) if plaintext else ""
+        digest = hash_key(plaintext) if plaintext else ""
         key = self._keys.get(digest)
         if key is None:
-            key = control.authenticate(self.store, plaintext)
+            key = authenticate(self.store, plaintext)
             with self._lock:
                 self._keys[digest] = key
         return key
