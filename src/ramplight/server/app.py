@@ -50,7 +50,7 @@ from ramplight.store import open_store
 from ramplight.store.backup import take_backup
 from ramplight.store.base import ApiKey
 from ramplight.store.identity import admit_batch
-from ramplight.store.log import IngestLog, encode_items
+from ramplight.store.log import IngestLog
 
 log = logging.getLogger("ramplight.server")
 
@@ -824,7 +824,7 @@ def create_app(settings: Settings) -> FastAPI:
         count = len(admitted.keys)
         if count:
             try:
-                await asyncio.wrap_future(st.log.append(encode_items(admitted.accepted), count))
+                await asyncio.wrap_future(st.log.append(admitted.chunks(), count))
             except OSError as exc:
                 st.identities.forget(admitted.keys)
                 raise StoreError(
@@ -839,7 +839,7 @@ def create_app(settings: Settings) -> FastAPI:
             (*validated.problems, *admitted.conflicts), key=lambda p: (p.kind or "", p.index or 0)
         )
         result = {
-            "accepted": {kind: len(rows) for kind, rows in admitted.accepted.items()},
+            "accepted": admitted.accepted,
             "duplicates": admitted.duplicates,
             "rejected": [
                 {"kind": p.kind, "index": p.index, "field": p.field, "reason": p.reason} for p in problems
