@@ -139,7 +139,7 @@ def test_a_retried_identical_item_is_stored_once(make_log: MakeLog, store: DuckD
         validated = validate_batch({"exposures": list(raws)}, "production", FLAGS, NOW)
         admitted = admit_batch(index, validated)
         if admitted.keys:
-            log.append(encode_items(admitted.accepted), len(admitted.keys)).result(timeout=30)
+            log.append(admitted.chunks(), len(admitted.keys)).result(timeout=30)
         return {"new": len(admitted.keys), "duplicates": admitted.duplicates["exposures"]}
 
     index = build_index(store, log.pending_files())

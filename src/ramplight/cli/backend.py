@@ -39,7 +39,7 @@ from ramplight.store import open_store
 from ramplight.store.backup import add_secret, secret_path, take_backup, unpack
 from ramplight.store.base import Environment
 from ramplight.store.identity import IdentityIndex, admit_batch, build_index
-from ramplight.store.log import IngestLog, encode_items
+from ramplight.store.log import IngestLog
 
 _flag_list = msgspec.json.Decoder(list[Flag])
 _flag = msgspec.json.Decoder(Flag)
@@ -202,7 +202,7 @@ class LocalBackend:
         if self._identities is None:
             self._identities = build_index(self.store)
         admitted = admit_batch(self._identities, validated)
-        chunks = encode_items(admitted.accepted)
+        chunks = admitted.chunks()
         if chunks:
             with tempfile.TemporaryDirectory(prefix="import-", dir=self.store.scratch_dir()) as tmp:
                 files = {}
@@ -252,9 +252,9 @@ class LocalBackend:
         return take_backup(self.store, output, secret_path(self.settings))
 
 
-def _ingest_result(accepted: Mapping[str, Sequence[Any]], problems: Sequence[Any]) -> dict[str, Any]:
+def _ingest_result(accepted: Mapping[str, int], problems: Sequence[Any]) -> dict[str, Any]:
     return {
-        "accepted": {kind: len(rows) for kind, rows in accepted.items()},
+        "accepted": dict(accepted),
         "rejected": [
             {"kind": p.kind, "index": p.index, "field": p.field, "reason": p.reason} for p in problems
         ],

@@ -10,12 +10,12 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 
 from ramplight.core.errors import FieldProblem, ValidationError
-from ramplight.core.identity import canonical_form, derived_event_id, identity_key, payload_hash
+from ramplight.core.identity import canonical_forms, derived_event_id, identity_keys, payload_hashes
 
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -117,6 +117,7 @@ class Batch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 _batch_decoder = msgspec.json.Decoder(Batch)
+_encoder = msgspec.json.Encoder()
 _STRUCTURE = re.compile(rb'["\[\]{}]')
 _STRING_END = re.compile(rb'["\\]')
 _WHITESPACE = b" \t\r\n"
@@ -229,15 +230,52 @@ class FlagFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class AcceptedItems:
+    """One kind's accepted items, column by column in request order: what the identity check
+    and the log need, without a stamped copy of each item."""
+
+    items: list[Item] = field(default_factory=list)
+    """As decoded: the server's fields are in the other columns."""
+    indexes: list[int] = field(default_factory=list)
+    """Each item's index in its kind's list of the request."""
+    event_ids: list[str] = field(default_factory=list)
+    identities: list[int] = field(default_factory=list)
+    payload_hashes: list[int] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
+    """Each item as the log stores it (no newline): its canonical form plus the server's fields."""
+
+
+@dataclass(frozen=True, slots=True)
 class ValidatedBatch:
-    accepted: dict[str, list[Item]]
+    kinds: dict[str, AcceptedItems]
     problems: tuple[FieldProblem, ...]
-    indexes: dict[str, list[int]] = field(default_factory=dict)
-    """Each accepted item's index in its kind's list of the request."""
+    environment: str
+    received_at: datetime
+
+    @property
+    def accepted(self) -> dict[str, list[Item]]:
+        """The accepted items stamped as stored (environment, received_at, event_id, hashes)."""
+        replace = msgspec.structs.replace
+        return {
+            kind: [
+                replace(
+                    item,
+                    event_id=event_id,
+                    environment=self.environment,
+                    received_at=self.received_at,
+                    identity=identity,
+                    payload_hash=payload,
+                )
+                for item, event_id, identity, payload in zip(
+                    a.items, a.event_ids, a.identities, a.payload_hashes, strict=True
+                )
+            ]
+            for kind, a in self.kinds.items()
+        }
 
     @property
     def accepted_count(self) -> int:
-        return sum(len(items) for items in self.accepted.values())
+        return sum(len(a.items) for a in self.kinds.values())
 
 
 def _decode_problem(exc: msgspec.ValidationError | msgspec.DecodeError) -> tuple[str, str]:
@@ -272,17 +310,18 @@ def _contract_problem(
     item: Item,
     environment: str,
     flags: Mapping[str, FlagFacts],
-    now: datetime,
+    latest: datetime,
     allowed_properties: frozenset[str] | None,
     short: bool = False,
 ) -> tuple[str, str] | None:
-    """The first contract problem of a decoded item; `short`: its JSON is too small to hold a
-    string past MAX_STRING_PROPERTY, so the text scan is skipped (the common case)."""
+    """The first contract problem of a decoded item; `latest`: the latest `ts` accepted (now
+    plus the allowed skew); `short`: its JSON is too small to hold a string past
+    MAX_STRING_PROPERTY, so the text scan is skipped (the common case)."""
     if item.environment is not None and item.environment != environment:
         return "environment", f"is {item.environment!r} but this batch is for {environment!r}"
-    if item.ts - now > MAX_FUTURE_SKEW:
+    if item.ts > latest:
         return "ts", f"{item.ts.isoformat()} is more than an hour in the future"
-    if isinstance(item, Exposure):
+    if type(item) is Exposure:
         facts = flags.get(item.flag_key)
         if facts is None:
             return "flag_key", f"no flag {item.flag_key!r} in environment {environment!r}"
@@ -307,7 +346,10 @@ def _contract_problem(
             if extra:
                 return f"attributes.{extra[0]}", "not in the property allowlist"
         return None
-    if isinstance(item, Event):
+    # `type() is` rather than isinstance: a miss of isinstance on a Struct class costs ~0.3 µs,
+    # a tenth of an item's whole budget on the ingestion path. Items are never subclassed.
+    item = cast("Event | EvalScore", item)
+    if type(item) is Event:
         field = None if short else _long_string(item.properties)
         if field is not None:
             return f"properties.{field}", f"longer than {MAX_STRING_PROPERTY} characters"
@@ -315,13 +357,13 @@ def _contract_problem(
             extra = sorted(set(item.properties) - allowed_properties)
             if extra:
                 return f"properties.{extra[0]}", "not in the property allowlist"
-    if isinstance(item, EvalScore) and item.unit_id is None and item.trace_id is None:
+    if type(item) is EvalScore and item.unit_id is None and item.trace_id is None:
         return "unit_id", "an eval score needs unit_id or trace_id to be joinable"
     if item.flag_key is not None:
         facts = flags.get(item.flag_key)
         if facts is None:
             return "flag_key", f"no flag {item.flag_key!r} in environment {environment!r}"
-        if isinstance(item, Event) and item.assignment_unit != facts.assignment_unit:
+        if type(item) is Event and item.assignment_unit != facts.assignment_unit:
             return "assignment_unit", (
                 f"flag {item.flag_key!r} is assigned by {facts.assignment_unit!r}, "
                 f"not {item.assignment_unit!r}"
@@ -338,57 +380,73 @@ def validate_batch(
     now: datetime,
     allowed_properties: frozenset[str] | None = None,
 ) -> ValidatedBatch:
-    """Decode and check every item; stamp `environment`, `received_at`, a stable `event_id`
-    and the identity and payload hashes (core/identity.py).
+    """Decode and check every item; give each accepted one its `environment`, `received_at`,
+    a stable `event_id`, its identity and payload hashes (core/identity.py) and its log line.
 
     An item without `event_id` gets one derived from its canonical form, so a retry is
     recognised as the same item whatever its byte layout.
     """
-    accepted: dict[str, list[Item]] = {kind: [] for kind in KIND_TYPES}
-    indexes: dict[str, list[int]] = {kind: [] for kind in KIND_TYPES}
+    kinds = {kind: AcceptedItems() for kind in KIND_TYPES}
     problems: list[FieldProblem] = []
-    replace = msgspec.structs.replace
+    # The server's fields of every log line, encoded once: the line is the canonical form with
+    # these spliced in before its closing brace (JSON keys are matched by name when loading).
+    environment_json = _encoder.encode(environment)
+    tail = b',"received_at":%b}' % _encoder.encode(now)
+    latest = now + MAX_FUTURE_SKEW
     for kind, raws in batch.items():
-        decoder = _DECODERS[kind]
-        out = accepted[kind]
-        positions = indexes[kind]
+        accepted = kinds[kind]
+        items = accepted.items
         for index, data in enumerate(raws):
-            size = len(data)
-            if size > MAX_ITEM_BYTES:
-                problems.append(
-                    FieldProblem("", f"item is {size} bytes; the limit is {MAX_ITEM_BYTES}", index, kind)
-                )
+            item = _decode_item(kind, index, data, problems)
+            if item is None:
                 continue
-            try:
-                item = decoder.decode(data)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                field, reason = _decode_problem(exc)
-                problems.append(FieldProblem(field, reason, index, kind))
-                continue
-            except UnicodeDecodeError as exc:
-                problems.append(
-                    FieldProblem("", f"not valid UTF-8 (byte {exc.start} of the item)", index, kind)
-                )
-                continue
-            except RecursionError:
-                problems.append(FieldProblem("", "nested too deeply", index, kind))
-                continue
-            short = size <= MAX_STRING_PROPERTY
-            problem = _contract_problem(kind, item, environment, flags, now, allowed_properties, short)
+            short = len(data) <= MAX_STRING_PROPERTY
+            problem = _contract_problem(kind, item, environment, flags, latest, allowed_properties, short)
             if problem is not None:
                 problems.append(FieldProblem(problem[0], problem[1], index, kind))
                 continue
-            canonical = canonical_form(item)
-            event_id = item.event_id or derived_event_id(environment, kind, canonical)
-            out.append(
-                replace(
-                    item,
-                    event_id=event_id,
-                    environment=environment,
-                    received_at=now,
-                    identity=identity_key(environment, kind, event_id),
-                    payload_hash=payload_hash(canonical),
-                )
+            items.append(item)
+            accepted.indexes.append(index)
+        if not items:
+            continue
+        canonicals = canonical_forms(items)
+        event_ids = [
+            item.event_id or derived_event_id(environment, kind, canonical)
+            for item, canonical in zip(items, canonicals, strict=True)
+        ]
+        accepted.event_ids.extend(event_ids)
+        accepted.identities.extend(identity_keys(environment, kind, event_ids))
+        accepted.payload_hashes.extend(payload_hashes(canonicals))
+        head = b',"environment":%b,"event_id":' % environment_json
+        accepted.lines.extend(
+            b'%b%b%b,"identity":%d,"payload_hash":%d%b'
+            % (canonical[:-1], head, event_id, identity, payload, tail)
+            for canonical, event_id, identity, payload in zip(
+                canonicals,
+                _encoder.encode_lines(event_ids).split(b"\n")[:-1],
+                accepted.identities,
+                accepted.payload_hashes,
+                strict=True,
             )
-            positions.append(index)
-    return ValidatedBatch(accepted=accepted, problems=tuple(problems), indexes=indexes)
+        )
+    return ValidatedBatch(kinds=kinds, problems=tuple(problems), environment=environment, received_at=now)
+
+
+def _decode_item(
+    kind: str, index: int, data: msgspec.Raw | bytes, problems: list[FieldProblem]
+) -> Item | None:
+    """The item decoded on its own, or None with its problem recorded."""
+    size = len(data)
+    if size > MAX_ITEM_BYTES:
+        problems.append(FieldProblem("", f"item is {size} bytes; the limit is {MAX_ITEM_BYTES}", index, kind))
+        return None
+    try:
+        return _DECODERS[kind].decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        field, reason = _decode_problem(exc)
+        problems.append(FieldProblem(field, reason, index, kind))
+    except UnicodeDecodeError as exc:
+        problems.append(FieldProblem("", f"not valid UTF-8 (byte {exc.start} of the item)", index, kind))
+    except RecursionError:
+        problems.append(FieldProblem("", "nested too deeply", index, kind))
+    return None

@@ -5,37 +5,51 @@ one is derived from the item's canonical form — its decoded fields, dictionary
 timestamps in UTC — so a resend with other whitespace, key order or time-zone notation is the
 same item. The payload hash is the canonical form without the identity: the same identity with
 another payload is a conflict, never a silent drop (docs/contract.md).
+
+Ingestion computes these for a whole batch at once (one encoder call per kind, one hashing pass),
+so the functions come in batch form; the bytes are the same as item by item.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC
+from typing import Any
 
 import msgspec
 import xxhash
 
 _canonical = msgspec.json.Encoder(order="sorted")
-_SERVER_FIELDS = {
-    "event_id": None,
-    "environment": None,
-    "received_at": None,
-    "identity": None,
-    "payload_hash": None,
-}
+_SERVER_FIELDS = ("event_id", "environment", "received_at", "identity", "payload_hash")
 
 
-def canonical_form(item: msgspec.Struct) -> bytes:
-    """The item's fields the client sent, without its identity, in one byte layout."""
-    fields = dict(_SERVER_FIELDS)
-    ts = getattr(item, "ts", None)
-    if ts is not None:
-        fields["ts"] = ts.astimezone(UTC)
-    return _canonical.encode(msgspec.structs.replace(item, **fields))
+def _canonical_view(item: Any) -> msgspec.Struct:
+    """The item with its server-stamped fields and identity unset and `ts` in UTC: only what
+    the client sent. No copy when there is nothing to change."""
+    if (
+        item.environment is None
+        and item.received_at is None
+        and item.identity is None
+        and item.payload_hash is None
+        and item.ts.tzinfo is UTC
+    ):  # the usual item: at most an event_id to leave out
+        return item if item.event_id is None else msgspec.structs.replace(item, event_id=None)  # type: ignore[no-any-return]
+    fields: dict[str, Any] = dict.fromkeys(_SERVER_FIELDS)
+    fields["ts"] = item.ts.astimezone(UTC)
+    return msgspec.structs.replace(item, **fields)  # type: ignore[no-any-return]
 
 
-def payload_hash(canonical: bytes) -> int:
-    """64-bit hash of an item's canonical form (its payload)."""
-    return xxhash.xxh3_64_intdigest(canonical)
+def canonical_forms(items: Sequence[msgspec.Struct]) -> list[bytes]:
+    """Each item's fields the client sent, without its identity, in one byte layout (JSON with
+    keys sorted at every depth, no newline: JSON text never holds a raw one)."""
+    if not items:
+        return []
+    return _canonical.encode_lines([_canonical_view(i) for i in items]).split(b"\n")[:-1]
+
+
+def payload_hashes(canonicals: Sequence[bytes]) -> list[int]:
+    """64-bit hash of each item's canonical form (its payload)."""
+    return list(map(xxhash.xxh3_64_intdigest, canonicals))
 
 
 def derived_event_id(environment: str, kind: str, canonical: bytes) -> str:
@@ -46,3 +60,10 @@ def derived_event_id(environment: str, kind: str, canonical: bytes) -> str:
 def identity_key(environment: str, kind: str, event_id: str) -> int:
     """64-bit key of (environment, kind, event_id) for the in-memory identity index."""
     return xxhash.xxh3_64_intdigest(b"%s\0%s\0%s" % (environment.encode(), kind.encode(), event_id.encode()))
+
+
+def identity_keys(environment: str, kind: str, event_ids: Sequence[str]) -> list[int]:
+    """`identity_key` of each event id of one environment and kind."""
+    prefix = b"%s\0%s\0" % (environment.encode(), kind.encode())
+    digest = xxhash.xxh3_64_intdigest
+    return [digest(prefix + e.encode()) for e in event_ids]

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Literal
 import msgspec
 import numpy as np
 
-from ramplight.core.contract import Item, ValidatedBatch
+from ramplight.core.contract import ValidatedBatch
 from ramplight.core.errors import FieldProblem
 
 if TYPE_CHECKING:
-    from ramplight.store.base import Store
+    from ramplight.store.base import EvidenceKind, Store
 
 Verdict = Literal["new", "duplicate", "conflict"]
 
@@ -62,6 +62,11 @@ class IdentityIndex:
         if not keys:
             return []
         with self._lock:
+            if self._all_new(keys):
+                self._recent.update(zip(keys, payloads, strict=True))
+                if len(self._recent) >= MERGE_AT:
+                    self._merge()
+                return ["new"] * len(keys)
             stored = self._lookup(np.fromiter(keys, dtype=np.uint64, count=len(keys)))
             verdicts: list[Verdict] = []
             recent = self._recent
@@ -88,6 +93,19 @@ class IdentityIndex:
                         self._keys = np.delete(self._keys, position)
                         self._payloads = np.delete(self._payloads, position)
 
+    def _all_new(self, keys: Sequence[int]) -> bool:
+        """Whether no key was seen before nor repeats within `keys`: judged for the whole batch
+        at once (sets and one sorted search), the usual case of a batch of new items."""
+        unique = set(keys)
+        if len(unique) != len(keys) or not self._recent.keys().isdisjoint(unique):
+            return False
+        if not len(self._keys):
+            return True
+        wanted = np.fromiter(keys, dtype=np.uint64, count=len(keys))
+        positions = np.searchsorted(self._keys, wanted)
+        positions[positions >= len(self._keys)] = 0
+        return not bool((self._keys[positions] == wanted).any())
+
     def _lookup(self, keys: np.ndarray) -> list[int | None]:
         if not len(self._keys):
             return [None] * len(keys)
@@ -111,40 +129,56 @@ class IdentityIndex:
 class Admitted:
     """A validated batch after the identity check: what to write, and what was not new."""
 
-    accepted: dict[str, list[Item]]
+    accepted: dict[str, int]
+    """How many items of each kind are new."""
+    lines: dict[str, list[bytes]]
+    """The new items' log lines, by kind."""
     duplicates: dict[str, int]
     conflicts: tuple[FieldProblem, ...]
     keys: tuple[int, ...]
     """Identity keys admitted: `forget` them if the write fails."""
 
+    def chunks(self) -> dict[EvidenceKind, bytes]:
+        """NDJSON bytes per kind, ready for `IngestLog.append`."""
+        return {kind: b"\n".join(lines) + b"\n" for kind, lines in self.lines.items() if lines}  # type: ignore[misc]
+
 
 def admit_batch(index: IdentityIndex, validated: ValidatedBatch) -> Admitted:
     """Keep each item whose identity is new; count resends; name each conflicting item."""
-    accepted: dict[str, list[Item]] = {}
+    accepted: dict[str, int] = {}
+    lines: dict[str, list[bytes]] = {}
     duplicates: dict[str, int] = {}
     conflicts: list[FieldProblem] = []
     keys: list[int] = []
-    for kind, items in validated.accepted.items():
-        verdicts = index.admit([i.identity or 0 for i in items], [i.payload_hash or 0 for i in items])
-        kept = accepted.setdefault(kind, [])
+    for kind, items in validated.kinds.items():
+        verdicts = index.admit(items.identities, items.payload_hashes)
         duplicates[kind] = 0
-        for item, position, verdict in zip(items, validated.indexes[kind], verdicts, strict=True):
+        if verdicts.count("new") == len(verdicts):
+            lines[kind] = items.lines
+            keys.extend(items.identities)
+            accepted[kind] = len(items.lines)
+            continue
+        kept = lines[kind] = []
+        for position, event_id, identity, line, verdict in zip(
+            items.indexes, items.event_ids, items.identities, items.lines, verdicts, strict=True
+        ):
             if verdict == "new":
-                kept.append(item)
-                keys.append(item.identity or 0)
+                kept.append(line)
+                keys.append(identity)
             elif verdict == "duplicate":
                 duplicates[kind] += 1
             else:
                 conflicts.append(
                     FieldProblem(
                         "event_id",
-                        f"{item.event_id!r} was already received with a different payload (conflict); "
+                        f"{event_id!r} was already received with a different payload (conflict); "
                         "send a new event_id for a new item",
                         position,
                         kind,
                     )
                 )
-    return Admitted(accepted, duplicates, tuple(conflicts), tuple(keys))
+        accepted[kind] = len(kept)
+    return Admitted(accepted, lines, duplicates, tuple(conflicts), tuple(keys))
 
 
 class _Stamp(msgspec.Struct):
