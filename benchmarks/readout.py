@@ -288,23 +288,17 @@ class _TimedCursor:
 
 
 def run_ramplight(db: Path) -> dict[str, Any]:
-    from ramplight.analysis import report as v1
     from ramplight.analysis.readout import ReadoutOptions
     from ramplight.analysis.service import report
     from ramplight.store.duckdb import DuckDBStore
 
-    v1_labels = {
-        v1._FALLBACK_REASONS_SQL: "v1 fallback reasons",
-        v1._METRICS_SQL: "v1 per-event-name metrics",
-    }
-
     def label(sql: str) -> str:
-        if sql in v1_labels:
-            return v1_labels[sql]
-        if "below" in sql:
-            return "quantile: clustered variance"
+        if "fallback_reason" in sql and "dq_" not in sql:
+            return "v1 fallback reasons"
+        if "sum_x2" in sql:
+            return "v1 per-event-name metrics"
         if "QUANTILE_CONT" in sql:
-            return "quantile: " + ("count" if sql.count("QUANTILE_CONT") == 1 else "value and density")
+            return "quantile: values and clustered variance"
         if "FROM flag" in sql or "FROM metrics" in sql or "SET " in sql:
             return "control plane"
         return (
