@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -29,6 +31,15 @@ from tests.analysis.dataset import generate
 RELATIVE = 1e-9
 
 
+def ramplight(*args: str) -> str:
+    """The command's standard output (run as a user would, in a process of its own)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ramplight", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 @dataclass
 class Engines:
     duckdb: DuckDBStore
@@ -36,6 +47,8 @@ class Engines:
     clickhouse: engines.ClickHouse
     spec: ReadoutSpec
     known: dict[str, Metric]
+    printed: dict[str, str]
+    """What `ramplight sql FLAG --dialect X` printed, per dialect."""
 
     def run(self, statement: exp.Expr) -> dict[str, list[dict[str, Any]]]:
         names, rows = self.duckdb.read(render(statement, "duckdb"))
@@ -49,15 +62,22 @@ class Engines:
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
     root: Path = tmp_path_factory.mktemp("engines")
-    store = DuckDBStore(root / "evidence.duckdb")
+    path = root / "evidence.duckdb"
+    store = DuckDBStore(path)
     control.ensure_default_environments(store, clock=lambda: T0 - timedelta(days=30))
     generate(store)
+    store.close()
+    printed = {
+        dialect: ramplight("sql", FLAG, "--db", str(path), "--dialect", dialect, "--segment", "plan")
+        for dialect in q.DIALECTS
+    }
+    store = DuckDBStore(path)
     columns = engines.schema(store)
     rows = engines.evidence(store, columns)
     postgres = engines.Postgres(columns, rows)
     clickhouse = engines.ClickHouse(columns, rows, root / "chdb")
     spec, known = service.spec_for(store, FLAG, "production")
-    yield Engines(store, postgres, clickhouse, spec, known)
+    yield Engines(store, postgres, clickhouse, spec, known, printed)
     postgres.close()
     clickhouse.close()
     store.close()
@@ -162,3 +182,17 @@ def test_the_product_readout_matches_the_statistics_postgres_and_clickhouse_comp
             if n:
                 mean = sum(float(r[f"m{index}_sum"]) for r in mine) / n
                 assert math.isclose(mean, arm["mean"], rel_tol=RELATIVE)
+
+
+@pytest.mark.parametrize("dialect", ["postgres", "clickhouse"])
+def test_ramplight_sql_prints_what_runs_on_that_engine(loaded: Engines, dialect: str) -> None:
+    printed = loaded.printed[dialect]
+    assert printed != loaded.printed["duckdb"]
+    engine = loaded.postgres if dialect == "postgres" else loaded.clickhouse
+    names, rows = loaded.duckdb.read(loaded.printed["duckdb"].rstrip().rstrip(";"))
+    assert_engines_agree(
+        {
+            "duckdb": [dict(zip(names, row, strict=True)) for row in rows],
+            dialect: engine.run(printed.rstrip().rstrip(";")),
+        }
+    )
