@@ -32,8 +32,8 @@ DIALECTS: tuple[Dialect, ...] = ("duckdb", "postgres", "clickhouse")
 
 # -- building blocks ---------------------------------------------------------------------------
 
-_DOUBLE = exp.DataType.build("DOUBLE")
-_TIMESTAMPTZ = exp.DataType.build("TIMESTAMPTZ")
+_DOUBLE = "DOUBLE"
+_TIMESTAMPTZ = "TIMESTAMPTZ"
 _UID = "uid"
 """The exposed relation's integer unit key (`ROW_NUMBER()`), which later joins and groupings use
 instead of the unit_id text; ClickHouse keys on unit_id itself (see `_clickhouse`)."""
@@ -52,7 +52,7 @@ def _col(name: str, table: str | None = None) -> exp.Column:
 
 
 def _ts(value: datetime) -> exp.Cast:
-    return exp.cast(_str(value.astimezone(UTC).isoformat()), _TIMESTAMPTZ)
+    return exp.cast(_str(value.astimezone(UTC).isoformat()), _TIMESTAMPTZ, copy=False)
 
 
 def _interval(hours: float) -> exp.Interval:
@@ -71,16 +71,16 @@ def _json_text(value: exp.Expr, path: str) -> exp.JSONExtractScalar:
 
 
 def _json_number(value: exp.Expr, path: str) -> exp.Cast:
-    return exp.cast(_json_text(value, path), _DOUBLE)
+    return exp.cast(_json_text(value, path), _DOUBLE, copy=False)
 
 
 def _double(value: float) -> exp.Cast:
-    return exp.cast(_num(value), _DOUBLE)
+    return exp.cast(_num(value), _DOUBLE, copy=False)
 
 
 def _when(condition: exp.Expr, value: exp.Expr, otherwise: exp.Expr | None = None) -> exp.Case:
-    case = exp.Case().when(condition, value)
-    return case.else_(otherwise) if otherwise is not None else case
+    case = exp.Case().when(condition, value, copy=False)
+    return case.else_(otherwise, copy=False) if otherwise is not None else case
 
 
 def _count_if(condition: exp.Expr) -> exp.Count:
@@ -95,7 +95,7 @@ def _agg(name: str, value: exp.Expr) -> exp.Func:
 def _and(*conditions: exp.Expr | None) -> exp.Expr:
     """The conjunction, flat (nested ANDs are spliced in, so no parentheses pile up)."""
     parts = [p for c in conditions if c is not None for p in (c.flatten() if isinstance(c, exp.And) else [c])]
-    return parts[0] if len(parts) == 1 else exp.and_(*parts)
+    return parts[0] if len(parts) == 1 else exp.and_(*parts, copy=False)
 
 
 def _eq(left: exp.Expr, right: exp.Expr) -> exp.EQ:
@@ -111,11 +111,11 @@ def _not_null(value: exp.Expr) -> exp.Not:
 
 
 def _as(value: exp.Expr, name: str) -> exp.Expr:
-    return exp.alias_(value, name)
+    return exp.alias_(value, name, copy=False)
 
 
 def _subquery(query: exp.Query, alias: str) -> exp.Subquery:
-    return query.subquery(alias)
+    return query.subquery(alias, copy=False)
 
 
 def _cte(name: str, query: exp.Query, materialized: bool = False) -> exp.CTE:
@@ -188,10 +188,11 @@ def _user_metric_source(metric: Metric) -> exp.Select:
     """SELECT unit_id (as text), ts, value FROM (the metric's SQL)."""
     user = _user_sql(metric.sql or "").copy()
     return exp.select(
-        _as(exp.cast(_col("unit_id"), exp.DataType.build("VARCHAR")), "unit_id"),
+        _as(exp.cast(_col("unit_id"), exp.DataType.build("VARCHAR"), copy=False), "unit_id"),
         _col("ts"),
-        _as(exp.cast(_col("value"), _DOUBLE), "value"),
-    ).from_(_subquery(user, "user_metric"))
+        _as(exp.cast(_col("value"), _DOUBLE, copy=False), "value"),
+        copy=False,
+    ).from_(_subquery(user, "user_metric"), copy=False)
 
 
 def _event_value(metric: Metric, table: str | None) -> exp.Expr:
@@ -205,14 +206,15 @@ def _quantile_source(metric: Metric, spec: ReadoutSpec) -> exp.Select:
     """SELECT unit_id, ts, x FROM events …: an event-level quantile's raw rows, before any join."""
     assert metric.event is not None
     return (
-        exp.select(_col("unit_id"), _col("ts"), _as(_event_value(metric, None), "x"))
-        .from_("events")
+        exp.select(_col("unit_id"), _col("ts"), _as(_event_value(metric, None), "x"), copy=False)
+        .from_("events", copy=False)
         .where(
             _and(
                 _eq(_col("environment"), _str(spec.environment)),
                 _eq(_col("name"), _str(metric.event)),
                 _eq(_col("assignment_unit"), _str(spec.assignment_unit)),
-            )
+            ),
+            copy=False,
         )
     )
 
@@ -251,19 +253,33 @@ def _group_source(
         metric_rows = _and(unit, _in(_col("name"), names) if names else None)
         columns: list[exp.Expr] = [_col(c) for c in ("unit_id", "ts", "name", "value", "properties")]
         if not quality:
-            return exp.select(*columns).from_("events").where(_and(env, metric_rows))
+            return (
+                exp.select(*columns, copy=False)
+                .from_("events", copy=False)
+                .where(_and(env, metric_rows), copy=False)
+            )
         # The same scan and join also serve the joinability figures: the flag's outcome events
         # ride along, marked, and the metrics keep to their own rows.
-        rows = exp.or_(exp.paren(metric_rows), _flag_events(spec)) if names else _flag_events(spec)
+        rows = (
+            exp.or_(exp.paren(metric_rows), _flag_events(spec), copy=False) if names else _flag_events(spec)
+        )
         columns += [_as(unit.copy(), "metric_row"), _as(_flag_events(spec), "flag_row")]
-        return exp.select(*columns).from_("events").where(_and(env, exp.paren(rows)))
+        return (
+            exp.select(*columns, copy=False)
+            .from_("events", copy=False)
+            .where(_and(env, exp.paren(rows)), copy=False)
+        )
     if group == "evals":
         names = sorted({m.eval or "" for m in members})
         columns = [_col(c) for c in ("unit_id", "ts", "name", "evaluator", "score")]
-        return exp.select(*columns).from_("evals").where(_and(env, _in(_col("name"), names)))
+        return (
+            exp.select(*columns, copy=False)
+            .from_("evals", copy=False)
+            .where(_and(env, _in(_col("name"), names)), copy=False)
+        )
     if group == "spans":
         columns = [_col("unit_id"), _as(_col("start_ts"), "ts"), *(_col(c) for c in _SPAN_COLUMNS)]
-        return exp.select(*columns).from_("spans").where(env)
+        return exp.select(*columns, copy=False).from_("spans", copy=False).where(env, copy=False)
     (metric,) = members
     return _user_metric_source(metric)
 
@@ -282,7 +298,7 @@ def _value_and_condition(metric: Metric) -> tuple[exp.Expr, exp.Expr | None]:
         value = (
             _when(_eq(_col("status", "s"), _str("error")), _double(1), _double(0))
             if field == "error"
-            else exp.cast(_col(field or "", "s"), _DOUBLE)
+            else exp.cast(_col(field or "", "s"), _DOUBLE, copy=False)
         )
         condition = _eq(_col("name", "s"), _str(metric.span_name)) if metric.span_name else None
         return (_double(1) if counted else value), condition
@@ -364,7 +380,7 @@ def _per_unit(
             # Every exposed unit (also those the metrics leave out) and its whole history: a
             # pre-exposure event counts at any age. An event at or after its unit's first exposure
             # is also after the flag's first exposure, so it is one the readout expects to join.
-            units, where = "exposed", exp.or_(_col("flag_row", "s"), where)
+            units, where = "exposed", exp.or_(_col("flag_row", "s"), where, copy=False)
             flag_row = _col("flag_row", "s")
             columns += [
                 _as(
@@ -387,11 +403,11 @@ def _per_unit(
                 out.quantile_counts[j] = _col(f"qn{j}", g)
         source = _group_source(group, members, spec, folded, quantiles if folded else ())
         query = _join(
-            exp.select(*columns).from_(exp.to_table(units).as_("u")),
+            exp.select(*columns, copy=False).from_(exp.to_table(units).as_("u"), copy=False),
             _subquery(source, "s"),
             _eq(_col("unit_id", "s"), _col("unit_id", "u")),
         )
-        out.ctes.append(_cte(g, query.where(where).group_by(_col(_UID, "u"))))
+        out.ctes.append(_cte(g, query.where(where, copy=False).group_by(_col(_UID, "u"), copy=False)))
         out.joins.append((g, _eq(_col(_UID, g), _col(_UID, "u"))))
     return out
 
@@ -402,7 +418,7 @@ def _units_ctes(spec: ReadoutSpec) -> list[exp.CTE]:
     segment: exp.Expr = (
         _json_text(exp.ArgMin(this=_col("attributes"), expression=ts.copy()), spec.segment)
         if spec.segment
-        else exp.cast(exp.Null(), exp.DataType.build("VARCHAR"))
+        else exp.cast(exp.Null(), exp.DataType.build("VARCHAR"), copy=False)
     )
     # One variation iff its least and greatest agree (the column is NOT NULL): two aggregates in
     # the same pass, where COUNT(DISTINCT …) costs a second group-by of every exposure and a join.
@@ -427,23 +443,24 @@ def _units_ctes(spec: ReadoutSpec) -> list[exp.CTE]:
         early = exp.LT(this=ts.copy(), expression=_ts(spec.phase_starts[0]))
         columns.append(_as(_count_if(early), "early_exposures"))
     exposed = (
-        exp.select(*columns)
-        .from_("exposures")
+        exp.select(*columns, copy=False)
+        .from_("exposures", copy=False)
         .where(
             _and(
                 _eq(_col("environment"), _str(spec.environment)),
                 _eq(_col("flag_key"), _str(spec.flag_key)),
-            )
+            ),
+            copy=False,
         )
-        .group_by(_col("unit_id"))
+        .group_by(_col("unit_id"), copy=False)
     )
     first_ts = _col("first_ts")
     phase: exp.Expr = _num(0)
     if spec.phase_starts[1:]:
         case = exp.Case()
         for i, start in enumerate(spec.phase_starts[1:]):
-            case = case.when(exp.LT(this=first_ts.copy(), expression=_ts(start)), _num(i))
-        phase = case.else_(_num(len(spec.phase_starts) - 1))
+            case = case.when(exp.LT(this=first_ts.copy(), expression=_ts(start)), _num(i), copy=False)
+        phase = case.else_(_num(len(spec.phase_starts) - 1), copy=False)
     # A unit first exposed before the flag served this environment belongs to no phase: excluded
     # (and counted in the data-quality figures).
     since = exp.GTE(this=first_ts.copy(), expression=_ts(spec.phase_starts[0])) if spec.phase_starts else None
@@ -457,9 +474,10 @@ def _units_ctes(spec: ReadoutSpec) -> list[exp.CTE]:
             _col("fell_back"),
             _col("segment"),
             _as(phase, "phase"),
+            copy=False,
         )
-        .from_("exposed")
-        .where(_and(_col("one_variation"), since))
+        .from_("exposed", copy=False)
+        .where(_and(_col("one_variation"), since), copy=False)
     )
     return [_cte("exposed", exposed, materialized=True), _cte("units", units)]
 
@@ -486,17 +504,20 @@ def _quality_cte(spec: ReadoutSpec, per_unit: _PerUnit) -> exp.CTE:
         columns += [_as(_num(0), "dq_exposures_before_flag"), _as(_num(0), "dq_units_before_flag")]
     g = per_unit.quality_group
     # Unflagged outcomes before the flag's first exposure are not expected to join it.
-    first_exposure = exp.select(exp.Min(this=_col("first_ts"))).from_("exposed").subquery()
+    first_exposure = (
+        exp.select(exp.Min(this=_col("first_ts")), copy=False).from_("exposed", copy=False).subquery()
+    )
     own = exp.func("COALESCE", _eq(_col("flag_key"), _str(spec.flag_key)), exp.false())
     events = (
-        exp.select(exp.Count(this=exp.Star()))
-        .from_("events")
+        exp.select(exp.Count(this=exp.Star()), copy=False)
+        .from_("events", copy=False)
         .where(
             _and(
                 _eq(_col("environment"), _str(spec.environment)),
                 _flag_events(spec),
-                exp.paren(exp.or_(own, exp.GTE(this=_col("ts"), expression=first_exposure))),
-            )
+                exp.paren(exp.or_(own, exp.GTE(this=_col("ts"), expression=first_exposure), copy=False)),
+            ),
+            copy=False,
         )
     )
     joined = exp.select(
@@ -505,12 +526,14 @@ def _quality_cte(spec: ReadoutSpec, per_unit: _PerUnit) -> exp.CTE:
             exp.func("COALESCE", exp.Sum(this=_col("events_before_exposure", g)), _num(0)),
             "dq_events_before_exposure",
         ),
-    ).from_(g)
+        copy=False,
+    ).from_(g, copy=False)
     query = exp.select(
         exp.column(exp.Star(), "e"),
         exp.column(exp.Star(), "j"),
         _as(events.subquery(), "dq_events"),
-    ).from_(_subquery(exp.select(*columns).from_("exposed"), "e"))
+        copy=False,
+    ).from_(_subquery(exp.select(*columns, copy=False).from_("exposed", copy=False), "e"), copy=False)
     return _cte("quality", _join(query, _subquery(joined, "j"), kind="CROSS"))
 
 
@@ -570,18 +593,18 @@ def _readout_tree(spec: ReadoutSpec, metrics: tuple[Metric, ...]) -> exp.Select:
             columns.append(_as(_sum(cross), f"r{r}_cross"))
     for j in per_unit.quantile_counts:
         columns.append(_as(_sum(per_unit.quantile_counts[j].copy()), f"q{j}_n"))
-    statistics = exp.select(*columns).from_(exp.to_table("units").as_(u))
+    statistics = exp.select(*columns, copy=False).from_(exp.to_table("units").as_(u), copy=False)
     for g, on in per_unit.joins:
         statistics = _join(statistics, exp.to_table(g), on, kind="LEFT")
-    statistics = statistics.group_by(_col("phase", u), _col("variation", u), _col("segment", u))
+    statistics = statistics.group_by(_col("phase", u), _col("variation", u), _col("segment", u), copy=False)
     query = _join(
-        exp.select(exp.column(exp.Star(), "r"), exp.column(exp.Star(), "q")).from_(
-            exp.to_table("quality").as_("q")
+        exp.select(exp.column(exp.Star(), "r"), exp.column(exp.Star(), "q"), copy=False).from_(
+            exp.to_table("quality").as_("q"), copy=False
         ),
         _subquery(statistics, "r"),
         exp.true(),
         kind="LEFT",
-    ).order_by(_col("phase", "r"), _col("variation", "r"), _col("segment", "r"))
+    ).order_by(_col("phase", "r"), _col("variation", "r"), _col("segment", "r"), copy=False)
     return _with(ctes, query)
 
 
@@ -598,10 +621,10 @@ def assigned_counts_query(spec: ReadoutSpec) -> exp.Select:
     readout groups by the served variation (a fallback is not a split mismatch)."""
     phase, assigned = _col("phase", "u"), _col("assigned_variation", "u")
     query = (
-        exp.select(phase, _as(assigned, "variation"), _as(exp.Count(this=exp.Star()), "units"))
-        .from_(exp.to_table("units").as_("u"))
-        .group_by(phase.copy(), assigned.copy())
-        .order_by(phase.copy(), assigned.copy())
+        exp.select(phase, _as(assigned, "variation"), _as(exp.Count(this=exp.Star()), "units"), copy=False)
+        .from_(exp.to_table("units").as_("u"), copy=False)
+        .group_by(phase.copy(), assigned.copy(), copy=False)
+        .order_by(phase.copy(), assigned.copy(), copy=False)
     )
     return _with(_units_ctes(spec), query)
 
@@ -615,14 +638,16 @@ def _per_unit_tree(spec: ReadoutSpec, metrics: tuple[Metric, ...]) -> exp.Select
     for i, m in enumerate(metrics):
         post = per_unit.post[i]
         value = exp.func("COALESCE", post, _num(0)) if m.zero_when_missing else post
-        columns.append(exp.alias_(value, exp.to_identifier(m.key, quoted=True)))
+        columns.append(exp.alias_(value, exp.to_identifier(m.key, quoted=True), copy=False))
         if m.cuped_days:
             # NULL: no pre-period value
-            columns.append(exp.alias_(per_unit.pre[i], exp.to_identifier(m.key + "__pre", quoted=True)))
-    query = exp.select(*columns).from_(exp.to_table("units").as_("u"))
+            columns.append(
+                exp.alias_(per_unit.pre[i], exp.to_identifier(m.key + "__pre", quoted=True), copy=False)
+            )
+    query = exp.select(*columns, copy=False).from_(exp.to_table("units").as_("u"), copy=False)
     for g, on in per_unit.joins:
         query = _join(query, exp.to_table(g), on, kind="LEFT")
-    return _with([*_units_ctes(spec), *per_unit.ctes], query.order_by(_col("unit_id", "u")))
+    return _with([*_units_ctes(spec), *per_unit.ctes], query.order_by(_col("unit_id", "u"), copy=False))
 
 
 def per_unit_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Select:
@@ -637,10 +662,12 @@ def quantile_query(spec: ReadoutSpec, metric: Metric, levels: Sequence[float], l
     s, first_ts = "s", _col("first_ts", "u")
     x = _col("x", "src")
     events = _join(
-        exp.select(_col("variation", "u"), _col(_UID, "u"), x).from_(exp.to_table("units").as_("u")),
+        exp.select(_col("variation", "u"), _col(_UID, "u"), x, copy=False).from_(
+            exp.to_table("units").as_("u"), copy=False
+        ),
         _subquery(_quantile_source(metric, spec), "src"),
         _eq(_col("unit_id", "src"), _col("unit_id", "u")),
-    ).where(_and(_after(metric, _col("ts", "src"), first_ts), _not_null(x.copy())))
+    ).where(_and(_after(metric, _col("ts", "src"), first_ts), _not_null(x.copy())), copy=False)
     quantiles = (
         exp.select(
             _col("variation"),
@@ -651,9 +678,10 @@ def quantile_query(spec: ReadoutSpec, metric: Metric, levels: Sequence[float], l
                 ),
                 "q",
             ),
+            copy=False,
         )
-        .from_(s)
-        .group_by(_col("variation"))
+        .from_(s, copy=False)
+        .group_by(_col("variation"), copy=False)
     )
     at = exp.Bracket(this=_col("q", "qs"), expressions=[_num(list(levels).index(level))])
     below = _when(exp.LTE(this=_col("x", s), expression=at), _double(1), _double(0))
@@ -662,10 +690,11 @@ def quantile_query(spec: ReadoutSpec, metric: Metric, levels: Sequence[float], l
             _col("variation", s),
             _as(exp.Sum(this=below), "below"),
             _as(exp.Mul(this=exp.Count(this=exp.Star()), expression=_double(1)), "total"),
-        ).from_(s),
+            copy=False,
+        ).from_(s, copy=False),
         exp.to_table("qs"),
         _eq(_col("variation", "qs"), _col("variation", s)),
-    ).group_by(_col("variation", s), _col(_UID, s))
+    ).group_by(_col("variation", s), _col(_UID, s), copy=False)
     below_, total = _col("below"), _col("total")
     clusters = (
         exp.select(
@@ -676,9 +705,10 @@ def quantile_query(spec: ReadoutSpec, metric: Metric, levels: Sequence[float], l
             _as(exp.Sum(this=total), "total_sum"),
             _as(exp.Sum(this=_product(total, total)), "total_sum_sq"),
             _as(exp.Sum(this=_product(below_, total)), "below_total"),
+            copy=False,
         )
-        .from_("per_unit")
-        .group_by(_col("variation"))
+        .from_("per_unit", copy=False)
+        .group_by(_col("variation"), copy=False)
     )
     query = _join(
         exp.select(
@@ -696,10 +726,11 @@ def quantile_query(spec: ReadoutSpec, metric: Metric, levels: Sequence[float], l
                     "below_total",
                 )
             ),
-        ).from_("qs"),
+            copy=False,
+        ).from_("qs", copy=False),
         _subquery(clusters, "c"),
         _eq(_col("variation", "c"), _col("variation", "qs")),
-    ).order_by(_col("variation", "qs"))
+    ).order_by(_col("variation", "qs"), copy=False)
     ctes = [
         *_units_ctes(spec),
         _cte(s, events, materialized=True),
@@ -726,11 +757,11 @@ def fallback_reasons_query(flag_key: str, environment: str) -> exp.Select:
     assigned, reason = _col("assigned_variation"), _col("fallback_reason")
     fell_back = exp.NEQ(this=_col("served_variation"), expression=assigned.copy())
     return (
-        exp.select(assigned, reason, _as(_distinct_count(_col("unit_id")), "units"))
-        .from_("exposures")
-        .where(_and(_flag_exposures(flag_key, environment), fell_back))
-        .group_by(assigned.copy(), reason.copy())
-        .order_by(assigned.copy(), reason.copy())
+        exp.select(assigned, reason, _as(_distinct_count(_col("unit_id")), "units"), copy=False)
+        .from_("exposures", copy=False)
+        .where(_and(_flag_exposures(flag_key, environment), fell_back), copy=False)
+        .group_by(assigned.copy(), reason.copy(), copy=False)
+        .order_by(assigned.copy(), reason.copy(), copy=False)
     )
 
 
@@ -744,10 +775,11 @@ def event_name_metrics_query(flag_key: str, environment: str, assignment_unit: s
             _as(exp.Min(this=_col("ts")), "first_ts"),
             _as(_distinct_count(_col("assigned_variation")), "n_assigned"),
             _as(exp.ArgMin(this=_col("assigned_variation"), expression=_col("ts")), "variation"),
+            copy=False,
         )
-        .from_("exposures")
-        .where(_flag_exposures(flag_key, environment))
-        .group_by(_col("unit_id"))
+        .from_("exposures", copy=False)
+        .where(_flag_exposures(flag_key, environment), copy=False)
+        .group_by(_col("unit_id"), copy=False)
     )
     flag = _col("flag_key", "e")
     unit_metric = (
@@ -757,7 +789,8 @@ def event_name_metrics_query(flag_key: str, environment: str, assignment_unit: s
                 _col("name", "e"),
                 _col("unit_id", "e"),
                 _as(exp.Avg(this=exp.func("COALESCE", _col("value", "e"), _double(1))), "x"),
-            ).from_(exp.to_table("per_unit").as_("u")),
+                copy=False,
+            ).from_(exp.to_table("per_unit").as_("u"), copy=False),
             exp.to_table("events").as_("e"),
             _eq(_col("unit_id", "e"), _col("unit_id", "u")),
         )
@@ -767,10 +800,11 @@ def event_name_metrics_query(flag_key: str, environment: str, assignment_unit: s
                 _eq(_col("n_assigned", "u"), _num(1)),
                 _eq(_col("environment", "e"), _str(environment)),
                 _eq(_col("assignment_unit", "e"), _str(assignment_unit)),
-                exp.paren(exp.or_(_is_null(flag), _eq(flag.copy(), _str(flag_key)))),
-            )
+                exp.paren(exp.or_(_is_null(flag), _eq(flag.copy(), _str(flag_key)), copy=False)),
+            ),
+            copy=False,
         )
-        .group_by(_col("variation", "u"), _col("name", "e"), _col("unit_id", "e"))
+        .group_by(_col("variation", "u"), _col("name", "e"), _col("unit_id", "e"), copy=False)
     )
     x = _col("x")
     query = (
@@ -780,10 +814,11 @@ def event_name_metrics_query(flag_key: str, environment: str, assignment_unit: s
             _as(exp.Count(this=exp.Star()), "n"),
             _as(exp.Sum(this=x), "sum_x"),
             _as(exp.Sum(this=_product(x, x)), "sum_x2"),
+            copy=False,
         )
-        .from_("unit_metric")
-        .group_by(_col("name"), _col("variation"))
-        .order_by(_col("name"), _col("variation"))
+        .from_("unit_metric", copy=False)
+        .group_by(_col("name"), _col("variation"), copy=False)
+        .order_by(_col("name"), _col("variation"), copy=False)
     )
     return _with([_cte("per_unit", exposures), _cte("unit_metric", unit_metric)], query)
 
@@ -796,10 +831,11 @@ def _timeline_units(flag_key: str, environment: str) -> exp.CTE:
             _as(exp.Min(this=_col("ts")), "first_ts"),
             _as(exp.Min(this=assigned), "variation"),
             _as(_distinct_count(assigned.copy()), "n_assigned"),
+            copy=False,
         )
-        .from_("exposures")
-        .where(_flag_exposures(flag_key, environment))
-        .group_by(_col("unit_id"))
+        .from_("exposures", copy=False)
+        .where(_flag_exposures(flag_key, environment), copy=False)
+        .group_by(_col("unit_id"), copy=False)
     )
     return _cte("exposed", exposed)
 
@@ -813,11 +849,11 @@ def timeline_units_query(flag_key: str, environment: str) -> exp.Select:
     """Units first exposed per hour and variation (units under one variation only)."""
     hour = _hour(_col("first_ts"))
     query = (
-        exp.select(_as(hour, "hour"), _col("variation"), _as(exp.Count(this=exp.Star()), "units"))
-        .from_("exposed")
-        .where(_eq(_col("n_assigned"), _num(1)))
-        .group_by(hour.copy(), _col("variation"))
-        .order_by(_col("hour"), _col("variation"))
+        exp.select(_as(hour, "hour"), _col("variation"), _as(exp.Count(this=exp.Star()), "units"), copy=False)
+        .from_("exposed", copy=False)
+        .where(_eq(_col("n_assigned"), _num(1)), copy=False)
+        .group_by(hour.copy(), _col("variation"), copy=False)
+        .order_by(_col("hour"), _col("variation"), copy=False)
     )
     return _with([_timeline_units(flag_key, environment)], query)
 
@@ -839,7 +875,8 @@ def timeline_series_query(flag_key: str, environment: str, table: str, name: str
                 _as(_col("variation", "u"), "variation"),
                 _as(exp.Count(this=exp.Star()), "n"),
                 _as(exp.Avg(this=_col(TIMELINE_SOURCES[table], "e")), "mean"),
-            ).from_(exp.to_table(table).as_("e")),
+                copy=False,
+            ).from_(exp.to_table(table).as_("e"), copy=False),
             exp.to_table("exposed").as_("u"),
             _eq(_col("unit_id", "u"), _col("unit_id", "e")),
         )
@@ -849,10 +886,11 @@ def timeline_series_query(flag_key: str, environment: str, table: str, name: str
                 _eq(_col("environment", "e"), _str(environment)),
                 _eq(_col("name", "e"), _str(name)),
                 exp.GTE(this=_col("ts", "e"), expression=_col("first_ts", "u")),
-            )
+            ),
+            copy=False,
         )
-        .group_by(hour.copy(), _col("variation", "u"))
-        .order_by(_col("hour"), _col("variation"))
+        .group_by(hour.copy(), _col("variation", "u"), copy=False)
+        .order_by(_col("hour"), _col("variation"), copy=False)
     )
     return _with([_timeline_units(flag_key, environment)], query)
 
@@ -931,9 +969,14 @@ def render(expression: exp.Expr, dialect: Dialect = "duckdb", pretty: bool = Fal
     cached = _RENDERED.get(key)
     if cached is not None and cached[0] is expression:
         return cached[1]
+    tree = expression.copy()
     transform = _TRANSFORMS.get(dialect)
-    tree = transform(expression.copy()) if transform else expression
-    text = tree.sql(dialect=dialect, pretty=pretty, unsupported_level=sqlglot.ErrorLevel.RAISE)
+    if transform is not None:
+        tree = transform(tree)
+    generator = sqlglot.Dialect.get_or_raise(dialect).generator(
+        pretty=pretty, unsupported_level=sqlglot.ErrorLevel.RAISE
+    )
+    text = generator.generate(tree, copy=False)
     if len(_RENDERED) >= _RENDERED_MAX:
         del _RENDERED[next(iter(_RENDERED))]
     _RENDERED[key] = (expression, text)
