@@ -658,7 +658,13 @@ def per_unit_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Select:
 def quantile_query(spec: ReadoutSpec, metric: Metric, levels: Sequence[float], level: float) -> exp.Select:
     """Per variation, the event-level quantiles of `metric` at `levels` (value and density points,
     `q` in `levels` order, one sort per variation) and the moments of (events ≤ the quantile at
-    `level`, events) per unit: the clustered variance, since events of one unit are alike."""
+    `level`, events) per unit: the clustered variance, since events of one unit are alike. The
+    levels follow the events counted, so the tree is kept while they stay the same."""
+    return _quantile_tree(spec, metric, tuple(levels), level)
+
+
+@lru_cache(maxsize=64)
+def _quantile_tree(spec: ReadoutSpec, metric: Metric, levels: tuple[float, ...], level: float) -> exp.Select:
     s, first_ts = "s", _col("first_ts", "u")
     x = _col("x", "src")
     events = _join(
