@@ -407,7 +407,10 @@ def _per_unit(
             _subquery(source, "s"),
             _eq(_col("unit_id", "s"), _col("unit_id", "u")),
         )
-        out.ctes.append(_cte(g, query.where(where, copy=False).group_by(_col(_UID, "u"), copy=False)))
+        # The data-quality group is read twice (statistics and quality): computed once.
+        out.ctes.append(
+            _cte(g, query.where(where, copy=False).group_by(_col(_UID, "u"), copy=False), materialized=folded)
+        )
         out.joins.append((g, _eq(_col(_UID, g), _col(_UID, "u"))))
     return out
 
@@ -923,6 +926,9 @@ def _postgres(tree: exp.Expr) -> exp.Expr:
 
 
 _CLICKHOUSE_SETTINGS = {
+    # A CTE read twice (`exposed`, the data-quality group) is run once (ClickHouse 26.x);
+    # without it each reader runs it again, slower but still right (units keyed on unit_id).
+    "enable_materialized_cte": 1,
     # A LEFT JOIN's missing side is NULL, not the type's default (0, ''), as in standard SQL.
     "join_use_nulls": 1,
     # JSON_VALUE of an absent path is NULL, as DuckDB's ->> and PostgreSQL's #>>.
@@ -933,8 +939,8 @@ _CLICKHOUSE_SETTINGS = {
 def _clickhouse(tree: exp.Expr) -> exp.Expr:
     """ClickHouse: JSON paths through JSON_VALUE (JSONExtractString reads '' for numbers), exact
     interpolated quantiles (`quantilesExactInclusive`, the same R-7 definition as QUANTILE_CONT),
-    UTC timestamp literals, standard join NULLs; and no materialized CTE — a CTE is re-run by
-    each reader, so units are keyed on unit_id rather than on a ROW_NUMBER() that could differ."""
+    UTC timestamp literals, standard join NULLs; and units keyed on unit_id rather than on a
+    ROW_NUMBER(), which a server that ignores MATERIALIZED would number anew for each reader."""
     for node in list(tree.find_all(exp.JSONExtractScalar)):
         keys = [k.this for k in node.expression.expressions if isinstance(k, exp.JSONPathKey)]
         node.replace(exp.func("JSON_VALUE", node.this.copy(), _str("$." + ".".join(keys))))
@@ -952,8 +958,6 @@ def _clickhouse(tree: exp.Expr) -> exp.Expr:
             moment = datetime.fromisoformat(cast.this.this).astimezone(UTC)
             text = moment.strftime("%Y-%m-%d %H:%M:%S.%f")
             cast.replace(exp.func("toDateTime64", _str(text), _num(6), _str("UTC")))
-    for cte in tree.find_all(exp.CTE):
-        cte.set("materialized", None)
     for alias in list(tree.find_all(exp.Alias)):
         if alias.alias == _UID and isinstance(alias.this, exp.Window):
             alias.set("this", _col("unit_id"))

@@ -1,4 +1,4 @@
-WITH exposed AS (
+WITH exposed AS MATERIALIZED (
   SELECT
     unit_id,
     unit_id AS uid,
@@ -112,7 +112,7 @@ WITH exposed AS (
     s.ts >= u.first_ts
   GROUP BY
     u.uid
-), g3 AS (
+), g3 AS MATERIALIZED (
   SELECT
     u.uid,
     COUNT(CASE WHEN s.flag_row AND s.ts >= u.first_ts THEN 1 END) AS joinable_events,
@@ -216,4 +216,4 @@ ORDER BY
   r.phase,
   r.variation,
   r.segment
-SETTINGS join_use_nulls = 1, function_json_value_return_type_allow_nullable = 1;
+SETTINGS enable_materialized_cte = 1, join_use_nulls = 1, function_json_value_return_type_allow_nullable = 1;

@@ -1,4 +1,4 @@
-WITH exposed AS (
+WITH exposed AS MATERIALIZED (
   SELECT
     unit_id,
     unit_id AS uid,
@@ -28,7 +28,7 @@ WITH exposed AS (
   WHERE
     one_variation
     AND first_ts >= toDateTime64('2026-11-01 00:00:00.000000', 6, 'UTC')
-), g0 AS (
+), g0 AS MATERIALIZED (
   SELECT
     u.uid,
     AVG(
@@ -129,4 +129,4 @@ ORDER BY
   r.phase,
   r.variation,
   r.segment
-SETTINGS join_use_nulls = 1, function_json_value_return_type_allow_nullable = 1;
+SETTINGS enable_materialized_cte = 1, join_use_nulls = 1, function_json_value_return_type_allow_nullable = 1;

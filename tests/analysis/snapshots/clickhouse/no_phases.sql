@@ -1,4 +1,4 @@
-WITH exposed AS (
+WITH exposed AS MATERIALIZED (
   SELECT
     unit_id,
     unit_id AS uid,
@@ -26,7 +26,7 @@ WITH exposed AS (
   FROM exposed
   WHERE
     one_variation
-), g0 AS (
+), g0 AS MATERIALIZED (
   SELECT
     u.uid,
     AVG(
@@ -127,4 +127,4 @@ ORDER BY
   r.phase,
   r.variation,
   r.segment
-SETTINGS join_use_nulls = 1, function_json_value_return_type_allow_nullable = 1;
+SETTINGS enable_materialized_cte = 1, join_use_nulls = 1, function_json_value_return_type_allow_nullable = 1;

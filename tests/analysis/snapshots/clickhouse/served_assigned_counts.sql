@@ -1,4 +1,4 @@
-WITH exposed AS (
+WITH exposed AS MATERIALIZED (
   SELECT
     unit_id,
     unit_id AS uid,
@@ -40,4 +40,4 @@ GROUP BY
 ORDER BY
   u.phase,
   u.assigned_variation
-SETTINGS join_use_nulls = 1, function_json_value_return_type_allow_nullable = 1;
+SETTINGS enable_materialized_cte = 1, join_use_nulls = 1, function_json_value_return_type_allow_nullable = 1;

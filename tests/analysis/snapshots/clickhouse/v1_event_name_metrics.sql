@@ -44,4 +44,4 @@ GROUP BY
 ORDER BY
   name,
   variation
-SETTINGS join_use_nulls = 1, function_json_value_return_type_allow_nullable = 1;
+SETTINGS enable_materialized_cte = 1, join_use_nulls = 1, function_json_value_return_type_allow_nullable = 1;

@@ -30,7 +30,7 @@ WITH exposed AS MATERIALIZED (
   FROM exposed
   WHERE
     one_variation AND first_ts >= CAST('2026-11-01T00:00:00+00:00' AS TIMESTAMPTZ)
-), g0 AS (
+), g0 AS MATERIALIZED (
   SELECT
     u.uid,
     SUM(

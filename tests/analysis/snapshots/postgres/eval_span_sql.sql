@@ -114,7 +114,7 @@ WITH exposed AS MATERIALIZED (
     s.ts >= u.first_ts
   GROUP BY
     u.uid
-), g3 AS (
+), g3 AS MATERIALIZED (
   SELECT
     u.uid,
     COUNT(CASE WHEN s.flag_row AND s.ts >= u.first_ts THEN 1 END) AS joinable_events,

@@ -29,7 +29,7 @@ WITH exposed AS MATERIALIZED (
   FROM exposed
   WHERE
     one_variation
-), g0 AS (
+), g0 AS MATERIALIZED (
   SELECT
     u.uid,
     AVG(
