@@ -671,6 +671,238 @@ def run_pandas(db: Path, bound: str | None) -> dict[str, Any]:
     }
 
 
+# -- ClickHouse (chdb): the same readout statements, against its own floor ----------------------
+
+_CH_TS = "DateTime64(6, 'UTC')"
+_CH_EVIDENCE: dict[str, tuple[list[tuple[str, str]], str]] = {
+    "exposures": (
+        [
+            ("ts", _CH_TS),
+            ("environment", "String"),
+            ("flag_key", "String"),
+            ("unit_id", "String"),
+            ("assigned_variation", "String"),
+            ("served_variation", "String"),
+            ("fallback_reason", "Nullable(String)"),
+            ("attributes", "Nullable(String)"),
+        ],
+        "(environment, flag_key, unit_id, ts)",
+    ),
+    "events": (
+        [
+            ("ts", _CH_TS),
+            ("environment", "String"),
+            ("name", "String"),
+            ("unit_id", "String"),
+            ("assignment_unit", "String"),
+            ("value", "Nullable(Float64)"),
+            ("properties", "Nullable(String)"),
+            ("flag_key", "Nullable(String)"),
+        ],
+        "(environment, name, unit_id, ts)",
+    ),
+}
+
+# The floor in ClickHouse's own terms (-If combinators; OrNull keeps "no rows" NULL, as FILTER does).
+CH_FLOOR_STATS = """
+WITH units AS (
+    SELECT unit_id, min(ts) AS first_ts, min(assigned_variation) AS variation
+    FROM exposures WHERE environment = '{env}' AND flag_key = '{flag}'
+    GROUP BY unit_id HAVING uniqExact(assigned_variation) = 1
+),
+per_unit AS (
+    SELECT e.unit_id AS unit_id,
+           avgIfOrNull(e.value, e.name = 'resolution' AND e.ts >= u.first_ts) AS resolved,
+           avgIfOrNull(e.value, e.name = 'turn' AND e.ts >= u.first_ts) AS latency,
+           avgIfOrNull(e.value, e.name = 'turn' AND e.ts < u.first_ts) AS latency_pre,
+           sumIfOrNull(e.value, e.name = 'llm_call' AND e.ts >= u.first_ts) AS cost,
+           sumIfOrNull(e.value, e.name = 'llm_call' AND e.ts < u.first_ts) AS cost_pre,
+           countIf(e.name = 'turn' AND e.ts >= u.first_ts) AS turns,
+           sumIfOrNull(e.value, e.name = 'resolution' AND e.ts >= u.first_ts) AS resolved_count
+    FROM events AS e INNER JOIN units AS u ON e.unit_id = u.unit_id
+    WHERE e.environment = '{env}' AND e.assignment_unit = '{unit}' AND e.name IN ('resolution', 'turn', 'llm_call')
+      AND e.ts >= u.first_ts - INTERVAL 168 HOUR
+    GROUP BY e.unit_id
+),
+all_units AS (
+    SELECT u.variation AS variation, u.first_ts >= toDateTime64('{ramped}', 6, 'UTC') AS phase,
+           p.resolved AS resolved, p.latency AS latency, p.latency_pre AS latency_pre,
+           coalesce(p.cost, 0) AS cost, p.cost_pre AS cost_pre, coalesce(p.turns, 0) AS turns,
+           coalesce(p.resolved_count, 0) AS resolved_count
+    FROM units AS u LEFT JOIN per_unit AS p ON p.unit_id = u.unit_id
+)
+SELECT phase, variation, count() AS units,
+       count(resolved) AS resolved_n, sum(resolved) AS resolved_sum, sum(resolved * resolved) AS resolved_sum_sq,
+       count(latency) AS latency_n, sum(latency) AS latency_sum, sum(latency * latency) AS latency_sum_sq,
+       {cuped_strata}
+       sum(cost) AS cost_sum, sum(cost * cost) AS cost_sum_sq,
+       sum(turns) AS turns_sum, sum(turns * turns) AS turns_sum_sq,
+       sum(resolved_count) AS resolved_count_sum, sum(resolved_count * resolved_count) AS resolved_count_sum_sq,
+       sum(cost * resolved_count) AS cost_resolved_cross
+FROM all_units
+GROUP BY phase, variation
+ORDER BY phase, variation
+SETTINGS join_use_nulls = 1
+"""
+_CH_CUPED_STRATUM = """
+       countIf({y} IS NOT NULL AND {x} IS NOT NULL) AS {p}_with_n,
+       sumIf({y}, {x} IS NOT NULL) AS {p}_with_sum, sumIf({y} * {y}, {x} IS NOT NULL) AS {p}_with_sum_sq,
+       sumIf({x}, {y} IS NOT NULL) AS {p}_with_pre_sum,
+       sumIf({x} * {x}, {y} IS NOT NULL) AS {p}_with_pre_sum_sq, sum({y} * {x}) AS {p}_with_post_pre,
+       countIf({y} IS NOT NULL AND {x} IS NULL) AS {p}_without_n,
+       sumIf({y}, {x} IS NULL) AS {p}_without_sum, sumIf({y} * {y}, {x} IS NULL) AS {p}_without_sum_sq,"""
+CH_CUPED_STRATA = "".join(
+    _CH_CUPED_STRATUM.format(p=p, y=y, x=x)
+    for p, y, x in (("latency", "latency", "latency_pre"), ("cost", "cost", "cost_pre"))
+).strip()
+
+CH_FLOOR_P95 = """
+WITH units AS (
+    SELECT unit_id, min(ts) AS first_ts, min(assigned_variation) AS variation
+    FROM exposures WHERE environment = '{env}' AND flag_key = '{flag}'
+    GROUP BY unit_id HAVING uniqExact(assigned_variation) = 1
+)
+SELECT u.variation AS variation, count() AS events, quantileExactInclusive(0.95)(e.value) AS p95
+FROM events AS e INNER JOIN units AS u ON e.unit_id = u.unit_id
+WHERE e.environment = '{env}' AND e.assignment_unit = '{unit}' AND e.name = 'turn'
+  AND e.ts >= u.first_ts AND e.value IS NOT NULL
+GROUP BY variation
+ORDER BY variation
+"""
+
+
+def load_chdb(db: Path, directory: Path) -> Any:
+    """A chdb session under `directory` holding the store's exposures and events (MergeTree, ordered
+    for the readout's access path), loaded through Parquet files."""
+    import duckdb
+    from chdb import session
+
+    con = duckdb.connect(str(db), read_only=True)
+    ch = session.Session(str(directory / "chdb"))
+    for table, (columns, order) in _CH_EVIDENCE.items():
+        names = [name for name, _ in columns]
+        select = ", ".join(
+            f"CAST({n} AS VARCHAR) AS {n}" if n in ("attributes", "properties") else n for n in names
+        )
+        parquet = directory / f"{table}.parquet"
+        con.execute(f"COPY (SELECT {select} FROM {table}) TO '{parquet}' (FORMAT parquet)")
+        body = ", ".join(f"{name} {kind}" for name, kind in columns)
+        ch.query(f"CREATE TABLE {table} ({body}) ENGINE = MergeTree ORDER BY {order}")
+        ch.query(f"INSERT INTO {table} SELECT * FROM file('{parquet}', Parquet)")
+        parquet.unlink()
+    con.close()
+    return ch
+
+
+def run_chdb(db: Path) -> dict[str, Any]:
+    """Ramplight's readout statements rendered for ClickHouse (the sufficient statistics and the
+    quantile's, at the levels the product derives from its counts) vs the bare ClickHouse floor,
+    each timed after one warm-up run, on chdb in this process."""
+    import tempfile
+
+    from ramplight.analysis import service
+    from ramplight.analysis.sql import quantile_query, readout_query, render
+    from ramplight.core.stats import density_levels
+    from ramplight.store.duckdb import DuckDBStore
+
+    store = DuckDBStore(db)
+    spec, known = service.spec_for(store, FLAG_KEY, ENVIRONMENT)
+    ramped = ramp_time(store.connection())
+    store.close()
+    with tempfile.TemporaryDirectory(prefix="ramplight-chdb-", dir=db.parent) as tmp:
+        started = time.perf_counter()
+        ch = load_chdb(db, Path(tmp))
+        load_s = time.perf_counter() - started
+
+        def rows(sql: str) -> list[dict[str, Any]]:
+            result: list[dict[str, Any]] = ch.query(sql, "ArrowTable").to_pylist()
+            return result
+
+        def readout() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            statistics = rows(render(readout_query(spec, known), "clickhouse"))
+            metric = spec.quantiles[0]
+            counts: dict[str, int] = {}
+            for row in statistics:
+                counts[row["variation"]] = counts.get(row["variation"], 0) + int(row["q0_n"] or 0)
+            bands = {v: density_levels(n, 0.95) for v, n in counts.items() if n}
+            levels = sorted({0.95, *(x for band in bands.values() for x in band)})
+            quantiles = rows(render(quantile_query(spec, metric, levels, 0.95), "clickhouse"))
+            return statistics, [{**r, "p95": r["q"][levels.index(0.95)]} for r in quantiles]
+
+        names = {
+            "env": ENVIRONMENT,
+            "flag": FLAG_KEY,
+            "unit": UNIT,
+            "ramped": ramped.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
+        }
+        stats_sql = CH_FLOOR_STATS.format(cuped_strata=CH_CUPED_STRATA, **names)
+        p95_sql = CH_FLOOR_P95.format(**names)
+
+        def floor() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            return rows(stats_sql), rows(p95_sql)
+
+        timings = {}
+        results = {}
+        for name, run in (("floor", floor), ("ramplight", readout)):
+            run()
+            started, cpu = time.perf_counter(), cpu_s()
+            results[name] = run()
+            timings[name] = (time.perf_counter() - started, cpu_s() - cpu)
+        ch.close()
+    stats, p95 = results["floor"]
+    statistics, quantiles = results["ramplight"]
+    numbers = floor_numbers(stats, {r["variation"]: r["p95"] for r in p95})
+    units = {
+        v: sum(int(r["units"]) for r in statistics if r["variation"] == v) for v in ("control", "candidate")
+    }
+    return {
+        "load_s": load_s,
+        "floor_s": timings["floor"][0],
+        "floor_cpu_s": timings["floor"][1],
+        "ramplight_s": timings["ramplight"][0],
+        "ramplight_cpu_s": timings["ramplight"][1],
+        "numbers": numbers,
+        "ramplight_units": units,
+        "ramplight_p95": {r["variation"]: r["p95"] for r in quantiles},
+        "peak_mb": rss_mb(),
+    }
+
+
+def report_chdb(figures: dict[str, Any], duckdb_floor: dict[str, Any], ramplight: dict[str, Any]) -> None:
+    f, r = figures["floor_s"], figures["ramplight_s"]
+    print(
+        f"\nClickHouse (chdb {_chdb_version()}, in-process; load {figures['load_s']:.1f} s not included): "
+        f"floor {f:.2f} s wall / {figures['floor_cpu_s']:.2f} s CPU, Ramplight's statements {r:.2f} s wall / "
+        f"{figures['ramplight_cpu_s']:.2f} s CPU ({r / f:.2f}× its floor); DuckDB: floor {duckdb_floor['seconds']:.2f} s, "
+        f"Ramplight {ramplight['seconds']:.2f} s (statistics engine included)"
+    )
+    differ = [
+        key
+        for key, value in figures["numbers"].items()
+        if rel(value, duckdb_floor["numbers"][key]) > TOLERANCE
+    ]
+    differ += [
+        f"units {v}"
+        for v, n in figures["ramplight_units"].items()
+        if n != duckdb_floor["numbers"][f"units {v}"]
+    ]
+    differ += [
+        f"latency_p95 {v}"
+        for v, q in figures["ramplight_p95"].items()
+        if rel(q, duckdb_floor["numbers"][f"latency_p95 {v}"]) > TOLERANCE
+    ]
+    print(
+        "ClickHouse numbers (its floor's figures and Ramplight's units and p95) agree with DuckDB's: "
+        + ("yes" if not differ else "NO: " + ", ".join(differ))
+    )
+
+
+def _chdb_version() -> str:
+    import chdb
+
+    return str(chdb.__version__)
+
+
 # -- a small flag, in-process ----------------------------------------------------------------
 
 SMALL_UNITS, SMALL_EVENTS = 20_000, 100_000
@@ -771,8 +1003,9 @@ def main() -> None:
         "--small", action="store_true", help=f"only the small-flag figure ({SMALL_UNITS:,} units, in-process)"
     )
     parser.add_argument(
-        "--phase", choices=["build", "ramplight", "floor", "pandas", "small"], help=argparse.SUPPRESS
+        "--phase", choices=["build", "ramplight", "floor", "pandas", "small", "chdb"], help=argparse.SUPPRESS
     )
+    parser.add_argument("--no-chdb", action="store_true", help="skip the ClickHouse (chdb) contender")
     args = parser.parse_args()
     if args.quick:
         args.units, args.events = 200_000, 1_000_000
@@ -789,6 +1022,7 @@ def main() -> None:
             "floor": lambda: run_floor(args.db, bound),
             "pandas": lambda: run_pandas(args.db, bound),
             "small": lambda: run_small(args.db),
+            "chdb": lambda: run_chdb(args.db),
         }
         print(json.dumps(runs[args.phase](), default=str))
         return
@@ -828,6 +1062,8 @@ def main() -> None:
     pandas_floor = floor if fraction == 1 else in_child("floor", args, fraction=fraction)
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
     report_figures(args, floor, ramplight, pandas, pandas_floor)
+    if not args.no_chdb:
+        report_chdb(in_child("chdb", args), floor, ramplight)
     small_flag(args)
     if workdir is not None:
         workdir.cleanup()
