@@ -118,6 +118,10 @@ def _subquery(query: exp.Query, alias: str) -> exp.Subquery:
     return query.subquery(alias, copy=False)
 
 
+def _table(name: str, alias: str) -> exp.Expr:
+    return exp.to_table(name).as_(alias, copy=False)
+
+
 def _cte(name: str, query: exp.Query, materialized: bool = False) -> exp.CTE:
     return exp.CTE(
         this=query, alias=exp.TableAlias(this=exp.to_identifier(name)), materialized=materialized or None
@@ -263,7 +267,8 @@ def _group_source(
         rows = (
             exp.or_(exp.paren(metric_rows), _flag_events(spec), copy=False) if names else _flag_events(spec)
         )
-        columns += [_as(unit.copy(), "metric_row"), _as(_flag_events(spec), "flag_row")]
+        own = exp.func("COALESCE", _eq(_col("flag_key"), _str(spec.flag_key)), exp.false())
+        columns += [_as(unit.copy(), "metric_row"), _as(_flag_events(spec), "flag_row"), _as(own, "own_row")]
         return (
             exp.select(*columns, copy=False)
             .from_("events", copy=False)
@@ -382,7 +387,18 @@ def _per_unit(
             # is also after the flag's first exposure, so it is one the readout expects to join.
             units, where = "exposed", exp.or_(_col("flag_row", "s"), where, copy=False)
             flag_row = _col("flag_row", "s")
+            # Every outcome event that should join the flag, joined or not (an unexposed unit's land
+            # in the NULL unit's group): unflagged ones from the flag's first exposure on.
+            first_exposure = (
+                exp.select(exp.Min(this=_col("first_ts")), copy=False).from_("exposed", copy=False).subquery()
+            )
+            expected = exp.paren(
+                exp.or_(
+                    _col("own_row", "s"), exp.GTE(this=s_ts.copy(), expression=first_exposure), copy=False
+                )
+            )
             columns += [
+                _as(_count_if(_and(flag_row.copy(), expected)), "flag_events"),
                 _as(
                     _count_if(_and(flag_row, exp.GTE(this=s_ts.copy(), expression=first_ts.copy()))),
                     "joinable_events",
@@ -401,12 +417,14 @@ def _per_unit(
                 )
                 columns.append(_as(_count_if(counted), f"qn{j}"))
                 out.quantile_counts[j] = _col(f"qn{j}", g)
-        source = _group_source(group, members, spec, folded, quantiles if folded else ())
-        query = _join(
-            exp.select(*columns, copy=False).from_(exp.to_table(units).as_("u"), copy=False),
-            _subquery(source, "s"),
-            _eq(_col("unit_id", "s"), _col("unit_id", "u")),
-        )
+        source = _subquery(_group_source(group, members, spec, folded, quantiles if folded else ()), "s")
+        on = _eq(_col("unit_id", "s"), _col("unit_id", "u"))
+        if folded:
+            query = _join(
+                exp.select(*columns, copy=False).from_(source, copy=False), _table(units, "u"), on, "LEFT"
+            )
+        else:
+            query = _join(exp.select(*columns, copy=False).from_(_table(units, "u"), copy=False), source, on)
         # The data-quality group is read twice (statistics and quality): computed once.
         out.ctes.append(
             _cte(g, query.where(where, copy=False).group_by(_col(_UID, "u"), copy=False), materialized=folded)
@@ -506,24 +524,8 @@ def _quality_cte(spec: ReadoutSpec, per_unit: _PerUnit) -> exp.CTE:
     else:
         columns += [_as(_num(0), "dq_exposures_before_flag"), _as(_num(0), "dq_units_before_flag")]
     g = per_unit.quality_group
-    # Unflagged outcomes before the flag's first exposure are not expected to join it.
-    first_exposure = (
-        exp.select(exp.Min(this=_col("first_ts")), copy=False).from_("exposed", copy=False).subquery()
-    )
-    own = exp.func("COALESCE", _eq(_col("flag_key"), _str(spec.flag_key)), exp.false())
-    events = (
-        exp.select(exp.Count(this=exp.Star()), copy=False)
-        .from_("events", copy=False)
-        .where(
-            _and(
-                _eq(_col("environment"), _str(spec.environment)),
-                _flag_events(spec),
-                exp.paren(exp.or_(own, exp.GTE(this=_col("ts"), expression=first_exposure), copy=False)),
-            ),
-            copy=False,
-        )
-    )
     joined = exp.select(
+        _as(exp.func("COALESCE", exp.Sum(this=_col("flag_events", g)), _num(0)), "dq_events"),
         _as(exp.func("COALESCE", exp.Sum(this=_col("joinable_events", g)), _num(0)), "dq_joinable_events"),
         _as(
             exp.func("COALESCE", exp.Sum(this=_col("events_before_exposure", g)), _num(0)),
@@ -534,7 +536,6 @@ def _quality_cte(spec: ReadoutSpec, per_unit: _PerUnit) -> exp.CTE:
     query = exp.select(
         exp.column(exp.Star(), "e"),
         exp.column(exp.Star(), "j"),
-        _as(events.subquery(), "dq_events"),
         copy=False,
     ).from_(_subquery(exp.select(*columns, copy=False).from_("exposed", copy=False), "e"), copy=False)
     return _cte("quality", _join(query, _subquery(joined, "j"), kind="CROSS"))

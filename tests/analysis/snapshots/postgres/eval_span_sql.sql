@@ -117,10 +117,22 @@ WITH exposed AS MATERIALIZED (
 ), g3 AS MATERIALIZED (
   SELECT
     u.uid,
+    COUNT(
+      CASE
+        WHEN s.flag_row
+        AND (
+          s.own_row OR s.ts >= (
+            SELECT
+              MIN(first_ts)
+            FROM exposed
+          )
+        )
+        THEN 1
+      END
+    ) AS flag_events,
     COUNT(CASE WHEN s.flag_row AND s.ts >= u.first_ts THEN 1 END) AS joinable_events,
     COUNT(CASE WHEN s.flag_row AND s.ts < u.first_ts THEN 1 END) AS events_before_exposure
-  FROM exposed AS u
-  JOIN (
+  FROM (
     SELECT
       unit_id,
       ts,
@@ -128,7 +140,8 @@ WITH exposed AS MATERIALIZED (
       value,
       properties,
       assignment_unit = 'conversation' AS metric_row,
-      COALESCE(flag_key = 'support_assistant_profile', assignment_unit = 'conversation') AS flag_row
+      COALESCE(flag_key = 'support_assistant_profile', assignment_unit = 'conversation') AS flag_row,
+      COALESCE(flag_key = 'support_assistant_profile', FALSE) AS own_row
     FROM events
     WHERE
       environment = 'production'
@@ -136,6 +149,7 @@ WITH exposed AS MATERIALIZED (
         COALESCE(flag_key = 'support_assistant_profile', assignment_unit = 'conversation')
       )
   ) AS s
+  LEFT JOIN exposed AS u
     ON s.unit_id = u.unit_id
   WHERE
     s.flag_row OR s.ts >= u.first_ts
@@ -144,23 +158,7 @@ WITH exposed AS MATERIALIZED (
 ), quality AS (
   SELECT
     e.*,
-    j.*,
-    (
-      SELECT
-        COUNT(*)
-      FROM events
-      WHERE
-        environment = 'production'
-        AND COALESCE(flag_key = 'support_assistant_profile', assignment_unit = 'conversation')
-        AND (
-          COALESCE(flag_key = 'support_assistant_profile', FALSE)
-          OR ts >= (
-            SELECT
-              MIN(first_ts)
-            FROM exposed
-          )
-        )
-    ) AS dq_events
+    j.*
   FROM (
     SELECT
       COUNT(CASE WHEN one_variation AND assigned = 'control' THEN 1 END) AS dq_units_0,
@@ -174,6 +172,7 @@ WITH exposed AS MATERIALIZED (
   ) AS e
   CROSS JOIN (
     SELECT
+      COALESCE(SUM(g3.flag_events), 0) AS dq_events,
       COALESCE(SUM(g3.joinable_events), 0) AS dq_joinable_events,
       COALESCE(SUM(g3.events_before_exposure), 0) AS dq_events_before_exposure
     FROM g3

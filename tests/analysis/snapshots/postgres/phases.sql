@@ -45,10 +45,22 @@ WITH exposed AS MATERIALIZED (
         THEN s.value
       END
     ) AS p0,
+    COUNT(
+      CASE
+        WHEN s.flag_row
+        AND (
+          s.own_row OR s.ts >= (
+            SELECT
+              MIN(first_ts)
+            FROM exposed
+          )
+        )
+        THEN 1
+      END
+    ) AS flag_events,
     COUNT(CASE WHEN s.flag_row AND s.ts >= u.first_ts THEN 1 END) AS joinable_events,
     COUNT(CASE WHEN s.flag_row AND s.ts < u.first_ts THEN 1 END) AS events_before_exposure
-  FROM exposed AS u
-  JOIN (
+  FROM (
     SELECT
       unit_id,
       ts,
@@ -56,7 +68,8 @@ WITH exposed AS MATERIALIZED (
       value,
       properties,
       assignment_unit = 'conversation' AS metric_row,
-      COALESCE(flag_key = 'support_assistant_profile', assignment_unit = 'conversation') AS flag_row
+      COALESCE(flag_key = 'support_assistant_profile', assignment_unit = 'conversation') AS flag_row,
+      COALESCE(flag_key = 'support_assistant_profile', FALSE) AS own_row
     FROM events
     WHERE
       environment = 'production'
@@ -67,6 +80,7 @@ WITH exposed AS MATERIALIZED (
         OR COALESCE(flag_key = 'support_assistant_profile', assignment_unit = 'conversation')
       )
   ) AS s
+  LEFT JOIN exposed AS u
     ON s.unit_id = u.unit_id
   WHERE
     s.flag_row OR s.ts >= u.first_ts
@@ -75,23 +89,7 @@ WITH exposed AS MATERIALIZED (
 ), quality AS (
   SELECT
     e.*,
-    j.*,
-    (
-      SELECT
-        COUNT(*)
-      FROM events
-      WHERE
-        environment = 'production'
-        AND COALESCE(flag_key = 'support_assistant_profile', assignment_unit = 'conversation')
-        AND (
-          COALESCE(flag_key = 'support_assistant_profile', FALSE)
-          OR ts >= (
-            SELECT
-              MIN(first_ts)
-            FROM exposed
-          )
-        )
-    ) AS dq_events
+    j.*
   FROM (
     SELECT
       COUNT(CASE WHEN one_variation AND assigned = 'control' THEN 1 END) AS dq_units_0,
@@ -105,6 +103,7 @@ WITH exposed AS MATERIALIZED (
   ) AS e
   CROSS JOIN (
     SELECT
+      COALESCE(SUM(g0.flag_events), 0) AS dq_events,
       COALESCE(SUM(g0.joinable_events), 0) AS dq_joinable_events,
       COALESCE(SUM(g0.events_before_exposure), 0) AS dq_events_before_exposure
     FROM g0
