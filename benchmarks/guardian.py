@@ -744,14 +744,10 @@ def build(path: Path, n_units: int, days: float) -> dict[str, Any]:
 
 
 def statement_label(sql: str) -> str:
-    from ramplight.analysis import report as v1
-
-    labels = {
-        v1._FALLBACK_REASONS_SQL: "data quality: fallback reasons",
-        v1._METRICS_SQL: "v1 per-event metrics",
-    }
-    if sql in labels:
-        return labels[sql]
+    if "fallback_reason" in sql and "dq_" not in sql:
+        return "data quality: fallback reasons"
+    if "sum_x2" in sql:
+        return "v1 per-event metrics"
     if "QUANTILE_CONT" in sql:
         return "quantile"
     return "sufficient statistics and data quality" if "dq_joinable_events" in sql else "other"

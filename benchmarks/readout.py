@@ -4,6 +4,7 @@
     python benchmarks/readout.py --quick                  # 200 k units, 1 M events (smoke run)
     python benchmarks/readout.py --units N --events M     # any size
     python benchmarks/readout.py --db /tmp/r.duckdb       # keep the store and reuse it next time
+    python benchmarks/readout.py --small                  # only the small flag: 20 k units, 100 k events
 
 The data is generated inside DuckDB (the real schema, primary keys included) for one JSON flag
 `checkout_assistant` (conversation units) created at 10 % candidate and ramped to 20 % a week
@@ -288,23 +289,17 @@ class _TimedCursor:
 
 
 def run_ramplight(db: Path) -> dict[str, Any]:
-    from ramplight.analysis import report as v1
     from ramplight.analysis.readout import ReadoutOptions
     from ramplight.analysis.service import report
     from ramplight.store.duckdb import DuckDBStore
 
-    v1_labels = {
-        v1._FALLBACK_REASONS_SQL: "v1 fallback reasons",
-        v1._METRICS_SQL: "v1 per-event-name metrics",
-    }
-
     def label(sql: str) -> str:
-        if sql in v1_labels:
-            return v1_labels[sql]
-        if "below" in sql:
-            return "quantile: clustered variance"
+        if "fallback_reason" in sql and "dq_" not in sql:
+            return "v1 fallback reasons"
+        if "sum_x2" in sql:
+            return "v1 per-event-name metrics"
         if "QUANTILE_CONT" in sql:
-            return "quantile: " + ("count" if sql.count("QUANTILE_CONT") == 1 else "value and density")
+            return "quantile: values and clustered variance"
         if "FROM flag" in sql or "FROM metrics" in sql or "SET " in sql:
             return "control plane"
         return (
@@ -388,8 +383,7 @@ per_unit AS (
 ),
 all_units AS (
     SELECT u.variation, u.first_ts >= $ramped AS phase, p.resolved, p.latency,
-           coalesce(p.latency_pre, 0) AS latency_pre, coalesce(p.cost, 0) AS cost,
-           coalesce(p.cost_pre, 0) AS cost_pre, coalesce(p.turns, 0) AS turns,
+           p.latency_pre, coalesce(p.cost, 0) AS cost, p.cost_pre, coalesce(p.turns, 0) AS turns,
            coalesce(p.resolved_count, 0) AS resolved_count
     FROM units AS u
     LEFT JOIN per_unit AS p USING (unit_id)
@@ -397,11 +391,8 @@ all_units AS (
 SELECT phase, variation, count(*) AS units,
        count(resolved) AS resolved_n, sum(resolved) AS resolved_sum, sum(resolved * resolved) AS resolved_sum_sq,
        count(latency) AS latency_n, sum(latency) AS latency_sum, sum(latency * latency) AS latency_sum_sq,
-       sum(latency_pre) FILTER (latency IS NOT NULL) AS latency_pre_sum,
-       sum(latency_pre * latency_pre) FILTER (latency IS NOT NULL) AS latency_pre_sum_sq,
-       sum(latency * latency_pre) AS latency_post_pre,
+       {cuped_strata}
        sum(cost) AS cost_sum, sum(cost * cost) AS cost_sum_sq,
-       sum(cost_pre) AS cost_pre_sum, sum(cost_pre * cost_pre) AS cost_pre_sum_sq, sum(cost * cost_pre) AS cost_post_pre,
        sum(turns) AS turns_sum, sum(turns * turns) AS turns_sum_sq,
        sum(resolved_count) AS resolved_count_sum, sum(resolved_count * resolved_count) AS resolved_count_sum_sq,
        sum(cost * resolved_count) AS cost_resolved_cross
@@ -409,6 +400,20 @@ FROM all_units
 GROUP BY ALL
 ORDER BY ALL
 """
+
+# CUPED per phase and pre-period presence: units with a pre-period value (regression moments)
+# and units without one (no covariate), as the product stratifies them.
+_CUPED_STRATUM = """
+       count(*) FILTER ({y} IS NOT NULL AND {x} IS NOT NULL) AS {p}_with_n,
+       sum({y}) FILTER ({x} IS NOT NULL) AS {p}_with_sum, sum({y} * {y}) FILTER ({x} IS NOT NULL) AS {p}_with_sum_sq,
+       sum({x}) FILTER ({y} IS NOT NULL) AS {p}_with_pre_sum,
+       sum({x} * {x}) FILTER ({y} IS NOT NULL) AS {p}_with_pre_sum_sq, sum({y} * {x}) AS {p}_with_post_pre,
+       count(*) FILTER ({y} IS NOT NULL AND {x} IS NULL) AS {p}_without_n,
+       sum({y}) FILTER ({x} IS NULL) AS {p}_without_sum, sum({y} * {y}) FILTER ({x} IS NULL) AS {p}_without_sum_sq,"""
+CUPED_STRATA = "".join(
+    _CUPED_STRATUM.format(p=p, y=y, x=x)
+    for p, y, x in (("latency", "latency", "latency_pre"), ("cost", "cost", "cost_pre"))
+).strip()
 
 FLOOR_P95 = """
 WITH {units_cte}
@@ -445,7 +450,9 @@ def run_floor(db: Path, bound: str | None) -> dict[str, Any]:
     units_cte = FLOOR_UNITS.format(units=" AND unit_id < $bound" if bound else "").strip()
     ramped = ramp_time(con)
     started, cpu = time.perf_counter(), cpu_s()
-    cursor = con.execute(FLOOR_STATS.format(units_cte=units_cte), {**params, "ramped": ramped})
+    cursor = con.execute(
+        FLOOR_STATS.format(units_cte=units_cte, cuped_strata=CUPED_STRATA), {**params, "ramped": ramped}
+    )
     names = [d[0] for d in cursor.description]
     stats = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     p95 = {v: q for v, _, q in con.execute(FLOOR_P95.format(units_cte=units_cte), params).fetchall()}
@@ -483,34 +490,51 @@ def floor_numbers(stats: list[dict[str, Any]], p95: dict[str, float]) -> dict[st
             variation, "resolved_count_sum"
         )
         numbers[f"latency_p95 {variation}"] = p95[variation]
-    for key, prefix, n_col in (("latency_ms", "latency", "latency_n"), ("cost_usd", "cost", "units")):
-        arms = {
-            v: [
-                total(v, c)
-                for c in (
-                    n_col,
-                    f"{prefix}_sum",
-                    f"{prefix}_sum_sq",
-                    f"{prefix}_pre_sum",
-                    f"{prefix}_pre_sum_sq",
-                    f"{prefix}_post_pre",
-                )
-            ]
-            for v in ("control", "candidate")
-        }
-        numbers[f"{key} CUPED difference"] = cuped_difference(arms["control"], arms["candidate"])
+    for key, prefix in (("latency_ms", "latency"), ("cost_usd", "cost")):
+        strata = []
+        for phase in sorted({r["phase"] for r in stats}):
+            rows = {r["variation"]: r for r in stats if r["phase"] == phase}
+            for part, columns in (
+                ("with", ("n", "sum", "sum_sq", "pre_sum", "pre_sum_sq", "post_pre")),
+                ("without", ("n", "sum", "sum_sq")),
+            ):
+                arms = [
+                    [float(rows[v][f"{prefix}_{part}_{c}"] or 0) for c in columns]
+                    + [0.0] * (6 - len(columns))
+                    for v in ("control", "candidate")
+                ]
+                strata.append((arms[0], arms[1]))
+        numbers[f"{key} CUPED difference"] = cuped_difference(strata)
     return numbers
 
 
-def cuped_difference(control: Sequence[float], candidate: Sequence[float]) -> float:
-    """Adjusted mean difference with one pooled theta, from (n, Σy, Σy², Σx, Σx², Σxy) per arm."""
-    n, sy, _, sx, sxx, sxy = (a + b for a, b in zip(control, candidate, strict=True))
-    theta = (sxy - sx * sy / n) / (sxx - sx * sx / n)
+Moments = Sequence[float]
+"""(n, Σy, Σy², Σx, Σx², Σxy) of one arm in one stratum: outcome y, pre-period covariate x."""
 
-    def adjusted(arm: Sequence[float]) -> float:
-        return arm[1] / arm[0] - theta * arm[3] / arm[0]
 
-    return adjusted(candidate) - adjusted(control)
+def cuped_difference(strata: Sequence[tuple[Moments, Moments]]) -> float:
+    """Adjusted mean difference (candidate - control), CUPED within each stratum (phase × pre-period
+    presence) with a theta pooled over its two arms, strata weighted by their units; a stratum
+    where an arm has fewer than two units is left out (docs/statistics.md §4, §15)."""
+
+    def variance(n: float, s: float, ss: float) -> float:
+        return (ss - s * s / n) / (n - 1)
+
+    total, weighted = 0.0, 0.0
+    for control, candidate in strata:
+        if control[0] < 2 or candidate[0] < 2:
+            continue
+        n, sy, syy, sx, sxx, sxy = (a + b for a, b in zip(control, candidate, strict=True))
+        var_x, var_y = variance(n, sx, sxx), variance(n, sy, syy)
+        theta = (sxy - sx * sy / n) / (n - 1) / var_x if var_x > 0 and var_y > 0 else 0.0
+
+        control_mean, candidate_mean = (
+            arm[1] / arm[0] - theta * arm[3] / arm[0] for arm in (control, candidate)
+        )
+        weight = control[0] + candidate[0]
+        total += weight
+        weighted += weight * (candidate_mean - control_mean)
+    return weighted / total
 
 
 # -- pandas, as in a notebook --------------------------------------------------------------------
@@ -571,9 +595,9 @@ def run_pandas(db: Path, bound: str | None) -> dict[str, Any]:
     unit = units.assign(
         resolved=col("mean", "resolution", "post"),
         latency_ms=col("mean", "turn", "post"),
-        latency_pre=col("mean", "turn", "pre").fillna(0),
+        latency_pre=col("mean", "turn", "pre"),
         cost_usd=col("sum", "llm_call", "post").fillna(0),
-        cost_pre=col("sum", "llm_call", "pre").fillna(0),
+        cost_pre=col("sum", "llm_call", "pre"),
         turns=col("count", "turn", "post").fillna(0),
         resolved_count=col("sum", "resolution", "post").fillna(0),
     )
@@ -599,13 +623,18 @@ def run_pandas(db: Path, bound: str | None) -> dict[str, Any]:
     )
     ratio_p = 2 * stats.norm.sf(abs(ratio_z))
 
-    def cuped(post: str, pre: str) -> tuple[float, float]:
+    def moments(frame: pd.DataFrame, post: str, pre: str) -> list[float]:
+        y, x = frame[post], frame[pre].fillna(0)
+        return [len(frame), y.sum(), (y * y).sum(), x.sum(), (x * x).sum(), (y * x).sum()]
+
+    def cuped(post: str, pre: str) -> float:
+        # Per phase and pre-period presence, each stratum with its own theta.
         frame = unit[unit[post].notna()]
-        theta = frame[post].cov(frame[pre]) / frame[pre].var()
-        adjusted = frame[post] - theta * (frame[pre] - frame[pre].mean())
-        t = adjusted[frame["variation"] == "candidate"]
-        c = adjusted[frame["variation"] == "control"]
-        return t.mean() - c.mean(), stats.ttest_ind(t, c, equal_var=False).pvalue
+        strata = []
+        for _, part in frame.groupby(["phase", frame[pre].notna()]):
+            arms = [moments(part[part["variation"] == v], post, pre) for v in ("control", "candidate")]
+            strata.append((arms[0], arms[1]))
+        return cuped_difference(strata)
 
     cuped_results = {
         "latency_ms": cuped("latency_ms", "latency_pre"),
@@ -622,7 +651,7 @@ def run_pandas(db: Path, bound: str | None) -> dict[str, Any]:
             numbers[f"{key} mean {variation}"] = float(arm[key].mean())
         numbers[f"cost_per_resolution mean {variation}"] = float(ratios[variation][0])
         numbers[f"latency_p95 {variation}"] = float(p95[variation])
-    for key, (difference, _) in cuped_results.items():
+    for key, difference in cuped_results.items():
         numbers[f"{key} CUPED difference"] = float(difference)
     assert (
         len(summary) == 4 and all(math.isfinite(w.pvalue) for w in welch.values()) and math.isfinite(ratio_p)
@@ -640,6 +669,300 @@ def run_pandas(db: Path, bound: str | None) -> dict[str, Any]:
         "load_mb": load_mb,
         "peak_mb": rss_mb(),
     }
+
+
+# -- ClickHouse (chdb): the same readout statements, against its own floor ----------------------
+
+_CH_TS = "DateTime64(6, 'UTC')"
+_CH_EVIDENCE: dict[str, tuple[list[tuple[str, str]], str]] = {
+    "exposures": (
+        [
+            ("ts", _CH_TS),
+            ("environment", "String"),
+            ("flag_key", "String"),
+            ("unit_id", "String"),
+            ("assigned_variation", "String"),
+            ("served_variation", "String"),
+            ("fallback_reason", "Nullable(String)"),
+            ("attributes", "Nullable(String)"),
+        ],
+        "(environment, flag_key, unit_id, ts)",
+    ),
+    "events": (
+        [
+            ("ts", _CH_TS),
+            ("environment", "String"),
+            ("name", "String"),
+            ("unit_id", "String"),
+            ("assignment_unit", "String"),
+            ("value", "Nullable(Float64)"),
+            ("properties", "Nullable(String)"),
+            ("flag_key", "Nullable(String)"),
+        ],
+        "(environment, name, unit_id, ts)",
+    ),
+}
+
+# The floor in ClickHouse's own terms (-If combinators; OrNull keeps "no rows" NULL, as FILTER does).
+CH_FLOOR_STATS = """
+WITH units AS (
+    SELECT unit_id, min(ts) AS first_ts, min(assigned_variation) AS variation
+    FROM exposures WHERE environment = '{env}' AND flag_key = '{flag}'
+    GROUP BY unit_id HAVING uniqExact(assigned_variation) = 1
+),
+per_unit AS (
+    SELECT e.unit_id AS unit_id,
+           avgIfOrNull(e.value, e.name = 'resolution' AND e.ts >= u.first_ts) AS resolved,
+           avgIfOrNull(e.value, e.name = 'turn' AND e.ts >= u.first_ts) AS latency,
+           avgIfOrNull(e.value, e.name = 'turn' AND e.ts < u.first_ts) AS latency_pre,
+           sumIfOrNull(e.value, e.name = 'llm_call' AND e.ts >= u.first_ts) AS cost,
+           sumIfOrNull(e.value, e.name = 'llm_call' AND e.ts < u.first_ts) AS cost_pre,
+           countIf(e.name = 'turn' AND e.ts >= u.first_ts) AS turns,
+           sumIfOrNull(e.value, e.name = 'resolution' AND e.ts >= u.first_ts) AS resolved_count
+    FROM events AS e INNER JOIN units AS u ON e.unit_id = u.unit_id
+    WHERE e.environment = '{env}' AND e.assignment_unit = '{unit}' AND e.name IN ('resolution', 'turn', 'llm_call')
+      AND e.ts >= u.first_ts - INTERVAL 168 HOUR
+    GROUP BY e.unit_id
+),
+all_units AS (
+    SELECT u.variation AS variation, u.first_ts >= toDateTime64('{ramped}', 6, 'UTC') AS phase,
+           p.resolved AS resolved, p.latency AS latency, p.latency_pre AS latency_pre,
+           coalesce(p.cost, 0) AS cost, p.cost_pre AS cost_pre, coalesce(p.turns, 0) AS turns,
+           coalesce(p.resolved_count, 0) AS resolved_count
+    FROM units AS u LEFT JOIN per_unit AS p ON p.unit_id = u.unit_id
+)
+SELECT phase, variation, count() AS units,
+       count(resolved) AS resolved_n, sum(resolved) AS resolved_sum, sum(resolved * resolved) AS resolved_sum_sq,
+       count(latency) AS latency_n, sum(latency) AS latency_sum, sum(latency * latency) AS latency_sum_sq,
+       {cuped_strata}
+       sum(cost) AS cost_sum, sum(cost * cost) AS cost_sum_sq,
+       sum(turns) AS turns_sum, sum(turns * turns) AS turns_sum_sq,
+       sum(resolved_count) AS resolved_count_sum, sum(resolved_count * resolved_count) AS resolved_count_sum_sq,
+       sum(cost * resolved_count) AS cost_resolved_cross
+FROM all_units
+GROUP BY phase, variation
+ORDER BY phase, variation
+SETTINGS join_use_nulls = 1
+"""
+_CH_CUPED_STRATUM = """
+       countIf({y} IS NOT NULL AND {x} IS NOT NULL) AS {p}_with_n,
+       sumIf({y}, {x} IS NOT NULL) AS {p}_with_sum, sumIf({y} * {y}, {x} IS NOT NULL) AS {p}_with_sum_sq,
+       sumIf({x}, {y} IS NOT NULL) AS {p}_with_pre_sum,
+       sumIf({x} * {x}, {y} IS NOT NULL) AS {p}_with_pre_sum_sq, sum({y} * {x}) AS {p}_with_post_pre,
+       countIf({y} IS NOT NULL AND {x} IS NULL) AS {p}_without_n,
+       sumIf({y}, {x} IS NULL) AS {p}_without_sum, sumIf({y} * {y}, {x} IS NULL) AS {p}_without_sum_sq,"""
+CH_CUPED_STRATA = "".join(
+    _CH_CUPED_STRATUM.format(p=p, y=y, x=x)
+    for p, y, x in (("latency", "latency", "latency_pre"), ("cost", "cost", "cost_pre"))
+).strip()
+
+CH_FLOOR_P95 = """
+WITH units AS (
+    SELECT unit_id, min(ts) AS first_ts, min(assigned_variation) AS variation
+    FROM exposures WHERE environment = '{env}' AND flag_key = '{flag}'
+    GROUP BY unit_id HAVING uniqExact(assigned_variation) = 1
+)
+SELECT u.variation AS variation, count() AS events, quantileExactInclusive(0.95)(e.value) AS p95
+FROM events AS e INNER JOIN units AS u ON e.unit_id = u.unit_id
+WHERE e.environment = '{env}' AND e.assignment_unit = '{unit}' AND e.name = 'turn'
+  AND e.ts >= u.first_ts AND e.value IS NOT NULL
+GROUP BY variation
+ORDER BY variation
+"""
+
+
+def load_chdb(db: Path, directory: Path) -> Any:
+    """A chdb session under `directory` holding the store's exposures and events (MergeTree, ordered
+    for the readout's access path), loaded through Parquet files."""
+    import duckdb
+    from chdb import session
+
+    con = duckdb.connect(str(db), read_only=True)
+    ch = session.Session(str(directory / "chdb"))
+    for table, (columns, order) in _CH_EVIDENCE.items():
+        names = [name for name, _ in columns]
+        select = ", ".join(
+            f"CAST({n} AS VARCHAR) AS {n}" if n in ("attributes", "properties") else n for n in names
+        )
+        parquet = directory / f"{table}.parquet"
+        con.execute(f"COPY (SELECT {select} FROM {table}) TO '{parquet}' (FORMAT parquet)")
+        body = ", ".join(f"{name} {kind}" for name, kind in columns)
+        ch.query(f"CREATE TABLE {table} ({body}) ENGINE = MergeTree ORDER BY {order}")
+        ch.query(f"INSERT INTO {table} SELECT * FROM file('{parquet}', Parquet)")
+        parquet.unlink()
+    con.close()
+    return ch
+
+
+def run_chdb(db: Path) -> dict[str, Any]:
+    """Ramplight's readout statements rendered for ClickHouse (the sufficient statistics and the
+    quantile's, at the levels the product derives from its counts) vs the bare ClickHouse floor,
+    each timed after one warm-up run, on chdb in this process."""
+    import tempfile
+
+    from ramplight.analysis import service
+    from ramplight.analysis.sql import quantile_query, readout_query, render
+    from ramplight.core.stats import density_levels
+    from ramplight.store.duckdb import DuckDBStore
+
+    store = DuckDBStore(db)
+    spec, known = service.spec_for(store, FLAG_KEY, ENVIRONMENT)
+    ramped = ramp_time(store.connection())
+    store.close()
+    with tempfile.TemporaryDirectory(prefix="ramplight-chdb-", dir=db.parent) as tmp:
+        started = time.perf_counter()
+        ch = load_chdb(db, Path(tmp))
+        load_s = time.perf_counter() - started
+
+        def rows(sql: str) -> list[dict[str, Any]]:
+            result: list[dict[str, Any]] = ch.query(sql, "ArrowTable").to_pylist()
+            return result
+
+        def readout() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            statistics = rows(render(readout_query(spec, known), "clickhouse"))
+            metric = spec.quantiles[0]
+            counts: dict[str, int] = {}
+            for row in statistics:
+                counts[row["variation"]] = counts.get(row["variation"], 0) + int(row["q0_n"] or 0)
+            bands = {v: density_levels(n, 0.95) for v, n in counts.items() if n}
+            levels = sorted({0.95, *(x for band in bands.values() for x in band)})
+            quantiles = rows(render(quantile_query(spec, metric, levels, 0.95), "clickhouse"))
+            return statistics, [{**r, "p95": r["q"][levels.index(0.95)]} for r in quantiles]
+
+        names = {
+            "env": ENVIRONMENT,
+            "flag": FLAG_KEY,
+            "unit": UNIT,
+            "ramped": ramped.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
+        }
+        stats_sql = CH_FLOOR_STATS.format(cuped_strata=CH_CUPED_STRATA, **names)
+        p95_sql = CH_FLOOR_P95.format(**names)
+
+        def floor() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            return rows(stats_sql), rows(p95_sql)
+
+        timings = {}
+        results = {}
+        for name, run in (("floor", floor), ("ramplight", readout)):
+            run()
+            started, cpu = time.perf_counter(), cpu_s()
+            results[name] = run()
+            timings[name] = (time.perf_counter() - started, cpu_s() - cpu)
+        ch.close()
+    stats, p95 = results["floor"]
+    statistics, quantiles = results["ramplight"]
+    numbers = floor_numbers(stats, {r["variation"]: r["p95"] for r in p95})
+    units = {
+        v: sum(int(r["units"]) for r in statistics if r["variation"] == v) for v in ("control", "candidate")
+    }
+    return {
+        "load_s": load_s,
+        "floor_s": timings["floor"][0],
+        "floor_cpu_s": timings["floor"][1],
+        "ramplight_s": timings["ramplight"][0],
+        "ramplight_cpu_s": timings["ramplight"][1],
+        "numbers": numbers,
+        "ramplight_units": units,
+        "ramplight_p95": {r["variation"]: r["p95"] for r in quantiles},
+        "peak_mb": rss_mb(),
+    }
+
+
+def report_chdb(figures: dict[str, Any], duckdb_floor: dict[str, Any], ramplight: dict[str, Any]) -> None:
+    f, r = figures["floor_s"], figures["ramplight_s"]
+    print(
+        f"\nClickHouse (chdb {_chdb_version()}, in-process; load {figures['load_s']:.1f} s not included): "
+        f"floor {f:.2f} s wall / {figures['floor_cpu_s']:.2f} s CPU, Ramplight's statements {r:.2f} s wall / "
+        f"{figures['ramplight_cpu_s']:.2f} s CPU ({r / f:.2f}× its floor); DuckDB: floor {duckdb_floor['seconds']:.2f} s, "
+        f"Ramplight {ramplight['seconds']:.2f} s (statistics engine included)"
+    )
+    differ = [
+        key
+        for key, value in figures["numbers"].items()
+        if rel(value, duckdb_floor["numbers"][key]) > TOLERANCE
+    ]
+    differ += [
+        f"units {v}"
+        for v, n in figures["ramplight_units"].items()
+        if n != duckdb_floor["numbers"][f"units {v}"]
+    ]
+    differ += [
+        f"latency_p95 {v}"
+        for v, q in figures["ramplight_p95"].items()
+        if rel(q, duckdb_floor["numbers"][f"latency_p95 {v}"]) > TOLERANCE
+    ]
+    print(
+        "ClickHouse numbers (its floor's figures and Ramplight's units and p95) agree with DuckDB's: "
+        + ("yes" if not differ else "NO: " + ", ".join(differ))
+    )
+
+
+def _chdb_version() -> str:
+    import chdb
+
+    return str(chdb.__version__)
+
+
+# -- a small flag, in-process ----------------------------------------------------------------
+
+SMALL_UNITS, SMALL_EVENTS = 20_000, 100_000
+SMALL_RUNS = 21
+TARGET_SMALL_MS = 100.0
+
+
+def run_small(db: Path) -> dict[str, Any]:
+    """One small flag's readout, repeated in one process as a server or the guardian does it
+    (store open, caches warm): the median of `SMALL_RUNS` wall times after one warm-up, beside the
+    floor's two bare queries timed the same way on the same file."""
+    import duckdb
+
+    from ramplight.analysis.readout import ReadoutOptions
+    from ramplight.analysis.service import report
+    from ramplight.store.duckdb import DuckDBStore
+
+    def median_ms(run: Callable[[], Any]) -> float:
+        run()
+        walls = []
+        for _ in range(SMALL_RUNS):
+            started = time.perf_counter()
+            run()
+            walls.append(time.perf_counter() - started)
+        return sorted(walls)[len(walls) // 2] * 1000
+
+    store = DuckDBStore(db)
+    ramplight_ms = median_ms(lambda: report(store, FLAG_KEY, ENVIRONMENT, None, ReadoutOptions()))
+    store.close()
+    con = duckdb.connect(str(db), read_only=True)
+    con.execute("SET TimeZone = 'UTC'")
+    params: dict[str, Any] = {"env": ENVIRONMENT, "flag": FLAG_KEY, "unit": UNIT}
+    units_cte = FLOOR_UNITS.format(units="").strip()
+    stats_sql = FLOOR_STATS.format(units_cte=units_cte, cuped_strata=CUPED_STRATA)
+    p95_sql = FLOOR_P95.format(units_cte=units_cte)
+    ramped = ramp_time(con)
+
+    def floor() -> None:
+        con.execute(stats_sql, {**params, "ramped": ramped}).fetchall()
+        con.execute(p95_sql, params).fetchall()
+
+    floor_ms = median_ms(floor)
+    con.close()
+    return {"ramplight_ms": ramplight_ms, "floor_ms": floor_ms}
+
+
+def small_flag(args: argparse.Namespace) -> None:
+    """Build (or reuse) the small store next to --db and print its in-process readout median."""
+    path = args.db.with_name(args.db.stem + "-small.duckdb")
+    small = argparse.Namespace(**{**vars(args), "db": path, "units": SMALL_UNITS, "events": SMALL_EVENTS})
+    if reuse(small) is None:
+        in_child("build", small)
+    figures = in_child("small", small)
+    r, f = figures["ramplight_ms"], figures["floor_ms"]
+    print(
+        f"\nSmall flag ({SMALL_UNITS:,} units, {SMALL_EVENTS:,} events), in-process, median of {SMALL_RUNS}: "
+        f"Ramplight report() {r:.0f} ms, floor {f:.0f} ms ({r / f:.2f}×); "
+        f"target under {TARGET_SMALL_MS:.0f} ms: {'met' if r < TARGET_SMALL_MS else 'NOT met'} "
+        f"(load average {os.getloadavg()[0]:.1f})"
+    )
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -676,7 +999,13 @@ def main() -> None:
         "--repeat", type=int, default=1, help="runs of the floor and Ramplight (best is kept)"
     )
     parser.add_argument("--db", type=Path, help="keep the generated store here (reused when its sizes match)")
-    parser.add_argument("--phase", choices=["build", "ramplight", "floor", "pandas"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--small", action="store_true", help=f"only the small-flag figure ({SMALL_UNITS:,} units, in-process)"
+    )
+    parser.add_argument(
+        "--phase", choices=["build", "ramplight", "floor", "pandas", "small", "chdb"], help=argparse.SUPPRESS
+    )
+    parser.add_argument("--no-chdb", action="store_true", help="skip the ClickHouse (chdb) contender")
     args = parser.parse_args()
     if args.quick:
         args.units, args.events = 200_000, 1_000_000
@@ -692,6 +1021,8 @@ def main() -> None:
             "ramplight": lambda: run_ramplight(args.db),
             "floor": lambda: run_floor(args.db, bound),
             "pandas": lambda: run_pandas(args.db, bound),
+            "small": lambda: run_small(args.db),
+            "chdb": lambda: run_chdb(args.db),
         }
         print(json.dumps(runs[args.phase](), default=str))
         return
@@ -700,6 +1031,12 @@ def main() -> None:
     if args.db is None:
         workdir = tempfile.TemporaryDirectory(prefix="ramplight-readout-")
         args.db = Path(workdir.name) / "store.duckdb"
+    if args.small:
+        print(machine())
+        small_flag(args)
+        if workdir is not None:
+            workdir.cleanup()
+        return
     print(f"Readout benchmark — {args.units:,} exposed units, {args.events:,} events. {machine()}")
     print(f"load average at start: {os.getloadavg()[0]:.1f}")
     built = reuse(args)
@@ -725,6 +1062,9 @@ def main() -> None:
     pandas_floor = floor if fraction == 1 else in_child("floor", args, fraction=fraction)
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
     report_figures(args, floor, ramplight, pandas, pandas_floor)
+    if not args.no_chdb:
+        report_chdb(in_child("chdb", args), floor, ramplight)
+    small_flag(args)
     if workdir is not None:
         workdir.cleanup()
 

@@ -264,3 +264,18 @@ def test_a_long_string_nested_in_properties_is_rejected_too() -> None:
     batch = validate("events", event_doc(properties={"llm": {"prompt": LONG}}))
     (problem,) = batch.problems
     assert problem.field.startswith("properties.llm")
+
+
+def test_every_unknown_field_is_named_at_once_with_the_contracts_name_when_close() -> None:
+    """The seed article's camelCase events: one answer lists every field to rename."""
+    doc = {"ts": "2025-03-01T11:59:30Z", "name": "latency_ms", "unitId": "conv-1", "flagKey": "checkout_copy",
+           "assignment_unit": "user", "Value": 812.0, "latencyMs": 812.0}  # fmt: skip
+    batch = validate("events", doc)
+    assert batch.accepted_count == 0
+    assert {p.field: p.reason for p in batch.problems} == {
+        "unitId": "unknown field; the contract's name is 'unit_id'",
+        "flagKey": "unknown field; the contract's name is 'flag_key'",
+        "Value": "unknown field; the contract's name is 'value'",
+        "latencyMs": "unknown field (the contract's names: see docs/contract.md)",
+    }
+    assert {p.index for p in batch.problems} == {0}

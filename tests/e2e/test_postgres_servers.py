@@ -3,11 +3,6 @@ one process — a kill, a ramp, a revoked key — reaches every other process wi
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,67 +10,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ramplight.server.run import free_port
 from tests import pg
+from tests.e2e.served import Served
 from tests.factories import flag_doc
-
-
-class Served:
-    def __init__(self, url: str, tmp: Path, name: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAMPLIGHT_")}
-        env.update(
-            RAMPLIGHT_DB=url,
-            RAMPLIGHT_EVIDENCE=str(tmp / f"{name}.duckdb"),
-            RAMPLIGHT_AUDIT_SECRET=str(tmp / "control.secret"),
-            RAMPLIGHT_GUARDIAN_INTERVAL="0",
-            RAMPLIGHT_FSYNC="0",
-        )
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ramplight", "serve", "--port", str(self.port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        self.output: list[str] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"server exited: {self.process.stdout.read() if self.process.stdout else ''}"
-                )
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise AssertionError("server did not become healthy within 60 s")
-
-    def admin_key(self) -> str:
-        assert self.process.stdout is not None
-        while True:
-            line = self.process.stdout.readline()
-            assert line, "the first server printed no admin key"
-            match = re.search(r"RAMPLIGHT_ADMIN_KEY=(\S+)", line)
-            if match:
-                return match.group(1)
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 @pytest.fixture
 def two_servers(tmp_path: Path) -> Iterator[tuple[Served, Served, str]]:
     with pg.schema_url() as url:
-        first = Served(url, tmp_path, "a")
+        shared = {"db": url, "audit_secret": str(tmp_path / "control.secret")}
+        first = Served(**shared, evidence=str(tmp_path / "a.duckdb"))
         key = first.admin_key()
-        second = Served(url, tmp_path, "b")
+        second = Served(**shared, evidence=str(tmp_path / "b.duckdb"))
         try:
             yield first, second, key
         finally:

@@ -1,5 +1,6 @@
-"""The ClickHouse evidence store on the real engine, in-process (chdb:// through clickhouse-connect):
-exactly-once segment loads, identities, and reads that cannot write, reach files or run forever."""
+"""What is particular to the ClickHouse evidence store, on the real engine in-process (chdb://
+through clickhouse-connect): replays after a crash, JSON documents, analysis settings in readonly
+mode. What every evidence store does is in test_evidence_store.py."""
 
 from __future__ import annotations
 
@@ -60,23 +61,18 @@ def test_loaded_evidence_keeps_its_fields(
     assert (env, reason, seats, event_id) == ("production", "timeout", 12, exposure.event_id)
 
 
-@pytest.mark.parametrize(
-    ("sql", "reason"),
-    [
-        ("SELECT * FROM file('/etc/passwd', 'LineAsString')", "readonly mode"),
-        ("SELECT * FROM url('http://127.0.0.1:9/x', 'CSV')", "readonly mode"),
-        ("INSERT INTO events SELECT * FROM events", "readonly mode"),
-        ("SET readonly = 0", "readonly mode"),
-        ("SELECT * FROM nope", "Unknown table"),
-    ],
-)
-def test_reads_cannot_write_or_reach_outside(ch: ClickHouseEvidenceStore, sql: str, reason: str) -> None:
-    with pytest.raises(QueryError, match=reason):
-        ch.read(sql)
-
-
-def test_a_read_past_its_time_limit_is_stopped(ch: ClickHouseEvidenceStore) -> None:
-    with pytest.raises(QueryError, match="stopped after 1 s") as raised:
-        ch.read("SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) = 0", timeout_s=1)
-    assert raised.value.timed_out
-    assert ch.read("SELECT 1 AS one")[1] == [(1,)]  # and the store goes on serving
+def test_analysis_settings_are_lifted_but_no_others(
+    ch: ClickHouseEvidenceStore, write_segment: Callable[..., dict[str, Path]]
+) -> None:
+    """Readonly mode refuses any SETTINGS in a statement: the store passes the analysis settings
+    itself, and leaves every other SETTINGS clause to be refused."""
+    ch.load_segment("000000000001.seg", write_segment(exposures=exposures("user-1")))
+    sql = "SELECT count() AS n FROM exposures SETTINGS join_use_nulls = 1, enable_materialized_cte = 1"
+    assert ch.read(sql) == (["n"], [(1,)])
+    with pytest.raises(QueryError, match="readonly mode"):
+        ch.read("SELECT count() FROM exposures SETTINGS join_use_nulls = 1, readonly = 0")
+    with pytest.raises(QueryError, match="readonly mode"):
+        ch.read("SELECT count() FROM exposures SETTINGS max_execution_time = 1000")
+    # Loading goes on after reads: their settings are the query's, never the session's.
+    ch.load_segment("000000000002.seg", write_segment(exposures=exposures("user-2")))
+    assert ch.count("exposures") == 2

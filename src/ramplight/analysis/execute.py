@@ -8,10 +8,19 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from sqlglot import exp
+
+from ramplight.analysis.sql import Dialect, render
 from ramplight.core.errors import FieldProblem, QueryError, ValidationError
 from ramplight.core.metrics import Metric
 from ramplight.core.usersql import check_user_sql
 from ramplight.store.base import Store
+
+
+def store_dialect(store: Store) -> Dialect:
+    """The SQL dialect `store` runs (a store without one is the embedded DuckDB)."""
+    dialect: Dialect = getattr(store, "dialect", "duckdb")
+    return dialect
 
 
 def user_sql_metrics(metrics: Sequence[Metric]) -> list[Metric]:
@@ -31,8 +40,8 @@ def check_sql_metrics(store: Store, metrics: Sequence[Metric]) -> None:
                 + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""),
                 tuple(problems),
             )
-        probe = f"SELECT unit_id, ts, value FROM ({tree.sql('duckdb')}) AS user_metric LIMIT 0"
-        fetch(store, probe, [metric])
+        probe = exp.select("unit_id", "ts", "value").from_(tree.subquery("user_metric")).limit(0)
+        fetch(store, render(probe, store_dialect(store)), [metric])
 
 
 @contextmanager

@@ -17,16 +17,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ramplight.analysis.execute import check_sql_metrics, fetch, user_sql_metrics
+from sqlglot import exp
+
+from ramplight.analysis.execute import check_sql_metrics, fetch, store_dialect, user_sql_metrics
 from ramplight.analysis.report import DataQuality
 from ramplight.analysis.report import readout as readout_v1
 from ramplight.analysis.sql import (
     ReadoutSpec,
     assigned_counts_query,
-    before_flag_query,
     per_unit_metrics,
-    quantile_cluster_query,
-    quantile_count_query,
     quantile_query,
     readout_query,
     render,
@@ -100,8 +99,8 @@ def _effect_json(result: EffectResult) -> dict[str, Any]:
 Row = Mapping[str, Any]
 
 
-def _rows(store: Store, sql: str) -> list[dict[str, Any]]:
-    return fetch(store, sql)
+def _rows(store: Store, statement: exp.Expr) -> list[dict[str, Any]]:
+    return fetch(store, render(statement, store_dialect(store)))
 
 
 def _summary(
@@ -253,11 +252,13 @@ def build_readout(
         segment=options.segment,
         served=options.served,
         variations=tuple(flag.variation_keys()),
+        quantiles=tuple(m for m in metrics if m.type == "quantile"),
     )
     statement = readout_query(spec, dict(known))
     user = user_sql_metrics(per_unit_metrics(spec.metrics, dict(known)))
     check_sql_metrics(store, user)
-    rows = fetch(store, render(statement), user)
+    rows = fetch(store, render(statement, store_dialect(store)), user)
+    quality = rows[0]
     base = readout_v1(store, flag, environment, _data_quality(rows[0], spec.variations), now, not metrics)
     rows = [row for row in rows if row["phase"] is not None]  # none: no unit to analyse
     selected = [p for p in phases if options.phase is None or p.index == options.phase]
@@ -271,7 +272,7 @@ def build_readout(
     # -- data quality per phase ----------------------------------------------------------
     # The split is tested on ASSIGNED variations; as-served rows group fallbacks elsewhere.
     assigned: dict[tuple[int, str], int] = defaultdict(int)
-    for row in _rows(store, render(assigned_counts_query(spec))) if options.served else rows:
+    for row in _rows(store, assigned_counts_query(spec)) if options.served else rows:
         assigned[(int(row["phase"]), row["variation"])] += int(row["units"])
     phase_json = []
     srm_strata: list[tuple[int, list[int], list[float]]] = []
@@ -313,9 +314,14 @@ def build_readout(
     index = {m.key: i for i, m in enumerate(per_unit)}
     ratio_index = {m.key: r for r, m in enumerate(spec.metrics) if m.type == "ratio"}
     out_metrics: list[dict[str, Any]] = []
+    quantile_index = {m.key: j for j, m in enumerate(spec.quantiles)}
     for metric in metrics:
         if metric.type == "quantile":
-            out_metrics.append(_quantile_metric(store, spec, metric, control, variations, options))
+            j = quantile_index[metric.key]
+            events: dict[str, int] = defaultdict(int)
+            for row in rows:
+                events[row["variation"]] += int(row[f"q{j}_n"] or 0)
+            out_metrics.append(_quantile_metric(store, spec, metric, events, control, variations, options))
             continue
         i = index.get(metric.key, -1)
         r = ratio_index.get(metric.key, -1)
@@ -328,14 +334,12 @@ def build_readout(
             out_metrics.append(entry)
     family = _family(metrics, options)
     _adjust_family(out_metrics, family)
-    before = before_flag_query(spec)
-    early = _rows(store, render(before))[0] if before is not None else {"exposures": 0, "units": 0}
     return {
         **base,
         "data_quality": {
             **base["data_quality"],
-            "exposures_before_flag": int(early["exposures"]),
-            "units_exposed_before_flag": int(early["units"]),
+            "exposures_before_flag": int(quality["dq_exposures_before_flag"]),
+            "units_exposed_before_flag": int(quality["dq_units_before_flag"]),
         },
         "schema": READOUT_SCHEMA,
         "generated_at": (now or datetime.now(UTC)).isoformat(),
@@ -346,7 +350,7 @@ def build_readout(
         "metrics": out_metrics if metrics else base["metrics"],
         "correction": {"method": "holm", "family": list(family)} if metrics else None,
         "srm_overall": _srm_overall(srm_strata),
-        "sql": render(statement, pretty=True) if metrics else None,
+        "sql": render(statement, store_dialect(store), pretty=True) if metrics else None,
     }
 
 
@@ -502,32 +506,32 @@ def _quantile_metric(
     store: Store,
     spec: ReadoutSpec,
     metric: Metric,
+    counts: Mapping[str, int],
     control: str,
     variations: Sequence[str],
     options: ReadoutOptions,
 ) -> dict[str, Any]:
-    """Event-level quantile per variation, with the unit-clustered variance (three statements:
-    counts, all quantile levels in one sort per variation, the clustered moments)."""
+    """Event-level quantile per variation, with the unit-clustered variance. `counts` (events per
+    variation, from the readout's statement) set the density levels; one more statement takes
+    every level's quantile in one sort per variation and the clustered moments."""
     assert metric.quantile is not None
     level = metric.quantile
-    counts = {
-        row["variation"]: int(row["n"]) for row in _rows(store, render(quantile_count_query(spec, metric)))
-    }
-    bands = {v: density_levels(n, level, alpha=options.alpha) for v, n in counts.items()}
+    bands = {v: density_levels(n, level, alpha=options.alpha) for v, n in counts.items() if n > 0}
     levels = sorted({level, *(x for band in bands.values() for x in band)})
     estimates: dict[str, tuple[int, float, float, float, float, float]] = {}
-    for row in _rows(store, render(quantile_query(spec, metric, levels))) if counts else []:
+    clusters = {}
+    for row in _rows(store, quantile_query(spec, metric, levels, level)) if bands else []:
         variation = row["variation"]
         at = dict(zip(levels, row["q"], strict=True))
         lo, hi = bands[variation]
         estimates[variation] = (counts[variation], at[level], lo, at[lo], hi, at[hi])
-    clusters = {}
-    if estimates:
-        for row in _rows(
-            store, render(quantile_cluster_query(spec, metric, {v: e[1] for v, e in estimates.items()}))
-        ):
-            values = list(row.values())
-            clusters[row["variation"]] = RatioMoments(int(values[1]), *(float(v) for v in values[2:7]))
+        clusters[variation] = RatioMoments(
+            int(row["cluster_n"]),
+            *(
+                float(row[c])
+                for c in ("below_sum", "below_sum_sq", "total_sum", "total_sum_sq", "below_total")
+            ),
+        )
     summaries: dict[str, ArmSummary] = {}
     entry: dict[str, Any] = {
         "key": metric.key,

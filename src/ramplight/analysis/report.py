@@ -9,11 +9,13 @@ need anyway. Keys of the JSON shape are documented in docs/readout.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ramplight.analysis.execute import fetch, store_dialect
+from ramplight.analysis.sql import event_name_metrics_query, fallback_reasons_query, render
 from ramplight.core.errors import NotFoundError
 from ramplight.core.flags import Flag
 from ramplight.core.stats import SampleMoments, welch_test
@@ -35,41 +37,6 @@ class DataQuality:
     events_before_exposure: int
 
 
-_FALLBACK_REASONS_SQL = """
-SELECT assigned_variation, fallback_reason, count(DISTINCT unit_id)
-FROM exposures
-WHERE environment = $environment AND flag_key = $flag_key
-  AND served_variation <> assigned_variation
-GROUP BY ALL
-ORDER BY 1, 2
-"""
-
-_METRICS_SQL = """
-WITH per_unit AS (
-    SELECT unit_id,
-           min(ts) AS first_ts,
-           count(DISTINCT assigned_variation) AS n_assigned,
-           arg_min(assigned_variation, ts) AS variation
-    FROM exposures
-    WHERE environment = $environment AND flag_key = $flag_key
-    GROUP BY unit_id
-),
-unit_metric AS (
-    SELECT u.variation, e.name, e.unit_id, avg(coalesce(e.value, 1.0)) AS x
-    FROM per_unit u
-    JOIN events e ON e.unit_id = u.unit_id AND e.ts >= u.first_ts
-    WHERE u.n_assigned = 1
-      AND e.environment = $environment AND e.assignment_unit = $assignment_unit
-      AND (e.flag_key IS NULL OR e.flag_key = $flag_key)
-    GROUP BY ALL
-)
-SELECT name, variation, count(*) AS n, sum(x) AS sum_x, sum(x * x) AS sum_x2
-FROM unit_metric
-GROUP BY ALL
-ORDER BY name, variation
-"""
-
-
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -86,11 +53,6 @@ def _comparison(treatment: SampleMoments, control: SampleMoments) -> dict[str, f
     }
 
 
-def _rows(store: Store, sql: str, params: dict[str, Any]) -> Sequence[tuple[Any, ...]]:
-    result: Sequence[tuple[Any, ...]] = store.connection().execute(sql, params).fetchall()
-    return result
-
-
 def readout(
     store: Store,
     flag: Flag,
@@ -105,10 +67,12 @@ def readout(
     if environment not in flag.environments:
         raise NotFoundError(f"flag {flag.key!r} is not configured in environment {environment!r}")
     control = flag.environments[environment].default_variation
-    base = {"environment": environment, "flag_key": flag.key}
+    dialect = store_dialect(store)
     reasons: dict[str, dict[str, int]] = {}
-    for variation, reason, units in _rows(store, _FALLBACK_REASONS_SQL, base):
-        reasons.setdefault(variation, {})[reason or "unspecified"] = int(units)
+    for row in fetch(store, render(fallback_reasons_query(flag.key, environment), dialect)):
+        reasons.setdefault(row["assigned_variation"], {})[row["fallback_reason"] or "unspecified"] = int(
+            row["units"]
+        )
     variations: list[dict[str, Any]] = []
     for key in flag.variation_keys():
         units = quality.units.get(key, 0)
@@ -122,11 +86,12 @@ def readout(
                 "fallback_reasons": reasons.get(key, {}),
             }
         )
-    params = {**base, "assignment_unit": flag.assignment_unit}
     metrics: dict[str, dict[str, Any]] = {}
     moments: dict[str, dict[str, SampleMoments]] = {}
-    for name, variation, n, sum_x, sum_x2 in _rows(store, _METRICS_SQL, params) if include_metrics else []:
-        sample = SampleMoments(n=int(n), sum=float(sum_x), sum_sq=float(sum_x2))
+    statement = event_name_metrics_query(flag.key, environment, flag.assignment_unit)
+    for row in fetch(store, render(statement, dialect)) if include_metrics else []:
+        name, variation = row["name"], row["variation"]
+        sample = SampleMoments(n=int(row["n"]), sum=float(row["sum_x"]), sum_sq=float(row["sum_x2"]))
         moments.setdefault(name, {})[variation] = sample
         entry = metrics.setdefault(name, {"name": name, "variations": [], "comparisons": []})
         entry["variations"].append(

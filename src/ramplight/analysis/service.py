@@ -7,8 +7,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from sqlglot import exp
+
 from ramplight import control
-from ramplight.analysis.execute import check_sql_metrics, fetch, naming_user_sql, read, user_sql_metrics
+from ramplight.analysis.execute import (
+    check_sql_metrics,
+    fetch,
+    naming_user_sql,
+    read,
+    store_dialect,
+    user_sql_metrics,
+)
 from ramplight.analysis.readout import ReadoutOptions, build_readout
 from ramplight.analysis.sql import (
     DIALECTS,
@@ -72,6 +81,7 @@ def spec_for(
         segment=segment,
         served=served,
         variations=tuple(flag.variation_keys()),
+        quantiles=tuple(m for m in metrics if m.type == "quantile"),
     )
     return spec, known
 
@@ -106,10 +116,12 @@ def export_units(
     spec, known = spec_for(store, flag_key, environment, metric_keys, segment)
     user = user_sql_metrics(per_unit_metrics(spec.metrics, known))
     check_sql_metrics(store, user)
-    sql = render(per_unit_query(spec, known))
+    statement = per_unit_query(spec, known)
+    dialect = store_dialect(store)
     with naming_user_sql(user):
-        store.export(sql, Path(path), "parquet" if fmt == "parquet" else "csv")
-    return int(fetch(store, f"SELECT count(*) AS n FROM ({sql}) AS per_unit", user)[0]["n"])
+        store.export(render(statement, dialect), Path(path), "parquet" if fmt == "parquet" else "csv")
+    count = exp.select(exp.alias_(exp.Count(this=exp.Star()), "n")).from_(statement.subquery("per_unit"))
+    return int(fetch(store, render(count, dialect), user)[0]["n"])
 
 
 def unit_frame(
@@ -124,8 +136,7 @@ def unit_frame(
     spec, known = spec_for(store, flag_key, environment, metric_keys, segment)
     user = user_sql_metrics(per_unit_metrics(spec.metrics, known))
     check_sql_metrics(store, user)
-    sql = render(per_unit_query(spec, known))
-    names, rows = read(store, sql, user)
+    names, rows = read(store, render(per_unit_query(spec, known), store_dialect(store)), user)
     if kind == "polars":
         import polars as pl
 
@@ -166,6 +177,6 @@ def unit_relation_sql(
     metric_keys: Sequence[str] | None = None,
     segment: str | None = None,
 ) -> str:
-    """The per-unit relation (one row per exposed unit, one column per metric), DuckDB SQL."""
+    """The per-unit relation (one row per exposed unit, one column per metric), in the store's SQL."""
     spec, known = spec_for(store, flag_key, environment, metric_keys, segment)
-    return render(per_unit_query(spec, known))
+    return render(per_unit_query(spec, known), store_dialect(store))

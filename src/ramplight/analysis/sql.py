@@ -1,18 +1,25 @@
-"""Readout SQL, built as sqlglot expressions and rendered per dialect.
+"""Analysis SQL as data: every statement the readout runs is a sqlglot expression tree, built
+once per spec and rendered per dialect.
+
+The tree is canonical, written in DuckDB's terms: identifiers are fixed or positional (`m0`,
+`p1`, `g0`, …), never user text, and user values (names, paths, times) are literals. A construct
+without one spelling that DuckDB, PostgreSQL and ClickHouse all accept is rewritten on a copy of
+the tree by that dialect's transform (`_TRANSFORMS`): first-by-time (`ARG_MIN`), JSON paths,
+quantile lists, timestamp literals, and ClickHouse's join and CTE semantics. Anything already
+portable (CASE inside aggregates instead of FILTER, intervals, casts) is built that way.
 
 One statement computes the per-unit relation (first exposure, assigned and served variation,
-phase, segment, each metric's per-unit value inside its attribution window and, for CUPED,
-its pre-period value) and aggregates it to sufficient statistics per phase, variation and
-segment. User values (names, paths, times) are quoted by sqlglot's literal generator and the
-statement is parsed back into one expression before rendering; identifiers are fixed or
-positional (`m0`, `m1`, …), never user text.
+phase, segment, each metric's per-unit value inside its attribution window and, for CUPED, its
+pre-period value) and aggregates it to sufficient statistics per phase, variation and segment,
+beside the data-quality figures; an event-level quantile adds one statement of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Literal
 
 import sqlglot
@@ -23,26 +30,127 @@ from ramplight.core.metrics import Metric
 Dialect = Literal["duckdb", "postgres", "clickhouse"]
 DIALECTS: tuple[Dialect, ...] = ("duckdb", "postgres", "clickhouse")
 
+# -- building blocks ---------------------------------------------------------------------------
 
-def _str(value: str) -> str:
-    return exp.Literal.string(value).sql("duckdb")
-
-
-def _num(value: float) -> str:
-    return exp.Literal.number(repr(float(value))).sql("duckdb")
-
-
-def _ts(value: datetime) -> str:
-    return f"CAST({_str(value.isoformat())} AS TIMESTAMPTZ)"
+_DOUBLE = "DOUBLE"
+_TIMESTAMPTZ = "TIMESTAMPTZ"
+_UID = "uid"
+"""The exposed relation's integer unit key (`ROW_NUMBER()`), which later joins and groupings use
+instead of the unit_id text; ClickHouse keys on unit_id itself (see `_clickhouse`)."""
 
 
-def _json_path(path: str) -> str:
-    return _str("$." + path)
+def _str(value: str) -> exp.Expr:
+    return exp.Literal.string(value)
+
+
+def _num(value: float) -> exp.Expr:
+    return exp.Literal.number(int(value) if float(value).is_integer() else repr(float(value)))
+
+
+def _col(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(name, table)
+
+
+def _ts(value: datetime) -> exp.Cast:
+    return exp.cast(_str(value.astimezone(UTC).isoformat()), _TIMESTAMPTZ, copy=False)
+
+
+def _interval(hours: float) -> exp.Interval:
+    """`hours` as an interval literal in the coarsest whole unit (fractional hours are common)."""
+    micros = round(hours * 3_600_000_000)
+    for unit, size in (("HOUR", 3_600_000_000), ("MINUTE", 60_000_000), ("SECOND", 1_000_000)):
+        if micros % size == 0:
+            return exp.Interval(this=_num(micros // size), unit=exp.var(unit))
+    return exp.Interval(this=_num(micros), unit=exp.var("MICROSECOND"))
+
+
+def _json_text(value: exp.Expr, path: str) -> exp.JSONExtractScalar:
+    """The text at `path` (`a.b`) inside the JSON `value`; NULL when absent."""
+    keys = [exp.JSONPathKey(this=key) for key in path.split(".")]
+    return exp.JSONExtractScalar(this=value, expression=exp.JSONPath(expressions=[exp.JSONPathRoot(), *keys]))
+
+
+def _json_number(value: exp.Expr, path: str) -> exp.Cast:
+    return exp.cast(_json_text(value, path), _DOUBLE, copy=False)
+
+
+def _double(value: float) -> exp.Cast:
+    return exp.cast(_num(value), _DOUBLE, copy=False)
+
+
+def _when(condition: exp.Expr, value: exp.Expr, otherwise: exp.Expr | None = None) -> exp.Case:
+    case = exp.Case().when(condition, value, copy=False)
+    return case.else_(otherwise, copy=False) if otherwise is not None else case
+
+
+def _count_if(condition: exp.Expr) -> exp.Count:
+    """COUNT(CASE WHEN … THEN 1 END): what FILTER says, in every dialect."""
+    return exp.Count(this=_when(condition, _num(1)))
+
+
+def _agg(name: str, value: exp.Expr) -> exp.Func:
+    return {"SUM": exp.Sum, "AVG": exp.Avg, "MAX": exp.Max, "MIN": exp.Min}[name](this=value)
+
+
+def _and(*conditions: exp.Expr | None) -> exp.Expr:
+    """The conjunction, flat (nested ANDs are spliced in, so no parentheses pile up)."""
+    parts = [p for c in conditions if c is not None for p in (c.flatten() if isinstance(c, exp.And) else [c])]
+    return parts[0] if len(parts) == 1 else exp.and_(*parts, copy=False)
+
+
+def _eq(left: exp.Expr, right: exp.Expr) -> exp.EQ:
+    return exp.EQ(this=left, expression=right)
+
+
+def _is_null(value: exp.Expr) -> exp.Is:
+    return exp.Is(this=value, expression=exp.Null())
+
+
+def _not_null(value: exp.Expr) -> exp.Not:
+    return exp.Not(this=_is_null(value))
+
+
+def _as(value: exp.Expr, name: str) -> exp.Expr:
+    return exp.alias_(value, name, copy=False)
+
+
+def _subquery(query: exp.Query, alias: str) -> exp.Subquery:
+    return query.subquery(alias, copy=False)
+
+
+def _table(name: str, alias: str) -> exp.Expr:
+    return exp.to_table(name).as_(alias, copy=False)
+
+
+def _cte(name: str, query: exp.Query, materialized: bool = False) -> exp.CTE:
+    return exp.CTE(
+        this=query, alias=exp.TableAlias(this=exp.to_identifier(name)), materialized=materialized or None
+    )
+
+
+def _with(ctes: Sequence[exp.CTE], query: exp.Select) -> exp.Select:
+    query.set("with_", exp.With(expressions=list(ctes)))
+    return query
+
+
+def _join(
+    query: exp.Select, source: exp.Expr, on: exp.Expr | None = None, kind: str | None = None
+) -> exp.Select:
+    """query JOIN source ON on (`kind` LEFT or CROSS), built without parsing text."""
+    join = exp.Join(this=source, on=on)
+    if kind == "LEFT":
+        join.set("side", "LEFT")
+    elif kind == "CROSS":
+        join.set("kind", "CROSS")
+    return query.join(join, copy=False)
+
+
+# -- the spec ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class ReadoutSpec:
-    """Everything the readout query depends on."""
+    """Everything the readout query depends on (hashable: trees are cached per spec)."""
 
     flag_key: str
     environment: str
@@ -54,6 +162,9 @@ class ReadoutSpec:
     """Group by the served variation (as-served) instead of the assigned one (intent-to-treat)."""
     variations: tuple[str, ...] = ()
     """The flag's variations: the readout's data-quality figures per variation (`dq_units_0`, …)."""
+    quantiles: tuple[Metric, ...] = ()
+    """Event-level quantile metrics: their events per unit are counted in the readout's statement
+    (`q0_n`, …), which sets each quantile's density bandwidth before its own statement runs."""
 
 
 def per_unit_metrics(metrics: Sequence[Metric], known: dict[str, Metric]) -> list[Metric]:
@@ -69,50 +180,51 @@ def per_unit_metrics(metrics: Sequence[Metric], known: dict[str, Metric]) -> lis
     return list(out.values())
 
 
-def _source(metric: Metric, spec: ReadoutSpec) -> str:
-    """SELECT unit_id, ts, x FROM … : the metric's raw rows, before any join."""
-    env = _str(spec.environment)
-    if metric.type in ("event", "quantile"):
-        assert metric.event is not None
-        x = (
-            "1.0"
-            if metric.aggregation == "count" and metric.type == "event"
-            else (
-                "value"
-                if metric.value == "value"
-                else f"CAST(properties ->> {_json_path(metric.value.removeprefix('properties.'))} AS DOUBLE)"
-            )
+@lru_cache(maxsize=64)
+def _user_sql(sql: str) -> exp.Query:
+    """A SQL metric's query (checked by `core.usersql` before it runs), parsed once."""
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    assert isinstance(tree, exp.Query)
+    return tree
+
+
+def _user_metric_source(metric: Metric) -> exp.Select:
+    """SELECT unit_id (as text), ts, value FROM (the metric's SQL)."""
+    user = _user_sql(metric.sql or "").copy()
+    return exp.select(
+        _as(exp.cast(_col("unit_id"), exp.DataType.build("VARCHAR"), copy=False), "unit_id"),
+        _col("ts"),
+        _as(exp.cast(_col("value"), _DOUBLE, copy=False), "value"),
+        copy=False,
+    ).from_(_subquery(user, "user_metric"), copy=False)
+
+
+def _event_value(metric: Metric, table: str | None) -> exp.Expr:
+    """The number an event metric reads from one event row (`value` or a JSON property)."""
+    if metric.value == "value":
+        return _col("value", table)
+    return _json_number(_col("properties", table), metric.value.removeprefix("properties."))
+
+
+def _quantile_source(metric: Metric, spec: ReadoutSpec) -> exp.Select:
+    """SELECT unit_id, ts, x FROM events …: an event-level quantile's raw rows, before any join."""
+    assert metric.event is not None
+    return (
+        exp.select(_col("unit_id"), _col("ts"), _as(_event_value(metric, None), "x"), copy=False)
+        .from_("events", copy=False)
+        .where(
+            _and(
+                _eq(_col("environment"), _str(spec.environment)),
+                _eq(_col("name"), _str(metric.event)),
+                _eq(_col("assignment_unit"), _str(spec.assignment_unit)),
+            ),
+            copy=False,
         )
-        return (
-            f"SELECT unit_id, ts, {x} AS x FROM events WHERE environment = {env} "
-            f"AND name = {_str(metric.event)} AND assignment_unit = {_str(spec.assignment_unit)}"
-        )
-    if metric.type == "eval":
-        assert metric.eval is not None
-        evaluator = f" AND evaluator = {_str(metric.evaluator)}" if metric.evaluator else ""
-        return (
-            f"SELECT unit_id, ts, score AS x FROM evals WHERE environment = {env} "
-            f"AND name = {_str(metric.eval)}{evaluator}"
-        )
-    if metric.type == "span":
-        field = metric.span_field
-        x = (
-            "CASE WHEN status = 'error' THEN 1.0 ELSE 0.0 END"
-            if field == "error"
-            else f"CAST({field} AS DOUBLE)"
-        )
-        if metric.aggregation == "count":
-            x = "1.0"
-        name = f" AND name = {_str(metric.span_name)}" if metric.span_name else ""
-        return f"SELECT unit_id, start_ts AS ts, {x} AS x FROM spans WHERE environment = {env}{name}"
-    assert metric.sql is not None
-    user = sqlglot.parse_one(metric.sql, read="duckdb").sql("duckdb")
-    x = "1.0" if metric.aggregation == "count" else "CAST(value AS DOUBLE)"
-    return f"SELECT CAST(unit_id AS VARCHAR) AS unit_id, ts, {x} AS x FROM ({user}) AS user_metric"
+    )
 
 
 _AGGREGATES = {"count": "SUM", "sum": "SUM", "mean": "AVG", "binary": "MAX", "max": "MAX"}
-_SPAN_COLUMNS = "unit_id, start_ts AS ts, name, status, duration_ms, input_tokens, output_tokens, cost_usd"
+_SPAN_COLUMNS = ("name", "status", "duration_ms", "input_tokens", "output_tokens", "cost_usd")
 
 
 def _group(metric: Metric) -> str:
@@ -122,327 +234,761 @@ def _group(metric: Metric) -> str:
     return {"event": "events", "eval": "evals"}.get(metric.type, "spans")
 
 
-def _flag_events(spec: ReadoutSpec) -> str:
+def _flag_events(spec: ReadoutSpec) -> exp.Expr:
     """The outcome events that should join this flag: its own, or unflagged ones of its unit."""
-    return f"COALESCE(flag_key = {_str(spec.flag_key)}, assignment_unit = {_str(spec.assignment_unit)})"
+    return exp.func(
+        "COALESCE",
+        _eq(_col("flag_key"), _str(spec.flag_key)),
+        _eq(_col("assignment_unit"), _str(spec.assignment_unit)),
+    )
 
 
-def _group_source(group: str, members: Sequence[Metric], spec: ReadoutSpec, quality: bool = False) -> str:
-    env = _str(spec.environment)
+def _in(column: exp.Expr, values: Sequence[str]) -> exp.In:
+    return exp.In(this=column, expressions=[_str(v) for v in values])
+
+
+def _group_source(
+    group: str, members: Sequence[Metric], spec: ReadoutSpec, quality: bool, quantiles: Sequence[Metric] = ()
+) -> exp.Select:
+    env = _eq(_col("environment"), _str(spec.environment))
     if group == "events":
-        names = ", ".join(sorted({_str(m.event or "") for m in members}))
-        metric_rows = f"assignment_unit = {_str(spec.assignment_unit)}" + (
-            f" AND name IN ({names})" if names else ""
-        )
+        names = sorted({m.event or "" for m in [*members, *quantiles]})
+        unit = _eq(_col("assignment_unit"), _str(spec.assignment_unit))
+        metric_rows = _and(unit, _in(_col("name"), names) if names else None)
+        columns: list[exp.Expr] = [_col(c) for c in ("unit_id", "ts", "name", "value", "properties")]
         if not quality:
-            return f"SELECT unit_id, ts, name, value, properties FROM events WHERE environment = {env} AND {metric_rows}"
+            return (
+                exp.select(*columns, copy=False)
+                .from_("events", copy=False)
+                .where(_and(env, metric_rows), copy=False)
+            )
         # The same scan and join also serve the joinability figures: the flag's outcome events
         # ride along, marked, and the metrics keep to their own rows.
-        rows = f"({metric_rows}) OR {_flag_events(spec)}" if names else _flag_events(spec)
+        rows = (
+            exp.or_(exp.paren(metric_rows), _flag_events(spec), copy=False) if names else _flag_events(spec)
+        )
+        own = exp.func("COALESCE", _eq(_col("flag_key"), _str(spec.flag_key)), exp.false())
+        columns += [_as(unit.copy(), "metric_row"), _as(_flag_events(spec), "flag_row"), _as(own, "own_row")]
         return (
-            f"SELECT unit_id, ts, name, value, properties, assignment_unit = {_str(spec.assignment_unit)} "
-            f"AS metric_row, {_flag_events(spec)} AS flag_row FROM events WHERE environment = {env} AND ({rows})"
+            exp.select(*columns, copy=False)
+            .from_("events", copy=False)
+            .where(_and(env, exp.paren(rows)), copy=False)
         )
     if group == "evals":
-        names = ", ".join(sorted({_str(m.eval or "") for m in members}))
-        return f"SELECT unit_id, ts, name, evaluator, score FROM evals WHERE environment = {env} AND name IN ({names})"
+        names = sorted({m.eval or "" for m in members})
+        columns = [_col(c) for c in ("unit_id", "ts", "name", "evaluator", "score")]
+        return (
+            exp.select(*columns, copy=False)
+            .from_("evals", copy=False)
+            .where(_and(env, _in(_col("name"), names)), copy=False)
+        )
     if group == "spans":
-        return f"SELECT {_SPAN_COLUMNS} FROM spans WHERE environment = {env}"
+        columns = [_col("unit_id"), _as(_col("start_ts"), "ts"), *(_col(c) for c in _SPAN_COLUMNS)]
+        return exp.select(*columns, copy=False).from_("spans", copy=False).where(env, copy=False)
     (metric,) = members
-    user = sqlglot.parse_one(metric.sql or "", read="duckdb").sql("duckdb")
-    return f"SELECT CAST(unit_id AS VARCHAR) AS unit_id, ts, CAST(value AS DOUBLE) AS value FROM ({user}) AS user_metric"
+    return _user_metric_source(metric)
 
 
-def _value_and_condition(metric: Metric) -> tuple[str, str]:
-    """The per-row value a metric aggregates, and which rows of its group are its own."""
+def _value_and_condition(metric: Metric) -> tuple[exp.Expr, exp.Expr | None]:
+    """The per-row value a metric aggregates, and which rows of its group are its own (None: all)."""
     counted = metric.aggregation in ("count", "binary")
     if metric.type == "event":
-        if counted:
-            value = "1.0"
-        elif metric.value == "value":
-            value = "s.value"
-        else:
-            value = f"CAST(s.properties ->> {_json_path(metric.value.removeprefix('properties.'))} AS DOUBLE)"
-        return value, f"s.name = {_str(metric.event or '')}"
+        value = _double(1) if counted else _event_value(metric, "s")
+        return value, _eq(_col("name", "s"), _str(metric.event or ""))
     if metric.type == "eval":
-        evaluator = f" AND s.evaluator = {_str(metric.evaluator)}" if metric.evaluator else ""
-        return "s.score", f"s.name = {_str(metric.eval or '')}{evaluator}"
+        evaluator = _eq(_col("evaluator", "s"), _str(metric.evaluator)) if metric.evaluator else None
+        return _col("score", "s"), _and(_eq(_col("name", "s"), _str(metric.eval or "")), evaluator)
     if metric.type == "span":
         field = metric.span_field
         value = (
-            "CASE WHEN s.status = 'error' THEN 1.0 ELSE 0.0 END"
+            _when(_eq(_col("status", "s"), _str("error")), _double(1), _double(0))
             if field == "error"
-            else f"CAST(s.{field} AS DOUBLE)"
+            else exp.cast(_col(field or "", "s"), _DOUBLE, copy=False)
         )
-        condition = f"s.name = {_str(metric.span_name)}" if metric.span_name else "TRUE"
-        return ("1.0" if counted else value), condition
-    return ("1.0" if counted else "s.value"), "TRUE"
+        condition = _eq(_col("name", "s"), _str(metric.span_name)) if metric.span_name else None
+        return (_double(1) if counted else value), condition
+    return (_double(1) if counted else _col("value", "s")), None
+
+
+def _after(metric: Metric, ts: exp.Expr, first_ts: exp.Expr) -> exp.Expr:
+    """ts inside the metric's attribution window: at or after the unit's first exposure and,
+    with `window_hours`, before its end."""
+    since = exp.GTE(this=ts, expression=first_ts)
+    if not metric.window_hours:
+        return since
+    until = exp.LT(
+        this=ts.copy(), expression=exp.Add(this=first_ts.copy(), expression=_interval(metric.window_hours))
+    )
+    return _and(since, until)
 
 
 @dataclass(frozen=True, slots=True)
 class _PerUnit:
-    ctes: list[str]
-    joins: list[str]
-    post: dict[int, str]
-    pre: dict[int, str]
+    ctes: list[exp.CTE]
+    joins: list[tuple[str, exp.Expr]]
+    post: dict[int, exp.Column]
+    pre: dict[int, exp.Column]
+    quantile_counts: dict[int, exp.Column]
     quality_group: str = ""
     """The CTE that also holds the data-quality counts per exposed unit (with `quality`)."""
 
 
-def _per_unit(metrics: Sequence[Metric], spec: ReadoutSpec, quality: bool = False) -> _PerUnit:
+def _per_unit(
+    metrics: Sequence[Metric], spec: ReadoutSpec, quality: bool = False, quantiles: Sequence[Metric] = ()
+) -> _PerUnit:
     """One CTE per source table computing every metric's per-unit post (and CUPED pre) value;
     with `quality`, the events CTE (there is always one then) also counts each exposed unit's
-    joinable and pre-exposure outcome events, and joins every exposed unit (`quality_group`)."""
+    joinable and pre-exposure outcome events, and joins every exposed unit (`quality_group`),
+    and each of `quantiles` its events (the events-per-variation of an event-level quantile)."""
     groups: dict[str, list[int]] = {}
     for i, metric in enumerate(metrics):
         groups.setdefault(_group(metric), []).append(i)
     if quality:
         groups.setdefault("events", [])
-    out = _PerUnit([], [], {}, {}, f"g{list(groups).index('events')}" if quality else "")
+    out = _PerUnit([], [], {}, {}, {}, f"g{list(groups).index('events')}" if quality else "")
+    s_ts, first_ts = _col("ts", "s"), _col("first_ts", "u")
     for k, (group, indices) in enumerate(groups.items()):
+        g = f"g{k}"
         folded = quality and group == "events"
-        columns = []
+        columns: list[exp.Expr] = [_col(_UID, "u")]
         lookback = 0.0
         for i in indices:
             metric = metrics[i]
             aggregate = "AVG" if metric.type == "eval" else _AGGREGATES[metric.aggregation]
             value, condition = _value_and_condition(metric)
-            if folded:
-                condition = f"s.metric_row AND {condition}"
-            window = (
-                f" AND s.ts < u.first_ts + INTERVAL ({_num(metric.window_hours)}) HOUR"
-                if metric.window_hours
-                else ""
-            )
-            # CASE rather than FILTER: the same value (both skip the other rows), and DuckDB
-            # evaluates it more cheaply over the millions of joined rows.
-            columns.append(
-                f"{aggregate}(CASE WHEN {condition} AND s.ts >= u.first_ts{window} THEN {value} END) AS p{i}"
-            )
-            out.post[i] = f"g{k}.p{i}"
+            mine = _and(_col("metric_row", "s"), condition) if folded else condition
+            # CASE rather than FILTER: the same value (both skip the other rows), spelled alike in
+            # every dialect, and DuckDB evaluates it more cheaply over the joined rows.
+            post = _and(mine, _after(metric, s_ts.copy(), first_ts.copy()))
+            columns.append(_as(_agg(aggregate, _when(post, value)), f"p{i}"))
+            out.post[i] = _col(f"p{i}", g)
             if metric.cuped_days:
                 hours = metric.cuped_days * 24
                 lookback = max(lookback, hours)
-                columns.append(
-                    f"{aggregate}(CASE WHEN {condition} AND s.ts < u.first_ts "
-                    f"AND s.ts >= u.first_ts - INTERVAL ({_num(hours)}) HOUR THEN {value} END) AS r{i}"
+                before = _and(
+                    mine.copy() if mine is not None else None,
+                    exp.LT(this=s_ts.copy(), expression=first_ts.copy()),
+                    exp.GTE(
+                        this=s_ts.copy(),
+                        expression=exp.Sub(this=first_ts.copy(), expression=_interval(hours)),
+                    ),
                 )
-                out.pre[i] = f"g{k}.r{i}"
-        lower = f"u.first_ts - INTERVAL ({_num(lookback)}) HOUR" if lookback else "u.first_ts"
-        source = _group_source(group, [metrics[i] for i in indices], spec, folded)
-        units, where = "units", f"s.ts >= {lower}"
+                columns.append(_as(_agg(aggregate, _when(before, value.copy())), f"r{i}"))
+                out.pre[i] = _col(f"r{i}", g)
+        members = [metrics[i] for i in indices]
+        lower: exp.Expr = (
+            exp.Sub(this=first_ts.copy(), expression=_interval(lookback)) if lookback else first_ts.copy()
+        )
+        where: exp.Expr = exp.GTE(this=s_ts.copy(), expression=lower)
+        units = "units"
         if folded:
             # Every exposed unit (also those the metrics leave out) and its whole history: a
             # pre-exposure event counts at any age. An event at or after its unit's first exposure
             # is also after the flag's first exposure, so it is one the readout expects to join.
-            units, where = "exposed", f"s.flag_row OR {where}"
+            units, where = "exposed", exp.or_(_col("flag_row", "s"), where, copy=False)
+            flag_row = _col("flag_row", "s")
+            # Every outcome event that should join the flag, joined or not (an unexposed unit's land
+            # in the NULL unit's group): unflagged ones from the flag's first exposure on.
+            first_exposure = (
+                exp.select(exp.Min(this=_col("first_ts")), copy=False).from_("exposed", copy=False).subquery()
+            )
+            expected = exp.paren(
+                exp.or_(
+                    _col("own_row", "s"), exp.GTE(this=s_ts.copy(), expression=first_exposure), copy=False
+                )
+            )
             columns += [
-                "COUNT(CASE WHEN s.flag_row AND s.ts >= u.first_ts THEN 1 END) AS joinable_events",
-                "COUNT(CASE WHEN s.flag_row AND s.ts < u.first_ts THEN 1 END) AS events_before_exposure",
+                _as(_count_if(_and(flag_row.copy(), expected)), "flag_events"),
+                _as(
+                    _count_if(_and(flag_row, exp.GTE(this=s_ts.copy(), expression=first_ts.copy()))),
+                    "joinable_events",
+                ),
+                _as(
+                    _count_if(_and(flag_row.copy(), exp.LT(this=s_ts.copy(), expression=first_ts.copy()))),
+                    "events_before_exposure",
+                ),
             ]
+            for j, metric in enumerate(quantiles):
+                counted = _and(
+                    _col("metric_row", "s"),
+                    _eq(_col("name", "s"), _str(metric.event or "")),
+                    _after(metric, s_ts.copy(), first_ts.copy()),
+                    _not_null(_event_value(metric, "s")),
+                )
+                columns.append(_as(_count_if(counted), f"qn{j}"))
+                out.quantile_counts[j] = _col(f"qn{j}", g)
+        source = _subquery(_group_source(group, members, spec, folded, quantiles if folded else ()), "s")
+        on = _eq(_col("unit_id", "s"), _col("unit_id", "u"))
+        if folded:
+            query = _join(
+                exp.select(*columns, copy=False).from_(source, copy=False), _table(units, "u"), on, "LEFT"
+            )
+        else:
+            query = _join(exp.select(*columns, copy=False).from_(_table(units, "u"), copy=False), source, on)
+        # The data-quality group is read twice (statistics and quality): computed once.
         out.ctes.append(
-            f"g{k} AS (SELECT u.uid, {', '.join(columns)} FROM {units} AS u JOIN ({source}) AS s "
-            f"ON s.unit_id = u.unit_id WHERE {where} GROUP BY u.uid)"
+            _cte(g, query.where(where, copy=False).group_by(_col(_UID, "u"), copy=False), materialized=folded)
         )
-        out.joins.append(f"LEFT JOIN g{k} ON g{k}.uid = u.uid")
+        out.joins.append((g, _eq(_col(_UID, g), _col(_UID, "u"))))
     return out
 
 
-def _units_ctes(spec: ReadoutSpec) -> str:
-    segment = (
-        f"ARG_MIN(attributes, ts) ->> {_json_path(spec.segment)}" if spec.segment else "CAST(NULL AS VARCHAR)"
+def _units_ctes(spec: ReadoutSpec) -> list[exp.CTE]:
+    """`exposed`: one row per unit exposed to the flag; `units`: those the readout analyses."""
+    ts, assigned, served = _col("ts"), _col("assigned_variation"), _col("served_variation")
+    segment: exp.Expr = (
+        _json_text(exp.ArgMin(this=_col("attributes"), expression=ts.copy()), spec.segment)
+        if spec.segment
+        else exp.cast(exp.Null(), exp.DataType.build("VARCHAR"), copy=False)
     )
-    # A unit first exposed before the flag served this environment belongs to no phase: excluded
-    # (and counted by `before_flag_query`).
-    since = f" AND first_ts >= {_ts(spec.phase_starts[0])}" if spec.phase_starts else ""
-    phase = "0"
-    if spec.phase_starts[1:]:
-        cases = " ".join(
-            f"WHEN first_ts < {_ts(start)} THEN {i}" for i, start in enumerate(spec.phase_starts[1:])
-        )
-        phase = f"CASE {cases} ELSE {len(spec.phase_starts) - 1} END"
     # One variation iff its least and greatest agree (the column is NOT NULL): two aggregates in
     # the same pass, where COUNT(DISTINCT …) costs a second group-by of every exposure and a join.
     # `uid` numbers the units so that the per-unit groupings and joins after the events join key
     # on an integer, not the unit_id text; MATERIALIZED so that every reader sees one numbering.
-    return (
-        "exposed AS MATERIALIZED (SELECT unit_id, ROW_NUMBER() OVER () AS uid, MIN(ts) AS first_ts, "
-        "MIN(assigned_variation) = MAX(assigned_variation) AS one_variation, "
-        "MIN(assigned_variation) AS assigned_variation, "
-        "ARG_MIN(served_variation, ts) AS served_variation, "
-        "MAX(CASE WHEN served_variation <> assigned_variation THEN 1 ELSE 0 END) AS fell_back, "
-        f"{segment} AS segment FROM exposures WHERE environment = {_str(spec.environment)} "
-        f"AND flag_key = {_str(spec.flag_key)} GROUP BY unit_id), "
-        f"units AS (SELECT unit_id, uid, first_ts, {'served_variation' if spec.served else 'assigned_variation'} "
-        f"AS variation, assigned_variation, fell_back, segment, {phase} AS phase FROM exposed "
-        f"WHERE one_variation{since})"
+    # No alias repeats a column name: ClickHouse would read the alias inside the other aggregates.
+    columns: list[exp.Expr] = [
+        _col("unit_id"),
+        _as(exp.Window(this=exp.RowNumber()), _UID),
+        _as(exp.Min(this=ts.copy()), "first_ts"),
+        _as(_eq(exp.Min(this=assigned.copy()), exp.Max(this=assigned.copy())), "one_variation"),
+        _as(exp.Min(this=assigned.copy()), "assigned"),
+        _as(exp.ArgMin(this=served.copy(), expression=ts.copy()), "served"),
+        _as(
+            exp.Max(this=_when(exp.NEQ(this=served.copy(), expression=assigned.copy()), _num(1), _num(0))),
+            "fell_back",
+        ),
+        _as(segment, "segment"),
+    ]
+    if spec.phase_starts:
+        # Exposures stamped before the environment's first phase (their units are excluded below).
+        early = exp.LT(this=ts.copy(), expression=_ts(spec.phase_starts[0]))
+        columns.append(_as(_count_if(early), "early_exposures"))
+    exposed = (
+        exp.select(*columns, copy=False)
+        .from_("exposures", copy=False)
+        .where(
+            _and(
+                _eq(_col("environment"), _str(spec.environment)),
+                _eq(_col("flag_key"), _str(spec.flag_key)),
+            ),
+            copy=False,
+        )
+        .group_by(_col("unit_id"), copy=False)
     )
+    first_ts = _col("first_ts")
+    phase: exp.Expr = _num(0)
+    if spec.phase_starts[1:]:
+        case = exp.Case()
+        for i, start in enumerate(spec.phase_starts[1:]):
+            case = case.when(exp.LT(this=first_ts.copy(), expression=_ts(start)), _num(i), copy=False)
+        phase = case.else_(_num(len(spec.phase_starts) - 1), copy=False)
+    # A unit first exposed before the flag served this environment belongs to no phase: excluded
+    # (and counted in the data-quality figures).
+    since = exp.GTE(this=first_ts.copy(), expression=_ts(spec.phase_starts[0])) if spec.phase_starts else None
+    units = (
+        exp.select(
+            _col("unit_id"),
+            _col(_UID),
+            first_ts.copy(),
+            _as(_col("served" if spec.served else "assigned"), "variation"),
+            _as(_col("assigned"), "assigned_variation"),
+            _col("fell_back"),
+            _col("segment"),
+            _as(phase, "phase"),
+            copy=False,
+        )
+        .from_("exposed", copy=False)
+        .where(_and(_col("one_variation"), since), copy=False)
+    )
+    return [_cte("exposed", exposed, materialized=True), _cte("units", units)]
 
 
-def _quality_cte(spec: ReadoutSpec, per_unit: _PerUnit) -> str:
+def _quality_cte(spec: ReadoutSpec, per_unit: _PerUnit) -> exp.CTE:
     """One row of data-quality figures over every exposed unit (docs/readout.md), from the
     relations the sufficient statistics already build."""
-    columns = []
+    columns: list[exp.Expr] = []
+    one = _col("one_variation")
     for k, variation in enumerate(spec.variations):
-        mine = f"one_variation AND assigned_variation = {_str(variation)}"
+        mine = _and(one.copy(), _eq(_col("assigned"), _str(variation)))
         columns += [
-            f"COUNT(*) FILTER (WHERE {mine}) AS dq_units_{k}",
-            f"COUNT(*) FILTER (WHERE {mine} AND fell_back = 1) AS dq_fallback_units_{k}",
+            _as(_count_if(mine), f"dq_units_{k}"),
+            _as(_count_if(_and(mine.copy(), _eq(_col("fell_back"), _num(1)))), f"dq_fallback_units_{k}"),
         ]
-    columns.append("COUNT(*) FILTER (WHERE NOT one_variation) AS dq_multiple_variation_units")
+    columns.append(_as(_count_if(exp.Not(this=one.copy())), "dq_multiple_variation_units"))
+    if spec.phase_starts:
+        early = _col("early_exposures")
+        columns += [
+            _as(exp.func("COALESCE", exp.Sum(this=early), _num(0)), "dq_exposures_before_flag"),
+            _as(_count_if(exp.GT(this=early.copy(), expression=_num(0))), "dq_units_before_flag"),
+        ]
+    else:
+        columns += [_as(_num(0), "dq_exposures_before_flag"), _as(_num(0), "dq_units_before_flag")]
     g = per_unit.quality_group
-    # Unflagged outcomes before the flag's first exposure are not expected to join it.
-    events = (
-        f"SELECT COUNT(*) FROM events WHERE environment = {_str(spec.environment)} AND {_flag_events(spec)} "
-        f"AND (COALESCE(flag_key = {_str(spec.flag_key)}, FALSE) OR ts >= (SELECT MIN(first_ts) FROM exposed))"
-    )
-    return (
-        f"quality AS (SELECT e.*, j.*, ({events}) AS dq_events FROM (SELECT {', '.join(columns)} FROM exposed) AS e "
-        f"CROSS JOIN (SELECT COALESCE(SUM({g}.joinable_events), 0) AS dq_joinable_events, "
-        f"COALESCE(SUM({g}.events_before_exposure), 0) AS dq_events_before_exposure FROM {g}) AS j)"
-    )
+    joined = exp.select(
+        _as(exp.func("COALESCE", exp.Sum(this=_col("flag_events", g)), _num(0)), "dq_events"),
+        _as(exp.func("COALESCE", exp.Sum(this=_col("joinable_events", g)), _num(0)), "dq_joinable_events"),
+        _as(
+            exp.func("COALESCE", exp.Sum(this=_col("events_before_exposure", g)), _num(0)),
+            "dq_events_before_exposure",
+        ),
+        copy=False,
+    ).from_(g, copy=False)
+    query = exp.select(
+        exp.column(exp.Star(), "e"),
+        exp.column(exp.Star(), "j"),
+        copy=False,
+    ).from_(_subquery(exp.select(*columns, copy=False).from_("exposed", copy=False), "e"), copy=False)
+    return _cte("quality", _join(query, _subquery(joined, "j"), kind="CROSS"))
 
 
-def readout_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Expr:
-    """The readout's statement: its data-quality figures (`dq_…`, the same on every row) beside
-    the sufficient statistics, one row per (phase, variation, segment) — or a single row with
-    null statistics when no unit is left to analyse."""
-    metrics = per_unit_metrics(spec.metrics, known)
-    per_unit = _per_unit(metrics, spec, quality=True)
-    ctes = [_units_ctes(spec), *per_unit.ctes, _quality_cte(spec, per_unit)]
-    columns = [
-        "u.phase",
-        "u.variation",
-        "u.segment",
-        "COUNT(*) AS units",
-        "SUM(u.fell_back) AS fallback_units",
+def _sum(value: exp.Expr, condition: exp.Expr | None = None) -> exp.Sum:
+    return exp.Sum(this=_when(condition, value) if condition is not None else value)
+
+
+def _product(a: exp.Expr, b: exp.Expr) -> exp.Mul:
+    return exp.Mul(this=a.copy(), expression=b.copy())
+
+
+@lru_cache(maxsize=64)
+def _readout_tree(spec: ReadoutSpec, metrics: tuple[Metric, ...]) -> exp.Select:
+    per_unit = _per_unit(metrics, spec, quality=True, quantiles=spec.quantiles)
+    ctes = [*_units_ctes(spec), *per_unit.ctes, _quality_cte(spec, per_unit)]
+    u = "u"
+    columns: list[exp.Expr] = [
+        _col("phase", u),
+        _col("variation", u),
+        _col("segment", u),
+        _as(exp.Count(this=exp.Star()), "units"),
+        _as(exp.Sum(this=_col("fell_back", u)), "fallback_units"),
     ]
     index = {m.key: i for i, m in enumerate(metrics)}
     for i, m in enumerate(metrics):
         post = per_unit.post[i]
-        v = f"COALESCE({post}, 0)" if m.zero_when_missing else post
-        n = "COUNT(*)" if m.zero_when_missing else f"COUNT({post})"
-        columns += [f"{n} AS m{i}_n", f"SUM({v}) AS m{i}_sum", f"SUM({v} * {v}) AS m{i}_sum_sq"]
+        v = exp.func("COALESCE", post.copy(), _num(0)) if m.zero_when_missing else post
+        n = exp.Count(this=exp.Star()) if m.zero_when_missing else exp.Count(this=post.copy())
+        columns += [
+            _as(n, f"m{i}_n"),
+            _as(_sum(v.copy()), f"m{i}_sum"),
+            _as(_sum(_product(v, v)), f"m{i}_sum_sq"),
+        ]
         if m.cuped_days:
             # CUPED strata among the units counted in m{i}_n: those with a pre-period value
             # (regression moments) and those without one, which stay missing rather than 0
             # (Deng et al. 2013, "Handling Missing Pre-Experiment Data").
             pre = per_unit.pre[i]
-            counted = "" if m.zero_when_missing else f" AND {post} IS NOT NULL"
-            has, lacks = f"{pre} IS NOT NULL{counted}", f"{pre} IS NULL{counted}"
+            counted = None if m.zero_when_missing else _not_null(post.copy())
+            has = _and(_not_null(pre.copy()), counted)
+            lacks = _and(_is_null(pre.copy()), counted.copy() if counted is not None else None)
             columns += [
-                f"COUNT(*) FILTER (WHERE {has}) AS m{i}_pre_n",
-                f"SUM({v}) FILTER (WHERE {has}) AS m{i}_pre_post_sum",
-                f"SUM({v} * {v}) FILTER (WHERE {has}) AS m{i}_pre_post_sum_sq",
-                f"SUM({pre}) FILTER (WHERE {has}) AS m{i}_pre_sum",
-                f"SUM({pre} * {pre}) FILTER (WHERE {has}) AS m{i}_pre_sum_sq",
-                f"SUM({v} * {pre}) FILTER (WHERE {has}) AS m{i}_post_pre",
-                f"COUNT(*) FILTER (WHERE {lacks}) AS m{i}_nopre_n",
-                f"SUM({v}) FILTER (WHERE {lacks}) AS m{i}_nopre_sum",
-                f"SUM({v} * {v}) FILTER (WHERE {lacks}) AS m{i}_nopre_sum_sq",
+                _as(_count_if(has), f"m{i}_pre_n"),
+                _as(_sum(v.copy(), has.copy()), f"m{i}_pre_post_sum"),
+                _as(_sum(_product(v, v), has.copy()), f"m{i}_pre_post_sum_sq"),
+                _as(_sum(pre.copy(), has.copy()), f"m{i}_pre_sum"),
+                _as(_sum(_product(pre, pre), has.copy()), f"m{i}_pre_sum_sq"),
+                _as(_sum(_product(v, pre), has.copy()), f"m{i}_post_pre"),
+                _as(_count_if(lacks), f"m{i}_nopre_n"),
+                _as(_sum(v.copy(), lacks.copy()), f"m{i}_nopre_sum"),
+                _as(_sum(_product(v, v), lacks.copy()), f"m{i}_nopre_sum_sq"),
             ]
     for r, m in enumerate(spec.metrics):
         if m.type == "ratio":
             a, b = per_unit.post[index[m.numerator or ""]], per_unit.post[index[m.denominator or ""]]
-            columns.append(f"SUM(COALESCE({a}, 0) * COALESCE({b}, 0)) AS r{r}_cross")
-    statistics = (
-        f"SELECT {', '.join(columns)} FROM units AS u {' '.join(per_unit.joins)} "
-        "GROUP BY u.phase, u.variation, u.segment"
-    )
-    sql = (
-        f"WITH {', '.join(ctes)} SELECT r.*, q.* FROM quality AS q LEFT JOIN ({statistics}) AS r ON TRUE "
-        "ORDER BY r.phase, r.variation, r.segment"
-    )
-    return sqlglot.parse_one(sql, read="duckdb")
+            cross = _product(exp.func("COALESCE", a.copy(), _num(0)), exp.func("COALESCE", b.copy(), _num(0)))
+            columns.append(_as(_sum(cross), f"r{r}_cross"))
+    for j in per_unit.quantile_counts:
+        columns.append(_as(_sum(per_unit.quantile_counts[j].copy()), f"q{j}_n"))
+    statistics = exp.select(*columns, copy=False).from_(exp.to_table("units").as_(u), copy=False)
+    for g, on in per_unit.joins:
+        statistics = _join(statistics, exp.to_table(g), on, kind="LEFT")
+    statistics = statistics.group_by(_col("phase", u), _col("variation", u), _col("segment", u), copy=False)
+    query = _join(
+        exp.select(exp.column(exp.Star(), "r"), exp.column(exp.Star(), "q"), copy=False).from_(
+            exp.to_table("quality").as_("q"), copy=False
+        ),
+        _subquery(statistics, "r"),
+        exp.true(),
+        kind="LEFT",
+    ).order_by(_col("phase", "r"), _col("variation", "r"), _col("segment", "r"), copy=False)
+    return _with(ctes, query)
 
 
-def assigned_counts_query(spec: ReadoutSpec) -> exp.Expr:
+def readout_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Select:
+    """The readout's statement: its data-quality figures (`dq_…`, the same on every row) beside
+    the sufficient statistics, one row per (phase, variation, segment) — or a single row with
+    null statistics when no unit is left to analyse. Built once per spec; do not modify it."""
+    return _readout_tree(spec, tuple(per_unit_metrics(spec.metrics, known)))
+
+
+@lru_cache(maxsize=64)
+def assigned_counts_query(spec: ReadoutSpec) -> exp.Select:
     """Units per phase and ASSIGNED variation: what the sample-ratio test checks, also when the
     readout groups by the served variation (a fallback is not a split mismatch)."""
-    sql = (
-        f"WITH {_units_ctes(spec)} SELECT u.phase, u.assigned_variation AS variation, COUNT(*) AS units "
-        "FROM units AS u GROUP BY u.phase, u.assigned_variation ORDER BY u.phase, u.assigned_variation"
+    phase, assigned = _col("phase", "u"), _col("assigned_variation", "u")
+    query = (
+        exp.select(phase, _as(assigned, "variation"), _as(exp.Count(this=exp.Star()), "units"), copy=False)
+        .from_(exp.to_table("units").as_("u"), copy=False)
+        .group_by(phase.copy(), assigned.copy(), copy=False)
+        .order_by(phase.copy(), assigned.copy(), copy=False)
     )
-    return sqlglot.parse_one(sql, read="duckdb")
+    return _with(_units_ctes(spec), query)
 
 
-def before_flag_query(spec: ReadoutSpec) -> exp.Expr | None:
-    """Exposures stamped before the environment's first phase, and their units (which the
-    readout excludes); None without phases."""
-    if not spec.phase_starts:
-        return None
-    sql = (
-        "SELECT COUNT(*) AS exposures, COUNT(DISTINCT unit_id) AS units FROM exposures "
-        f"WHERE environment = {_str(spec.environment)} AND flag_key = {_str(spec.flag_key)} "
-        f"AND ts < {_ts(spec.phase_starts[0])}"
-    )
-    return sqlglot.parse_one(sql, read="duckdb")
-
-
-def per_unit_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Expr:
-    """The per-unit relation itself, for notebooks and exports: one row per exposed unit."""
-    metrics = per_unit_metrics(spec.metrics, known)
+@lru_cache(maxsize=64)
+def _per_unit_tree(spec: ReadoutSpec, metrics: tuple[Metric, ...]) -> exp.Select:
     per_unit = _per_unit(metrics, spec)
-    columns = ["u.unit_id", "u.variation", "u.phase", "u.segment", "u.first_ts", "u.fell_back"]
+    columns: list[exp.Expr] = [
+        _col(c, "u") for c in ("unit_id", "variation", "phase", "segment", "first_ts", "fell_back")
+    ]
     for i, m in enumerate(metrics):
         post = per_unit.post[i]
-        column = f"COALESCE({post}, 0)" if m.zero_when_missing else post
-        columns.append(f"{column} AS {exp.to_identifier(m.key, quoted=True).sql('duckdb')}")
+        value = exp.func("COALESCE", post, _num(0)) if m.zero_when_missing else post
+        columns.append(exp.alias_(value, exp.to_identifier(m.key, quoted=True), copy=False))
         if m.cuped_days:
-            pre = exp.to_identifier(m.key + "__pre", quoted=True).sql("duckdb")
-            columns.append(f"{per_unit.pre[i]} AS {pre}")  # NULL: no pre-period value
-    sql = (
-        f"WITH {', '.join([_units_ctes(spec), *per_unit.ctes])} SELECT {', '.join(columns)} "
-        f"FROM units AS u {' '.join(per_unit.joins)} ORDER BY u.unit_id"
-    )
-    return sqlglot.parse_one(sql, read="duckdb")
+            # NULL: no pre-period value
+            columns.append(
+                exp.alias_(per_unit.pre[i], exp.to_identifier(m.key + "__pre", quoted=True), copy=False)
+            )
+    query = exp.select(*columns, copy=False).from_(exp.to_table("units").as_("u"), copy=False)
+    for g, on in per_unit.joins:
+        query = _join(query, exp.to_table(g), on, kind="LEFT")
+    return _with([*_units_ctes(spec), *per_unit.ctes], query.order_by(_col("unit_id", "u"), copy=False))
 
 
-def quantile_count_query(spec: ReadoutSpec, metric: Metric) -> exp.Expr:
-    """Events per variation that enter an event-level quantile (sets the density bandwidth)."""
-    window = (
-        f" AND s.ts < u.first_ts + INTERVAL ({_num(metric.window_hours)}) HOUR" if metric.window_hours else ""
-    )
-    sql = (
-        f"WITH {_units_ctes(spec)} SELECT u.variation, COUNT(*) AS n "
-        f"FROM units AS u JOIN ({_source(metric, spec)}) AS s ON s.unit_id = u.unit_id "
-        f"WHERE s.ts >= u.first_ts{window} AND s.x IS NOT NULL GROUP BY u.variation ORDER BY u.variation"
-    )
-    return sqlglot.parse_one(sql, read="duckdb")
+def per_unit_query(spec: ReadoutSpec, known: dict[str, Metric]) -> exp.Select:
+    """The per-unit relation itself, for notebooks and exports: one row per exposed unit."""
+    return _per_unit_tree(spec, tuple(per_unit_metrics(spec.metrics, known)))
 
 
-def quantile_query(spec: ReadoutSpec, metric: Metric, levels: Sequence[float]) -> exp.Expr:
-    """Event-level quantiles of `metric` per variation at `levels` (value and density points),
-    one sort per variation: `q` is the list of quantiles in `levels` order."""
-    columns = f"QUANTILE_CONT(s.x, [{', '.join(_num(level) for level in levels)}]) AS q"
-    window = (
-        f" AND s.ts < u.first_ts + INTERVAL ({_num(metric.window_hours)}) HOUR" if metric.window_hours else ""
-    )
-    sql = (
-        f"WITH {_units_ctes(spec)} SELECT u.variation, COUNT(*) AS n, COUNT(DISTINCT u.unit_id) AS units, {columns} "
-        f"FROM units AS u JOIN ({_source(metric, spec)}) AS s ON s.unit_id = u.unit_id "
-        f"WHERE s.ts >= u.first_ts{window} AND s.x IS NOT NULL GROUP BY u.variation ORDER BY u.variation"
-    )
-    return sqlglot.parse_one(sql, read="duckdb")
+def quantile_query(spec: ReadoutSpec, metric: Metric, levels: Sequence[float], level: float) -> exp.Select:
+    """Per variation, the event-level quantiles of `metric` at `levels` (value and density points,
+    `q` in `levels` order, one sort per variation) and the moments of (events ≤ the quantile at
+    `level`, events) per unit: the clustered variance, since events of one unit are alike. The
+    levels follow the events counted, so the tree is kept while they stay the same."""
+    return _quantile_tree(spec, metric, tuple(levels), level)
 
 
-def quantile_cluster_query(spec: ReadoutSpec, metric: Metric, thresholds: dict[str, float]) -> exp.Expr:
-    """Per variation, moments of (events ≤ the variation's quantile, events) per unit: the
-    clustered variance of an event-level quantile (events of one unit are not independent)."""
-    cases = " ".join(f"WHEN {_str(v)} THEN {_num(q)}" for v, q in thresholds.items())
-    window = (
-        f" AND s.ts < u.first_ts + INTERVAL ({_num(metric.window_hours)}) HOUR" if metric.window_hours else ""
+@lru_cache(maxsize=64)
+def _quantile_tree(spec: ReadoutSpec, metric: Metric, levels: tuple[float, ...], level: float) -> exp.Select:
+    s, first_ts = "s", _col("first_ts", "u")
+    x = _col("x", "src")
+    events = _join(
+        exp.select(_col("variation", "u"), _col(_UID, "u"), x, copy=False).from_(
+            exp.to_table("units").as_("u"), copy=False
+        ),
+        _subquery(_quantile_source(metric, spec), "src"),
+        _eq(_col("unit_id", "src"), _col("unit_id", "u")),
+    ).where(_and(_after(metric, _col("ts", "src"), first_ts), _not_null(x.copy())), copy=False)
+    quantiles = (
+        exp.select(
+            _col("variation"),
+            _as(exp.Count(this=exp.Star()), "n"),
+            _as(
+                exp.PercentileCont(
+                    this=_col("x"), expression=exp.Array(expressions=[_num(v) for v in levels])
+                ),
+                "q",
+            ),
+            copy=False,
+        )
+        .from_(s, copy=False)
+        .group_by(_col("variation"), copy=False)
     )
-    sql = (
-        f"WITH {_units_ctes(spec)}, per_unit AS (SELECT u.variation, u.unit_id, "
-        f"SUM(CASE WHEN s.x <= CASE u.variation {cases} END THEN 1.0 ELSE 0.0 END) AS below, COUNT(*) * 1.0 AS total "
-        f"FROM units AS u JOIN ({_source(metric, spec)}) AS s ON s.unit_id = u.unit_id "
-        f"WHERE s.ts >= u.first_ts{window} AND s.x IS NOT NULL GROUP BY u.variation, u.unit_id) "
-        "SELECT variation, COUNT(*) AS n, SUM(below), SUM(below * below), SUM(total), SUM(total * total), "
-        "SUM(below * total) FROM per_unit GROUP BY variation ORDER BY variation"
+    at = exp.Bracket(this=_col("q", "qs"), expressions=[_num(list(levels).index(level))])
+    below = _when(exp.LTE(this=_col("x", s), expression=at), _double(1), _double(0))
+    per_unit = _join(
+        exp.select(
+            _col("variation", s),
+            _as(exp.Sum(this=below), "below"),
+            _as(exp.Mul(this=exp.Count(this=exp.Star()), expression=_double(1)), "total"),
+            copy=False,
+        ).from_(s, copy=False),
+        exp.to_table("qs"),
+        _eq(_col("variation", "qs"), _col("variation", s)),
+    ).group_by(_col("variation", s), _col(_UID, s), copy=False)
+    below_, total = _col("below"), _col("total")
+    clusters = (
+        exp.select(
+            _col("variation"),
+            _as(exp.Count(this=exp.Star()), "cluster_n"),
+            _as(exp.Sum(this=below_), "below_sum"),
+            _as(exp.Sum(this=_product(below_, below_)), "below_sum_sq"),
+            _as(exp.Sum(this=total), "total_sum"),
+            _as(exp.Sum(this=_product(total, total)), "total_sum_sq"),
+            _as(exp.Sum(this=_product(below_, total)), "below_total"),
+            copy=False,
+        )
+        .from_("per_unit", copy=False)
+        .group_by(_col("variation"), copy=False)
     )
-    return sqlglot.parse_one(sql, read="duckdb")
+    query = _join(
+        exp.select(
+            _col("variation", "qs"),
+            _col("n", "qs"),
+            _col("q", "qs"),
+            *(
+                _col(c, "c")
+                for c in (
+                    "cluster_n",
+                    "below_sum",
+                    "below_sum_sq",
+                    "total_sum",
+                    "total_sum_sq",
+                    "below_total",
+                )
+            ),
+            copy=False,
+        ).from_("qs", copy=False),
+        _subquery(clusters, "c"),
+        _eq(_col("variation", "c"), _col("variation", "qs")),
+    ).order_by(_col("variation", "qs"), copy=False)
+    ctes = [
+        *_units_ctes(spec),
+        _cte(s, events, materialized=True),
+        _cte("qs", quantiles),
+        _cte("per_unit", per_unit),
+    ]
+    return _with(ctes, query)
+
+
+# -- the v1 figures and the timeline -----------------------------------------------------------
+
+
+def _flag_exposures(flag_key: str, environment: str) -> exp.Expr:
+    return _and(_eq(_col("environment"), _str(environment)), _eq(_col("flag_key"), _str(flag_key)))
+
+
+def _distinct_count(column: exp.Expr) -> exp.Count:
+    return exp.Count(this=exp.Distinct(expressions=[column]))
+
+
+@lru_cache(maxsize=64)
+def fallback_reasons_query(flag_key: str, environment: str) -> exp.Select:
+    """Units per assigned variation and fallback reason among exposures served something else."""
+    assigned, reason = _col("assigned_variation"), _col("fallback_reason")
+    fell_back = exp.NEQ(this=_col("served_variation"), expression=assigned.copy())
+    return (
+        exp.select(assigned, reason, _as(_distinct_count(_col("unit_id")), "units"), copy=False)
+        .from_("exposures", copy=False)
+        .where(_and(_flag_exposures(flag_key, environment), fell_back), copy=False)
+        .group_by(assigned.copy(), reason.copy(), copy=False)
+        .order_by(assigned.copy(), reason.copy(), copy=False)
+    )
+
+
+@lru_cache(maxsize=64)
+def event_name_metrics_query(flag_key: str, environment: str, assignment_unit: str) -> exp.Select:
+    """The v1 readout's metrics: per event name and variation, the moments of each unit's mean
+    event value (1 for events without one) after its first exposure."""
+    exposures = (
+        exp.select(
+            _col("unit_id"),
+            _as(exp.Min(this=_col("ts")), "first_ts"),
+            _as(_distinct_count(_col("assigned_variation")), "n_assigned"),
+            _as(exp.ArgMin(this=_col("assigned_variation"), expression=_col("ts")), "variation"),
+            copy=False,
+        )
+        .from_("exposures", copy=False)
+        .where(_flag_exposures(flag_key, environment), copy=False)
+        .group_by(_col("unit_id"), copy=False)
+    )
+    flag = _col("flag_key", "e")
+    unit_metric = (
+        _join(
+            exp.select(
+                _col("variation", "u"),
+                _col("name", "e"),
+                _col("unit_id", "e"),
+                _as(exp.Avg(this=exp.func("COALESCE", _col("value", "e"), _double(1))), "x"),
+                copy=False,
+            ).from_(exp.to_table("per_unit").as_("u"), copy=False),
+            exp.to_table("events").as_("e"),
+            _eq(_col("unit_id", "e"), _col("unit_id", "u")),
+        )
+        .where(
+            _and(
+                exp.GTE(this=_col("ts", "e"), expression=_col("first_ts", "u")),
+                _eq(_col("n_assigned", "u"), _num(1)),
+                _eq(_col("environment", "e"), _str(environment)),
+                _eq(_col("assignment_unit", "e"), _str(assignment_unit)),
+                exp.paren(exp.or_(_is_null(flag), _eq(flag.copy(), _str(flag_key)), copy=False)),
+            ),
+            copy=False,
+        )
+        .group_by(_col("variation", "u"), _col("name", "e"), _col("unit_id", "e"), copy=False)
+    )
+    x = _col("x")
+    query = (
+        exp.select(
+            _col("name"),
+            _col("variation"),
+            _as(exp.Count(this=exp.Star()), "n"),
+            _as(exp.Sum(this=x), "sum_x"),
+            _as(exp.Sum(this=_product(x, x)), "sum_x2"),
+            copy=False,
+        )
+        .from_("unit_metric", copy=False)
+        .group_by(_col("name"), _col("variation"), copy=False)
+        .order_by(_col("name"), _col("variation"), copy=False)
+    )
+    return _with([_cte("per_unit", exposures), _cte("unit_metric", unit_metric)], query)
+
+
+def _timeline_units(flag_key: str, environment: str) -> exp.CTE:
+    assigned = _col("assigned_variation")
+    exposed = (
+        exp.select(
+            _col("unit_id"),
+            _as(exp.Min(this=_col("ts")), "first_ts"),
+            _as(exp.Min(this=assigned), "variation"),
+            _as(_distinct_count(assigned.copy()), "n_assigned"),
+            copy=False,
+        )
+        .from_("exposures", copy=False)
+        .where(_flag_exposures(flag_key, environment), copy=False)
+        .group_by(_col("unit_id"), copy=False)
+    )
+    return _cte("exposed", exposed)
+
+
+def _hour(value: exp.Expr) -> exp.TimestampTrunc:
+    return exp.TimestampTrunc(this=value, unit=exp.var("HOUR"))
+
+
+@lru_cache(maxsize=64)
+def timeline_units_query(flag_key: str, environment: str) -> exp.Select:
+    """Units first exposed per hour and variation (units under one variation only)."""
+    hour = _hour(_col("first_ts"))
+    query = (
+        exp.select(_as(hour, "hour"), _col("variation"), _as(exp.Count(this=exp.Star()), "units"), copy=False)
+        .from_("exposed", copy=False)
+        .where(_eq(_col("n_assigned"), _num(1)), copy=False)
+        .group_by(hour.copy(), _col("variation"), copy=False)
+        .order_by(_col("hour"), _col("variation"), copy=False)
+    )
+    return _with([_timeline_units(flag_key, environment)], query)
+
+
+TIMELINE_SOURCES = {"events": "value", "evals": "score"}
+"""Tables a timeline series reads, and the column it averages."""
+
+
+@lru_cache(maxsize=64)
+def timeline_series_query(flag_key: str, environment: str, table: str, name: str) -> exp.Select:
+    """Per hour of the event and variation of its unit: how many values and their mean, counting
+    only events after the unit's first exposure (as the readout does)."""
+    hour = _hour(_col("ts", "e"))
+    query = (
+        _join(
+            exp.select(
+                _as(hour, "hour"),
+                # Named: ClickHouse would call it `u.variation`, events having a variation too.
+                _as(_col("variation", "u"), "variation"),
+                _as(exp.Count(this=exp.Star()), "n"),
+                _as(exp.Avg(this=_col(TIMELINE_SOURCES[table], "e")), "mean"),
+                copy=False,
+            ).from_(exp.to_table(table).as_("e"), copy=False),
+            exp.to_table("exposed").as_("u"),
+            _eq(_col("unit_id", "u"), _col("unit_id", "e")),
+        )
+        .where(
+            _and(
+                _eq(_col("n_assigned", "u"), _num(1)),
+                _eq(_col("environment", "e"), _str(environment)),
+                _eq(_col("name", "e"), _str(name)),
+                exp.GTE(this=_col("ts", "e"), expression=_col("first_ts", "u")),
+            ),
+            copy=False,
+        )
+        .group_by(hour.copy(), _col("variation", "u"), copy=False)
+        .order_by(_col("hour"), _col("variation"), copy=False)
+    )
+    return _with([_timeline_units(flag_key, environment)], query)
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def _postgres(tree: exp.Expr) -> exp.Expr:
+    """PostgreSQL has no ARG_MIN: the first non-null value of an array ordered by time; and
+    `#>>` reads a path from json and jsonb alike."""
+    for arg_min in list(tree.find_all(exp.ArgMin)):
+        value, order = arg_min.this, arg_min.expression
+        aggregate = exp.ArrayAgg(
+            this=exp.Order(this=value.copy(), expressions=[exp.Ordered(this=order.copy())])
+        )
+        first = exp.Filter(this=aggregate, expression=exp.Where(this=_not_null(value.copy())))
+        arg_min.replace(exp.Bracket(this=exp.paren(first), expressions=[_num(0)]))
+    for node in list(tree.find_all(exp.JSONExtractScalar)):
+        keys = [k.this for k in node.expression.expressions if isinstance(k, exp.JSONPathKey)]
+        node.replace(
+            exp.JSONBExtractScalar(this=node.this.copy(), expression=_str("{" + ",".join(keys) + "}"))
+        )
+    return tree
+
+
+_CLICKHOUSE_SETTINGS = {
+    # A CTE read twice (`exposed`, the data-quality group) is run once (ClickHouse 26.x);
+    # without it each reader runs it again, slower but still right (units keyed on unit_id).
+    "enable_materialized_cte": 1,
+    # A LEFT JOIN's missing side is NULL, not the type's default (0, ''), as in standard SQL.
+    "join_use_nulls": 1,
+    # JSON_VALUE of an absent path is NULL, as DuckDB's ->> and PostgreSQL's #>>.
+    "function_json_value_return_type_allow_nullable": 1,
+}
+
+
+def _clickhouse(tree: exp.Expr) -> exp.Expr:
+    """ClickHouse: JSON paths through JSON_VALUE (JSONExtractString reads '' for numbers), exact
+    interpolated quantiles (`quantilesExactInclusive`, the same R-7 definition as QUANTILE_CONT),
+    UTC timestamp literals, standard join NULLs; and units keyed on unit_id rather than on a
+    ROW_NUMBER(), which a server that ignores MATERIALIZED would number anew for each reader."""
+    for node in list(tree.find_all(exp.JSONExtractScalar)):
+        keys = [k.this for k in node.expression.expressions if isinstance(k, exp.JSONPathKey)]
+        node.replace(exp.func("JSON_VALUE", node.this.copy(), _str("$." + ".".join(keys))))
+    for quantiles in list(tree.find_all(exp.PercentileCont)):
+        levels = quantiles.expression.expressions
+        quantiles.replace(
+            exp.ParameterizedAgg(
+                this="quantilesExactInclusive",
+                expressions=[v.copy() for v in levels],
+                params=[quantiles.this.copy()],
+            )
+        )
+    for cast in list(tree.find_all(exp.Cast)):
+        if cast.to.is_type("timestamptz") and isinstance(cast.this, exp.Literal):
+            moment = datetime.fromisoformat(cast.this.this).astimezone(UTC)
+            text = moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+            cast.replace(exp.func("toDateTime64", _str(text), _num(6), _str("UTC")))
+    for alias in list(tree.find_all(exp.Alias)):
+        if alias.alias == _UID and isinstance(alias.this, exp.Window):
+            alias.set("this", _col("unit_id"))
+    if isinstance(tree, exp.Select):
+        settings = [exp.EQ(this=exp.var(k), expression=_num(v)) for k, v in _CLICKHOUSE_SETTINGS.items()]
+        tree.set("settings", settings)
+    return tree
+
+
+_TRANSFORMS: dict[str, Callable[[exp.Expr], exp.Expr]] = {"postgres": _postgres, "clickhouse": _clickhouse}
+
+_RENDERED: dict[tuple[int, str, bool], tuple[exp.Expr, str]] = {}
+_RENDERED_MAX = 256
 
 
 def render(expression: exp.Expr, dialect: Dialect = "duckdb", pretty: bool = False) -> str:
-    return expression.sql(dialect=dialect, pretty=pretty)
+    """The statement as `dialect` runs it. Trees built once per spec are rendered once, too."""
+    key = (id(expression), dialect, pretty)
+    cached = _RENDERED.get(key)
+    if cached is not None and cached[0] is expression:
+        return cached[1]
+    tree = expression.copy()
+    transform = _TRANSFORMS.get(dialect)
+    if transform is not None:
+        tree = transform(tree)
+    generator = sqlglot.Dialect.get_or_raise(dialect).generator(
+        pretty=pretty, unsupported_level=sqlglot.ErrorLevel.RAISE
+    )
+    text = generator.generate(tree, copy=False)
+    if len(_RENDERED) >= _RENDERED_MAX:
+        del _RENDERED[next(iter(_RENDERED))]
+    _RENDERED[key] = (expression, text)
+    return text

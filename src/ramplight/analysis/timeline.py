@@ -1,6 +1,6 @@
 """The release timeline: what happened to the flag (ramps, kills, plan edits, decisions, guardian
 actions) beside hourly series per variation, so "latency rose when the ramp went to 20 %" is one
-view. Series are read with bound parameters on the store's read-only path."""
+view. Series are sqlglot statements (`analysis.sql`) read on the store's read-only path."""
 
 from __future__ import annotations
 
@@ -8,36 +8,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from ramplight.analysis.execute import fetch
+from ramplight.analysis.execute import fetch, store_dialect
+from ramplight.analysis.sql import render, timeline_series_query, timeline_units_query
 from ramplight.core.flags import Flag
 from ramplight.core.metrics import Metric
 from ramplight.store.base import Store
-
-_UNITS = """
-WITH exposed AS (
-    SELECT unit_id, MIN(ts) AS first_ts, MIN(assigned_variation) AS variation,
-           COUNT(DISTINCT assigned_variation) AS n_assigned
-    FROM exposures WHERE environment = $environment AND flag_key = $flag_key GROUP BY unit_id
-)
-SELECT date_trunc('hour', first_ts) AS hour, variation, COUNT(*) AS units
-FROM exposed WHERE n_assigned = 1 GROUP BY ALL ORDER BY hour, variation
-"""
-
-# Per hour of the event, per variation of the unit: how many values and their mean, counting only
-# events after the unit's first exposure (as the readout does). `{table}` and `{value}` come from
-# the fixed `_SERIES_SOURCES` below, never from input.
-_SERIES = """
-WITH exposed AS (
-    SELECT unit_id, MIN(ts) AS first_ts, MIN(assigned_variation) AS variation,
-           COUNT(DISTINCT assigned_variation) AS n_assigned
-    FROM exposures WHERE environment = $environment AND flag_key = $flag_key GROUP BY unit_id
-)
-SELECT date_trunc('hour', e.ts) AS hour, u.variation, COUNT(*) AS n, AVG(e.{value}) AS mean
-FROM {table} AS e JOIN exposed AS u ON u.unit_id = e.unit_id AND u.n_assigned = 1
-WHERE e.environment = $environment AND e.name = $name AND e.ts >= u.first_ts
-GROUP BY ALL ORDER BY hour, u.variation
-"""
-_SERIES_SOURCES = {"events": "value", "evals": "score"}
 
 
 def _iso(value: Any) -> Any:
@@ -90,15 +65,16 @@ def timeline(store: Store, flag: Flag, environment: str, metrics: Sequence[Metri
             }
         )
     events.sort(key=lambda e: (e["ts"], e["kind"] == "decision"))
-    params = {"environment": environment, "flag_key": flag.key}
-    units = [{k: _iso(v) for k, v in row.items()} for row in fetch(store, _UNITS, params=params)]
+    dialect = store_dialect(store)
+    statement = timeline_units_query(flag.key, environment)
+    units = [{k: _iso(v) for k, v in row.items()} for row in fetch(store, render(statement, dialect))]
     series: dict[str, list[dict[str, Any]]] = {}
     for metric in metrics:
         table, name = _series_source(metric)
         if table is None or name is None:
             continue
-        sql = _SERIES.format(table=table, value=_SERIES_SOURCES[table])
-        rows = fetch(store, sql, params={**params, "name": name})
+        statement = timeline_series_query(flag.key, environment, table, name)
+        rows = fetch(store, render(statement, dialect))
         series[metric.key] = [{k: _iso(v) for k, v in row.items()} for row in rows]
     return {"events": events, "units": units, "series": series}
 

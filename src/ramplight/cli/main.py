@@ -388,7 +388,7 @@ def import_cmd(
         "rows": offset,
         "accepted": accepted,
         "duplicates": duplicates,
-        "rejected": len(rejected),
+        "rejected": len({p["row"] for p in rejected}),
         "problems": rejected[:1000],
     }
     if as_json:
@@ -397,7 +397,7 @@ def import_cmd(
         console.print(
             escape(
                 f"{file.name}: {accepted:,} {source.kind} accepted, {duplicates:,} already stored, "
-                f"{len(rejected):,} rejected (of {offset:,} rows)"
+                f"{len({p['row'] for p in rejected}):,} rejected (of {offset:,} rows)"
             )
         )
         for problem in rejected[:20]:

@@ -6,6 +6,7 @@ environment, so one bad item is reported (kind, index, field, reason) and the re
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -291,6 +292,37 @@ def _decode_problem(exc: msgspec.ValidationError | msgspec.DecodeError) -> tuple
     return field, reason
 
 
+def _snake(name: str) -> str:
+    """flagKey, FlagKey, flag-key → flag_key: how other tools spell the contract's names."""
+    name = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).replace("-", "_")
+    return name.lower()
+
+
+def _unknown_fields(kind: str, data: msgspec.Raw | bytes) -> list[tuple[str, str]]:
+    """Every field of the item the contract does not know, each with the contract's name when
+    one is close (`flagKey` → `flag_key`), so a mapping is fixed in one round."""
+    try:
+        item = msgspec.json.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return []
+    if not isinstance(item, dict):
+        return []
+    known = KIND_TYPES[kind].__struct_fields__
+    out = []
+    for name in item:
+        if name in known:
+            continue
+        snake = _snake(name)
+        close = [snake] if snake in known else difflib.get_close_matches(snake, known, n=1, cutoff=0.75)
+        hint = (
+            f"; the contract's name is {close[0]!r}"
+            if close
+            else " (the contract's names: see docs/contract.md)"
+        )
+        out.append((name, "unknown field" + hint))
+    return out
+
+
 def _long_string(values: Any, path: str = "") -> str | None:
     """The path of the first string longer than MAX_STRING_PROPERTY, at any depth."""
     if isinstance(values, str):
@@ -444,7 +476,11 @@ def _decode_item(
         return _DECODERS[kind].decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         field, reason = _decode_problem(exc)
-        problems.append(FieldProblem(field, reason, index, kind))
+        unknown = _unknown_fields(kind, data) if reason.startswith("unknown field") else []
+        if unknown:
+            problems.extend(FieldProblem(f, r, index, kind) for f, r in unknown)
+        else:
+            problems.append(FieldProblem(field, reason, index, kind))
     except UnicodeDecodeError as exc:
         problems.append(FieldProblem("", f"not valid UTF-8 (byte {exc.start} of the item)", index, kind))
     except RecursionError:

@@ -10,6 +10,7 @@ such as `file()` or `url()`) and `max_execution_time`, beside the tree walk of u
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import threading
@@ -31,6 +32,26 @@ _LOAD_SETTINGS = {
     "input_format_json_read_objects_as_strings": 1,
     "input_format_skip_unknown_fields": 1,
 }
+
+
+_ANALYSIS_SETTINGS = frozenset(
+    {"join_use_nulls", "enable_materialized_cte", "function_json_value_return_type_allow_nullable"}
+)
+"""Settings analysis statements carry (analysis/sql.py); in readonly mode a statement may not
+set any, so the store lifts these from the statement's end and passes them with the query."""
+_TRAILING_SETTINGS = re.compile(r"\s+SETTINGS\s+((?:\w+\s*=\s*\d+\s*,\s*)*\w+\s*=\s*\d+)\s*;?\s*$", re.I)
+
+
+def _lift_settings(sql: str) -> tuple[str, dict[str, int]]:
+    """(statement, settings) with a trailing SETTINGS clause of analysis settings only lifted out;
+    any other SETTINGS stays in the text, where readonly mode refuses it."""
+    found = _TRAILING_SETTINGS.search(sql)
+    if found is None:
+        return sql, {}
+    pairs = dict((k.strip(), int(v)) for k, v in (p.split("=") for p in found.group(1).split(",")))
+    if not set(pairs) <= _ANALYSIS_SETTINGS:
+        return sql, {}
+    return sql[: found.start()], pairs
 
 
 def _reason(exc: Exception) -> str:
@@ -190,9 +211,11 @@ class ClickHouseEvidenceStore:
         Parameters are named (`{name:Type}` in the SQL)."""
         if params and not isinstance(params, Mapping):
             raise QueryError("ClickHouse queries take named parameters ({name:Type}), not positional ones")
-        settings: dict[str, Any] = {"readonly": 1}
+        sql, lifted = _lift_settings(sql)
+        settings: dict[str, Any] = dict(lifted)
         if timeout_s:
             settings["max_execution_time"] = max(1, round(timeout_s))
+        settings["readonly"] = 1  # last: the settings before it are the engine's, not the user's
         try:
             with self._lock:
                 result = self._client.query(sql, parameters=dict(params) or None, settings=settings)

@@ -1,0 +1,111 @@
+"""One generated dataset for the cross-engine tests: three phases, fallbacks, a unit under two
+variations, exposures before the flag served, pre-period events for CUPED, evals and spans."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+
+from ramplight import control
+from ramplight.store.duckdb import DuckDBStore
+from tests.analysis.conftest import T0, Evidence, make_flag, save_metrics
+
+METRICS = (
+    {"key": "resolved", "type": "event", "event": "resolution", "aggregation": "binary"},
+    {"key": "turns", "type": "event", "event": "turn", "aggregation": "count", "window_hours": 1.5},
+    {
+        "key": "latency",
+        "type": "event",
+        "event": "latency_ms",
+        "aggregation": "mean",
+        "direction": "decrease",
+        "cuped_days": 7,
+    },
+    {
+        "key": "tokens",
+        "type": "event",
+        "event": "turn",
+        "aggregation": "sum",
+        "value": "properties.usage.tokens",
+        "cuped_days": 3,
+    },
+    {"key": "cost", "type": "event", "event": "cost_usd", "aggregation": "sum"},
+    {"key": "cost_per_turn", "type": "ratio", "numerator": "cost", "denominator": "turns"},
+    {"key": "peak_latency", "type": "event", "event": "latency_ms", "aggregation": "max"},
+    {"key": "faithfulness", "type": "eval", "eval": "faithfulness", "evaluator": "llm_judge"},
+    {"key": "llm_ms", "type": "span", "span_field": "duration_ms", "aggregation": "mean"},
+    {"key": "llm_errors", "type": "span", "span_field": "error", "aggregation": "sum"},
+    {
+        "key": "refunds",
+        "type": "sql",
+        "sql": "SELECT unit_id, ts, value FROM events WHERE name = 'refund'",
+        "aggregation": "sum",
+    },
+    {"key": "latency_p90", "type": "quantile", "event": "latency_ms", "quantile": 0.9},
+)
+UNITS = 400
+PLANS = ("free", "pro", "team")
+
+
+def generate(store: DuckDBStore, seed: int = 7) -> None:
+    """The flag (50 % → 30 % → 60 % candidate over three phases), its metrics, and evidence."""
+    make_flag(store, candidate=50, at=T0)
+    control.ramp(
+        store,
+        "support_assistant_profile",
+        "production",
+        "candidate",
+        30,
+        "test",
+        clock=lambda: T0 + timedelta(days=2),
+    )
+    control.ramp(
+        store,
+        "support_assistant_profile",
+        "production",
+        "candidate",
+        60,
+        "test",
+        clock=lambda: T0 + timedelta(days=4),
+    )
+    save_metrics(store, *METRICS)
+    rng = np.random.default_rng(seed)
+    ev = Evidence()
+    for i in range(UNITS):
+        unit = f"u{i:04d}"
+        # Distinct times per unit (whole microseconds): first-by-time never ties.
+        start = T0 + timedelta(minutes=17 * i - 60, microseconds=i)
+        candidate = rng.random() < (0.5, 0.3, 0.6)[min(max(int((17 * i - 60) // 2880), 0), 2)]
+        variation = "candidate" if candidate else "control"
+        served = "control" if candidate and rng.random() < 0.1 else None
+        ev.expose(unit, variation, start, served, plan=PLANS[i % 3], tier=i % 5)
+        ev.expose(unit, variation, start + timedelta(minutes=3))
+        if i % 97 == 5:
+            other = "control" if candidate else "candidate"
+            ev.expose(unit, other, start + timedelta(minutes=9))  # two variations: left out
+        lift = 0.9 if candidate else 1.0
+        for k in range(int(rng.integers(0, 5))):
+            at = start + timedelta(minutes=20 * k + 1, seconds=int(rng.integers(0, 50)))
+            ev.event(unit, "turn", at, None, usage={"tokens": int(rng.integers(50, 400))})
+            ev.event(unit, "latency_ms", at + timedelta(seconds=1), float(rng.lognormal(7, 0.4)) * lift)
+        for _ in range(int(rng.integers(0, 4))):  # pre-period: the CUPED covariate
+            at = start - timedelta(hours=float(rng.uniform(1, 200)))
+            ev.event(unit, "latency_ms", at, float(rng.lognormal(7, 0.4)))
+            ev.event(unit, "turn", at, None, usage={"tokens": int(rng.integers(50, 400))})
+        ev.event(unit, "cost_usd", start + timedelta(seconds=40), round(float(rng.uniform(0, 0.05)), 6))
+        if rng.random() < 0.6 + (0.05 if candidate else 0):
+            ev.event(unit, "resolution", start + timedelta(minutes=30))
+        if i % 11 == 0:
+            ev.event(unit, "refund", start + timedelta(hours=2), 5.0 + i % 7)
+        ev.score(unit, "faithfulness", start + timedelta(minutes=2), round(float(rng.uniform(0.3, 1)), 4))
+        if i % 4:
+            ev.score(unit, "faithfulness", start + timedelta(minutes=2), 0.1, evaluator="human")
+        ev.span(
+            unit,
+            start + timedelta(seconds=5),
+            float(rng.integers(100, 900)),
+            "error" if i % 13 == 0 else "ok",
+        )
+    ev.event("stranger", "turn", T0 + timedelta(days=1), None)  # joins no exposure
+    ev.load(store)

@@ -1,0 +1,26 @@
+WITH exposed AS (
+  SELECT
+    unit_id,
+    MIN(ts) AS first_ts,
+    MIN(assigned_variation) AS variation,
+    COUNT(DISTINCT assigned_variation) AS n_assigned
+  FROM exposures
+  WHERE
+    environment = 'production' AND flag_key = 'support_assistant_profile'
+  GROUP BY
+    unit_id
+)
+SELECT
+  dateTrunc('HOUR', first_ts) AS hour,
+  variation,
+  COUNT(*) AS units
+FROM exposed
+WHERE
+  n_assigned = 1
+GROUP BY
+  dateTrunc('HOUR', first_ts),
+  variation
+ORDER BY
+  hour,
+  variation
+SETTINGS enable_materialized_cte = 1, join_use_nulls = 1, function_json_value_return_type_allow_nullable = 1;

@@ -1,0 +1,198 @@
+"""The same statements, rendered from one tree per dialect, give the same numbers on DuckDB,
+PostgreSQL and ClickHouse (chdb) over the same generated evidence: counts exactly, sums and
+quantiles to 1e-9 relative."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlglot import exp
+
+from ramplight import control
+from ramplight.analysis import service
+from ramplight.analysis import sql as q
+from ramplight.analysis.sql import ReadoutSpec, render
+from ramplight.core.metrics import Metric
+from ramplight.store.duckdb import DuckDBStore
+from tests.analysis import engines
+from tests.analysis.conftest import FLAG, T0
+from tests.analysis.dataset import generate
+
+RELATIVE = 1e-9
+
+
+def ramplight(*args: str) -> str:
+    """The command's standard output (run as a user would, in a process of its own)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ramplight", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@dataclass
+class Engines:
+    duckdb: DuckDBStore
+    postgres: engines.Postgres
+    clickhouse: engines.ClickHouse
+    spec: ReadoutSpec
+    known: dict[str, Metric]
+    printed: dict[str, str]
+    """What `ramplight sql FLAG --dialect X` printed, per dialect."""
+
+    def run(self, statement: exp.Expr) -> dict[str, list[dict[str, Any]]]:
+        names, rows = self.duckdb.read(render(statement, "duckdb"))
+        return {
+            "duckdb": [dict(zip(names, row, strict=True)) for row in rows],
+            "postgres": self.postgres.run(render(statement, "postgres")),
+            "clickhouse": self.clickhouse.run(render(statement, "clickhouse")),
+        }
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
+    root: Path = tmp_path_factory.mktemp("engines")
+    path = root / "evidence.duckdb"
+    store = DuckDBStore(path)
+    control.ensure_default_environments(store, clock=lambda: T0 - timedelta(days=30))
+    generate(store)
+    store.close()
+    printed = {
+        dialect: ramplight("sql", FLAG, "--db", str(path), "--dialect", dialect, "--segment", "plan")
+        for dialect in q.DIALECTS
+    }
+    store = DuckDBStore(path)
+    columns = engines.schema(store)
+    rows = engines.evidence(store, columns)
+    postgres = engines.Postgres(columns, rows)
+    clickhouse = engines.ClickHouse(columns, rows, root / "chdb")
+    spec, known = service.spec_for(store, FLAG, "production")
+    yield Engines(store, postgres, clickhouse, spec, known, printed)
+    postgres.close()
+    clickhouse.close()
+    store.close()
+
+
+def _normal(value: Any) -> Any:
+    """One Python type per kind of value, whichever driver returned it."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    if isinstance(value, list | tuple):
+        return [_normal(v) for v in value]
+    return value
+
+
+def _agree(a: Any, b: Any) -> bool:
+    a, b = _normal(a), _normal(b)
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_agree(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b  # counts: exactly
+    if isinstance(a, float | int) and isinstance(b, float | int):
+        return math.isclose(a, b, rel_tol=RELATIVE, abs_tol=1e-12)
+    return bool(a == b)
+
+
+def _sorted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def key(row: dict[str, Any]) -> str:
+        return json.dumps([str(_normal(v)) if not isinstance(v, float) else "" for v in row.values()])
+
+    return sorted(rows, key=key)
+
+
+def assert_engines_agree(results: dict[str, list[dict[str, Any]]]) -> None:
+    reference = _sorted(results.pop("duckdb"))
+    assert reference, "the statement returned no rows: nothing would be compared"
+    for engine, rows in results.items():
+        rows = _sorted(rows)
+        assert len(rows) == len(reference), engine
+        for want, got in zip(reference, rows, strict=True):
+            assert list(got) == list(want), f"{engine}: columns differ"
+            differ = {k: (want[k], got[k]) for k in want if not _agree(want[k], got[k])}
+            assert not differ, f"{engine} differs from DuckDB: {differ}"
+
+
+SPECS: dict[str, Callable[[ReadoutSpec], ReadoutSpec]] = {
+    "intent_to_treat": lambda spec: spec,
+    "as_served": lambda spec: replace(spec, served=True),
+    "segment": lambda spec: replace(spec, segment="plan"),
+    "numeric_segment": lambda spec: replace(spec, segment="tier"),
+    "no_phases": lambda spec: replace(spec, phase_starts=()),
+}
+
+
+@pytest.mark.parametrize("variant", list(SPECS))
+def test_the_readout_statement_gives_the_same_statistics_on_every_engine(
+    loaded: Engines, variant: str
+) -> None:
+    spec = SPECS[variant](loaded.spec)
+    results = loaded.run(q.readout_query(spec, loaded.known))
+    assert len(results["duckdb"]) > 1
+    assert_engines_agree(results)
+
+
+def _quantile(loaded: Engines) -> exp.Expr:
+    metric = next(m for m in loaded.known.values() if m.type == "quantile")
+    return q.quantile_query(loaded.spec, metric, [0.05, 0.5, 0.875, 0.9, 0.925], 0.9)
+
+
+STATEMENTS: dict[str, Callable[[Engines], exp.Expr]] = {
+    "quantiles_and_clustered_moments": _quantile,
+    "per_unit_relation": lambda e: q.per_unit_query(e.spec, e.known),
+    "assigned_counts": lambda e: q.assigned_counts_query(replace(e.spec, served=True)),
+    "fallback_reasons": lambda e: q.fallback_reasons_query(FLAG, "production"),
+    "v1_event_name_metrics": lambda e: q.event_name_metrics_query(FLAG, "production", "conversation"),
+    "timeline_units": lambda e: q.timeline_units_query(FLAG, "production"),
+    "timeline_event_series": lambda e: q.timeline_series_query(FLAG, "production", "events", "latency_ms"),
+    "timeline_eval_series": lambda e: q.timeline_series_query(FLAG, "production", "evals", "faithfulness"),
+}
+
+
+@pytest.mark.parametrize("statement", list(STATEMENTS))
+def test_every_other_analysis_statement_agrees_across_engines(loaded: Engines, statement: str) -> None:
+    assert_engines_agree(loaded.run(STATEMENTS[statement](loaded)))
+
+
+def test_the_product_readout_matches_the_statistics_postgres_and_clickhouse_compute(loaded: Engines) -> None:
+    """The readout the product builds on DuckDB reads the same sufficient statistics that the
+    statement rendered for the other engines returns there."""
+    report = service.report(loaded.duckdb, FLAG, "production")
+    latency = next(m for m in report["metrics"] if m["key"] == "latency")
+    rows = loaded.run(q.readout_query(loaded.spec, loaded.known))
+    index = [m.key for m in q.per_unit_metrics(loaded.spec.metrics, loaded.known)].index("latency")
+    for engine in ("postgres", "clickhouse"):
+        for arm in latency["variations"]:
+            mine = [r for r in rows[engine] if r["variation"] == arm["variation"]]
+            n = sum(int(r[f"m{index}_n"]) for r in mine)
+            assert n == arm["units"]
+            if n:
+                mean = sum(float(r[f"m{index}_sum"]) for r in mine) / n
+                assert math.isclose(mean, arm["mean"], rel_tol=RELATIVE)
+
+
+@pytest.mark.parametrize("dialect", ["postgres", "clickhouse"])
+def test_ramplight_sql_prints_what_runs_on_that_engine(loaded: Engines, dialect: str) -> None:
+    printed = loaded.printed[dialect]
+    assert printed != loaded.printed["duckdb"]
+    engine = loaded.postgres if dialect == "postgres" else loaded.clickhouse
+    names, rows = loaded.duckdb.read(loaded.printed["duckdb"].rstrip().rstrip(";"))
+    assert_engines_agree(
+        {
+            "duckdb": [dict(zip(names, row, strict=True)) for row in rows],
+            dialect: engine.run(printed.rstrip().rstrip(";")),
+        }
+    )
