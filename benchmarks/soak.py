@@ -425,6 +425,23 @@ def _run(
     db: Path, log_dir: Path, seconds: float, producers: int, kill_every: float, disk_every: float
 ) -> Result:
     server = Server(db, db.parent / "server.out")
+    try:
+        return _soak(server, db, log_dir, seconds, producers, kill_every, disk_every)
+    finally:
+        if server.process is not None and server.process.poll() is None:  # the soak failed midway
+            server.process.kill()
+            server.process.wait()
+
+
+def _soak(
+    server: Server,
+    db: Path,
+    log_dir: Path,
+    seconds: float,
+    producers: int,
+    kill_every: float,
+    disk_every: float,
+) -> Result:
     server.start()
     admin = httpx.Client(
         base_url=server.url,
