@@ -1,6 +1,6 @@
 """PostgreSQL for tests: the server on 127.0.0.1:5432 (trust auth, database `test`), one fresh
 schema per use, dropped afterwards. Where it is not running the tests that need it skip —
-except when RAMPLIGHT_REQUIRE_PG is set (CI sets it): then they fail."""
+except when RAMPLIGHT_REQUIRE_PG or CI is set (.ci/run sets the first): then they fail."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def require() -> None:
     reason = available()
     if reason is None:
         return
-    if os.environ.get("RAMPLIGHT_REQUIRE_PG"):
+    if os.environ.get("RAMPLIGHT_REQUIRE_PG") or os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)
 

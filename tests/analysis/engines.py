@@ -4,25 +4,22 @@ three engines hold the same columns.
 
 PostgreSQL is the server on 127.0.0.1:5432 (`RAMPLIGHT_TEST_PG` overrides the conninfo); each
 `Postgres` works in a schema of its own and drops it on close. When the server is down the tests
-skip — unless `CI` or `RAMPLIGHT_REQUIRE_PG` is set, where they fail.
+skip — unless `CI` or `RAMPLIGHT_REQUIRE_PG` is set, where they fail (tests/pg.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ramplight.store.duckdb import DuckDBStore
+from tests import pg
 
 TABLES = ("exposures", "events", "evals", "spans")
-PG_CONNINFO = os.environ.get("RAMPLIGHT_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 
 _PG_TYPES = {
     "VARCHAR": "TEXT",
@@ -77,15 +74,11 @@ def evidence(store: DuckDBStore, columns: Mapping[str, Columns]) -> dict[str, li
 
 
 def require_postgres() -> Any:
-    """A psycopg connection to the test server; skip (fail in CI) when it is not there."""
+    """A psycopg connection to the test server (tests/pg.py: skip, or fail in CI, without it)."""
     import psycopg
 
-    try:
-        return psycopg.connect(PG_CONNINFO, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI") or os.environ.get("RAMPLIGHT_REQUIRE_PG"):
-            pytest.fail(f"PostgreSQL is required here and not reachable ({PG_CONNINFO}): {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_CONNINFO}")
+    pg.require()
+    return psycopg.connect(pg.BASE, autocommit=True, connect_timeout=5)
 
 
 class Postgres:

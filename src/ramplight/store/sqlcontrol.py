@@ -13,6 +13,7 @@ hooks take row locks.
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
@@ -61,7 +62,7 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
-class SqlControlPlane:
+class SqlControlPlane(ABC):
     """Control-plane reads and writes; see the module docstring for what a backend supplies."""
 
     audit_key: bytes | None
@@ -69,21 +70,27 @@ class SqlControlPlane:
     _for_update: str = ""
     """Appended to the SELECT of the version a write compares against (" FOR UPDATE" on PostgreSQL)."""
 
+    @abstractmethod
     def _transaction(self) -> AbstractContextManager[Cursor]:
-        raise NotImplementedError
+        """A cursor in one transaction (joining this thread's open one, inside `atomic()`)."""
 
+    @abstractmethod
     def _reading(self) -> AbstractContextManager[Cursor]:
-        raise NotImplementedError
+        """A cursor for consistent reads (the open transaction's, inside `atomic()`)."""
 
+    @abstractmethod
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+        """Every row of a read."""
 
     def _row(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         rows = self._rows(sql, params)
         return rows[0] if rows else None
 
     def _lock_chain(self, cur: Cursor, chain: Chain) -> None:
-        """Hold the right to append to `chain` until the transaction ends."""
+        """Hold the right to append to `chain` until the transaction ends. By default nothing to
+        do: a backend whose writers are serialised in the process (DuckDB) already holds it;
+        a shared database (PostgreSQL) locks the chain's row."""
+        del cur, chain
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
