@@ -1,42 +1,76 @@
-"""Every route refuses a missing key, and admin routes refuse an SDK key: walked from the app's own
-route table, so a route added without authentication fails here."""
+"""Every route refuses a missing, unknown, revoked or wrong-scope key: walked from the app's own
+route table, so a route added without its group's guard fails here.
+
+The route groups (server/routes/) each carry one guard: admin routes need an admin key; SDK and
+ingestion routes take an SDK key of their environment (naming another environment is 403) or an
+admin key naming one.
+"""
 
 from __future__ import annotations
 
 import re
 
 import httpx
-from fastapi.routing import APIRoute
+from fastapi.routing import iter_route_contexts
 
 from tests.factories import RunningServer
 
 PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+GROUPS = ("/api/", "/sdk/", "/ingest/")
 
 
 def routes(server: RunningServer) -> list[tuple[str, str]]:
     app = server.thread.server.config.app
     found = []
-    for route in app.routes:
-        if isinstance(route, APIRoute) and route.path not in PUBLIC:
+    for route in iter_route_contexts(app.routes):  # included routers' routes with their prefixes
+        if route.path not in PUBLIC:
             path = re.sub(r"\{[^}]+\}", "x", route.path)
-            found.extend((method, path) for method in sorted(route.methods - {"HEAD", "OPTIONS"}))
+            found.extend((method, path) for method in sorted((route.methods or set()) - {"HEAD", "OPTIONS"}))
     return found
+
+
+def test_every_route_belongs_to_a_guarded_group(server: RunningServer) -> None:
+    found = routes(server)
+    assert len(found) >= 40
+    assert [p for _, p in found if not p.startswith(GROUPS)] == []
+    assert {p.split("/")[1] for _, p in found} == {"api", "sdk", "ingest"}
 
 
 def test_every_route_refuses_a_missing_or_wrong_key(server: RunningServer) -> None:
     found = routes(server)
-    assert len(found) > 25
     sdk_key = server.sdk_key()
-    with httpx.Client(base_url=server.url, timeout=30) as anonymous:
+    staging_key = server.sdk_key("staging")
+    revoked = server.admin.post("/api/keys", json={"kind": "admin", "name": "gone"}).json()
+    assert server.admin.delete(f"/api/keys/{revoked['id']}").status_code == 204
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+
+        def status(method: str, path: str, key: str | None, **params: str) -> int:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            return client.request(method, path, json={}, headers=headers, params=params).status_code
+
         for method, path in found:
-            response = anonymous.request(method, path, json={})
-            assert response.status_code == 401, (method, path, response.status_code)
-            wrong = anonymous.request(
-                method, path, json={}, headers={"Authorization": "Bearer rl_admin_not-a-key"}
-            )
-            assert wrong.status_code == 401, (method, path, wrong.status_code)
+            assert status(method, path, None) == 401, (method, path)
+            assert status(method, path, "rl_admin_not-a-key") == 401, (method, path)
+            assert status(method, path, revoked["key"]) == 401, (method, path)
             if path.startswith("/api/"):
-                as_sdk = anonymous.request(
-                    method, path, json={}, headers={"Authorization": f"Bearer {sdk_key}"}
-                )
-                assert as_sdk.status_code == 403, (method, path, as_sdk.status_code)
+                assert status(method, path, sdk_key) == 403, (method, path)
+            else:
+                # An SDK key acts in its own environment only.
+                assert status(method, path, staging_key, environment="production") == 403, (method, path)
+                assert status(method, path, sdk_key, environment="staging") == 403, (method, path)
+
+
+def test_the_guard_lets_the_right_key_through(server: RunningServer) -> None:
+    """The refusals above are the guard's, not the route's: the right key is served."""
+    sdk_key = server.sdk_key("staging")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        own = client.get("/sdk/config", headers={"Authorization": f"Bearer {sdk_key}"})
+        assert own.status_code == 200
+        as_admin = server.admin.get("/sdk/config", params={"environment": "staging"})
+        assert as_admin.status_code == 200 and as_admin.json() == own.json()
+        no_env = server.admin.get("/sdk/config")
+        assert no_env.status_code == 422 and no_env.json()["problems"][0]["field"] == "environment"
+        sent = client.post(
+            "/ingest/batch", json={"events": []}, headers={"Authorization": f"Bearer {sdk_key}"}
+        )
+        assert sent.status_code == 200 and sum(sent.json()["accepted"].values()) == 0

@@ -1,7 +1,7 @@
 """Framework errors in Ramplight's one error shape, and the admin body-size limit.
 
 FastAPI and Starlette answer bad requests themselves (`{"detail": …}`); these turn their
-exceptions into `RamplightError`s so that `app._error_response` renders every 4xx alike:
+exceptions into `RamplightError`s so that `responses.error_response` renders every 4xx alike:
 `{error, message, problems: [{field, reason}]}` with the field path of each problem.
 """
 

@@ -18,7 +18,6 @@ import msgspec
 from ramplight import control
 from ramplight.core.contract import FlagFacts
 from ramplight.core.keys import hash_key
-from ramplight.server.auth import authenticate
 from ramplight.settings import Settings
 from ramplight.store.base import ApiKey, Store
 from ramplight.store.identity import build_index
@@ -103,6 +102,8 @@ class ServerState:
         digest = hash_key(plaintext) if plaintext else ""
         key = self._keys.get(digest)
         if key is None:
+            from ramplight.server.auth import authenticate  # auth's dependencies need this module
+
             key = authenticate(self.store, plaintext)
             with self._lock:
                 self._keys[digest] = key

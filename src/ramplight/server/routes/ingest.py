@@ -1,0 +1,105 @@
+"""Ingestion routes (`/ingest/…`): evidence batches, acknowledged only once durable.
+
+Guarded by the environment scope, like the SDK routes. The handler runs on the event loop: the
+body is read and judged here, and the append to the ingestion log is awaited (fsync included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from ramplight.core.contract import KIND_TYPES, split_batch, validate_batch
+from ramplight.core.errors import Overloaded, PayloadTooLarge, StoreError
+from ramplight.server.auth import InEnvironment, environment_scope
+from ramplight.server.openapi import schema_for
+from ramplight.server.responses import json_response
+from ramplight.server.state import ServerState
+from ramplight.store.identity import admit_batch
+
+router = APIRouter(prefix="/ingest", tags=["ingest"], dependencies=[Depends(environment_scope)])
+
+_BATCH_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        kind: {"type": "array", "items": schema_for(tp)["schema"]}
+                        for kind, tp in KIND_TYPES.items()
+                    },
+                }
+            }
+        },
+    },
+}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(
+            f"request body is {declared} bytes; the limit is {limit} (RAMPLIGHT_MAX_BATCH_BYTES)"
+        )
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"request body exceeds the limit of {limit} bytes (RAMPLIGHT_MAX_BATCH_BYTES)"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post("/batch", openapi_extra=_BATCH_DOC)
+async def ingest(request: Request, scope: InEnvironment) -> Response:
+    """Store exposures, events and eval scores. Good items are kept and acknowledged
+    durably (fsynced) before the answer; bad ones come back by kind, index, field, reason."""
+    st: ServerState = request.app.state.ramplight
+    env = scope.environment
+    pressure = st.log.pressure()
+    if pressure.overloaded:
+        raise Overloaded(
+            f"ingestion is pushing back: {pressure.reason}; nothing was taken", pressure.retry_after
+        )
+    body = await read_body(request, st.settings.max_batch_bytes)
+    batch = split_batch(body)
+    items = sum(len(v) for v in batch.values())
+    limit = st.settings.max_batch_items
+    if items > limit:
+        raise PayloadTooLarge(f"batch has {items} items; the limit is {limit} (RAMPLIGHT_MAX_BATCH_ITEMS)")
+    validated = validate_batch(batch, env, st.facts(env), datetime.now(UTC), st.settings.property_allowlist)
+    admitted = admit_batch(st.identities, validated)
+    count = len(admitted.keys)
+    if count:
+        try:
+            await asyncio.wrap_future(st.log.append(admitted.chunks(), count))
+        except OSError as exc:
+            st.identities.forget(admitted.keys)
+            raise StoreError(
+                f"evidence could not be made durable ({exc.strerror}); nothing was acknowledged"
+            ) from exc
+        except BaseException:
+            st.identities.forget(admitted.keys)
+            raise
+    st.duplicates += sum(admitted.duplicates.values())
+    st.conflicts += len(admitted.conflicts)
+    problems = sorted((*validated.problems, *admitted.conflicts), key=lambda p: (p.kind or "", p.index or 0))
+    result: dict[str, Any] = {
+        "accepted": admitted.accepted,
+        "duplicates": admitted.duplicates,
+        "rejected": [
+            {"kind": p.kind, "index": p.index, "field": p.field, "reason": p.reason} for p in problems
+        ],
+    }
+    return json_response(result)

@@ -1,0 +1,16 @@
+"""Operations routes that need no key: the health check (no secret, no evidence)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from ramplight.server.auth import State
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz")
+def healthz(st: State) -> dict[str, Any]:
+    return {"status": "ok", "db": st.settings.db.name}
