@@ -111,11 +111,13 @@ def apply_documents(
     actor: str,
     dry_run: bool = False,
     reason: str | None = None,
+    sources: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, Any]]:
-    """`apply` of a file: its metrics, then flags, then plans (which may name both), all or
-    nothing — a plan refused after its flag was written undoes the flag too."""
+    """`apply` of a file: its evidence sources, metrics, then flags, then plans (which may name
+    both), all or nothing — a plan refused after its flag was written undoes the flag too."""
     with contextlib.nullcontext() if dry_run else store.atomic():
-        results = control.apply_metrics(store, metrics, dry_run=dry_run)
+        results = control.apply_sources(store, sources, dry_run=dry_run)
+        results += control.apply_metrics(store, metrics, dry_run=dry_run)
         results += control.apply(store, flags, actor, dry_run=dry_run, reason=reason)
         planned = apply_plans(store, plans, actor, dry_run=dry_run)
     return [{"key": r.key, "action": r.action, "version": r.version, "diff": r.diff} for r in results] + [

@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from ramplight import control
 from ramplight.core.audit import Decision, verify_changes, verify_decisions
 from ramplight.core.errors import AuthError, ConflictError, ValidationError
+from ramplight.core.sources import Source
 from ramplight.server.auth import authenticate
 from ramplight.store.base import ChangeRequest
 from ramplight.store.duckdb import DuckDBStore
@@ -196,6 +198,30 @@ def test_segments_metrics_plans_and_requests_round_trip(store: Any) -> None:
         store.save_request(request, "proposed")
     assert store.get_request("r1").approvals == [{"by": "bo"}]
     assert [r.request_id for r in store.list_requests("support_assistant_profile")] == ["r1"]
+
+
+def test_sources_are_versioned_documents(store: Any) -> None:
+    source = Source(
+        key="conversations",
+        kind="events",
+        sql="SELECT * FROM support_conversations",
+        fields={"unit_id": "unitId", "ts": "timestamp"},
+        constants={"assignment_unit": "conversation", "value": 1.5},
+        outcomes={"resolved": "resolvedWithoutEscalation"},
+        version=1,
+    )
+    store.save_source(source, None)
+    with pytest.raises(ConflictError):
+        store.save_source(source, None)
+    assert store.list_sources() == [source]
+    newer = msgspec.structs.replace(source, description="v2", version=2)
+    store.save_source(newer, 1)
+    with pytest.raises(ConflictError, match="at version 2, not 1"):
+        store.save_source(newer, 1)
+    assert store.list_sources() == [newer]
+    assert store.delete_source("conversations") is True
+    assert store.delete_source("conversations") is False
+    assert store.list_sources() == []
 
 
 def test_postgres_notifies_other_processes_of_each_commit(tmp_path: Path) -> None:

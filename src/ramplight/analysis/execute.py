@@ -1,6 +1,8 @@
-"""Running analysis SQL on the store. Statements that embed user-written SQL (SQL metrics) are
-checked metric by metric first, run under the sandbox's time limit, and fail as a 422 that
-names the metric and the engine's reason — never as a 500."""
+"""Running analysis SQL on the store. Statements that embed user-written SQL (SQL metrics, and
+the evidence sources over the team's own tables) are checked first, run under the sandbox's time
+limit, and fail as a 422 that names the metric or source and the engine's reason — never as a
+500. `sql_of` is the one place an analysis tree becomes text: the store's sources are spliced in
+(`analysis.sources`), then the tree is rendered for the dialect."""
 
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ from typing import Any
 
 from sqlglot import exp
 
+from ramplight.analysis.sources import with_sources
 from ramplight.analysis.sql import Dialect, render
 from ramplight.core.errors import FieldProblem, QueryError, ValidationError
 from ramplight.core.metrics import Metric
+from ramplight.core.sources import Source
 from ramplight.core.usersql import check_user_sql
 from ramplight.store.base import Store
 
@@ -21,6 +25,18 @@ def store_dialect(store: Store) -> Dialect:
     """The SQL dialect `store` runs (a store without one is the embedded DuckDB)."""
     dialect: Dialect = getattr(store, "dialect", "duckdb")
     return dialect
+
+
+def evidence_sources(store: Store) -> list[Source]:
+    """The store's evidence sources (none for a store without a control plane of its own)."""
+    lister = getattr(store, "list_sources", None)
+    return list(lister()) if callable(lister) else []
+
+
+def sql_of(store: Store, tree: exp.Expr, dialect: Dialect | None = None, pretty: bool = False) -> str:
+    """The text of an analysis statement as it runs on `store` (or would on `dialect`): with the
+    store's evidence sources in place of the tables they feed."""
+    return render(with_sources(tree, evidence_sources(store)), dialect or store_dialect(store), pretty=pretty)
 
 
 def user_sql_metrics(metrics: Sequence[Metric]) -> list[Metric]:
@@ -41,39 +57,68 @@ def check_sql_metrics(store: Store, metrics: Sequence[Metric]) -> None:
                 tuple(problems),
             )
         probe = exp.select("unit_id", "ts", "value").from_(tree.subquery("user_metric")).limit(0)
-        fetch(store, render(probe, store_dialect(store)), [metric])
+        fetch(store, probe, [metric])
+
+
+UserSql = Metric | Source
+"""Definitions whose user-written SQL a statement embeds."""
+
+
+def _label(user: Sequence[UserSql]) -> str:
+    parts = []
+    metrics = [u.key for u in user if isinstance(u, Metric)]
+    sources = [u.key for u in user if isinstance(u, Source)]
+    if metrics:
+        parts.append(("SQL metric " if len(metrics) == 1 else "SQL metrics ") + ", ".join(map(repr, metrics)))
+    if sources:
+        parts.append(("source " if len(sources) == 1 else "sources ") + ", ".join(map(repr, sources)))
+    return " or ".join(parts)
 
 
 @contextmanager
-def naming_user_sql(user: Sequence[Metric]) -> Iterator[None]:
-    """Re-raise a failed query that embeds the SQL metrics `user` as a 422 naming them."""
+def naming_user_sql(user: Sequence[UserSql]) -> Iterator[None]:
+    """Re-raise a failed query that embeds the SQL metrics or sources `user` as a 422 naming them."""
     try:
         yield
     except QueryError as exc:
         if not user:
             raise
-        keys = ", ".join(repr(m.key) for m in user)
-        label = "SQL metric" if len(user) == 1 else "SQL metrics"
         raise ValidationError(
-            f"{label} {keys}: {exc.reason}",
-            tuple(FieldProblem(f"metrics.{m.key}.sql", exc.reason) for m in user),
+            f"{_label(user)}: {exc.reason}",
+            tuple(
+                FieldProblem(f"{'metrics' if isinstance(u, Metric) else 'sources'}.{u.key}.sql", exc.reason)
+                for u in user
+            ),
         ) from exc
 
 
 def read(
-    store: Store, sql: str, user: Sequence[Metric] = (), params: Mapping[str, Any] | None = None
+    store: Store,
+    statement: str | exp.Expr,
+    user: Sequence[UserSql] = (),
+    params: Mapping[str, Any] | None = None,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """(names, rows) of `sql`; `user` names the SQL metrics embedded in it, if any; `params`
-    binds `$name` placeholders."""
+    """(names, rows) of `statement` (text, or a tree that `sql_of` renders with the store's
+    sources, which then count as embedded user SQL); `user` names the SQL metrics embedded in it,
+    if any; `params` binds `$name` placeholders."""
+    if isinstance(statement, exp.Expr):
+        sources = evidence_sources(store)
+        sql = render(with_sources(statement, sources), store_dialect(store))
+        user = [*user, *sources]
+    else:
+        sql = statement
     with naming_user_sql(user):
         return store.read(sql, params or (), timeout_s=store.sandbox.timeout_s if user else None)
 
 
 def fetch(
-    store: Store, sql: str, user: Sequence[Metric] = (), params: Mapping[str, Any] | None = None
+    store: Store,
+    statement: str | exp.Expr,
+    user: Sequence[UserSql] = (),
+    params: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows of `sql` as dicts (decimals as floats)."""
-    names, rows = read(store, sql, user, params)
+    """Rows of `statement` as dicts (decimals as floats)."""
+    names, rows = read(store, statement, user, params)
     return [
         {
             n: (float(v) if v is not None and type(v).__name__ == "Decimal" else v)

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from ramplight.analysis.execute import check_sql_metrics, fetch, store_dialect, user_sql_metrics
+from ramplight.analysis.execute import check_sql_metrics, fetch, sql_of, user_sql_metrics
 from ramplight.analysis.report import DataQuality
 from ramplight.analysis.report import readout as readout_v1
 from ramplight.analysis.sql import (
@@ -28,7 +28,6 @@ from ramplight.analysis.sql import (
     per_unit_metrics,
     quantile_query,
     readout_query,
-    render,
 )
 from ramplight.core.errors import NotFoundError, ValidationError
 from ramplight.core.flags import Flag
@@ -100,7 +99,7 @@ Row = Mapping[str, Any]
 
 
 def _rows(store: Store, statement: exp.Expr) -> list[dict[str, Any]]:
-    return fetch(store, render(statement, store_dialect(store)))
+    return fetch(store, statement)
 
 
 def _summary(
@@ -257,7 +256,7 @@ def build_readout(
     statement = readout_query(spec, dict(known))
     user = user_sql_metrics(per_unit_metrics(spec.metrics, dict(known)))
     check_sql_metrics(store, user)
-    rows = fetch(store, render(statement, store_dialect(store)), user)
+    rows = fetch(store, statement, user)
     quality = rows[0]
     base = readout_v1(store, flag, environment, _data_quality(rows[0], spec.variations), now, not metrics)
     rows = [row for row in rows if row["phase"] is not None]  # none: no unit to analyse
@@ -350,7 +349,7 @@ def build_readout(
         "metrics": out_metrics if metrics else base["metrics"],
         "correction": {"method": "holm", "family": list(family)} if metrics else None,
         "srm_overall": _srm_overall(srm_strata),
-        "sql": render(statement, store_dialect(store), pretty=True) if metrics else None,
+        "sql": sql_of(store, statement, pretty=True) if metrics else None,
     }
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ramplight.analysis.execute import fetch, store_dialect
-from ramplight.analysis.sql import event_name_metrics_query, fallback_reasons_query, render
+from ramplight.analysis.execute import fetch
+from ramplight.analysis.sql import event_name_metrics_query, fallback_reasons_query
 from ramplight.core.errors import NotFoundError
 from ramplight.core.flags import Flag
 from ramplight.core.stats import SampleMoments, welch_test
@@ -67,9 +67,8 @@ def readout(
     if environment not in flag.environments:
         raise NotFoundError(f"flag {flag.key!r} is not configured in environment {environment!r}")
     control = flag.environments[environment].default_variation
-    dialect = store_dialect(store)
     reasons: dict[str, dict[str, int]] = {}
-    for row in fetch(store, render(fallback_reasons_query(flag.key, environment), dialect)):
+    for row in fetch(store, fallback_reasons_query(flag.key, environment)):
         reasons.setdefault(row["assigned_variation"], {})[row["fallback_reason"] or "unspecified"] = int(
             row["units"]
         )
@@ -89,7 +88,7 @@ def readout(
     metrics: dict[str, dict[str, Any]] = {}
     moments: dict[str, dict[str, SampleMoments]] = {}
     statement = event_name_metrics_query(flag.key, environment, flag.assignment_unit)
-    for row in fetch(store, render(statement, dialect)) if include_metrics else []:
+    for row in fetch(store, statement) if include_metrics else []:
         name, variation = row["name"], row["variation"]
         sample = SampleMoments(n=int(row["n"]), sum=float(row["sum_x"]), sum_sq=float(row["sum_x2"]))
         moments.setdefault(name, {})[variation] = sample

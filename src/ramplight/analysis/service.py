@@ -12,10 +12,11 @@ from sqlglot import exp
 from ramplight import control
 from ramplight.analysis.execute import (
     check_sql_metrics,
+    evidence_sources,
     fetch,
     naming_user_sql,
     read,
-    store_dialect,
+    sql_of,
     user_sql_metrics,
 )
 from ramplight.analysis.readout import ReadoutOptions, build_readout
@@ -25,7 +26,6 @@ from ramplight.analysis.sql import (
     per_unit_metrics,
     per_unit_query,
     readout_query,
-    render,
 )
 from ramplight.core.errors import NotFoundError, ValidationError
 from ramplight.core.metrics import Metric
@@ -98,7 +98,7 @@ def readout_sql(
     if dialect not in DIALECTS:
         raise ValidationError.at("dialect", f"one of {', '.join(DIALECTS)}")
     spec, known = spec_for(store, flag_key, environment, metric_keys, segment)
-    return render(readout_query(spec, known), dialect, pretty=True) + ";"
+    return sql_of(store, readout_query(spec, known), dialect, pretty=True) + ";"
 
 
 def export_units(
@@ -117,11 +117,10 @@ def export_units(
     user = user_sql_metrics(per_unit_metrics(spec.metrics, known))
     check_sql_metrics(store, user)
     statement = per_unit_query(spec, known)
-    dialect = store_dialect(store)
-    with naming_user_sql(user):
-        store.export(render(statement, dialect), Path(path), "parquet" if fmt == "parquet" else "csv")
+    with naming_user_sql([*user, *evidence_sources(store)]):
+        store.export(sql_of(store, statement), Path(path), "parquet" if fmt == "parquet" else "csv")
     count = exp.select(exp.alias_(exp.Count(this=exp.Star()), "n")).from_(statement.subquery("per_unit"))
-    return int(fetch(store, render(count, dialect), user)[0]["n"])
+    return int(fetch(store, count, user)[0]["n"])
 
 
 def unit_frame(
@@ -136,7 +135,7 @@ def unit_frame(
     spec, known = spec_for(store, flag_key, environment, metric_keys, segment)
     user = user_sql_metrics(per_unit_metrics(spec.metrics, known))
     check_sql_metrics(store, user)
-    names, rows = read(store, render(per_unit_query(spec, known), store_dialect(store)), user)
+    names, rows = read(store, per_unit_query(spec, known), user)
     if kind == "polars":
         import polars as pl
 
@@ -179,4 +178,4 @@ def unit_relation_sql(
 ) -> str:
     """The per-unit relation (one row per exposed unit, one column per metric), in the store's SQL."""
     spec, known = spec_for(store, flag_key, environment, metric_keys, segment)
-    return render(per_unit_query(spec, known), store_dialect(store))
+    return sql_of(store, per_unit_query(spec, known))

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from ramplight.analysis.execute import fetch, store_dialect
-from ramplight.analysis.sql import render, timeline_series_query, timeline_units_query
+from ramplight.analysis.execute import fetch
+from ramplight.analysis.sql import timeline_series_query, timeline_units_query
 from ramplight.core.flags import Flag
 from ramplight.core.metrics import Metric
 from ramplight.store.base import Store
@@ -65,16 +65,15 @@ def timeline(store: Store, flag: Flag, environment: str, metrics: Sequence[Metri
             }
         )
     events.sort(key=lambda e: (e["ts"], e["kind"] == "decision"))
-    dialect = store_dialect(store)
     statement = timeline_units_query(flag.key, environment)
-    units = [{k: _iso(v) for k, v in row.items()} for row in fetch(store, render(statement, dialect))]
+    units = [{k: _iso(v) for k, v in row.items()} for row in fetch(store, statement)]
     series: dict[str, list[dict[str, Any]]] = {}
     for metric in metrics:
         table, name = _series_source(metric)
         if table is None or name is None:
             continue
         statement = timeline_series_query(flag.key, environment, table, name)
-        rows = fetch(store, render(statement, dialect))
+        rows = fetch(store, statement)
         series[metric.key] = [{k: _iso(v) for k, v in row.items()} for row in rows]
     return {"events": events, "units": units, "series": series}
 

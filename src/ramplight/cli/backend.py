@@ -33,6 +33,7 @@ from ramplight.core.errors import (
     ValidationError,
 )
 from ramplight.core.flags import Flag
+from ramplight.core.sources import Source
 from ramplight.server.run import read_server_file
 from ramplight.settings import Settings
 from ramplight.store import open_store
@@ -56,7 +57,9 @@ class Backend(Protocol):
         metrics: Sequence[Mapping[str, Any]],
         plans: Sequence[Mapping[str, Any]],
         dry_run: bool,
+        sources: Sequence[Mapping[str, Any]] = (),
     ) -> list[dict[str, Any]]: ...
+    def list_sources(self) -> list[Source]: ...
     def ramp(
         self,
         key: str,
@@ -127,8 +130,14 @@ class LocalBackend:
         metrics: Sequence[Mapping[str, Any]],
         plans: Sequence[Mapping[str, Any]],
         dry_run: bool,
+        sources: Sequence[Mapping[str, Any]] = (),
     ) -> list[dict[str, Any]]:
-        return release.apply_documents(self.store, metrics, docs, plans, "cli", dry_run=dry_run)
+        return release.apply_documents(
+            self.store, metrics, docs, plans, "cli", dry_run=dry_run, sources=sources
+        )
+
+    def list_sources(self) -> list[Source]:
+        return self.store.list_sources()
 
     # The local operator owns the database file, so it may force (always recorded as forced).
 
@@ -326,10 +335,20 @@ class RemoteBackend:
         metrics: Sequence[Mapping[str, Any]],
         plans: Sequence[Mapping[str, Any]],
         dry_run: bool,
+        sources: Sequence[Mapping[str, Any]] = (),
     ) -> list[dict[str, Any]]:
-        body = {"flags": list(docs), "metrics": list(metrics), "plans": list(plans), "dry_run": dry_run}
+        body = {
+            "flags": list(docs),
+            "metrics": list(metrics),
+            "plans": list(plans),
+            "sources": list(sources),
+            "dry_run": dry_run,
+        }
         result: list[dict[str, Any]] = self._call("POST", "/api/apply", json=body).json()
         return result
+
+    def list_sources(self) -> list[Source]:
+        return msgspec.json.decode(self._call("GET", "/api/sources").content, type=list[Source])
 
     def ramp(
         self,

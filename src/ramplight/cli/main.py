@@ -38,6 +38,10 @@ app.add_typer(flags_app, name="flags")
 app.add_typer(env_app, name="env")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+sources_app = typer.Typer(
+    no_args_is_help=True, help="Evidence sources: exposures and events read from your own tables."
+)
+app.add_typer(sources_app, name="sources")
 
 console = Console()
 err = Console(stderr=True)
@@ -156,35 +160,57 @@ def apply_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the diff, change nothing")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Make stored flags, metrics and measurement plans match a file (idempotent, audited)."""
+    """Make stored flags, metrics, measurement plans and evidence sources match a file
+    (idempotent, audited, all or nothing)."""
     try:
         loaded = yaml.safe_load(file.read_text())
     except OSError as exc:
         raise ValidationError.at("FILE", f"cannot read {file}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ValidationError.at("FILE", f"{file} is not valid YAML: {exc}") from None
-    metrics: Any = []
-    plans: Any = []
-    if isinstance(loaded, dict) and ({"flags", "metrics", "plans"} & set(loaded)):
-        extra = sorted(set(loaded) - {"flags", "metrics", "plans"})
+    sections = ("flags", "metrics", "plans", "sources")
+    parts: dict[str, Any] = {name: [] for name in sections}
+    if isinstance(loaded, dict) and (set(sections) & set(loaded)):
+        extra = sorted(set(loaded) - set(sections))
         if extra:
-            raise ValidationError.at(extra[0], "unknown top-level key (use flags:, metrics: and plans:)")
-        docs, metrics, plans = (
-            loaded.get("flags") or [],
-            loaded.get("metrics") or [],
-            loaded.get("plans") or [],
-        )
+            raise ValidationError.at(
+                extra[0], "unknown top-level key (use flags:, metrics:, plans: and sources:)"
+            )
+        parts = {name: loaded.get(name) or [] for name in sections}
     else:
-        docs = [loaded] if isinstance(loaded, dict) else loaded
-    for name, items in (("flags", docs), ("metrics", metrics), ("plans", plans)):
+        parts["flags"] = [loaded] if isinstance(loaded, dict) else loaded
+    for name, items in parts.items():
         if not isinstance(items, list) or not all(isinstance(d, dict) for d in items):
             raise ValidationError.at(name, "expected a list of mappings")
+    docs, metrics, plans = parts["flags"], parts["metrics"], parts["plans"]
     with open_backend(_settings(db), create=True) as backend:
-        results = backend.apply(docs, metrics, plans, dry_run)
+        results = backend.apply(docs, metrics, plans, dry_run, parts["sources"])
     if as_json:
         _print_json(results)
     else:
         render.plan(results, console, dry_run)
+
+
+@sources_app.command("list")
+def sources_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Evidence sources and how their columns map onto the contract (define them with `apply`)."""
+    with open_backend(_settings(db)) as backend:
+        sources = backend.list_sources()
+    if as_json:
+        _print_json(sources)
+        return
+    if not sources:
+        console.print("No sources: readouts read Ramplight's own tables. See docs/sources.md.")
+        return
+    for source in sources:
+        console.print(
+            f"[bold]{escape(source.key)}[/] ({source.kind}, v{source.version}) {escape(source.description)}"
+        )
+        mapped = {**source.fields, **{k: repr(v) for k, v in source.constants.items()}}
+        for name, target in mapped.items():
+            console.print(f"  {name:<20} ← {escape(str(target))}", highlight=False)
+        for name, column in source.outcomes.items():
+            console.print(f"  event {name!r:<14} ← {escape(column)}", highlight=False)
 
 
 @flags_app.command("list")

@@ -21,16 +21,19 @@ from ramplight.control.flags import (
     update_flag,
 )
 from ramplight.control.keys import create_api_key, revoke_api_key
+from ramplight.control.sources import apply_sources, delete_source, save_source
 
 __all__ = [
     "Clock",
     "PlannedChange",
     "apply",
     "apply_metrics",
+    "apply_sources",
     "archive",
     "create_api_key",
     "create_environment",
     "create_flag",
+    "delete_source",
     "ensure_default_environments",
     "ensure_environment",
     "flag_facts",
@@ -42,6 +45,7 @@ __all__ = [
     "revoke_api_key",
     "save_metric",
     "save_segment",
+    "save_source",
     "sdk_config",
     "update_flag",
     "utcnow",

@@ -292,7 +292,7 @@ def _decode_problem(exc: msgspec.ValidationError | msgspec.DecodeError) -> tuple
     return field, reason
 
 
-def _snake(name: str) -> str:
+def snake_case(name: str) -> str:
     """flagKey, FlagKey, flag-key → flag_key: how other tools spell the contract's names."""
     name = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).replace("-", "_")
     return name.lower()
@@ -312,7 +312,7 @@ def _unknown_fields(kind: str, data: msgspec.Raw | bytes) -> list[tuple[str, str
     for name in item:
         if name in known:
             continue
-        snake = _snake(name)
+        snake = snake_case(name)
         close = [snake] if snake in known else difflib.get_close_matches(snake, known, n=1, cutoff=0.75)
         hint = (
             f"; the contract's name is {close[0]!r}"

@@ -37,12 +37,14 @@ from ramplight.core.errors import ConflictError
 from ramplight.core.flags import Flag, Segment
 from ramplight.core.metrics import Metric
 from ramplight.core.plan import Plan
+from ramplight.core.sources import Source
 from ramplight.store.base import ApiKey, ChangeRequest, Environment
 
 _flag_decoder = msgspec.json.Decoder(Flag)
 _segment_decoder = msgspec.json.Decoder(Segment)
 _metric_decoder = msgspec.json.Decoder(Metric)
 _plan_decoder = msgspec.json.Decoder(Plan)
+_source_decoder = msgspec.json.Decoder(Source)
 _json = msgspec.json.Encoder()
 
 
@@ -269,6 +271,35 @@ class SqlControlPlane(ABC):
                 "INSERT INTO metrics VALUES (?, ?, ?, ?)",
                 [metric.key, metric.version, _json.encode(metric).decode(), now],
             )
+
+    def list_sources(self) -> list[Source]:
+        return [_source_decoder.decode(r[0]) for r in self._rows("SELECT doc FROM sources ORDER BY key")]
+
+    def save_source(self, source: Source, expected_version: int | None) -> None:
+        """Create (`expected_version` None) or replace the source at that version."""
+        now = datetime.now(UTC)
+        with self._transaction() as cur:
+            row = cur.execute(
+                "SELECT version FROM sources WHERE key = ?" + self._for_update, [source.key]
+            ).fetchone()
+            current = row[0] if row else None
+            if current != expected_version:
+                raise ConflictError(f"source {source.key!r} is at version {current}, not {expected_version}")
+            cur.execute("DELETE FROM sources WHERE key = ?", [source.key])
+            cur.execute(
+                "INSERT INTO sources VALUES (?, ?, ?, ?)",
+                [source.key, source.version, _json.encode(source).decode(), now],
+            )
+
+    def delete_source(self, key: str) -> bool:
+        """Remove the source; False when there is none."""
+        with self._transaction() as cur:
+            found = cur.execute(
+                "SELECT version FROM sources WHERE key = ?" + self._for_update, [key]
+            ).fetchone()
+            if found is not None:
+                cur.execute("DELETE FROM sources WHERE key = ?", [key])
+        return found is not None
 
     def get_plan(self, flag_key: str, environment: str) -> Plan | None:
         row = self._row(

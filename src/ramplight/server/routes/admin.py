@@ -24,6 +24,7 @@ from ramplight.core.errors import ForbiddenError, NotFoundError, ValidationError
 from ramplight.core.flags import Flag, Segment
 from ramplight.core.metrics import Metric
 from ramplight.core.plan import Plan
+from ramplight.core.sources import Source
 from ramplight.server.auth import Admin, State, actor, admin_key
 from ramplight.server.openapi import json_body
 from ramplight.server.responses import encode, json_response
@@ -84,6 +85,9 @@ class ApplyIn(BaseModel):
     flags: list[dict[str, Any]] = Field(default_factory=list)
     metrics: list[dict[str, Any]] = Field(default_factory=list)
     plans: list[dict[str, Any]] = Field(default_factory=list)
+    sources: list[dict[str, Any]] = Field(
+        default_factory=list, description="evidence sources over your own tables (docs/sources.md)"
+    )
     dry_run: bool = False
     reason: str | None = Field(default=None, max_length=1000)
 
@@ -500,9 +504,41 @@ def apply(body: ApplyIn, st: State, key: Admin) -> list[dict[str, Any]]:
         actor(key),
         dry_run=body.dry_run,
         reason=body.reason,
+        sources=body.sources,
     )
     st.invalidate()
     return results
+
+
+# -- admin: evidence sources ----------------------------------------------------------
+
+source_body = json_body(Source, ("key",))
+
+
+@router.get("/sources")
+def list_sources(st: State) -> Response:
+    """Evidence sources: exposures and events read from your own tables (docs/sources.md)."""
+    return json_response(st.store.list_sources())
+
+
+@router.put("/sources/{source_key}", openapi_extra=source_body)
+def put_source(source_key: str, st: State, doc: Annotated[dict[str, Any], Body()]) -> Response:
+    """Create (no `version`) or replace (the `version` you read) a source; its mapping, its SQL's
+    tables and its columns are checked on the store first (422 naming each problem)."""
+    if doc.get("key", source_key) != source_key:
+        raise ValidationError.at("key", f"is {doc.get('key')!r}; the URL names {source_key!r}")
+    version = doc.get("version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+        raise ValidationError.at("version", "must be an integer")
+    source = control.save_source(st.store, {**doc, "key": source_key, "version": 0}, version or None)
+    return json_response(source)
+
+
+@router.delete("/sources/{source_key}", status_code=204)
+def delete_source(source_key: str, st: State) -> Response:
+    """Stop reading a source (404 when there is none); its tables are left as they are."""
+    control.delete_source(st.store, source_key)
+    return Response(status_code=204)
 
 
 # -- admin: segments ------------------------------------------------------------------
