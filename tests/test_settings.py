@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ramplight.core.errors import ValidationError
@@ -77,3 +79,17 @@ def test_evidence_may_live_in_clickhouse() -> None:
     assert str(settings.db) == "ramplight.duckdb"  # the control plane (and the ingest log beside it)
     with pytest.raises(ValidationError, match="unknown evidence scheme 'mysql'"):
         Settings.from_env({"RAMPLIGHT_EVIDENCE": "mysql://x"})
+
+
+def test_evidence_may_live_in_postgresql_beside_the_control_plane_with_a_log_per_server() -> None:
+    url = "postgresql://ramplight:s3cret@db.internal:5432/ops"
+    settings = Settings.from_env(
+        {"RAMPLIGHT_DB": url, "RAMPLIGHT_EVIDENCE": url, "RAMPLIGHT_LOG_DIR": "/var/lib/ramplight/a.log"}
+    )
+    assert (settings.control_url, settings.evidence_url) == (url, url)
+    assert settings.log_dir == Path("/var/lib/ramplight/a.log")
+    assert settings.server_file == Path("/var/lib/ramplight/a.log.server.json")
+    assert (
+        "s3cret" not in settings.where and "evidence in postgresql://db.internal:5432/ops" in settings.where
+    )
+    assert Settings.from_env({}).log_dir == Path("ramplight.duckdb.log")

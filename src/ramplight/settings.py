@@ -3,7 +3,8 @@
 | variable | default | meaning |
 |---|---|---|
 | RAMPLIGHT_DB | ./ramplight.duckdb | the database: an embedded DuckDB file (control plane and evidence), or a `postgresql://` URL for the control plane |
-| RAMPLIGHT_EVIDENCE | (the RAMPLIGHT_DB file) | the evidence store: `chdb://PATH` or `clickhouse://…` (ClickHouse), or a DuckDB file when RAMPLIGHT_DB is a `postgresql://` URL |
+| RAMPLIGHT_EVIDENCE | (the RAMPLIGHT_DB file) | the evidence store: `chdb://PATH` or `clickhouse://…` (ClickHouse), `postgresql://…` (shared by several servers), or a DuckDB file when RAMPLIGHT_DB is a `postgresql://` URL |
+| RAMPLIGHT_LOG_DIR | (beside the RAMPLIGHT_DB file) | this server's ingestion log; each of several servers sharing a database needs its own |
 | RAMPLIGHT_HOST | 127.0.0.1 | address `serve` binds |
 | RAMPLIGHT_PORT | 8700 | port `serve` binds |
 | RAMPLIGHT_URL | (unset) | a running server the CLI should talk to |
@@ -56,16 +57,24 @@ class Settings:
     evidence: Path = Path("ramplight.duckdb")
     """RAMPLIGHT_EVIDENCE: the evidence file (`db`) when the control plane is in PostgreSQL."""
     evidence_url: str | None = None
-    """RAMPLIGHT_EVIDENCE as a ClickHouse URL (`chdb://PATH`, `clickhouse://…`); None: DuckDB."""
+    """RAMPLIGHT_EVIDENCE as a URL: ClickHouse (`chdb://PATH`, `clickhouse://…`) or PostgreSQL
+    (`postgresql://…`, shared by several servers); None: DuckDB."""
+    log_directory: Path | None = None
+    """RAMPLIGHT_LOG_DIR: this server's ingestion log (default: beside the `db` file). Each server
+    process needs its own: several servers sharing a database each set one."""
 
     @property
     def log_dir(self) -> Path:
         """Where acknowledged-but-not-yet-loaded evidence waits (beside the database)."""
+        if self.log_directory is not None:
+            return self.log_directory
         return self.db.with_name(self.db.name + ".log")
 
     @property
     def server_file(self) -> Path:
         """Written by a running server so the CLI can find it (url and pid, no secrets)."""
+        if self.log_directory is not None:
+            return self.log_directory.with_name(self.log_directory.name + ".server.json")
         return self.db.with_name(self.db.name + ".server.json")
 
     def with_(self, **changes: Any) -> Settings:
@@ -87,7 +96,11 @@ class Settings:
 
         parts = urlsplit(self.control_url)
         host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-        return f"postgresql://{host}{parts.path} (evidence in {self.db})"
+        evidence = self.evidence_url if self.evidence_url is not None else str(self.db)
+        if "@" in evidence:  # a password never shows
+            scheme, _, rest = evidence.partition("://")
+            evidence = f"{scheme}://{rest.rsplit('@', 1)[1]}"
+        return f"postgresql://{host}{parts.path} (evidence in {evidence})"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -120,6 +133,7 @@ class Settings:
             max_backlog_seconds=_seconds(env, "RAMPLIGHT_MAX_BACKLOG_SECONDS", 120.0, positive=True),
             webhooks=tuple(u.strip() for u in env.get("RAMPLIGHT_WEBHOOKS", "").split(",") if u.strip()),
             audit_secret=Path(env["RAMPLIGHT_AUDIT_SECRET"]) if env.get("RAMPLIGHT_AUDIT_SECRET") else None,
+            log_directory=Path(env["RAMPLIGHT_LOG_DIR"]) if env.get("RAMPLIGHT_LOG_DIR") else None,
         )
 
 
@@ -149,18 +163,19 @@ def parse_database(value: str, name: str) -> tuple[str | None, Path | None]:
 
 
 def parse_evidence(value: str, name: str = "RAMPLIGHT_EVIDENCE") -> tuple[str | None, Path | None]:
-    """(ClickHouse URL, DuckDB path) named by RAMPLIGHT_EVIDENCE."""
+    """(ClickHouse or PostgreSQL URL, DuckDB path) named by RAMPLIGHT_EVIDENCE."""
     scheme, sep, rest = value.partition("://")
     if not sep:
         return None, Path(value)
     scheme = scheme.lower()
-    if scheme in _CLICKHOUSE:
+    if scheme in _CLICKHOUSE or scheme in _POSTGRES:
         return value, None
     if scheme == "duckdb":
         return None, Path(rest)
     raise ValidationError.at(
         name,
-        f"unknown evidence scheme {scheme!r}: use a DuckDB path, chdb://PATH or clickhouse://host:8123/db",
+        f"unknown evidence scheme {scheme!r}: use a DuckDB path, chdb://PATH, clickhouse://host:8123/db"
+        " or postgresql://…",
     )
 
 

@@ -1,5 +1,6 @@
-"""One evidence suite on every evidence backend: the embedded DuckDB file and ClickHouse (the
-real engine in-process, chdb://). Gaps are declared per backend, not skipped silently."""
+"""One evidence suite on every evidence backend: the embedded DuckDB file, ClickHouse (the real
+engine in-process, chdb://) and PostgreSQL (the server on 127.0.0.1, a fresh schema per test).
+Gaps are declared per backend, not skipped silently."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 from ramplight.core.errors import QueryError
 from ramplight.store.clickhouse import ClickHouseEvidenceStore
 from ramplight.store.duckdb import DuckDBStore
+from ramplight.store.postgres.evidence import PostgresEvidenceStore
+from tests import pg
 from tests.core.builders import event_doc
 from tests.store.evidence import accepted, exposures
 
@@ -24,6 +27,17 @@ OUTSIDE = {
         "INSERT INTO events SELECT * FROM events",
         "SET enable_external_access = true",
     ],
+    "postgres": [
+        "SELECT pg_read_file('/etc/passwd')",
+        "SELECT lo_import('/etc/passwd')",
+        "COPY (SELECT 1) TO '/tmp/ramplight-escape.csv'",
+        "INSERT INTO events SELECT * FROM events",
+        "SELECT * FROM evidence_migrations",  # in the schema, but not the reader role's
+        # Back to the login's role mid-statement, then a query of its own: the reader stays.
+        "SELECT set_config('role', 'postgres', true),"
+        " query_to_xml('SELECT pg_read_file(''/etc/passwd'')', true, true, '')",
+        "SELECT set_config('role', 'postgres', true), query_to_xml('SELECT * FROM evidence_migrations', true, true, '')",
+    ],
     "clickhouse": [
         "SELECT * FROM file('/etc/passwd', 'LineAsString')",
         "SELECT * FROM url('http://127.0.0.1:9/x', 'CSV')",
@@ -34,13 +48,21 @@ OUTSIDE = {
 SLOW = {
     "duckdb": "SELECT count(*) FROM range(100000000000) AS a(x) WHERE hash(x) = 0",
     "clickhouse": "SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) = 0",
+    "postgres": "SELECT count(*) FROM generate_series(1, 100000000000) AS g WHERE md5(g::text) = ''",
 }
 
 
-@pytest.fixture(params=["duckdb", "clickhouse"])
+@pytest.fixture(params=["duckdb", "clickhouse", "postgres"])
 def evidence(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "postgres":
+        with pg.schema_url() as url:
+            store: Any = PostgresEvidenceStore(url)
+            assert store.reader_role == "ramplight_reader"  # the test server lets it be created
+            yield store
+            store.close()
+        return
     if request.param == "duckdb":
-        store: Any = DuckDBStore(tmp_path / "evidence.duckdb", allowed_directories=(tmp_path,))
+        store = DuckDBStore(tmp_path / "evidence.duckdb", allowed_directories=(tmp_path,))
     else:
         store = ClickHouseEvidenceStore(f"chdb://{tmp_path / 'clickhouse'}")  # one engine per process
     yield store
@@ -87,3 +109,22 @@ def test_a_read_past_its_limit_is_stopped_and_the_store_goes_on(evidence: Any) -
         evidence.read(SLOW[evidence.dialect], timeout_s=1)
     assert raised.value.timed_out
     assert evidence.count("events") == 0
+
+
+def test_postgres_stores_a_resend_through_another_server_once(
+    write_segment: Callable[..., dict[str, Path]],
+) -> None:
+    """Two servers sharing PostgreSQL evidence each keep their own identity index: the same item
+    acknowledged by both reaches the store in two segments and is kept once."""
+    a, b = exposures("user-1", "user-2")
+    with pg.schema_url() as url:
+        first, second = PostgresEvidenceStore(url), PostgresEvidenceStore(url)
+        try:
+            assert first.load_segment("a-000001.seg", write_segment(exposures=[a])) == 1
+            assert second.load_segment("b-000001.seg", write_segment(exposures=[a, b])) == 1
+            assert first.count("exposures") == 2
+            keys, _ = second.identities()
+            assert sorted(int(k) for k in keys) == sorted([a.identity, b.identity])
+        finally:
+            first.close()
+            second.close()

@@ -22,14 +22,18 @@ EVIDENCE_TABLES: frozenset[str] = frozenset({"exposures", "events", "evals", "sp
 CONTROL_TABLES: frozenset[str] = frozenset(
     {
         "api_keys",
+        "audit_chains",
+        "change_requests",
         "decisions",
         "environments",
         "flag_changes",
         "flags",
         "ingest_segments",
         "metrics",
+        "plans",
         "schema_migrations",
         "segments",
+        "sources",
     }
 )
 """Never readable from user SQL, even if an operator lists one."""
@@ -50,12 +54,20 @@ _FORBIDDEN_FUNCTIONS = frozenset(
         "query_table",
         "read_blob",
         "read_text",
+        "set_config",
         "setval",
+        "ts_rewrite",
+        "ts_stat",
         "sql_auto_complete",
         "which_secret",
     }
 )
-_FORBIDDEN_PREFIXES = ("duckdb_", "pragma_", "read_", "parquet_", "iceberg_", "delta_", "sqlite_", "pg_")
+_FORBIDDEN_PREFIXES = (
+    "duckdb_", "pragma_", "read_", "parquet_", "iceberg_", "delta_", "sqlite_", "pg_",
+    # PostgreSQL: large objects (server files), other databases, and functions that run a query
+    # given as text (the tree walk could not see what it reads).
+    "lo_", "dblink", "query_to_", "table_to_", "cursor_to_", "schema_to_", "database_to_",
+)  # fmt: skip
 
 
 def _function_name(node: exp.Func) -> str:

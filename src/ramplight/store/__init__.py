@@ -19,16 +19,24 @@ def default_secret(settings: Settings) -> Path:
 
 def open_store(settings: Settings, read_only: bool = False) -> Store:
     """The store `settings` name, with its user-SQL sandbox and the ingestion log's directory:
-    one DuckDB file for both planes, or a PostgreSQL control plane and/or ClickHouse evidence."""
+    one DuckDB file for both planes, or a PostgreSQL control plane and/or PostgreSQL or
+    ClickHouse evidence."""
     from ramplight.store.base import SqlSandbox
     from ramplight.store.duckdb import DuckDBStore
     from ramplight.store.split import SplitStore
 
     sandbox = SqlSandbox(tables=settings.sql_tables, timeout_s=settings.sql_timeout)
-    if settings.evidence_url is not None:
+    if settings.evidence_url is not None and settings.evidence_url.split("://")[0].lower() in (
+        "postgresql",
+        "postgres",
+    ):
+        from ramplight.store.postgres.evidence import PostgresEvidenceStore
+
+        evidence: Any = PostgresEvidenceStore(settings.evidence_url, sandbox=sandbox, read_only=read_only)
+    elif settings.evidence_url is not None:
         from ramplight.store.clickhouse import ClickHouseEvidenceStore
 
-        evidence: Any = ClickHouseEvidenceStore(settings.evidence_url, sandbox=sandbox, read_only=read_only)
+        evidence = ClickHouseEvidenceStore(settings.evidence_url, sandbox=sandbox, read_only=read_only)
     else:
         evidence = DuckDBStore(
             settings.db,
