@@ -4,6 +4,8 @@
 |---|---|---|
 | RAMPLIGHT_DB | ./ramplight.duckdb | the database: an embedded DuckDB file (control plane and evidence), or a `postgresql://` URL for the control plane |
 | RAMPLIGHT_EVIDENCE | (the RAMPLIGHT_DB file) | the evidence store: `chdb://PATH` or `clickhouse://…` (ClickHouse), `postgresql://…` (shared by several servers), or a DuckDB file when RAMPLIGHT_DB is a `postgresql://` URL |
+| RAMPLIGHT_SPAN_ATTRIBUTES_ALLOW | (unset) | comma-separated span attribute names kept although they hold prompt or completion text |
+| RAMPLIGHT_SPAN_ATTRIBUTES_DENY | (unset) | comma-separated span attribute names (and everything below them) dropped at intake |
 | RAMPLIGHT_LOG_DIR | (beside the RAMPLIGHT_DB file) | this server's ingestion log; each of several servers sharing a database needs its own |
 | RAMPLIGHT_HOST | 127.0.0.1 | address `serve` binds |
 | RAMPLIGHT_PORT | 8700 | port `serve` binds |
@@ -59,6 +61,10 @@ class Settings:
     evidence_url: str | None = None
     """RAMPLIGHT_EVIDENCE as a URL: ClickHouse (`chdb://PATH`, `clickhouse://…`) or PostgreSQL
     (`postgresql://…`, shared by several servers); None: DuckDB."""
+    span_attributes_allow: frozenset[str] = frozenset()
+    """RAMPLIGHT_SPAN_ATTRIBUTES_ALLOW: content attributes (prompts, completions) to keep anyway."""
+    span_attributes_deny: frozenset[str] = frozenset()
+    """RAMPLIGHT_SPAN_ATTRIBUTES_DENY: more span attribute names to drop at intake."""
     log_directory: Path | None = None
     """RAMPLIGHT_LOG_DIR: this server's ingestion log (default: beside the `db` file). Each server
     process needs its own: several servers sharing a database each set one."""
@@ -134,6 +140,8 @@ class Settings:
             webhooks=tuple(u.strip() for u in env.get("RAMPLIGHT_WEBHOOKS", "").split(",") if u.strip()),
             audit_secret=Path(env["RAMPLIGHT_AUDIT_SECRET"]) if env.get("RAMPLIGHT_AUDIT_SECRET") else None,
             log_directory=Path(env["RAMPLIGHT_LOG_DIR"]) if env.get("RAMPLIGHT_LOG_DIR") else None,
+            span_attributes_allow=_names(env, "RAMPLIGHT_SPAN_ATTRIBUTES_ALLOW"),
+            span_attributes_deny=_names(env, "RAMPLIGHT_SPAN_ATTRIBUTES_DENY"),
         )
 
 
@@ -177,6 +185,10 @@ def parse_evidence(value: str, name: str = "RAMPLIGHT_EVIDENCE") -> tuple[str | 
         f"unknown evidence scheme {scheme!r}: use a DuckDB path, chdb://PATH, clickhouse://host:8123/db"
         " or postgresql://…",
     )
+
+
+def _names(env: Mapping[str, str], name: str) -> frozenset[str]:
+    return frozenset(n.strip() for n in env.get(name, "").split(",") if n.strip())
 
 
 def _invalid(name: str, raw: str, expected: str) -> ValidationError:

@@ -16,7 +16,7 @@ from fastapi.routing import iter_route_contexts
 from tests.factories import RunningServer
 
 PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-GROUPS = ("/api/", "/sdk/", "/ingest/")
+GROUPS = ("/api/", "/sdk/", "/ingest/", "/v1/")
 
 
 def routes(server: RunningServer) -> list[tuple[str, str]]:
@@ -33,7 +33,7 @@ def test_every_route_belongs_to_a_guarded_group(server: RunningServer) -> None:
     found = routes(server)
     assert len(found) >= 40
     assert [p for _, p in found if not p.startswith(GROUPS)] == []
-    assert {p.split("/")[1] for _, p in found} == {"api", "sdk", "ingest"}
+    assert {p.split("/")[1] for _, p in found} == {"api", "sdk", "ingest", "v1"}
 
 
 def test_every_route_refuses_a_missing_or_wrong_key(server: RunningServer) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -23,3 +23,21 @@ def accepted(kind: str, *docs: dict[str, Any]) -> list[Item]:
 
 def exposures(*unit_ids: str, **fields: Any) -> list[Item]:
     return accepted("exposures", *(exposure_doc(unit_id=u, **fields) for u in unit_ids))
+
+
+def spans(*names: str, trace_id: str = "5b8efff798038103d269b633813fc60c") -> list[Item]:
+    """Spans as OTLP intake accepts them (identity from trace id + span id), one per name."""
+    from ramplight.core.otlp import Span, accept_spans
+
+    start = NOW - timedelta(minutes=5)
+    decoded = [
+        Span(trace_id=trace_id, span_id=f"{i + 1:016x}", name=name, start_ts=start, end_ts=start + timedelta(seconds=1),
+             duration_ms=1000.0, unit_id="user-1", output_tokens=10 * (i + 1), attributes={"gen_ai.operation.name": "chat"})
+        for i, name in enumerate(names)
+    ]  # fmt: skip
+    return accepted_spans(accept_spans(decoded, "production", NOW))
+
+
+def accepted_spans(batch: Any) -> list[Item]:
+    items: list[Item] = batch.accepted["spans"]
+    return items

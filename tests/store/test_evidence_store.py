@@ -16,7 +16,7 @@ from ramplight.store.duckdb import DuckDBStore
 from ramplight.store.postgres.evidence import PostgresEvidenceStore
 from tests import pg
 from tests.core.builders import event_doc
-from tests.store.evidence import accepted, exposures
+from tests.store.evidence import accepted, exposures, spans
 
 # SQL each engine must refuse in a read: files, URLs, writes, settings. Per backend, as the
 # functions that reach outside differ by engine.
@@ -128,3 +128,18 @@ def test_postgres_stores_a_resend_through_another_server_once(
         finally:
             first.close()
             second.close()
+
+
+def test_spans_load_once_per_identity_beside_the_other_evidence(
+    evidence: Any, write_segment: Callable[..., dict[str, Path]]
+) -> None:
+    chat, tool = spans("chat", "execute_tool")
+    (resent,) = spans("chat")  # the same trace and span ids: the same span
+    files = write_segment(spans=[chat, tool, resent], exposures=exposures("user-1"))
+    assert evidence.load_segment("000000000001.seg", files) == 3
+    assert evidence.load_segment("000000000001.seg", files) == 0
+    assert evidence.count("spans") == 2
+    _, rows = evidence.read("SELECT name, output_tokens, duration_ms FROM spans ORDER BY name")
+    assert rows == [("chat", 10, 1000.0), ("execute_tool", 20, 1000.0)]
+    keys, _ = evidence.identities()
+    assert {int(chat.identity), int(tool.identity)} <= {int(k) for k in keys}

@@ -405,6 +405,27 @@ def _contract_problem(
     return None
 
 
+def log_lines(
+    canonicals: Sequence[bytes],
+    environment: str,
+    event_ids: Sequence[str],
+    identities: Sequence[int],
+    payloads: Sequence[int],
+    now: datetime,
+) -> list[bytes]:
+    """Each item's log line: its canonical form with the server's fields spliced in before its
+    closing brace (JSON keys are matched by name when loading), encoded once per batch."""
+    head = b',"environment":%b,"event_id":' % _encoder.encode(environment)
+    tail = b',"received_at":%b}' % _encoder.encode(now)
+    return [
+        b'%b%b%b,"identity":%d,"payload_hash":%d%b'
+        % (canonical[:-1], head, event_id, identity, payload, tail)
+        for canonical, event_id, identity, payload in zip(
+            canonicals, _encoder.encode_lines(event_ids).split(b"\n")[:-1], identities, payloads, strict=True
+        )
+    ]
+
+
 def validate_batch(
     batch: Mapping[str, Sequence[msgspec.Raw | bytes]],
     environment: str,
@@ -420,10 +441,6 @@ def validate_batch(
     """
     kinds = {kind: AcceptedItems() for kind in KIND_TYPES}
     problems: list[FieldProblem] = []
-    # The server's fields of every log line, encoded once: the line is the canonical form with
-    # these spliced in before its closing brace (JSON keys are matched by name when loading).
-    environment_json = _encoder.encode(environment)
-    tail = b',"received_at":%b}' % _encoder.encode(now)
     latest = now + MAX_FUTURE_SKEW
     for kind, raws in batch.items():
         accepted = kinds[kind]
@@ -449,17 +466,8 @@ def validate_batch(
         accepted.event_ids.extend(event_ids)
         accepted.identities.extend(identity_keys(environment, kind, event_ids))
         accepted.payload_hashes.extend(payload_hashes(canonicals))
-        head = b',"environment":%b,"event_id":' % environment_json
         accepted.lines.extend(
-            b'%b%b%b,"identity":%d,"payload_hash":%d%b'
-            % (canonical[:-1], head, event_id, identity, payload, tail)
-            for canonical, event_id, identity, payload in zip(
-                canonicals,
-                _encoder.encode_lines(event_ids).split(b"\n")[:-1],
-                accepted.identities,
-                accepted.payload_hashes,
-                strict=True,
-            )
+            log_lines(canonicals, environment, event_ids, accepted.identities, accepted.payload_hashes, now)
         )
     return ValidatedBatch(kinds=kinds, problems=tuple(problems), environment=environment, received_at=now)
 

@@ -21,7 +21,7 @@ from ramplight.server.errors import AdminBodyLimit, from_http_exception, from_re
 from ramplight.server.guardian import GuardianThread, Webhooks
 from ramplight.server.openapi import ERROR_RESPONSES, components
 from ramplight.server.responses import error_response
-from ramplight.server.routes import admin, ingest, ops, sdk
+from ramplight.server.routes import admin, ingest, ops, otlp, sdk
 from ramplight.server.state import ServerState
 from ramplight.settings import Settings
 from ramplight.store import open_store
@@ -96,7 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
         # JSON may escape lone surrogates (\ud800) that no UTF-8 store can hold.
         return error_response(ValidationError("the request contains invalid Unicode (an unpaired surrogate)"))
 
-    for group in (ops.router, admin.router, sdk.router, ingest.router):
+    for group in (ops.router, admin.router, sdk.router, ingest.router, otlp.router):
         app.include_router(group)
 
     def openapi() -> dict[str, Any]:

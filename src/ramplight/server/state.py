@@ -44,6 +44,8 @@ class ServerState:
         self.identities = build_index(store, log.pending_files())
         """Every acknowledged item's identity: resends are duplicates, changed payloads conflicts."""
         self.duplicates = 0
+        self.spans_rejected = 0
+        self.span_attributes_dropped = 0
         self.conflicts = 0
         self.guardian: Any = None
         """The server's GuardianThread (set by the app's lifespan)."""

@@ -17,7 +17,7 @@ from ramplight.core.plan import Plan
 from ramplight.core.sources import Source
 from ramplight.core.usersql import CONTROL_TABLES, EVIDENCE_TABLES
 
-EvidenceKind = Literal["exposures", "events", "evals"]
+EvidenceKind = Literal["exposures", "events", "evals", "spans"]
 
 
 @dataclass(frozen=True, slots=True)

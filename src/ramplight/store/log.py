@@ -34,7 +34,7 @@ from ramplight.store.base import EvidenceKind, Store
 
 log = logging.getLogger("ramplight.ingest")
 
-KINDS: tuple[EvidenceKind, ...] = ("exposures", "events", "evals")
+KINDS: tuple[EvidenceKind, ...] = ("exposures", "events", "evals", "spans")
 _encoder = msgspec.json.Encoder()
 
 

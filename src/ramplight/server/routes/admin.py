@@ -369,6 +369,8 @@ def ingest_status(st: State, key: Admin) -> dict[str, Any]:
         "reason": pressure.reason or None,
         "duplicates": st.duplicates,
         "conflicts": st.conflicts,
+        "spans_rejected": st.spans_rejected,
+        "span_attributes_dropped": st.span_attributes_dropped,
         "dead_letters": st.log.dead_letters(),
     }
 

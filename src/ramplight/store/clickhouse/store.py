@@ -26,7 +26,7 @@ import msgspec
 from ramplight.core.errors import QueryError, StoreError
 from ramplight.store.base import EvidenceKind, SqlSandbox
 
-KINDS: tuple[EvidenceKind, ...] = ("exposures", "events", "evals")
+KINDS: tuple[EvidenceKind, ...] = ("exposures", "events", "evals", "spans")
 _LOAD_SETTINGS = {
     "date_time_input_format": "best_effort",
     "input_format_json_read_objects_as_strings": 1,
@@ -190,7 +190,7 @@ class ClickHouseEvidenceStore:
         return np.concatenate(keys), np.concatenate(payloads)
 
     def count(self, kind: EvidenceKind, environment: str | None = None) -> int:
-        if kind not in (*KINDS, "spans"):
+        if kind not in KINDS:
             raise ValueError(f"unknown evidence kind {kind!r}")
         with self._lock:
             if environment is None:

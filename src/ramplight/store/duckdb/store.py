@@ -90,6 +90,31 @@ EVIDENCE_COLUMNS: dict[EvidenceKind, dict[str, str]] = {
         "identity": "UBIGINT",
         "payload_hash": "UBIGINT",
     },
+    "spans": {
+        "trace_id": "VARCHAR",
+        "span_id": "VARCHAR",
+        "parent_span_id": "VARCHAR",
+        "name": "VARCHAR",
+        "kind": "VARCHAR",
+        "start_ts": "TIMESTAMPTZ",
+        "end_ts": "TIMESTAMPTZ",
+        "duration_ms": "DOUBLE",
+        "status": "VARCHAR",
+        "service": "VARCHAR",
+        "environment": "VARCHAR",
+        "unit_id": "VARCHAR",
+        "flag_key": "VARCHAR",
+        "variation": "VARCHAR",
+        "gen_ai_model": "VARCHAR",
+        "input_tokens": "BIGINT",
+        "output_tokens": "BIGINT",
+        "cost_usd": "DOUBLE",
+        "attributes": "JSON",
+        "received_at": "TIMESTAMPTZ",
+        "event_id": "VARCHAR",
+        "identity": "UBIGINT",
+        "payload_hash": "UBIGINT",
+    },
 }
 
 
@@ -489,7 +514,9 @@ class DuckDBStore(SqlControlPlane):
 
         keys, payloads = [], []
         for kind in EVIDENCE_COLUMNS:
-            missing = self.query(f"SELECT rowid, environment, event_id FROM {kind} WHERE identity IS NULL")
+            missing = self.query(
+                f"SELECT rowid, environment, event_id FROM {kind} WHERE identity IS NULL AND event_id IS NOT NULL"
+            )
             if missing:
                 rids = [r[0] for r in missing]
                 computed = [identity_key(r[1], kind, r[2]) for r in missing]
@@ -500,7 +527,11 @@ class DuckDBStore(SqlControlPlane):
                         f"WHERE {kind}.rowid = b.rid",
                         [rids, computed],
                     )
-            got = self._cursor().execute(f"SELECT identity, payload_hash FROM {kind}").fetchnumpy()
+            got = (
+                self._cursor()
+                .execute(f"SELECT identity, payload_hash FROM {kind} WHERE identity IS NOT NULL")
+                .fetchnumpy()
+            )
             keys.append(np.asarray(got["identity"], dtype=np.uint64))
             payloads.append(np.asarray(got["payload_hash"], dtype=np.uint64))
         return np.concatenate(keys), np.concatenate(payloads)

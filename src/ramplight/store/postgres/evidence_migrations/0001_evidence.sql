@@ -90,8 +90,12 @@ CREATE TABLE spans (
     cost_usd        DOUBLE PRECISION,
     attributes      JSONB,
     received_at     TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (trace_id, span_id)
+    event_id        TEXT NOT NULL,
+    identity        BIGINT NOT NULL,
+    payload_hash    BIGINT NOT NULL
 );
+CREATE UNIQUE INDEX spans_identity ON spans (identity);
+CREATE INDEX spans_readout ON spans (environment, trace_id);
 
 CREATE TABLE ingest_segments (
     name        TEXT PRIMARY KEY,
