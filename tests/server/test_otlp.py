@@ -204,3 +204,123 @@ def test_otlp_json_with_partial_success_re_exports_and_bad_requests(server: Runn
     (span,) = spans
     assert (span["unit_id"], span["output_tokens"], span["cost_usd"]) == ("conv-7", 42, 0.0125)
     assert span["duration_ms"] == 25.0
+
+
+def test_flag_evaluations_and_evaluation_results_from_opentelemetry_become_evidence(
+    server: RunningServer,
+) -> None:
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+    server.create_flag()
+    metric = {"type": "eval", "eval": "faithfulness", "evaluator": "llm_judge"}
+    assert server.admin.put("/api/metrics/faithfulness", json=metric).status_code == 200
+    key = server.sdk_key()
+    time.sleep(0.01)  # records after the flag's first phase began
+    logs = LoggerProvider(resource=Resource.create({"service.name": "support-assistant"}))
+    exporter = OTLPLogExporter(endpoint=f"{server.url}/v1/logs", headers={"Authorization": f"Bearer {key}"})
+    logs.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    logger = logs.get_logger("openfeature")
+
+    def evaluation(unit: str, variant: str | None, **extra: Any) -> None:
+        attributes = {"feature_flag.key": FLAG, "feature_flag.context.id": unit,
+                      "feature_flag.provider.name": "ramplight-test", **extra}  # fmt: skip
+        if variant is not None:
+            attributes["feature_flag.result.variant"] = variant
+        logger.emit(event_name="feature_flag.evaluation", attributes=attributes)
+
+    for i in range(6):
+        evaluation(
+            f"conv-{i}", "candidate" if i % 2 else "control", **{"feature_flag.result.reason": "split"}
+        )
+    evaluation("conv-90", "candidate", **{"error.type": "flag_not_found"})  # failed: not an exposure
+    evaluation("conv-91", None)  # no variant: which variation ran is unknown
+    evaluation("conv-92", "no-such-variation")  # the contract refuses it
+    for i in range(6):
+        logger.emit(
+            event_name="gen_ai.evaluation.result",
+            attributes={"gen_ai.evaluation.name": "faithfulness", "gen_ai.evaluation.score.value": 0.5 + i / 20,
+                        "gen_ai.evaluation.score.label": "pass", "feature_flag.context.id": f"conv-{i}"},
+        )  # fmt: skip
+    logger.emit(event_name="gen_ai.evaluation.result", attributes={"gen_ai.evaluation.name": "faithfulness"})
+    logger.emit(body="an ordinary application log line")
+    logs.shutdown()
+
+    # The span-event shape (current and older names) and a span of its own.
+    provider = _provider(server, key, Compression.NoCompression)
+    tracer = provider.get_tracer("support")
+    with tracer.start_as_current_span("conversation") as root:
+        root.set_attribute("feature_flag.context.id", "conv-10")
+        root.add_event(
+            "feature_flag.evaluation", {"feature_flag.key": FLAG, "feature_flag.result.variant": "candidate"}
+        )
+    with tracer.start_as_current_span("conversation") as root:
+        root.set_attribute("feature_flag.context.id", "conv-11")
+        root.add_event("feature_flag", {"feature_flag.key": FLAG, "feature_flag.variant": "control",
+                                        "feature_flag.provider_name": "old-hook"})  # fmt: skip
+    with tracer.start_as_current_span("feature_flag") as own:
+        own.set_attributes({"feature_flag.key": FLAG, "feature_flag.result.variant": "control",
+                            "feature_flag.context.id": "conv-12"})  # fmt: skip
+    provider.shutdown()
+
+    status = server.admin.get("/api/ingest/status").json()
+    assert status["flag_evaluations_not_exposures"] == 4  # three evaluations and the scoreless result
+    assert status["log_records_ignored"] == 1
+    report = server.admin.get(f"/api/flags/{FLAG}/report", params={"metric": "faithfulness"}).json()
+    assert report["data_quality"]["exposed_units"] == 9
+    scores = {v["variation"]: v for v in report["metrics"][0]["variations"]}
+    assert scores["control"]["units"] == scores["candidate"]["units"] == 3
+    assert abs(scores["candidate"]["mean"] - (0.55 + 0.65 + 0.75) / 3) < 1e-12
+
+    server.thread.stop()
+    store = DuckDBStore(server.settings.db, read_only=True)
+    try:
+        _, rows = store.read(
+            "SELECT unit_id, assigned_variation, served_variation, sdk, trace_id FROM exposures"
+        )
+        _, evals = store.read("SELECT count(*), min(label), min(evaluator) FROM evals")
+    finally:
+        store.close()
+    by_unit = {r[0]: r for r in rows}
+    assert by_unit["conv-1"][1:4] == ("candidate", "candidate", "otel:ramplight-test")
+    assert by_unit["conv-11"][1:4] == ("control", "control", "otel:old-hook")
+    assert by_unit["conv-10"][4] is not None and len(by_unit["conv-10"][4]) == 32  # joins its trace
+    assert {"conv-90", "conv-91", "conv-92"}.isdisjoint(by_unit)
+    assert evals == [(6, "pass", "llm_judge")]
+
+
+def test_otlp_json_log_records_answer_with_partial_success(server: RunningServer) -> None:
+    server.create_flag()
+    key = server.sdk_key()
+    now = str(time.time_ns())
+    record = {
+        "timeUnixNano": now,
+        "eventName": "feature_flag.evaluation",
+        "attributes": [
+            {"key": "feature_flag.key", "value": {"stringValue": FLAG}},
+            {"key": "feature_flag.result.variant", "value": {"stringValue": "candidate"}},
+            {"key": "feature_flag.context.id", "value": {"stringValue": "conv-1"}},
+        ],
+        "traceId": "5b8efff798038103d269b633813fc60c",
+        "spanId": "eee19b7ec3c1b174",
+    }
+    failed = {
+        **record,
+        "attributes": [*record["attributes"], {"key": "error.type", "value": {"stringValue": "x"}}],
+    }
+    body = {"resourceLogs": [{"scopeLogs": [{"logRecords": [record, failed, record]}]}]}
+    answer = httpx.post(
+        f"{server.url}/v1/logs", json=body, headers={"Authorization": f"Bearer {key}"}
+    )  # the same record twice: stored once
+    assert answer.status_code == 200, answer.text
+    partial = answer.json()["partialSuccess"]
+    assert partial["rejectedLogRecords"] == "1" and "failed evaluation" in partial["errorMessage"]
+    refused = httpx.post(
+        f"{server.url}/v1/logs",
+        content=b"\xff\x00",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/x-protobuf"},
+    )
+    assert refused.status_code == 400 and "ExportLogsServiceRequest" in refused.json()["message"]
+    report = server.admin.get(f"/api/flags/{FLAG}/report").json()
+    assert report["data_quality"]["exposed_units"] == 1

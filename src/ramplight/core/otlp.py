@@ -24,7 +24,7 @@ answer's partial success; the other spans of the request are kept.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -112,6 +112,24 @@ class DecodedTraces:
     rejected: list[str] = field(default_factory=list)
     """One reason per span rejected on its own."""
     dropped_attributes: int = 0
+    exposures: list[dict[str, Any]] = field(default_factory=list)
+    """Flag evaluations recorded as span events or as spans of their own (`flag_exposure`)."""
+    not_exposures: list[str] = field(default_factory=list)
+    """Why each other flag evaluation record did not count as an exposure."""
+
+    def evaluation(
+        self,
+        attrs: Mapping[str, Any],
+        time_ns: int,
+        span: Span,
+        assignment_unit: Callable[[str], str | None],
+        what: str,
+    ) -> None:
+        found = flag_exposure(attrs, time_ns, span.trace_id, span.unit_id, assignment_unit)
+        if isinstance(found, str):
+            self.not_exposures.append(f"{what} in span {span.name[:80]!r}: {found}")
+        else:
+            self.exposures.append(found)
 
 
 class OtlpError(ValidationError):
@@ -264,7 +282,13 @@ def _pb_attributes(attributes: Iterable[Any]) -> dict[str, Any]:
     return {kv.key: _pb_value(kv.value) for kv in attributes}
 
 
-def decode_protobuf(body: bytes, policy: AttributePolicy) -> DecodedTraces:
+def _no_flags(key: str) -> str | None:
+    return None
+
+
+def decode_protobuf(
+    body: bytes, policy: AttributePolicy, assignment_unit: Callable[[str], str | None] = _no_flags
+) -> DecodedTraces:
     from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -278,24 +302,33 @@ def decode_protobuf(body: bytes, policy: AttributePolicy) -> DecodedTraces:
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 try:
-                    out.spans.append(
-                        _span(
-                            _hex_id(span.trace_id, 16, "traceId") or "",
-                            _hex_id(span.span_id, 8, "spanId") or "",
-                            _hex_id(span.parent_span_id, 8, "parentSpanId", required=False),
-                            span.name,
-                            span.kind,
-                            span.start_time_unix_nano,
-                            span.end_time_unix_nano,
-                            span.status.code,
-                            _pb_attributes(span.attributes),
-                            resource,
-                            policy,
-                            out,
-                        )
+                    attrs = _pb_attributes(span.attributes)
+                    row = _span(
+                        _hex_id(span.trace_id, 16, "traceId") or "",
+                        _hex_id(span.span_id, 8, "spanId") or "",
+                        _hex_id(span.parent_span_id, 8, "parentSpanId", required=False),
+                        span.name,
+                        span.kind,
+                        span.start_time_unix_nano,
+                        span.end_time_unix_nano,
+                        span.status.code,
+                        attrs,
+                        resource,
+                        policy,
+                        out,
                     )
                 except _Rejected as exc:
                     out.rejected.append(f"span {span.name[:80]!r}: {exc}")
+                    continue
+                out.spans.append(row)
+                if span.name in FLAG_EVALUATION_NAMES:
+                    out.evaluation(attrs, span.start_time_unix_nano, row, assignment_unit, "the span")
+                for event in span.events:
+                    if event.name in FLAG_EVALUATION_NAMES:
+                        event_attrs = _pb_attributes(event.attributes)
+                        out.evaluation(
+                            event_attrs, event.time_unix_nano, row, assignment_unit, f"event {event.name!r}"
+                        )
     return out
 
 
@@ -364,7 +397,9 @@ def _objects(value: Any, what: str) -> Iterator[dict[str, Any]]:
         yield item
 
 
-def decode_json(body: bytes, policy: AttributePolicy) -> DecodedTraces:
+def decode_json(
+    body: bytes, policy: AttributePolicy, assignment_unit: Callable[[str], str | None] = _no_flags
+) -> DecodedTraces:
     """OTLP/JSON: ids in hex (not base64), 64-bit integers as strings or numbers, enums as
     integers (their names too), camelCase field names."""
     try:
@@ -386,25 +421,53 @@ def decode_json(body: bytes, policy: AttributePolicy) -> DecodedTraces:
                 raw_status = span.get("status")
                 status: dict[str, Any] = raw_status if isinstance(raw_status, dict) else {}
                 try:
-                    out.spans.append(
-                        _span(
-                            _hex_id(_str(span.get("traceId")), 16, "traceId") or "",
-                            _hex_id(_str(span.get("spanId")), 8, "spanId") or "",
-                            _hex_id(_str(span.get("parentSpanId")), 8, "parentSpanId", required=False),
-                            name,
-                            _enum(span.get("kind"), _KINDS, "SPAN_KIND_"),
-                            _nanos(span.get("startTimeUnixNano"), "startTimeUnixNano"),
-                            _nanos(span.get("endTimeUnixNano"), "endTimeUnixNano"),
-                            _enum(status.get("code"), _STATUS, "STATUS_CODE_"),
-                            _json_attributes(span.get("attributes") or []),
-                            resource,
-                            policy,
-                            out,
-                        )
+                    attrs = _json_attributes(span.get("attributes") or [])
+                    row = _span(
+                        _hex_id(_str(span.get("traceId")), 16, "traceId") or "",
+                        _hex_id(_str(span.get("spanId")), 8, "spanId") or "",
+                        _hex_id(_str(span.get("parentSpanId")), 8, "parentSpanId", required=False),
+                        name,
+                        _enum(span.get("kind"), _KINDS, "SPAN_KIND_"),
+                        _nanos(span.get("startTimeUnixNano"), "startTimeUnixNano"),
+                        _nanos(span.get("endTimeUnixNano"), "endTimeUnixNano"),
+                        _enum(status.get("code"), _STATUS, "STATUS_CODE_"),
+                        attrs,
+                        resource,
+                        policy,
+                        out,
                     )
+                    events = [
+                        (
+                            e.get("name"),
+                            _nanos(e.get("timeUnixNano") or 0, "event time"),
+                            _json_attributes(e.get("attributes") or []),
+                        )
+                        for e in _span_events(span.get("events"))
+                    ]
                 except _Rejected as exc:
                     out.rejected.append(f"span {name[:80]!r}: {exc}")
+                    continue
+                out.spans.append(row)
+                if name in FLAG_EVALUATION_NAMES:
+                    out.evaluation(
+                        attrs,
+                        _nanos(span.get("startTimeUnixNano"), "start"),
+                        row,
+                        assignment_unit,
+                        "the span",
+                    )
+                for event_name, event_ns, event_attrs in events:
+                    if event_name in FLAG_EVALUATION_NAMES:
+                        out.evaluation(event_attrs, event_ns, row, assignment_unit, f"event {event_name!r}")
     return out
+
+
+def _span_events(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(e, dict) for e in value):
+        raise _Rejected("events must be a list of objects")
+    return value
 
 
 def _str(value: Any) -> str:
@@ -433,3 +496,177 @@ def accept_spans(spans: list[Span], environment: str, now: datetime) -> Validate
             )
         )
     return ValidatedBatch(kinds={"spans": accepted}, problems=(), environment=environment, received_at=now)
+
+
+# -- flag evaluations and evaluation results: exposures and evals ---------------------------------
+
+FLAG_EVALUATION_NAMES = ("feature_flag.evaluation", "feature_flag")
+"""Event, log-record and span names of an OpenTelemetry flag evaluation record (current, older)."""
+EVALUATION_RESULT = "gen_ai.evaluation.result"
+DEFAULT_EVALUATOR = "llm_judge"
+"""Who scored a `gen_ai.evaluation.result` that does not say (`ramplight.evaluator`)."""
+
+
+def _iso(nanos: int) -> str:
+    return (_EPOCH + timedelta(microseconds=nanos // 1000)).isoformat()
+
+
+def flag_exposure(
+    attrs: Mapping[str, Any],
+    time_ns: int,
+    trace_id: str | None,
+    unit_fallback: str | None,
+    assignment_unit: Callable[[str], str | None],
+) -> dict[str, Any] | str:
+    """An OpenTelemetry flag evaluation record as an exposure document, or why it is not one.
+
+    The record says which variant the provider returned for which context: Ramplight counts it as
+    the unit's exposure, assigned and served alike (a record cannot tell a fallback apart: an SDK
+    that serves other than it assigned sends its own exposures). It does not count without a
+    flag key, a variant (`feature_flag.result.variant` or `feature_flag.variant`: a value alone
+    does not say which variation ran) or a unit (`feature_flag.context.id`, or the span's unit),
+    nor when the evaluation failed (`error.type`, or reason `error`): the default a failed
+    evaluation returns was not assigned to anyone."""
+    key = _text(attrs.get("feature_flag.key"))
+    variant = _text(_first(attrs, "feature_flag.result.variant", "feature_flag.variant"))
+    unit = _text(attrs.get("feature_flag.context.id")) or unit_fallback
+    reason = str(_first(attrs, "feature_flag.result.reason", "feature_flag.reason") or "").lower()
+    if "error.type" in attrs or reason == "error":
+        return "a failed evaluation (error.type or reason error) is not an exposure"
+    if key is None:
+        return "no feature_flag.key"
+    if variant is None:
+        return "no variant (feature_flag.result.variant): which variation ran is unknown"
+    if unit is None:
+        return "no unit (feature_flag.context.id)"
+    if time_ns <= 0:
+        return "no time"
+    provider = _text(_first(attrs, "feature_flag.provider.name", "feature_flag.provider_name"))
+    doc: dict[str, Any] = {
+        "ts": _iso(time_ns),
+        "flag_key": key,
+        "assignment_unit": assignment_unit(key) or "unknown",
+        "unit_id": unit,
+        "assigned_variation": variant,
+        "served_variation": variant,
+        "sdk": f"otel:{provider}"[:100] if provider else "otel",
+    }
+    if trace_id:
+        doc["trace_id"] = trace_id
+    return doc
+
+
+def evaluation_result(
+    attrs: Mapping[str, Any], time_ns: int, trace_id: str | None, span_id: str | None
+) -> dict[str, Any] | str:
+    """A `gen_ai.evaluation.result` record as an eval score document, or why it is not one."""
+    name = _text(attrs.get("gen_ai.evaluation.name"))
+    score = _number(attrs.get("gen_ai.evaluation.score.value"))
+    if name is None:
+        return "no gen_ai.evaluation.name"
+    if score is None:
+        return "no numeric gen_ai.evaluation.score.value (a label alone cannot be averaged)"
+    if time_ns <= 0:
+        return "no time"
+    doc: dict[str, Any] = {
+        "ts": _iso(time_ns),
+        "name": name,
+        "score": score,
+        "evaluator": _text(attrs.get("ramplight.evaluator")) or DEFAULT_EVALUATOR,
+    }
+    optional = {
+        "label": _text(attrs.get("gen_ai.evaluation.score.label")),
+        "comment": _text(attrs.get("gen_ai.evaluation.explanation")),
+        "unit_id": _text(_first(attrs, "feature_flag.context.id", "ramplight.unit_id")),
+        "flag_key": _text(attrs.get("feature_flag.key")),
+        "variation": _text(_first(attrs, "feature_flag.result.variant", "feature_flag.variant")),
+        "trace_id": trace_id,
+        "span_id": span_id,
+    }
+    doc.update({k: v[:1000] if k == "comment" else v for k, v in optional.items() if v is not None})
+    return doc
+
+
+@dataclass(slots=True)
+class DecodedLogs:
+    exposures: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    """One reason per flag evaluation or evaluation result that could not be taken."""
+    ignored: int = 0
+    """Other log records: Ramplight is not a log store."""
+
+
+def _log_record(
+    event_name: str,
+    attrs: dict[str, Any],
+    time_ns: int,
+    trace_id: str | None,
+    span_id: str | None,
+    assignment_unit: Callable[[str], str | None],
+    out: DecodedLogs,
+) -> None:
+    name = event_name or _text(attrs.get("event.name")) or ""
+    if name in FLAG_EVALUATION_NAMES:
+        found = flag_exposure(attrs, time_ns, trace_id, None, assignment_unit)
+        target = out.exposures
+    elif name == EVALUATION_RESULT:
+        found = evaluation_result(attrs, time_ns, trace_id, span_id)
+        target = out.evals
+    else:
+        out.ignored += 1
+        return
+    if isinstance(found, str):
+        out.rejected.append(f"{name} record: {found}")
+    else:
+        target.append(found)
+
+
+def decode_logs_protobuf(body: bytes, assignment_unit: Callable[[str], str | None]) -> DecodedLogs:
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    try:
+        request = ExportLogsServiceRequest.FromString(body)
+    except DecodeError as exc:
+        raise OtlpError.at("body", f"not an OTLP ExportLogsServiceRequest (protobuf): {exc}") from None
+    out = DecodedLogs()
+    for resource_logs in request.resource_logs:
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                try:
+                    trace_id = _hex_id(record.trace_id, 16, "traceId", required=False)
+                    span_id = _hex_id(record.span_id, 8, "spanId", required=False)
+                except _Rejected as exc:
+                    out.rejected.append(f"log record: {exc}")
+                    continue
+                time_ns = record.time_unix_nano or record.observed_time_unix_nano
+                attrs = _pb_attributes(record.attributes)
+                _log_record(record.event_name, attrs, time_ns, trace_id, span_id, assignment_unit, out)
+    return out
+
+
+def decode_logs_json(body: bytes, assignment_unit: Callable[[str], str | None]) -> DecodedLogs:
+    try:
+        request = msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise OtlpError.at("body", f"not JSON: {exc}") from None
+    if not isinstance(request, dict):
+        raise OtlpError.at("body", "must be an ExportLogsServiceRequest object")
+    out = DecodedLogs()
+    for resource_logs in _objects(request.get("resourceLogs"), "resourceLogs"):
+        for scope_logs in _objects(resource_logs.get("scopeLogs"), "resourceLogs.scopeLogs"):
+            for record in _objects(scope_logs.get("logRecords"), "resourceLogs.scopeLogs.logRecords"):
+                try:
+                    trace_id = _hex_id(_str(record.get("traceId")), 16, "traceId", required=False)
+                    span_id = _hex_id(_str(record.get("spanId")), 8, "spanId", required=False)
+                    time_ns = _nanos(
+                        record.get("timeUnixNano") or record.get("observedTimeUnixNano") or 0, "time"
+                    )
+                    attrs = _json_attributes(record.get("attributes") or [])
+                except _Rejected as exc:
+                    out.rejected.append(f"log record: {exc}")
+                    continue
+                event_name = record.get("eventName") if isinstance(record.get("eventName"), str) else ""
+                _log_record(event_name or "", attrs, time_ns, trace_id, span_id, assignment_unit, out)
+    return out

@@ -46,6 +46,8 @@ class ServerState:
         self.duplicates = 0
         self.spans_rejected = 0
         self.span_attributes_dropped = 0
+        self.evaluations_not_exposures = 0
+        self.log_records_ignored = 0
         self.conflicts = 0
         self.guardian: Any = None
         """The server's GuardianThread (set by the app's lifespan)."""

@@ -371,6 +371,8 @@ def ingest_status(st: State, key: Admin) -> dict[str, Any]:
         "conflicts": st.conflicts,
         "spans_rejected": st.spans_rejected,
         "span_attributes_dropped": st.span_attributes_dropped,
+        "flag_evaluations_not_exposures": st.evaluations_not_exposures,
+        "log_records_ignored": st.log_records_ignored,
         "dead_letters": st.log.dead_letters(),
     }
 
