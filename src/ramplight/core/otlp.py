@@ -126,6 +126,8 @@ class DecodedTraces:
         what: str,
     ) -> None:
         found = flag_exposure(attrs, time_ns, span.trace_id, span.unit_id, assignment_unit)
+        if found is None:
+            return
         if isinstance(found, str):
             self.not_exposures.append(f"{what} in span {span.name[:80]!r}: {found}")
         else:
@@ -503,6 +505,8 @@ def accept_spans(spans: list[Span], environment: str, now: datetime) -> Validate
 FLAG_EVALUATION_NAMES = ("feature_flag.evaluation", "feature_flag")
 """Event, log-record and span names of an OpenTelemetry flag evaluation record (current, older)."""
 EVALUATION_RESULT = "gen_ai.evaluation.result"
+RAMPLIGHT_PROVIDER = "ramplight"
+"""`feature_flag.provider.name` of the events Ramplight's own SDK records (not exposures here)."""
 DEFAULT_EVALUATOR = "llm_judge"
 """Who scored a `gen_ai.evaluation.result` that does not say (`ramplight.evaluator`)."""
 
@@ -517,8 +521,9 @@ def flag_exposure(
     trace_id: str | None,
     unit_fallback: str | None,
     assignment_unit: Callable[[str], str | None],
-) -> dict[str, Any] | str:
-    """An OpenTelemetry flag evaluation record as an exposure document, or why it is not one.
+) -> dict[str, Any] | str | None:
+    """An OpenTelemetry flag evaluation record as an exposure document, or why it is not one
+    (None: a record of Ramplight's own SDK, whose exposure arrives on its own).
 
     The record says which variant the provider returned for which context: Ramplight counts it as
     the unit's exposure, assigned and served alike (a record cannot tell a fallback apart: an SDK
@@ -530,6 +535,9 @@ def flag_exposure(
     key = _text(attrs.get("feature_flag.key"))
     variant = _text(_first(attrs, "feature_flag.result.variant", "feature_flag.variant"))
     unit = _text(attrs.get("feature_flag.context.id")) or unit_fallback
+    provider = _text(_first(attrs, "feature_flag.provider.name", "feature_flag.provider_name"))
+    if provider == RAMPLIGHT_PROVIDER:
+        return None  # Ramplight's SDK sends the exposure itself, with the served variation
     reason = str(_first(attrs, "feature_flag.result.reason", "feature_flag.reason") or "").lower()
     if "error.type" in attrs or reason == "error":
         return "a failed evaluation (error.type or reason error) is not an exposure"
@@ -541,7 +549,6 @@ def flag_exposure(
         return "no unit (feature_flag.context.id)"
     if time_ns <= 0:
         return "no time"
-    provider = _text(_first(attrs, "feature_flag.provider.name", "feature_flag.provider_name"))
     doc: dict[str, Any] = {
         "ts": _iso(time_ns),
         "flag_key": key,
@@ -607,6 +614,7 @@ def _log_record(
     out: DecodedLogs,
 ) -> None:
     name = event_name or _text(attrs.get("event.name")) or ""
+    found: dict[str, Any] | str | None
     if name in FLAG_EVALUATION_NAMES:
         found = flag_exposure(attrs, time_ns, trace_id, None, assignment_unit)
         target = out.exposures
@@ -618,7 +626,7 @@ def _log_record(
         return
     if isinstance(found, str):
         out.rejected.append(f"{name} record: {found}")
-    else:
+    elif found is not None:
         target.append(found)
 
 

@@ -30,6 +30,7 @@ from ramplight.core.evaluate import Attributes, CompiledConfig, Evaluation
 from ramplight.core.flags import SdkConfig
 from ramplight.sdk.config_source import ConfigPoller
 from ramplight.sdk.event_queue import EventQueue, QueueStats
+from ramplight.sdk.otel import record_evaluation
 
 log = logging.getLogger("ramplight.sdk")
 
@@ -219,10 +220,12 @@ class Client:
         default: Any = None,
         trace_id: str | None = None,
     ) -> ExposureScope:
-        """Evaluate and return a scope to run the behavior in; the exposure fires at its end."""
-        return ExposureScope(
-            self, self.evaluate(flag_key, unit_id, attributes, default), unit_id, attributes, trace_id
-        )
+        """Evaluate and return a scope to run the behavior in; the exposure fires at its end.
+        Inside an OpenTelemetry span, the evaluation is recorded on it and the exposure carries
+        its trace id (unless `trace_id` is given)."""
+        evaluation = self.evaluate(flag_key, unit_id, attributes, default)
+        active = record_evaluation(evaluation, unit_id)
+        return ExposureScope(self, evaluation, unit_id, attributes, trace_id or active)
 
     def _record_exposure(self, scope: ExposureScope) -> None:
         evaluation = scope.evaluation
