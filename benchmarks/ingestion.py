@@ -13,6 +13,9 @@ assignment_unit, event_id, value, ids, properties, flag_key, variation, trace_id
       `events` table of the same schema;
   (d) the naive baseline: one DuckDB transaction per 500-event request (Python objects →
       Arrow, and executemany on a sample), in process, without HTTP.
+  (e) OTLP spans to the same server: protobuf ExportTraceServiceRequests of 512 spans (traces of
+      a root and seven children with GenAI attributes, as an agent emits them) to /v1/traces
+      over the same connections, acknowledged durably, then loaded (target: 50,000 spans/s).
 Request bodies are encoded before the clock starts, so the load generator stays light.
 """
 
@@ -47,6 +50,8 @@ from ramplight.store.duckdb.store import EVIDENCE_COLUMNS
 FLAG_KEY = "support_assistant_profile"
 BATCH = 500
 TARGET_ACK_PER_S = 150_000
+SPAN_BATCH = 512
+TARGET_SPANS_PER_S = 50_000
 NAMES = ("resolved_without_escalation", "csat_score", "handoff_to_human", "answer_latency_ms")
 CHANNELS = ("chat", "email", "voice")
 PLANS = ("free", "pro", "team", "enterprise")
@@ -124,6 +129,10 @@ class HttpResult:
     readout_seconds: float
     client_cpu_s: float
     pushed_back: int
+    spans_seconds: float = 0.0
+    spans_loaded_seconds: float = 0.0
+    span_rows: int = 0
+    span_p50_ms: float = 0.0
 
 
 def post_all(url: str, sdk_key: str, bodies: list[bytes], connections: int) -> tuple[int, list[float], int]:
@@ -178,8 +187,110 @@ def post_all(url: str, sdk_key: str, bodies: list[bytes], connections: int) -> t
     return sum(acked), latencies, sum(pushed_back)
 
 
+def generate_spans(n: int, seed: int = 13) -> list[bytes]:
+    """`n` spans as protobuf request bodies of SPAN_BATCH spans: traces of 8 (a conversation root,
+    retrieval, model calls and tool calls), the root carrying the flag and unit attributes."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    rng = random.Random(seed)
+    start = time.time_ns() - 3_600_000_000_000
+
+    def attr(key: str, value: str | int) -> KeyValue:
+        any_value = AnyValue(string_value=value) if isinstance(value, str) else AnyValue(int_value=value)
+        return KeyValue(key=key, value=any_value)
+
+    names = ("retrieve", "chat", "chat", "execute_tool", "chat", "execute_tool", "chat")
+    bodies = []
+    resource_attrs = [attr("service.name", "support-assistant")]
+    for first in range(0, n, SPAN_BATCH):
+        spans = []
+        for i in range(first, min(first + SPAN_BATCH, n)):
+            trace, position = divmod(i, 8)
+            trace_id = (trace + 1).to_bytes(16, "big")
+            begin = start + trace * 1_000_000 + position * 50_000
+            span = Span(
+                trace_id=trace_id,
+                span_id=(i + 1).to_bytes(8, "big"),
+                name="conversation" if position == 0 else names[position - 1],
+                kind=Span.SPAN_KIND_SERVER if position == 0 else Span.SPAN_KIND_CLIENT,
+                start_time_unix_nano=begin,
+                end_time_unix_nano=begin + rng.randrange(5_000_000, 900_000_000),
+            )
+            if position:
+                span.parent_span_id = (trace * 8 + 1).to_bytes(8, "big")
+                span.attributes.extend(
+                    [attr("gen_ai.operation.name", "chat"), attr("gen_ai.request.model", "gpt-5-mini"),
+                     attr("gen_ai.usage.input_tokens", rng.randrange(200, 4000)),
+                     attr("gen_ai.usage.output_tokens", rng.randrange(20, 800))]
+                )  # fmt: skip
+            else:
+                span.attributes.extend(
+                    [attr("feature_flag.key", FLAG_KEY), attr("feature_flag.context.id", f"conv_{trace}"),
+                     attr("feature_flag.result.variant", "candidate" if trace % 5 == 0 else "control")]
+                )  # fmt: skip
+            spans.append(span)
+        request = ExportTraceServiceRequest(
+            resource_spans=[
+                ResourceSpans(resource={"attributes": resource_attrs}, scope_spans=[ScopeSpans(spans=spans)])
+            ]
+        )
+        bodies.append(request.SerializeToString())
+    return bodies
+
+
+def post_spans(url: str, sdk_key: str, bodies: list[bytes], connections: int) -> tuple[float, list[float]]:
+    """POST every OTLP body; each must be taken whole (no partial success). Seconds, latencies."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    host, port = url.removeprefix("http://").split(":")
+    headers = {"Authorization": f"Bearer {sdk_key}", "Content-Type": "application/x-protobuf"}
+    counter = itertools.count()
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=300)
+        try:
+            while not errors:
+                i = next(counter)
+                if i >= len(bodies):
+                    return
+                while True:
+                    sent = time.perf_counter()
+                    conn.request("POST", "/v1/traces", body=bodies[i], headers=headers)
+                    response = conn.getresponse()
+                    data = response.read()
+                    latencies.append(time.perf_counter() - sent)
+                    if response.status != 503:
+                        break
+                    time.sleep(float(response.getheader("Retry-After") or 1))
+                answer = ExportTraceServiceResponse.FromString(data) if response.status == 200 else None
+                if answer is None or answer.partial_success.rejected_spans:
+                    errors.append(f"request {i}: HTTP {response.status}: {data[:300]!r}")
+        except Exception as exc:
+            errors.append(repr(exc))
+        finally:
+            conn.close()
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    if errors:
+        raise RuntimeError("span ingestion failed: " + "; ".join(errors[:3]))
+    return time.perf_counter() - started, latencies
+
+
 def run_http(
-    tmp: Path, bodies: list[bytes], connections: int, server_type: type[RamplightServer] = RamplightServer
+    tmp: Path,
+    bodies: list[bytes],
+    connections: int,
+    server_type: type[RamplightServer] = RamplightServer,
+    span_bodies: list[bytes] | None = None,
 ) -> HttpResult:
     db = tmp / "served.duckdb"
     server = server_type(db, tmp / "server.log")
@@ -221,13 +332,22 @@ def run_http(
         readout_seconds = time.perf_counter() - loaded_at  # the same readout, nothing left to load
         server_cpu = server.cpu_seconds() - cpu_before
         server_rss = server.peak_rss()
+        spans_seconds = spans_loaded_seconds = 0.0
+        span_latencies: list[float] = []
+        if span_bodies:
+            spans_seconds, span_latencies = post_spans(server.url, sdk_key, span_bodies, connections)
+            began = time.perf_counter()
+            server.admin.get(report, params={"environment": "production"}).raise_for_status()
+            spans_loaded_seconds = spans_seconds + time.perf_counter() - began
     finally:
         server.stop()
     store = DuckDBStore(db, read_only=True)
     try:
         rows = store.count("events")
+        span_rows = store.count("spans")
     finally:
         store.close()
+    span_latencies.sort()
     latencies.sort()
     return HttpResult(
         acked=acked,
@@ -241,6 +361,10 @@ def run_http(
         readout_seconds=readout_seconds,
         client_cpu_s=client_cpu,
         pushed_back=pushed_back,
+        spans_seconds=spans_seconds,
+        spans_loaded_seconds=spans_loaded_seconds,
+        span_rows=span_rows,
+        span_p50_ms=span_latencies[len(span_latencies) // 2] * 1000 if span_latencies else 0.0,
     )
 
 
@@ -365,7 +489,7 @@ def run_naive_executemany(tmp: Path, bodies: list[bytes]) -> tuple[float, int]:
 # -- main ---------------------------------------------------------------------------------
 
 
-def run(n: int, connections: int, executemany_events: int) -> None:
+def run(n: int, connections: int, executemany_events: int, n_spans: int) -> None:
     console.print(
         f"[bold]Ingestion[/] of {n:,} events in {BATCH}-event requests — {machine()}, {load_average()}"
     )
@@ -379,9 +503,12 @@ def run(n: int, connections: int, executemany_events: int) -> None:
             f"{connections} connections over 127.0.0.1, fsync on"
         )
 
-        served = run_http(tmp, bodies, connections)
+        span_bodies = generate_spans(n_spans)
+        served = run_http(tmp, bodies, connections, span_bodies=span_bodies)
         if served.acked != n or served.loaded_rows != n:
             raise RuntimeError(f"acknowledged {served.acked:,} and loaded {served.loaded_rows:,} of {n:,}")
+        if served.span_rows != n_spans:
+            raise RuntimeError(f"loaded {served.span_rows:,} of {n_spans:,} spans")
         floor_s, floor_rows = run_ndjson_floor(tmp, ndjson, "plain")
         loader_s, loader_rows = run_ndjson_floor(tmp, ndjson, "loader")
         keyed_s, keyed_rows = run_ndjson_floor(tmp, ndjson, "keyed")
@@ -419,6 +546,18 @@ def run(n: int, connections: int, executemany_events: int) -> None:
         ("    same, INSERT OR IGNORE + PRIMARY KEY", n, keyed_s, "de-duplication by an event_id index"),
         ("(d) naive: Arrow, 1 txn/request", n, arrow_s, "in process, no HTTP"),
         ("(d) naive: executemany, 1 txn/request", many, many_s, "in process, no HTTP; a sample"),
+        (
+            "(e) OTLP spans (protobuf), acknowledged",
+            n_spans,
+            served.spans_seconds,
+            f"{SPAN_BATCH}-span requests to /v1/traces; request p50 {served.span_p50_ms:.0f} ms (rate in spans/s)",
+        ),
+        (
+            "(e) OTLP spans, loaded in DuckDB",
+            served.span_rows,
+            served.spans_loaded_seconds,
+            "counted afterwards",
+        ),
     ]
     floor = n / floor_s
     table = Table(
@@ -446,6 +585,11 @@ def run(n: int, connections: int, executemany_events: int) -> None:
     console.print(
         f"Target: ≥ {TARGET_ACK_PER_S:,} events/s acknowledged and durable — {met} ({rate(acked_rate)})."
     )
+    span_rate = n_spans / served.spans_seconds
+    met = "[green]met[/]" if span_rate >= TARGET_SPANS_PER_S else "[red]missed[/]"
+    console.print(
+        f"Target: ≥ {TARGET_SPANS_PER_S:,} OTLP spans/s acknowledged and durable — {met} ({rate(span_rate)})."
+    )
 
 
 def main() -> None:
@@ -456,10 +600,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="50,000 events: a smoke run")
     parser.add_argument("--events", type=int, help="number of events (default 1,000,000)")
     parser.add_argument("--connections", type=int, default=8, help="concurrent HTTP connections")
+    parser.add_argument("--spans", type=int, help="number of OTLP spans (default 512,000; quick 25,600)")
     args = parser.parse_args()
     n = args.events or (50_000 if args.quick else 1_000_000)
     n -= n % BATCH
-    run(n, args.connections, executemany_events=min(n, 1_000 if args.quick else 10_000))
+    spans = args.spans or (25_600 if args.quick else 512_000)
+    run(n, args.connections, executemany_events=min(n, 1_000 if args.quick else 10_000), n_spans=spans)
 
 
 if __name__ == "__main__":

@@ -88,18 +88,32 @@ class Span(msgspec.Struct, frozen=True, omit_defaults=True):
         return self.start_ts
 
 
-@dataclass(frozen=True, slots=True)
 class AttributePolicy:
     """Which attribute names are kept: content names are dropped unless allowed; denied names
-    are always dropped. A name matches itself and every `name.…` below it."""
+    are always dropped. A name matches itself and every `name.…` below it. Decisions are
+    remembered per name (a service sends the same few dozen names over and over)."""
 
-    allow: frozenset[str] = frozenset()
-    deny: frozenset[str] = frozenset()
+    __slots__ = ("_decided", "allow", "deny")
+
+    def __init__(self, allow: Iterable[str] = (), deny: Iterable[str] = ()) -> None:
+        self.allow = frozenset(allow)
+        self.deny = frozenset(deny)
+        self._decided: dict[str, bool] = {}
 
     def keeps(self, name: str) -> bool:
-        if _matches(name, self.deny):
-            return False
-        return not _matches(name, CONTENT_ATTRIBUTES) or _matches(name, self.allow)
+        decided = self._decided.get(name)
+        if decided is None:
+            if len(self._decided) > 10_000:  # names from a misbehaving client: do not grow forever
+                self._decided.clear()
+            decided = self._decided[name] = not _matches(name, self.deny) and (
+                not _matches(name, CONTENT_ATTRIBUTES) or _matches(name, self.allow)
+            )
+        return decided
+
+    def filter(self, attributes: Mapping[str, Any], prefix: str = "") -> tuple[dict[str, Any], int]:
+        """The attributes kept (names under `prefix`), and how many were dropped."""
+        kept = {prefix + k: v for k, v in attributes.items() if self.keeps(k)}
+        return kept, len(attributes) - len(kept)
 
 
 def _matches(name: str, names: Iterable[str]) -> bool:
@@ -229,17 +243,10 @@ def _span(
     start, end = _time(start_ns, "startTimeUnixNano"), _time(end_ns, "endTimeUnixNano")
     if end_ns < start_ns:
         raise _Rejected("ends before it starts")
-    kept: dict[str, Any] = {}
-    for key, value in attrs.items():
-        if policy.keeps(key):
-            kept[key] = value
-        else:
-            out.dropped_attributes += 1
-    for key, value in resource.items():
-        if policy.keeps(key):
-            kept.setdefault(f"resource.{key}", value)
-        else:
-            out.dropped_attributes += 1
+    kept, dropped = policy.filter(attrs)
+    out.dropped_attributes += dropped
+    if resource:
+        kept = {**resource, **kept}  # the span's own attribute wins a name both have
     if len(msgspec.json.encode(kept)) > MAX_SPAN_ATTRIBUTES_BYTES:
         raise _Rejected(f"its attributes are over {MAX_SPAN_ATTRIBUTES_BYTES} bytes")
     return Span(
@@ -252,7 +259,7 @@ def _span(
         end_ts=end,
         duration_ms=(end_ns - start_ns) / 1e6,
         status=_STATUS[status] if 0 <= status < len(_STATUS) else None,
-        service=_text(resource.get("service.name")),
+        service=_text(resource.get("resource.service.name")),
         unit_id=_text(_first(attrs, "feature_flag.context.id", "ramplight.unit_id")),
         flag_key=_text(attrs.get("feature_flag.key")),
         variation=_text(_first(attrs, "feature_flag.result.variant", "feature_flag.variant")),
@@ -300,7 +307,8 @@ def decode_protobuf(
         raise OtlpError.at("body", f"not an OTLP ExportTraceServiceRequest (protobuf): {exc}") from None
     out = DecodedTraces()
     for resource_spans in request.resource_spans:
-        resource = _pb_attributes(resource_spans.resource.attributes)
+        resource, dropped = policy.filter(_pb_attributes(resource_spans.resource.attributes), "resource.")
+        out.dropped_attributes += dropped
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 try:
@@ -413,9 +421,11 @@ def decode_json(
     out = DecodedTraces()
     for resource_spans in _objects(request.get("resourceSpans"), "resourceSpans"):
         try:
-            resource = _json_attributes((resource_spans.get("resource") or {}).get("attributes") or [])
+            raw = _json_attributes((resource_spans.get("resource") or {}).get("attributes") or [])
         except _Rejected as exc:
             raise OtlpError.at("resourceSpans.resource.attributes", str(exc)) from None
+        resource, dropped = policy.filter(raw, "resource.")
+        out.dropped_attributes += dropped
         for scope_spans in _objects(resource_spans.get("scopeSpans"), "resourceSpans.scopeSpans"):
             for span in _objects(scope_spans.get("spans"), "resourceSpans.scopeSpans.spans"):
                 raw_name = span.get("name")

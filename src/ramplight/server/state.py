@@ -18,6 +18,7 @@ import msgspec
 from ramplight import control
 from ramplight.core.contract import FlagFacts
 from ramplight.core.keys import hash_key
+from ramplight.core.otlp import AttributePolicy
 from ramplight.settings import Settings
 from ramplight.store.base import ApiKey, Store
 from ramplight.store.identity import build_index
@@ -46,6 +47,8 @@ class ServerState:
         self.duplicates = 0
         self.spans_rejected = 0
         self.span_attributes_dropped = 0
+        self.span_policy = AttributePolicy(settings.span_attributes_allow, settings.span_attributes_deny)
+        """Which span attributes intake keeps (prompt and completion text is dropped)."""
         self.evaluations_not_exposures = 0
         self.log_records_ignored = 0
         self.conflicts = 0

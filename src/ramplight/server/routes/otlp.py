@@ -191,7 +191,7 @@ async def traces(request: Request, scope: InEnvironment) -> Response:
     st: ServerState = request.app.state.ramplight
     media = _media(request)
     body = await _body(request, st)
-    policy = otlp.AttributePolicy(st.settings.span_attributes_allow, st.settings.span_attributes_deny)
+    policy = st.span_policy
     unit_of = _unit_of(st, scope.environment)
     decode = otlp.decode_json if media == JSON else otlp.decode_protobuf
     decoded = decode(body, policy, unit_of)
