@@ -5,6 +5,8 @@
     python benchmarks/readout.py --units N --events M     # any size
     python benchmarks/readout.py --db /tmp/r.duckdb       # keep the store and reuse it next time
     python benchmarks/readout.py --small                  # only the small flag: 20 k units, 100 k events
+    python benchmarks/readout.py --no-pandas --no-chdb    # only the floor and Ramplight on DuckDB
+    python benchmarks/readout.py --memory-gib 14 --chdb-settings 'max_threads=2'   # memory cap, chdb settings
 
 The data is generated inside DuckDB (the real schema, primary keys included) for one JSON flag
 `checkout_assistant` (conversation units) created at 10 % candidate and ramped to 20 % a week
@@ -58,6 +60,9 @@ CUPED_DAYS = 7
 UNEXPOSED_SHARE = 0.05  # events of conversations that never saw the flag
 ID_DIGITS = 9  # unit ids are `conv_000000042`; zero padding keeps a prefix of units a range of ids
 
+MEMORY_GIB = 12.0  # DuckDB's memory_limit and chdb's max_memory_usage per process (--memory-gib)
+# Extra ClickHouse settings for the chdb session, "name=value&name=value" (--chdb-settings).
+CHDB_SETTINGS = ""
 PANDAS_MAX_UNITS = 2_000_000  # beyond this pandas runs on a prefix of the units (memory, time)
 TOLERANCE = 1e-6
 TARGET_VS_FLOOR = 2.0
@@ -125,16 +130,41 @@ def warm_page_cache(path: Path) -> None:
             pass
 
 
+def progress(message: str) -> None:
+    """A progress line on stderr (children's stderr passes through to the terminal)."""
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def configure(gib: float, chdb_settings: str) -> None:
+    """Cap DuckDB's memory in this process: every `duckdb.connect` (the store's included, which
+    locks its configuration once open) gets `memory_limit`; past it DuckDB spills to disk. The
+    default, 80 % of RAM, is more than a shared machine can give one process. chdb sessions take
+    the same cap and `chdb_settings` (see `chdb_session`)."""
+    global MEMORY_GIB, CHDB_SETTINGS
+    MEMORY_GIB, CHDB_SETTINGS = gib, chdb_settings
+    import duckdb
+
+    connect = duckdb.connect
+
+    def capped(*args: Any, **kwargs: Any) -> Any:
+        kwargs["config"] = {"memory_limit": f"{gib:g}GiB", **(kwargs.get("config") or {})}
+        return connect(*args, **kwargs)
+
+    duckdb.connect = capped
+
+
 def in_child(phase: str, args: argparse.Namespace, fraction: float = 1.0) -> dict[str, Any]:
     """Run one phase of this program in a fresh interpreter; its last stdout line is JSON."""
     if phase != "build":
         warm_page_cache(args.db)
     command = [sys.executable, __file__, "--phase", phase, "--db", str(args.db)]
     command += ["--units", str(args.units), "--events", str(args.events), "--pandas-fraction", repr(fraction)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    command += ["--memory-gib", repr(args.memory_gib), "--chdb-settings", args.chdb_settings]
+    progress(f"phase {phase} started")
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if done.returncode != 0:
-        sys.stderr.write(done.stderr)
         raise SystemExit(f"phase {phase} failed (exit {done.returncode})")
+    progress(f"phase {phase} done")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -541,11 +571,15 @@ def cuped_difference(strata: Sequence[tuple[Moments, Moments]]) -> float:
 
 
 def run_pandas(db: Path, bound: str | None) -> dict[str, Any]:
+    import warnings
+
     import duckdb
     import numpy as np
     import pandas as pd
     from scipy import stats
 
+    # DuckDB's .df() calls DataFrame.drop(inplace=...), which pandas 3.1 warns about on stderr.
+    warnings.filterwarnings("ignore", message="The inplace keyword in DataFrame.drop is deprecated")
     base_mb = rss_mb("VmRSS")
     con = duckdb.connect(str(db), read_only=True)
     con.execute("SET TimeZone = 'UTC'")
@@ -771,35 +805,75 @@ ORDER BY variation
 """
 
 
-def load_chdb(db: Path, directory: Path) -> Any:
-    """A chdb session under `directory` holding the store's exposures and events (MergeTree, ordered
-    for the readout's access path), loaded through Parquet files."""
-    import duckdb
+def chdb_session(directory: Path) -> Any:
+    """A chdb session stored under `directory`, its memory capped like DuckDB's (`--memory-gib`):
+    one query may use `max_memory_usage`, the whole engine `max_server_memory_usage`."""
     from chdb import session
 
+    limit = int(MEMORY_GIB * 2**30)
+    extra = f"&{CHDB_SETTINGS}" if CHDB_SETTINGS else ""
+    return session.Session(
+        f"{directory}?max_memory_usage={limit}&max_server_memory_usage={limit + 2**30}{extra}"
+    )
+
+
+def load_chdb(db: Path, directory: Path) -> tuple[Any, dict[str, float]]:
+    """A chdb session under `directory` holding the store's exposures and events (MergeTree, ordered
+    for the readout's access path, as the product's ClickHouse schema is), loaded through one
+    Parquet file per table (DuckDB's COPY and ClickHouse's `file()` both stream it), then merged
+    to final parts so no background merge runs during the timings. A session already loaded from
+    a store of the same sizes is reused (the directory is kept beside --db)."""
+    import duckdb
+
     con = duckdb.connect(str(db), read_only=True)
-    ch = session.Session(str(directory / "chdb"))
+    expected = {
+        table: (con.execute(f"SELECT count(*) FROM {table}").fetchone() or (0,))[0] for table in _CH_EVIDENCE
+    }
+    latest = (con.execute("SELECT epoch_us(max(ts)) FROM exposures").fetchone() or (None,))[0]
+    ch = chdb_session(directory / "chdb")
+    loaded = {
+        str(r["name"]): int(r["total_rows"] or 0)
+        for r in ch.query(
+            "SELECT name, total_rows FROM system.tables WHERE database = currentDatabase()", "ArrowTable"
+        ).to_pylist()
+    }
+    if loaded == expected and latest == int(
+        ch.query("SELECT toUnixTimestamp64Micro(max(ts)) FROM exposures", "CSV").bytes()
+    ):
+        con.close()
+        progress(f"chdb: reusing the tables in {directory / 'chdb'}")
+        return ch, {}
+    seconds: dict[str, float] = {}
     for table, (columns, order) in _CH_EVIDENCE.items():
         names = [name for name, _ in columns]
         select = ", ".join(
             f"CAST({n} AS VARCHAR) AS {n}" if n in ("attributes", "properties") else n for n in names
         )
         parquet = directory / f"{table}.parquet"
+        started = time.perf_counter()
         con.execute(f"COPY (SELECT {select} FROM {table}) TO '{parquet}' (FORMAT parquet)")
+        seconds[f"{table}: DuckDB to Parquet"] = time.perf_counter() - started
+        progress(f"chdb: {table} written to Parquet ({parquet.stat().st_size / 2**20:,.0f} MiB)")
         body = ", ".join(f"{name} {kind}" for name, kind in columns)
+        ch.query(f"DROP TABLE IF EXISTS {table}")
         ch.query(f"CREATE TABLE {table} ({body}) ENGINE = MergeTree ORDER BY {order}")
+        started = time.perf_counter()
         ch.query(f"INSERT INTO {table} SELECT * FROM file('{parquet}', Parquet)")
+        seconds[f"{table}: insert into MergeTree"] = time.perf_counter() - started
         parquet.unlink()
+        progress(f"chdb: {table} inserted ({expected[table]:,} rows)")
+        started = time.perf_counter()
+        ch.query(f"OPTIMIZE TABLE {table} FINAL")
+        seconds[f"{table}: merge to one part"] = time.perf_counter() - started
+        progress(f"chdb: {table} merged")
     con.close()
-    return ch
+    return ch, seconds
 
 
 def run_chdb(db: Path) -> dict[str, Any]:
     """Ramplight's readout statements rendered for ClickHouse (the sufficient statistics and the
     quantile's, at the levels the product derives from its counts) vs the bare ClickHouse floor,
     each timed after one warm-up run, on chdb in this process."""
-    import tempfile
-
     from ramplight.analysis import service
     from ramplight.analysis.sql import quantile_query, readout_query, render
     from ramplight.core.stats import density_levels
@@ -809,46 +883,61 @@ def run_chdb(db: Path) -> dict[str, Any]:
     spec, known = service.spec_for(store, FLAG_KEY, ENVIRONMENT)
     ramped = ramp_time(store.connection())
     store.close()
-    with tempfile.TemporaryDirectory(prefix="ramplight-chdb-", dir=db.parent) as tmp:
-        started = time.perf_counter()
-        ch = load_chdb(db, Path(tmp))
-        load_s = time.perf_counter() - started
+    directory = db.with_name(db.name + ".chdb")
+    directory.mkdir(exist_ok=True)
+    started = time.perf_counter()
+    ch, load_steps = load_chdb(db, directory)
+    load_s = time.perf_counter() - started
+    log: list[tuple[str, str, float, float]] = []
+    """(contender, statement, wall, CPU) of each timed statement."""
+    who = [""]
 
-        def rows(sql: str) -> list[dict[str, Any]]:
-            result: list[dict[str, Any]] = ch.query(sql, "ArrowTable").to_pylist()
-            return result
+    def rows(label: str, sql: str) -> list[dict[str, Any]]:
+        started, cpu = time.perf_counter(), cpu_s()
+        result: list[dict[str, Any]] = ch.query(sql, "ArrowTable").to_pylist()
+        log.append((who[0], label, time.perf_counter() - started, cpu_s() - cpu))
+        return result
 
-        def readout() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-            statistics = rows(render(readout_query(spec, known), "clickhouse"))
-            metric = spec.quantiles[0]
-            counts: dict[str, int] = {}
-            for row in statistics:
-                counts[row["variation"]] = counts.get(row["variation"], 0) + int(row["q0_n"] or 0)
-            bands = {v: density_levels(n, 0.95) for v, n in counts.items() if n}
-            levels = sorted({0.95, *(x for band in bands.values() for x in band)})
-            quantiles = rows(render(quantile_query(spec, metric, levels, 0.95), "clickhouse"))
-            return statistics, [{**r, "p95": r["q"][levels.index(0.95)]} for r in quantiles]
+    def readout() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        statistics = rows(
+            "sufficient statistics and data quality", render(readout_query(spec, known), "clickhouse")
+        )
+        metric = spec.quantiles[0]
+        counts: dict[str, int] = {}
+        for row in statistics:
+            counts[row["variation"]] = counts.get(row["variation"], 0) + int(row["q0_n"] or 0)
+        bands = {v: density_levels(n, 0.95) for v, n in counts.items() if n}
+        levels = sorted({0.95, *(x for band in bands.values() for x in band)})
+        quantiles = rows(
+            "quantile: values and clustered variance",
+            render(quantile_query(spec, metric, levels, 0.95), "clickhouse"),
+        )
+        return statistics, [{**r, "p95": r["q"][levels.index(0.95)]} for r in quantiles]
 
-        names = {
-            "env": ENVIRONMENT,
-            "flag": FLAG_KEY,
-            "unit": UNIT,
-            "ramped": ramped.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
-        }
-        stats_sql = CH_FLOOR_STATS.format(cuped_strata=CH_CUPED_STRATA, **names)
-        p95_sql = CH_FLOOR_P95.format(**names)
+    names = {
+        "env": ENVIRONMENT,
+        "flag": FLAG_KEY,
+        "unit": UNIT,
+        "ramped": ramped.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
+    }
+    stats_sql = CH_FLOOR_STATS.format(cuped_strata=CH_CUPED_STRATA, **names)
+    p95_sql = CH_FLOOR_P95.format(**names)
 
-        def floor() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-            return rows(stats_sql), rows(p95_sql)
+    def floor() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return rows("join + aggregate", stats_sql), rows("p95", p95_sql)
 
-        timings = {}
-        results = {}
-        for name, run in (("floor", floor), ("ramplight", readout)):
-            run()
-            started, cpu = time.perf_counter(), cpu_s()
-            results[name] = run()
-            timings[name] = (time.perf_counter() - started, cpu_s() - cpu)
-        ch.close()
+    timings = {}
+    results = {}
+    for name, run in (("floor", floor), ("ramplight", readout)):
+        who[0] = f"{name} (warm-up)"
+        run()
+        progress(f"chdb: {name} warmed up")
+        who[0] = name
+        started, cpu = time.perf_counter(), cpu_s()
+        results[name] = run()
+        timings[name] = (time.perf_counter() - started, cpu_s() - cpu)
+        progress(f"chdb: {name} timed")
+    ch.close()
     stats, p95 = results["floor"]
     statistics, quantiles = results["ramplight"]
     numbers = floor_numbers(stats, {r["variation"]: r["p95"] for r in p95})
@@ -857,10 +946,13 @@ def run_chdb(db: Path) -> dict[str, Any]:
     }
     return {
         "load_s": load_s,
+        "load_steps": load_steps,
+        "settings": CHDB_SETTINGS,
         "floor_s": timings["floor"][0],
         "floor_cpu_s": timings["floor"][1],
         "ramplight_s": timings["ramplight"][0],
         "ramplight_cpu_s": timings["ramplight"][1],
+        "statements": log,
         "numbers": numbers,
         "ramplight_units": units,
         "ramplight_p95": {r["variation"]: r["p95"] for r in quantiles},
@@ -875,6 +967,16 @@ def report_chdb(figures: dict[str, Any], duckdb_floor: dict[str, Any], ramplight
         f"floor {f:.2f} s wall / {figures['floor_cpu_s']:.2f} s CPU, Ramplight's statements {r:.2f} s wall / "
         f"{figures['ramplight_cpu_s']:.2f} s CPU ({r / f:.2f}× its floor); DuckDB: floor {duckdb_floor['seconds']:.2f} s, "
         f"Ramplight {ramplight['seconds']:.2f} s (statistics engine included)"
+    )
+    reused = "" if figures["load_steps"] else " (tables reused)"
+    if figures.get("settings"):
+        print(f"chdb session settings: {figures['settings']}")
+    print(f"chdb process peak RSS {mb(figures['peak_mb'])}; load {figures['load_s']:.1f} s{reused}")
+    for step, seconds in figures["load_steps"].items():
+        print(f"  load, {step}: {seconds:.1f} s")
+    print_table(
+        ["chdb statement (in the order run)", "contender", "wall", "CPU"],
+        [[label, who, f"{wall:.2f} s", f"{cpu:.2f} s"] for who, label, wall, cpu in figures["statements"]],
     )
     differ = [
         key
@@ -1005,8 +1107,23 @@ def main() -> None:
     parser.add_argument(
         "--phase", choices=["build", "ramplight", "floor", "pandas", "small", "chdb"], help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--no-pandas", action="store_true", help="skip pandas (and its floor on the same units)"
+    )
+    parser.add_argument(
+        "--chdb-settings",
+        default="",
+        help="extra ClickHouse settings for the chdb session, e.g. 'join_algorithm=grace_hash&max_threads=2'",
+    )
     parser.add_argument("--no-chdb", action="store_true", help="skip the ClickHouse (chdb) contender")
+    parser.add_argument(
+        "--memory-gib",
+        type=float,
+        default=MEMORY_GIB,
+        help=f"DuckDB memory_limit and chdb max_memory_usage per process (default {MEMORY_GIB:g})",
+    )
     args = parser.parse_args()
+    configure(args.memory_gib, args.chdb_settings)
     if args.quick:
         args.units, args.events = 200_000, 1_000_000
     if args.pandas_fraction is None:
@@ -1058,12 +1175,15 @@ def main() -> None:
     floor = min(floors, key=lambda run: run["seconds"])
     ramplight = min(ramplights, key=lambda run: run["seconds"])
     fraction = args.pandas_fraction
-    pandas = in_child("pandas", args, fraction=fraction)
-    pandas_floor = floor if fraction == 1 else in_child("floor", args, fraction=fraction)
+    pandas = pandas_floor = None
+    if not args.no_pandas:
+        pandas = in_child("pandas", args, fraction=fraction)
+        pandas_floor = floor if fraction == 1 else in_child("floor", args, fraction=fraction)
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
     report_figures(args, floor, ramplight, pandas, pandas_floor)
     if not args.no_chdb:
         report_chdb(in_child("chdb", args), floor, ramplight)
+        print(f"load average after chdb: {os.getloadavg()[0]:.1f}")
     small_flag(args)
     if workdir is not None:
         workdir.cleanup()
@@ -1073,9 +1193,12 @@ def report_figures(
     args: argparse.Namespace,
     floor: dict[str, Any],
     ramplight: dict[str, Any],
-    pandas: dict[str, Any],
-    pandas_floor: dict[str, Any],
+    pandas: dict[str, Any] | None,
+    pandas_floor: dict[str, Any] | None,
 ) -> None:
+    if pandas is None or pandas_floor is None:
+        report_without_pandas(floor, ramplight)
+        return
     scale = 1 / args.pandas_fraction
     extrapolated = " (extrapolated)" if scale != 1 else ""
     f, r, f_cpu = floor["seconds"], ramplight["seconds"], floor["cpu_s"]
@@ -1123,17 +1246,7 @@ def report_figures(
             f"its times and RSS growth are scaled ×{scale:.3g} to the full size."
         )
     print(f"Ramplight store open: {ramplight['open_s']:.2f} s (not included above)")
-
-    print("\nRamplight's statements, in the order run:")
-    by_label: dict[str, list[float]] = {}
-    for label, seconds in ramplight["queries"]:
-        by_label.setdefault(label, []).append(seconds)
-    in_sql = sum(s for _, s in ramplight["queries"])
-    print_table(
-        ["statement", "runs", "wall", "share"],
-        [[k, str(len(v)), f"{sum(v):.2f} s", f"{sum(v) / r:.0%}"] for k, v in by_label.items()]
-        + [["Python (sqlglot, stats engine, JSON)", "", f"{r - in_sql:.2f} s", f"{(r - in_sql) / r:.0%}"]],
-    )
+    report_statements(ramplight)
 
     subset = (
         ""
@@ -1171,6 +1284,51 @@ def report_figures(
         f"at least {TARGET_VS_PANDAS:.0f}× faster than pandas (load + analysis{extrapolated}): "
         f"{pandas_total / r:.1f}× ({'met' if pandas_total >= TARGET_VS_PANDAS * r else 'NOT met'}); "
         f"numbers agree: {'yes' if not differ else 'NO'}"
+    )
+
+
+def report_statements(ramplight: dict[str, Any]) -> None:
+    r = ramplight["seconds"]
+    print("\nRamplight's statements, in the order run:")
+    by_label: dict[str, list[float]] = {}
+    for label, seconds in ramplight["queries"]:
+        by_label.setdefault(label, []).append(seconds)
+    in_sql = sum(s for _, s in ramplight["queries"])
+    print_table(
+        ["statement", "runs", "wall", "share"],
+        [[k, str(len(v)), f"{sum(v):.2f} s", f"{sum(v) / r:.0%}"] for k, v in by_label.items()]
+        + [["Python (sqlglot, stats engine, JSON)", "", f"{r - in_sql:.2f} s", f"{(r - in_sql) / r:.0%}"]],
+    )
+
+
+def report_without_pandas(floor: dict[str, Any], ramplight: dict[str, Any]) -> None:
+    """The table and checks of `report_figures` for the floor and Ramplight only (--no-pandas)."""
+    f, r, f_cpu = floor["seconds"], ramplight["seconds"], floor["cpu_s"]
+    rows = [
+        [
+            name,
+            f"{run['seconds']:.2f} s",
+            f"{run['cpu_s']:.2f} s",
+            times(run["seconds"], f),
+            times(run["cpu_s"], f_cpu),
+            mb(run["peak_mb"]),
+            mb(run["peak_mb"] - run["base_mb"]),
+        ]
+        for name, run in (("floor: bare DuckDB join + aggregate", floor), ("Ramplight report()", ramplight))
+    ]
+    print()
+    print_table(["", "wall", "CPU", "× floor", "× floor CPU", "peak RSS", "RSS growth"], rows)
+    print("Each contender runs in a fresh process on the same file; pandas skipped (--no-pandas).")
+    print(f"Ramplight store open: {ramplight['open_s']:.2f} s (not included above)")
+    report_statements(ramplight)
+    differ = [
+        key for key, value in ramplight["numbers"].items() if rel(value, floor["numbers"][key]) > TOLERANCE
+    ]
+    print(
+        f"\nTargets: Ramplight within {TARGET_VS_FLOOR:.0f}× of the floor: {r / f:.2f}× wall, "
+        f"{ramplight['cpu_s'] / f_cpu:.2f}× CPU ({'met' if r <= TARGET_VS_FLOOR * f else 'NOT met'}); "
+        f"numbers agree with the floor (tolerance {TOLERANCE:g}): "
+        + ("yes" if not differ else "NO: " + ", ".join(differ))
     )
 
 
