@@ -373,7 +373,8 @@ def import_cmd(
     file: Annotated[Path, typer.Argument(help="NDJSON, CSV or Parquet with the contract's field names")],
     env: EnvOption = "production",
     kind: Annotated[
-        str | None, typer.Option(help="exposures | events | evals [default: from the columns]")
+        str | None,
+        typer.Option(help="exposures | events | evals | spans (OTLP/JSON) [default: from the columns]"),
     ] = None,
     fmt: Annotated[
         str | None, typer.Option("--format", help="ndjson | csv | parquet [default: from the name]")
@@ -381,7 +382,12 @@ def import_cmd(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Load evidence from a file, validated exactly like the HTTP ingestion path."""
+    """Load evidence from a file, validated exactly like the HTTP ingestion path. Spans come as
+    OTLP/JSON (`--kind spans`): one ExportTraceServiceRequest, or one per line as an
+    OpenTelemetry Collector's file exporter writes them."""
+    if kind == "spans" or (kind is None and _looks_like_otlp(file)):
+        _import_spans(file, env, db, as_json)
+        return
     if fmt is not None and fmt not in ("ndjson", "csv", "parquet"):
         raise ValidationError.at("--format", "must be ndjson, csv or parquet")
     source = open_source(file, fmt, kind)  # type: ignore[arg-type]
@@ -433,6 +439,76 @@ def import_cmd(
         if len(rejected) > 20:
             console.print(f"  … {len(rejected) - 20:,} more (use --json for the first 1,000)")
     if rejected and not accepted and not duplicates:
+        raise typer.Exit(1)
+
+
+def _looks_like_otlp(file: Path) -> bool:
+    try:
+        with file.open("rb") as handle:
+            return b'"resourceSpans"' in handle.read(4096)
+    except OSError:
+        return False
+
+
+def _otlp_requests(file: Path) -> list[bytes]:
+    """The file's ExportTraceServiceRequests: the whole file, or one per line."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise ValidationError.at("FILE", f"cannot read {file}: {exc.strerror}") from None
+    try:
+        whole = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        whole = None
+    if isinstance(whole, dict):
+        return [data]
+    lines = [line for line in data.splitlines() if line.strip()]
+    for number, line in enumerate(lines, 1):
+        try:
+            if not isinstance(msgspec.json.decode(line), dict):
+                raise msgspec.DecodeError("not an object")
+        except msgspec.DecodeError as exc:
+            raise ValidationError.at(
+                "FILE", f"line {number} is not an OTLP/JSON request ({exc}); expected one per line"
+            ) from None
+    return lines
+
+
+def _import_spans(file: Path, env: str, db: str | None, as_json: bool) -> None:
+    requests = _otlp_requests(file)
+    spans = exposures = duplicates = dropped = 0
+    rejected: list[str] = []
+    with open_backend(_settings(db), create=True) as backend:
+        for request in requests:
+            result = backend.ingest_spans(env, request)
+            spans += result["accepted"].get("spans", 0)
+            exposures += result["accepted"].get("exposures", 0)
+            duplicates += result["duplicates"]
+            dropped += result.get("dropped_attributes", 0)
+            rejected += result["rejected"]
+    summary = {
+        "file": str(file),
+        "kind": "spans",
+        "requests": len(requests),
+        "accepted": spans,
+        "exposures": exposures,
+        "duplicates": duplicates,
+        "dropped_attributes": dropped,
+        "problems": rejected[:1000],
+    }
+    if as_json:
+        _print_json(summary)
+    else:
+        console.print(
+            escape(
+                f"{file.name}: {spans:,} spans accepted, {exposures:,} flag evaluations as exposures, "
+                f"{duplicates:,} already stored, {dropped:,} content attributes dropped "
+                f"({len(requests):,} requests)"
+            )
+        )
+        for problem in rejected[:20]:
+            console.print(escape(f"  {problem}"))
+    if rejected and not spans and not duplicates:
         raise typer.Exit(1)
 
 
