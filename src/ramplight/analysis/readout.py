@@ -28,6 +28,7 @@ from ramplight.analysis.sql import (
     per_unit_metrics,
     quantile_query,
     readout_query,
+    span_joinability_query,
 )
 from ramplight.core.errors import NotFoundError, ValidationError
 from ramplight.core.flags import Flag
@@ -204,6 +205,10 @@ def _srm_overall(strata: Sequence[tuple[int, list[int], list[float]]]) -> dict[s
     }
 
 
+def _ratio_parts(metrics: Sequence[Metric]) -> list[str]:
+    return [ref for m in metrics if m.type == "ratio" for ref in (m.numerator, m.denominator) if ref]
+
+
 def _data_quality(row: Row, variations: Sequence[str]) -> DataQuality:
     """The `dq_…` columns of the readout statement (the same on each of its rows)."""
     return DataQuality(
@@ -333,12 +338,18 @@ def build_readout(
             out_metrics.append(entry)
     family = _family(metrics, options)
     _adjust_family(out_metrics, family)
+    spans: dict[str, dict[str, int]] = {}
+    if any(m.type == "span" for m in (*metrics, *(known[r] for r in _ratio_parts(metrics)))):
+        # How far span metrics can be trusted: spans that reach a unit, directly or through their trace.
+        (found,) = fetch(store, span_joinability_query(flag.key, environment, flag.assignment_unit))
+        spans = {"spans": {k: int(v or 0) for k, v in found.items()}}
     return {
         **base,
         "data_quality": {
             **base["data_quality"],
             "exposures_before_flag": int(quality["dq_exposures_before_flag"]),
             "units_exposed_before_flag": int(quality["dq_units_before_flag"]),
+            **spans,
         },
         "schema": READOUT_SCHEMA,
         "generated_at": (now or datetime.now(UTC)).isoformat(),

@@ -283,10 +283,70 @@ def _group_source(
             .where(_and(env, _in(_col("name"), names)), copy=False)
         )
     if group == "spans":
-        columns = [_col("unit_id"), _as(_col("start_ts"), "ts"), *(_col(c) for c in _SPAN_COLUMNS)]
-        return exp.select(*columns, copy=False).from_("spans", copy=False).where(env, copy=False)
+        return _span_source(spec)
     (metric,) = members
     return _user_metric_source(metric)
+
+
+def _trace_units(spec: ReadoutSpec, table: str) -> exp.Select:
+    """One unit per trace, from `table`: the root spans that name one, or the flag's exposures
+    that carry the trace id (the least unit when a trace names several)."""
+    own = _and(
+        _eq(_col("environment"), _str(spec.environment)),
+        _not_null(_col("unit_id")),
+        _not_null(_col("trace_id")),
+        _is_null(_col("parent_span_id")) if table == "spans" else _eq(_col("flag_key"), _str(spec.flag_key)),
+    )
+    return (
+        exp.select(_col("trace_id"), _as(exp.Min(this=_col("unit_id")), "trace_unit"), copy=False)
+        .from_(table, copy=False)
+        .where(own, copy=False)
+        .group_by(_col("trace_id"), copy=False)
+    )
+
+
+def span_unit(table: str = "sp") -> exp.Expr:
+    """A span's unit: its own, else its trace's root span's, else the exposure's sharing its trace."""
+    return exp.func("COALESCE", _col("unit_id", table), _col("trace_unit", "rt"), _col("trace_unit", "xt"))
+
+
+def _span_source(spec: ReadoutSpec) -> exp.Select:
+    """SELECT unit_id, ts, … FROM spans: a span without a unit id inherits its trace's (docs/traces.md)."""
+    columns = [
+        _as(span_unit(), "unit_id"),
+        _as(_col("start_ts", "sp"), "ts"),
+        *(_col(c, "sp") for c in _SPAN_COLUMNS),
+    ]
+    query = exp.select(*columns, copy=False).from_(_table("spans", "sp"), copy=False)
+    for alias, table in (("rt", "spans"), ("xt", "exposures")):
+        on = _eq(_col("trace_id", "sp"), _col("trace_id", alias))
+        query = _join(query, _subquery(_trace_units(spec, table), alias), on, "LEFT")
+    return query.where(_eq(_col("environment", "sp"), _str(spec.environment)), copy=False)
+
+
+def span_joinability_query(flag_key: str, environment: str, assignment_unit: str) -> exp.Select:
+    """Spans in the environment, those with a unit of their own, and those with one after the
+    trace inheritance — and how many of those join an exposed unit of the flag."""
+    spec = ReadoutSpec(
+        flag_key=flag_key, environment=environment, assignment_unit=assignment_unit, metrics=()
+    )
+    source = _span_source(spec)
+    source.set("expressions", [_as(span_unit(), "unit_id"), _as(_col("unit_id", "sp"), "own_unit")])
+    exposed = (
+        exp.select(_col("unit_id"), copy=False)
+        .from_("exposures", copy=False)
+        .where(_flag_exposures(flag_key, environment), copy=False)
+        .group_by(_col("unit_id"), copy=False)
+    )
+    joined = _not_null(_col("unit_id", "x"))
+    query = exp.select(
+        _as(exp.Count(this=exp.Star()), "spans"),
+        _as(_count_if(_not_null(_col("own_unit", "s"))), "spans_with_unit"),
+        _as(_count_if(_not_null(_col("unit_id", "s"))), "spans_with_inherited_unit"),
+        _as(_count_if(joined), "spans_joined"),
+        copy=False,
+    ).from_(_subquery(source, "s"), copy=False)
+    return _join(query, _subquery(exposed, "x"), _eq(_col("unit_id", "s"), _col("unit_id", "x")), "LEFT")
 
 
 def _value_and_condition(metric: Metric) -> tuple[exp.Expr, exp.Expr | None]:
