@@ -63,4 +63,45 @@ def test_spans_inherit_their_traces_unit_and_the_readout_says_how_many_joined(st
         "spans_with_unit": 3,
         "spans_with_inherited_unit": 9,
         "spans_joined": 8,
+        "spans_unpriced": 10,  # token counts, no price table: no cost (and said so)
     }
+
+
+def test_a_span_without_a_cost_is_priced_by_its_model_and_an_unpriced_one_is_counted(
+    store: DuckDBStore,
+) -> None:
+    from ramplight import release
+
+    make_flag(store, candidate=50, at=T0)
+    save_metrics(store, {"key": "cost", "type": "span", "span_field": "cost_usd", "aggregation": "sum"})
+    prices = [
+        {"model": "gpt-5", "input_per_million": 1.25, "output_per_million": 10.0},
+        {"model": "gpt-5-mini", "input_per_million": 0.25, "output_per_million": 2.0},
+    ]
+    results = release.apply_documents(store, [], [], [], "test", prices=prices)
+    assert [(r["key"], r["action"]) for r in results] == [("prices", "create")]
+    again = release.apply_documents(store, [], [], [], "test", prices=prices)
+    assert [r["action"] for r in again] == ["unchanged"]
+    ev = Evidence()
+    at = T0 + timedelta(hours=1)
+    for unit, variation in (("u1", "control"), ("u2", "candidate"), ("u3", "control"), ("u4", "candidate")):
+        ev.expose(unit, variation, at)
+
+    def call(
+        unit: str, model: str | None, tokens_in: int, tokens_out: int, cost: float | None = None
+    ) -> None:
+        _span(ev, f"t-{len(ev.spans)}", f"s-{len(ev.spans)}", None, unit, at, tokens_out)
+        ev.spans[-1].update(gen_ai_model=model, input_tokens=tokens_in, cost_usd=cost)
+
+    call("u1", "gpt-5-mini-2026-08-07", 1_000_000, 100_000)  # the longest prefix: 0.25 + 0.2
+    call("u1", "gpt-5", 2_000, 1_000)  # exact: 0.0025 + 0.01
+    call("u2", "gpt-5-2026-08-07", 10_000, 0)  # prefix gpt-5 (not gpt-5-mini): 0.0125
+    call("u3", "claude-sonnet-5", 5_000, 500)  # no price, no cost: unpriced, never zero
+    call("u4", "claude-sonnet-5", 5_000, 500, cost=0.75)  # its own cost wins
+    ev.load(store)
+
+    report = service.report(store, FLAG, "production")
+    cost = {v["variation"]: v for v in report["metrics"][0]["variations"]}
+    assert abs(cost["control"]["mean"] - (0.45 + 0.0125) / 2) < 1e-12  # u3 has no cost: counts 0…
+    assert abs(cost["candidate"]["mean"] - (0.0125 + 0.75) / 2) < 1e-12
+    assert report["data_quality"]["spans"]["spans_unpriced"] == 1  # …and is shown, not hidden

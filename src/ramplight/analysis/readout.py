@@ -205,6 +205,13 @@ def _srm_overall(strata: Sequence[tuple[int, list[int], list[float]]]) -> dict[s
     }
 
 
+def price_table(store: Store) -> tuple[tuple[str, float, float], ...]:
+    """The store's price table as the readout spec holds it (none without a control plane)."""
+    lister = getattr(store, "list_prices", None)
+    prices = lister() if callable(lister) else []
+    return tuple((p.model, p.input_per_million, p.output_per_million) for p in prices)
+
+
 def _ratio_parts(metrics: Sequence[Metric]) -> list[str]:
     return [ref for m in metrics if m.type == "ratio" for ref in (m.numerator, m.denominator) if ref]
 
@@ -257,6 +264,7 @@ def build_readout(
         served=options.served,
         variations=tuple(flag.variation_keys()),
         quantiles=tuple(m for m in metrics if m.type == "quantile"),
+        prices=price_table(store),
     )
     statement = readout_query(spec, dict(known))
     user = user_sql_metrics(per_unit_metrics(spec.metrics, dict(known)))
@@ -341,7 +349,8 @@ def build_readout(
     spans: dict[str, dict[str, int]] = {}
     if any(m.type == "span" for m in (*metrics, *(known[r] for r in _ratio_parts(metrics)))):
         # How far span metrics can be trusted: spans that reach a unit, directly or through their trace.
-        (found,) = fetch(store, span_joinability_query(flag.key, environment, flag.assignment_unit))
+        statement = span_joinability_query(flag.key, environment, flag.assignment_unit, spec.prices)
+        (found,) = fetch(store, statement)
         spans = {"spans": {k: int(v or 0) for k, v in found.items()}}
     return {
         **base,

@@ -59,6 +59,7 @@ class Backend(Protocol):
         plans: Sequence[Mapping[str, Any]],
         dry_run: bool,
         sources: Sequence[Mapping[str, Any]] = (),
+        prices: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[dict[str, Any]]: ...
     def list_sources(self) -> list[Source]: ...
     def ramp(
@@ -137,9 +138,10 @@ class LocalBackend:
         plans: Sequence[Mapping[str, Any]],
         dry_run: bool,
         sources: Sequence[Mapping[str, Any]] = (),
+        prices: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
         return release.apply_documents(
-            self.store, metrics, docs, plans, "cli", dry_run=dry_run, sources=sources
+            self.store, metrics, docs, plans, "cli", dry_run=dry_run, sources=sources, prices=prices
         )
 
     def list_sources(self) -> list[Source]:
@@ -382,12 +384,14 @@ class RemoteBackend:
         plans: Sequence[Mapping[str, Any]],
         dry_run: bool,
         sources: Sequence[Mapping[str, Any]] = (),
+        prices: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
         body = {
             "flags": list(docs),
             "metrics": list(metrics),
             "plans": list(plans),
             "sources": list(sources),
+            "prices": None if prices is None else list(prices),
             "dry_run": dry_run,
         }
         result: list[dict[str, Any]] = self._call("POST", "/api/apply", json=body).json()

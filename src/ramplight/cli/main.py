@@ -168,13 +168,13 @@ def apply_cmd(
         raise ValidationError.at("FILE", f"cannot read {file}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ValidationError.at("FILE", f"{file} is not valid YAML: {exc}") from None
-    sections = ("flags", "metrics", "plans", "sources")
+    sections = ("flags", "metrics", "plans", "sources", "prices")
     parts: dict[str, Any] = {name: [] for name in sections}
     if isinstance(loaded, dict) and (set(sections) & set(loaded)):
         extra = sorted(set(loaded) - set(sections))
         if extra:
             raise ValidationError.at(
-                extra[0], "unknown top-level key (use flags:, metrics:, plans: and sources:)"
+                extra[0], "unknown top-level key (use flags:, metrics:, plans:, sources: and prices:)"
             )
         parts = {name: loaded.get(name) or [] for name in sections}
     else:
@@ -184,7 +184,8 @@ def apply_cmd(
             raise ValidationError.at(name, "expected a list of mappings")
     docs, metrics, plans = parts["flags"], parts["metrics"], parts["plans"]
     with open_backend(_settings(db), create=True) as backend:
-        results = backend.apply(docs, metrics, plans, dry_run, parts["sources"])
+        prices = loaded.get("prices") if isinstance(loaded, dict) and "prices" in loaded else None
+        results = backend.apply(docs, metrics, plans, dry_run, parts["sources"], prices)
     if as_json:
         _print_json(results)
     else:

@@ -77,7 +77,7 @@ WITH exposed AS MATERIALIZED (
       sp.duration_ms,
       sp.input_tokens,
       sp.output_tokens,
-      sp.cost_usd
+      CAST(sp.cost_usd AS Nullable(Float64)) AS cost_usd
     FROM spans AS sp
     LEFT JOIN (
       SELECT

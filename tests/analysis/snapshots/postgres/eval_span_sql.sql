@@ -79,7 +79,7 @@ WITH exposed AS MATERIALIZED (
       sp.duration_ms,
       sp.input_tokens,
       sp.output_tokens,
-      sp.cost_usd
+      CAST(sp.cost_usd AS DOUBLE PRECISION) AS cost_usd
     FROM spans AS sp
     LEFT JOIN (
       SELECT
