@@ -80,3 +80,29 @@ def test_otlp_json_spans_import_through_a_running_server(server: RunningServer, 
     assert (result["requests"], result["accepted"]) == (2, 3)
     status = server.admin.get("/api/ingest/status").json()
     assert status["span_attributes_dropped"] == 1
+
+
+def test_the_eval_gate_exits_0_when_the_candidate_is_no_worse_and_1_when_it_may_be(tmp_path: Path) -> None:
+    rows = []
+    for i in range(30):
+        base = 0.7 + (i % 7) / 50
+        rows.append(
+            {"item": f"q{i}", "variation": "control", "scores": {"faithfulness": base, "helpfulness": base}}
+        )
+        rows.append({"item": f"q{i}", "variation": "candidate",
+                     "scores": {"faithfulness": base + 0.004 * (i % 3 - 1), "helpfulness": base - 0.08}})  # fmt: skip
+    evals = tmp_path / "evals.jsonl"
+    evals.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    passed = ramplight("gate", str(evals), "--margin", "faithfulness=0.02", "--json")
+    result = json.loads(passed.stdout)
+    assert result["passed"] is True and [s["name"] for s in result["scores"]] == [
+        "faithfulness",
+        "helpfulness",
+    ]
+    assert result["scores"][1]["passed"] is None  # shown, not gated
+    failed = ramplight(
+        "gate", str(evals), "--margin", "faithfulness=0.02", "--margin", "helpfulness=0.05", check=False
+    )
+    assert failed.returncode == 1 and "FAIL" in failed.stdout and "gate failed" in failed.stdout
+    bad = ramplight("gate", str(evals), "--margin", "faithfulness", check=False)
+    assert bad.returncode == 1 and "use NAME=MARGIN" in bad.stderr

@@ -20,6 +20,8 @@ from ramplight.cli.backend import open_backend
 from ramplight.cli.importer import open_source, read_items
 from ramplight.core.errors import RamplightError, ValidationError
 from ramplight.core.flags import Flag
+from ramplight.core.gate import gate as run_gate
+from ramplight.core.gate import read_scores
 from ramplight.settings import Settings
 
 app = typer.Typer(
@@ -510,6 +512,84 @@ def _import_spans(file: Path, env: str, db: str | None, as_json: bool) -> None:
         for problem in rejected[:20]:
             console.print(escape(f"  {problem}"))
     if rejected and not spans and not duplicates:
+        raise typer.Exit(1)
+
+
+def _margins(values: list[str]) -> dict[str, float]:
+    margins: dict[str, float] = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        try:
+            margins[name.strip()] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip() or margins.get(name.strip(), -1) < 0:
+            raise ValidationError.at(
+                "--margin", f"{value!r}: use NAME=MARGIN with a margin ≥ 0 (e.g. faithfulness=0.02)"
+            )
+    return margins
+
+
+@app.command("gate")
+def gate_cmd(
+    file: Annotated[Path, typer.Argument(help="JSONL: {item, variation, scores: {name: value}} per line")],
+    margin: Annotated[
+        list[str], typer.Option("--margin", help="NAME=MARGIN: the harm allowed on a score (repeatable)")
+    ],
+    control: Annotated[str, typer.Option(help="The control variation")] = "control",
+    candidate: Annotated[str, typer.Option(help="The candidate variation")] = "candidate",
+    relative: Annotated[bool, typer.Option(help="Margins relative to control's mean (0.02 = 2 %)")] = False,
+    lower_is_better: Annotated[
+        list[str] | None, typer.Option("--lower-is-better", help="A score where less is better (repeatable)")
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="One-sided error rate of each score's test")] = 0.05,
+    as_json: JsonOption = False,
+) -> None:
+    """CI gate: is the candidate no worse than control on an offline eval set, paired by item?
+    Exit 0 when every gated score passes, 1 when one does not (or the input is bad)."""
+    try:
+        lines = file.read_text().splitlines()
+    except OSError as exc:
+        raise ValidationError.at("FILE", f"cannot read {file}: {exc.strerror}") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = msgspec.json.decode(line)
+        except msgspec.DecodeError as exc:
+            raise ValidationError.at("FILE", f"line {number} is not JSON: {exc}") from None
+        if not isinstance(row, dict):
+            raise ValidationError.at("FILE", f"line {number} is not a JSON object")
+        rows.append(row)
+    scores = read_scores(rows, (control, candidate))
+    result = run_gate(
+        scores, control, candidate, _margins(margin), relative=relative,
+        lower_is_better=frozenset(lower_is_better or ()), alpha=alpha,
+    )  # fmt: skip
+    if as_json:
+        _print_json(result.to_json())
+    else:
+        table = Table(title=f"{candidate} vs {control}, paired by item (one-sided α = {alpha:g})")
+        for column in ("score", "items", control, candidate, "difference", "lower bound", "margin", "result"):
+            table.add_column(column, justify="left" if column in ("score", "result") else "right")
+
+        def shown(value: float | None) -> str:
+            return "–" if value is None else f"{value:+.4g}" if value < 0 else f"{value:.4g}"
+
+        for s in result.scores:
+            verdict = (
+                "[green]pass[/]" if s.passed else "[red]FAIL[/]" if s.passed is False else "[dim]not gated[/]"
+            )
+            table.add_row(
+                s.name, str(s.pairs), shown(s.control_mean), shown(s.candidate_mean), shown(s.difference),
+                shown(s.lower_bound), "–" if s.margin is None else f"{s.margin:.4g}", f"{verdict} {escape(s.reason)}",
+            )  # fmt: skip
+        console.print(table)
+        for name, count in result.unpaired.items():
+            console.print(f"{escape(name)}: {count:,} items scored under one variation only (left out)")
+        console.print("[green]gate passed[/]" if result.passed else "[red]gate failed[/]")
+    if not result.passed:
         raise typer.Exit(1)
 
 
