@@ -18,6 +18,7 @@ from ramplight import audit, control
 from ramplight.analysis import service as analysis
 from ramplight.analysis.readout import ReadoutOptions
 from ramplight.analysis.timeline import timeline
+from ramplight.control.prices import apply_prices
 from ramplight.core.audit import Decision, FlagChange
 from ramplight.core.decision import Recommendation, ReleaseState, decide, evidence_from_readout, stage_index
 from ramplight.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
@@ -112,11 +113,13 @@ def apply_documents(
     dry_run: bool = False,
     reason: str | None = None,
     sources: Sequence[Mapping[str, Any]] = (),
+    prices: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """`apply` of a file: its evidence sources, metrics, then flags, then plans (which may name
     both), all or nothing — a plan refused after its flag was written undoes the flag too."""
     with contextlib.nullcontext() if dry_run else store.atomic():
         results = control.apply_sources(store, sources, dry_run=dry_run)
+        results += apply_prices(store, prices, dry_run=dry_run)
         results += control.apply_metrics(store, metrics, dry_run=dry_run)
         results += control.apply(store, flags, actor, dry_run=dry_run, reason=reason)
         planned = apply_plans(store, plans, actor, dry_run=dry_run)

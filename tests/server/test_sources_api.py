@@ -140,3 +140,17 @@ def test_sources_are_applied_from_a_file_and_listed_by_the_cli(tmp_path: Path) -
     refused = ramplight("apply", str(spec))
     assert refused.returncode != 0
     assert "support_conversations" in refused.stderr and "not readable" in refused.stderr
+
+
+def test_the_price_table_over_http(server: RunningServer) -> None:
+    bad = server.admin.put("/api/prices", json=[{"model": "gpt-5", "input_per_million": -1, "output_per_million": 2},
+                                                {"model": "gpt-5"}])  # fmt: skip
+    assert bad.status_code == 422
+    fields = {p["field"] for p in bad.json()["problems"]}
+    assert fields == {"prices[0].input_per_million", "prices[1]"}
+    table = [{"model": "gpt-5-mini", "input_per_million": 0.25, "output_per_million": 2.0}]
+    assert server.admin.put("/api/prices", json=table).json() == table
+    assert server.admin.get("/api/prices").json() == table
+    applied = server.admin.post("/api/apply", json={"prices": []}).json()
+    assert applied == [{"key": "prices", "action": "update", "version": None, "diff": applied[0]["diff"]}]
+    assert server.admin.get("/api/prices").json() == []

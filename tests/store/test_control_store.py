@@ -17,6 +17,7 @@ import pytest
 from ramplight import control
 from ramplight.core.audit import Decision, verify_changes, verify_decisions
 from ramplight.core.errors import AuthError, ConflictError, ValidationError
+from ramplight.core.prices import Price
 from ramplight.core.sources import Source
 from ramplight.server.auth import authenticate
 from ramplight.store.base import ChangeRequest
@@ -222,6 +223,15 @@ def test_sources_are_versioned_documents(store: Any) -> None:
     assert store.delete_source("conversations") is True
     assert store.delete_source("conversations") is False
     assert store.list_sources() == []
+
+
+def test_the_price_table_is_replaced_whole(store: Any) -> None:
+    assert store.list_prices() == []
+    table = [Price("gpt-5", 1.25, 10.0), Price("gpt-5-mini", 0.25, 2.0)]
+    store.replace_prices(table)
+    assert store.list_prices() == table
+    store.replace_prices(table[1:])
+    assert store.list_prices() == table[1:]
 
 
 def test_postgres_notifies_other_processes_of_each_commit(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from ramplight.analysis.sql import (
     per_unit_metrics,
     quantile_query,
     readout_query,
+    span_joinability_query,
 )
 from ramplight.core.errors import NotFoundError, ValidationError
 from ramplight.core.flags import Flag
@@ -204,6 +205,17 @@ def _srm_overall(strata: Sequence[tuple[int, list[int], list[float]]]) -> dict[s
     }
 
 
+def price_table(store: Store) -> tuple[tuple[str, float, float], ...]:
+    """The store's price table as the readout spec holds it (none without a control plane)."""
+    lister = getattr(store, "list_prices", None)
+    prices = lister() if callable(lister) else []
+    return tuple((p.model, p.input_per_million, p.output_per_million) for p in prices)
+
+
+def _ratio_parts(metrics: Sequence[Metric]) -> list[str]:
+    return [ref for m in metrics if m.type == "ratio" for ref in (m.numerator, m.denominator) if ref]
+
+
 def _data_quality(row: Row, variations: Sequence[str]) -> DataQuality:
     """The `dq_…` columns of the readout statement (the same on each of its rows)."""
     return DataQuality(
@@ -252,6 +264,7 @@ def build_readout(
         served=options.served,
         variations=tuple(flag.variation_keys()),
         quantiles=tuple(m for m in metrics if m.type == "quantile"),
+        prices=price_table(store),
     )
     statement = readout_query(spec, dict(known))
     user = user_sql_metrics(per_unit_metrics(spec.metrics, dict(known)))
@@ -333,12 +346,19 @@ def build_readout(
             out_metrics.append(entry)
     family = _family(metrics, options)
     _adjust_family(out_metrics, family)
+    spans: dict[str, dict[str, int]] = {}
+    if any(m.type == "span" for m in (*metrics, *(known[r] for r in _ratio_parts(metrics)))):
+        # How far span metrics can be trusted: spans that reach a unit, directly or through their trace.
+        statement = span_joinability_query(flag.key, environment, flag.assignment_unit, spec.prices)
+        (found,) = fetch(store, statement)
+        spans = {"spans": {k: int(v or 0) for k, v in found.items()}}
     return {
         **base,
         "data_quality": {
             **base["data_quality"],
             "exposures_before_flag": int(quality["dq_exposures_before_flag"]),
             "units_exposed_before_flag": int(quality["dq_units_before_flag"]),
+            **spans,
         },
         "schema": READOUT_SCHEMA,
         "generated_at": (now or datetime.now(UTC)).isoformat(),

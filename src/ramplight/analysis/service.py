@@ -19,7 +19,7 @@ from ramplight.analysis.execute import (
     sql_of,
     user_sql_metrics,
 )
-from ramplight.analysis.readout import ReadoutOptions, build_readout
+from ramplight.analysis.readout import ReadoutOptions, build_readout, price_table
 from ramplight.analysis.sql import (
     DIALECTS,
     ReadoutSpec,
@@ -82,6 +82,7 @@ def spec_for(
         served=served,
         variations=tuple(flag.variation_keys()),
         quantiles=tuple(m for m in metrics if m.type == "quantile"),
+        prices=price_table(store),
     )
     return spec, known
 

@@ -162,6 +162,9 @@ class ReadoutSpec:
     """Group by the served variation (as-served) instead of the assigned one (intent-to-treat)."""
     variations: tuple[str, ...] = ()
     """The flag's variations: the readout's data-quality figures per variation (`dq_units_0`, …)."""
+    prices: tuple[tuple[str, float, float], ...] = ()
+    """The price table as (model, USD per million input tokens, per million output tokens): a
+    span's cost when it carries none (core/prices.py)."""
     quantiles: tuple[Metric, ...] = ()
     """Event-level quantile metrics: their events per unit are counted in the readout's statement
     (`q0_n`, …), which sets each quantile's density bandwidth before its own statement runs."""
@@ -283,10 +286,114 @@ def _group_source(
             .where(_and(env, _in(_col("name"), names)), copy=False)
         )
     if group == "spans":
-        columns = [_col("unit_id"), _as(_col("start_ts"), "ts"), *(_col(c) for c in _SPAN_COLUMNS)]
-        return exp.select(*columns, copy=False).from_("spans", copy=False).where(env, copy=False)
+        return _span_source(spec)
     (metric,) = members
     return _user_metric_source(metric)
+
+
+def _trace_units(spec: ReadoutSpec, table: str) -> exp.Select:
+    """One unit per trace, from `table`: the root spans that name one, or the flag's exposures
+    that carry the trace id (the least unit when a trace names several)."""
+    own = _and(
+        _eq(_col("environment"), _str(spec.environment)),
+        _not_null(_col("unit_id")),
+        _not_null(_col("trace_id")),
+        _is_null(_col("parent_span_id")) if table == "spans" else _eq(_col("flag_key"), _str(spec.flag_key)),
+    )
+    return (
+        exp.select(_col("trace_id"), _as(exp.Min(this=_col("unit_id")), "trace_unit"), copy=False)
+        .from_(table, copy=False)
+        .where(own, copy=False)
+        .group_by(_col("trace_id"), copy=False)
+    )
+
+
+def span_unit(table: str = "sp") -> exp.Expr:
+    """A span's unit: its own, else its trace's root span's, else the exposure's sharing its trace."""
+    return exp.func("COALESCE", _col("unit_id", table), _col("trace_unit", "rt"), _col("trace_unit", "xt"))
+
+
+def span_cost(prices: Sequence[tuple[str, float, float]], table: str = "sp") -> exp.Expr:
+    """A span's cost: its own, else its tokens at its model's price — the exact name, else the
+    longest entry the name starts with; NULL without either (never a silent zero)."""
+    model = _col("gen_ai_model", table)
+    tokens = (_col("input_tokens", table), _col("output_tokens", table))
+    case = exp.Case()
+    ordered = sorted(prices, key=lambda p: (-len(p[0]), p[0]))
+    for name, per_input, per_output in ordered:
+        priced = exp.Add(
+            this=_product(exp.func("COALESCE", tokens[0].copy(), _num(0)), _double(per_input / 1e6)),
+            expression=_product(exp.func("COALESCE", tokens[1].copy(), _num(0)), _double(per_output / 1e6)),
+        )
+        matches = exp.or_(
+            _eq(model.copy(), _str(name)),
+            exp.StartsWith(this=model.copy(), expression=_str(name)),
+            copy=False,
+        )
+        case = case.when(exp.paren(matches), priced, copy=False)
+    if not ordered:
+        return exp.cast(_col("cost_usd", table), _DOUBLE, copy=False)
+    return exp.func("COALESCE", exp.cast(_col("cost_usd", table), _DOUBLE, copy=False), case)
+
+
+def _span_source(spec: ReadoutSpec) -> exp.Select:
+    """SELECT unit_id, ts, … FROM spans: a span without a unit id inherits its trace's, and a span
+    without a cost is priced by its model (docs/traces.md)."""
+    columns = [
+        _as(span_unit(), "unit_id"),
+        _as(_col("start_ts", "sp"), "ts"),
+        *(_col(c, "sp") for c in _SPAN_COLUMNS if c != "cost_usd"),
+        _as(span_cost(spec.prices), "cost_usd"),
+    ]
+    query = exp.select(*columns, copy=False).from_(_table("spans", "sp"), copy=False)
+    for alias, table in (("rt", "spans"), ("xt", "exposures")):
+        on = _eq(_col("trace_id", "sp"), _col("trace_id", alias))
+        query = _join(query, _subquery(_trace_units(spec, table), alias), on, "LEFT")
+    return query.where(_eq(_col("environment", "sp"), _str(spec.environment)), copy=False)
+
+
+def span_joinability_query(
+    flag_key: str, environment: str, assignment_unit: str, prices: Sequence[tuple[str, float, float]] = ()
+) -> exp.Select:
+    """Spans in the environment, those with a unit of their own, and those with one after the
+    trace inheritance — and how many of those join an exposed unit of the flag; and the spans with
+    tokens but no cost (neither sent nor priced)."""
+    spec = ReadoutSpec(
+        flag_key=flag_key,
+        environment=environment,
+        assignment_unit=assignment_unit,
+        metrics=(),
+        prices=tuple(prices),
+    )
+    source = _span_source(spec)
+    unpriced = _and(
+        exp.paren(exp.or_(_not_null(_col("input_tokens", "sp")), _not_null(_col("output_tokens", "sp")))),
+        _is_null(span_cost(spec.prices)),
+    )
+    source.set(
+        "expressions",
+        [
+            _as(span_unit(), "unit_id"),
+            _as(_col("unit_id", "sp"), "own_unit"),
+            _as(_when(unpriced, _num(1), _num(0)), "unpriced"),
+        ],
+    )
+    exposed = (
+        exp.select(_col("unit_id"), copy=False)
+        .from_("exposures", copy=False)
+        .where(_flag_exposures(flag_key, environment), copy=False)
+        .group_by(_col("unit_id"), copy=False)
+    )
+    joined = _not_null(_col("unit_id", "x"))
+    query = exp.select(
+        _as(exp.Count(this=exp.Star()), "spans"),
+        _as(_count_if(_not_null(_col("own_unit", "s"))), "spans_with_unit"),
+        _as(_count_if(_not_null(_col("unit_id", "s"))), "spans_with_inherited_unit"),
+        _as(_count_if(joined), "spans_joined"),
+        _as(exp.Sum(this=_col("unpriced", "s")), "spans_unpriced"),
+        copy=False,
+    ).from_(_subquery(source, "s"), copy=False)
+    return _join(query, _subquery(exposed, "x"), _eq(_col("unit_id", "s"), _col("unit_id", "x")), "LEFT")
 
 
 def _value_and_condition(metric: Metric) -> tuple[exp.Expr, exp.Expr | None]:

@@ -21,7 +21,8 @@ import msgspec
 from ramplight import audit, control, release
 from ramplight.analysis import service as analysis
 from ramplight.analysis.readout import ReadoutOptions
-from ramplight.core.contract import validate_batch
+from ramplight.core import otlp
+from ramplight.core.contract import ValidatedBatch, validate_batch
 from ramplight.core.errors import (
     AuthError,
     ConflictError,
@@ -39,7 +40,7 @@ from ramplight.settings import Settings
 from ramplight.store import open_store
 from ramplight.store.backup import add_secret, secret_path, take_backup, unpack
 from ramplight.store.base import Environment
-from ramplight.store.identity import IdentityIndex, admit_batch, build_index
+from ramplight.store.identity import Admitted, IdentityIndex, admit_batch, build_index
 from ramplight.store.log import IngestLog
 
 _flag_list = msgspec.json.Decoder(list[Flag])
@@ -58,6 +59,7 @@ class Backend(Protocol):
         plans: Sequence[Mapping[str, Any]],
         dry_run: bool,
         sources: Sequence[Mapping[str, Any]] = (),
+        prices: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[dict[str, Any]]: ...
     def list_sources(self) -> list[Source]: ...
     def ramp(
@@ -90,6 +92,11 @@ class Backend(Protocol):
         self, key: str, environment: str, fmt: str, output: Path, metrics: Sequence[str], segment: str | None
     ) -> None: ...
     def ingest(self, environment: str, batch: Mapping[str, Sequence[bytes]]) -> dict[str, Any]: ...
+    def ingest_spans(self, environment: str, request: bytes) -> dict[str, Any]:
+        """One OTLP/JSON ExportTraceServiceRequest: {accepted: {spans, exposures}, duplicates,
+        rejected: [reason, …]} (flag evaluation events on spans become exposures)."""
+        ...
+
     def changes(self, key: str) -> list[dict[str, Any]]: ...
     def verify_audit(self) -> dict[str, Any]: ...
     def create_key(self, kind: str, name: str, environment: str | None) -> dict[str, Any]: ...
@@ -131,9 +138,10 @@ class LocalBackend:
         plans: Sequence[Mapping[str, Any]],
         dry_run: bool,
         sources: Sequence[Mapping[str, Any]] = (),
+        prices: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
         return release.apply_documents(
-            self.store, metrics, docs, plans, "cli", dry_run=dry_run, sources=sources
+            self.store, metrics, docs, plans, "cli", dry_run=dry_run, sources=sources, prices=prices
         )
 
     def list_sources(self) -> list[Source]:
@@ -208,28 +216,68 @@ class LocalBackend:
         validated = validate_batch(
             batch, environment, control.flag_facts(self.store, environment), datetime.now(UTC)
         )
-        if self._identities is None:
-            self._identities = build_index(self.store)
-        admitted = admit_batch(self._identities, validated)
-        chunks = admitted.chunks()
-        if chunks:
-            with tempfile.TemporaryDirectory(prefix="import-", dir=self.store.scratch_dir()) as tmp:
-                files = {}
-                for kind, data in chunks.items():
-                    path = Path(tmp) / f"{kind}.ndjson"
-                    path.write_bytes(data)
-                    files[kind] = path
-                self._counter += 1
-                name = f"import-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{self._counter}"
-                try:
-                    self.store.load_segment(name, files)
-                except BaseException:
-                    self._identities.forget(admitted.keys)
-                    raise
+        admitted = self._admit(validated)
+        self._load([admitted])
         problems = sorted(
             (*validated.problems, *admitted.conflicts), key=lambda p: (p.kind or "", p.index or 0)
         )
         return {**_ingest_result(admitted.accepted, problems), "duplicates": admitted.duplicates}
+
+    def _admit(self, validated: ValidatedBatch) -> Admitted:
+        if self._identities is None:
+            self._identities = build_index(self.store)
+        return admit_batch(self._identities, validated)
+
+    def _load(self, admitted: Sequence[Admitted]) -> None:
+        """Load what is new as one segment (recorded, so it loads once)."""
+        chunks = {kind: data for a in admitted for kind, data in a.chunks().items()}
+        if not chunks:
+            return
+        with tempfile.TemporaryDirectory(prefix="import-", dir=self.store.scratch_dir()) as tmp:
+            files = {}
+            for kind, data in chunks.items():
+                path = Path(tmp) / f"{kind}.ndjson"
+                path.write_bytes(data)
+                files[kind] = path
+            self._counter += 1
+            name = f"import-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{self._counter}"
+            try:
+                self.store.load_segment(name, files)
+            except BaseException:
+                assert self._identities is not None
+                self._identities.forget([k for a in admitted for k in a.keys])
+                raise
+
+    def ingest_spans(self, environment: str, request: bytes) -> dict[str, Any]:
+        """Decode, judge and load like POST /v1/traces (the same attribute policy)."""
+        if environment not in {e.key for e in self.store.list_environments()}:
+            raise NotFoundError(f"no environment {environment!r}")
+        facts = control.flag_facts(self.store, environment)
+        policy = otlp.AttributePolicy(self.settings.span_attributes_allow, self.settings.span_attributes_deny)
+        decoded = otlp.decode_json(
+            request, policy, lambda key: facts[key].assignment_unit if key in facts else None
+        )
+        now = datetime.now(UTC)
+        spans = self._admit(otlp.accept_spans(decoded.spans, environment, now))
+        exposures = validate_batch(
+            {"exposures": [msgspec.json.encode(d) for d in decoded.exposures]}, environment, facts, now
+        )
+        evaluations = self._admit(exposures)
+        self._load([spans, evaluations])
+        rejected = [*decoded.rejected, *decoded.not_exposures]
+        rejected += [
+            f"{p.kind} {p.index}: {p.field}: {p.reason}"
+            for p in (*exposures.problems, *evaluations.conflicts)
+        ]
+        return {
+            "accepted": {
+                "spans": spans.accepted.get("spans", 0),
+                "exposures": evaluations.accepted.get("exposures", 0),
+            },
+            "duplicates": spans.duplicates.get("spans", 0) + evaluations.duplicates.get("exposures", 0),
+            "rejected": rejected,
+            "dropped_attributes": decoded.dropped_attributes,
+        }
 
     def changes(self, key: str) -> list[dict[str, Any]]:
         return audit.flag_history(self.store, key)
@@ -336,12 +384,14 @@ class RemoteBackend:
         plans: Sequence[Mapping[str, Any]],
         dry_run: bool,
         sources: Sequence[Mapping[str, Any]] = (),
+        prices: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
         body = {
             "flags": list(docs),
             "metrics": list(metrics),
             "plans": list(plans),
             "sources": list(sources),
+            "prices": None if prices is None else list(prices),
             "dry_run": dry_run,
         }
         result: list[dict[str, Any]] = self._call("POST", "/api/apply", json=body).json()
@@ -447,6 +497,29 @@ class RemoteBackend:
             headers={"Content-Type": "application/json"},
         ).json()
         return result
+
+    def ingest_spans(self, environment: str, request: bytes) -> dict[str, Any]:
+        """POST /v1/traces; the server answers with the rejected count and reasons only."""
+        answer = self._call(
+            "POST",
+            "/v1/traces",
+            params={"environment": environment},
+            content=request,
+            headers={"Content-Type": "application/json"},
+        ).json()
+        partial = answer.get("partialSuccess") or {}
+        rejected_count = int(partial.get("rejectedSpans") or 0)
+        spans = sum(
+            len(s.get("spans") or [])
+            for r in msgspec.json.decode(request).get("resourceSpans") or []
+            for s in r.get("scopeSpans") or []
+        )
+        message = partial.get("errorMessage")
+        return {
+            "accepted": {"spans": spans - rejected_count},
+            "duplicates": 0,
+            "rejected": [message] if message else [],
+        }
 
     def changes(self, key: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", f"/api/flags/{key}/changes").json()

@@ -20,6 +20,8 @@ from ramplight.cli.backend import open_backend
 from ramplight.cli.importer import open_source, read_items
 from ramplight.core.errors import RamplightError, ValidationError
 from ramplight.core.flags import Flag
+from ramplight.core.gate import gate as run_gate
+from ramplight.core.gate import read_scores
 from ramplight.settings import Settings
 
 app = typer.Typer(
@@ -168,13 +170,13 @@ def apply_cmd(
         raise ValidationError.at("FILE", f"cannot read {file}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ValidationError.at("FILE", f"{file} is not valid YAML: {exc}") from None
-    sections = ("flags", "metrics", "plans", "sources")
+    sections = ("flags", "metrics", "plans", "sources", "prices")
     parts: dict[str, Any] = {name: [] for name in sections}
     if isinstance(loaded, dict) and (set(sections) & set(loaded)):
         extra = sorted(set(loaded) - set(sections))
         if extra:
             raise ValidationError.at(
-                extra[0], "unknown top-level key (use flags:, metrics:, plans: and sources:)"
+                extra[0], "unknown top-level key (use flags:, metrics:, plans:, sources: and prices:)"
             )
         parts = {name: loaded.get(name) or [] for name in sections}
     else:
@@ -184,7 +186,8 @@ def apply_cmd(
             raise ValidationError.at(name, "expected a list of mappings")
     docs, metrics, plans = parts["flags"], parts["metrics"], parts["plans"]
     with open_backend(_settings(db), create=True) as backend:
-        results = backend.apply(docs, metrics, plans, dry_run, parts["sources"])
+        prices = loaded.get("prices") if isinstance(loaded, dict) and "prices" in loaded else None
+        results = backend.apply(docs, metrics, plans, dry_run, parts["sources"], prices)
     if as_json:
         _print_json(results)
     else:
@@ -373,7 +376,8 @@ def import_cmd(
     file: Annotated[Path, typer.Argument(help="NDJSON, CSV or Parquet with the contract's field names")],
     env: EnvOption = "production",
     kind: Annotated[
-        str | None, typer.Option(help="exposures | events | evals [default: from the columns]")
+        str | None,
+        typer.Option(help="exposures | events | evals | spans (OTLP/JSON) [default: from the columns]"),
     ] = None,
     fmt: Annotated[
         str | None, typer.Option("--format", help="ndjson | csv | parquet [default: from the name]")
@@ -381,7 +385,12 @@ def import_cmd(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Load evidence from a file, validated exactly like the HTTP ingestion path."""
+    """Load evidence from a file, validated exactly like the HTTP ingestion path. Spans come as
+    OTLP/JSON (`--kind spans`): one ExportTraceServiceRequest, or one per line as an
+    OpenTelemetry Collector's file exporter writes them."""
+    if kind == "spans" or (kind is None and _looks_like_otlp(file)):
+        _import_spans(file, env, db, as_json)
+        return
     if fmt is not None and fmt not in ("ndjson", "csv", "parquet"):
         raise ValidationError.at("--format", "must be ndjson, csv or parquet")
     source = open_source(file, fmt, kind)  # type: ignore[arg-type]
@@ -433,6 +442,154 @@ def import_cmd(
         if len(rejected) > 20:
             console.print(f"  … {len(rejected) - 20:,} more (use --json for the first 1,000)")
     if rejected and not accepted and not duplicates:
+        raise typer.Exit(1)
+
+
+def _looks_like_otlp(file: Path) -> bool:
+    try:
+        with file.open("rb") as handle:
+            return b'"resourceSpans"' in handle.read(4096)
+    except OSError:
+        return False
+
+
+def _otlp_requests(file: Path) -> list[bytes]:
+    """The file's ExportTraceServiceRequests: the whole file, or one per line."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise ValidationError.at("FILE", f"cannot read {file}: {exc.strerror}") from None
+    try:
+        whole = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        whole = None
+    if isinstance(whole, dict):
+        return [data]
+    lines = [line for line in data.splitlines() if line.strip()]
+    for number, line in enumerate(lines, 1):
+        try:
+            if not isinstance(msgspec.json.decode(line), dict):
+                raise msgspec.DecodeError("not an object")
+        except msgspec.DecodeError as exc:
+            raise ValidationError.at(
+                "FILE", f"line {number} is not an OTLP/JSON request ({exc}); expected one per line"
+            ) from None
+    return lines
+
+
+def _import_spans(file: Path, env: str, db: str | None, as_json: bool) -> None:
+    requests = _otlp_requests(file)
+    spans = exposures = duplicates = dropped = 0
+    rejected: list[str] = []
+    with open_backend(_settings(db), create=True) as backend:
+        for request in requests:
+            result = backend.ingest_spans(env, request)
+            spans += result["accepted"].get("spans", 0)
+            exposures += result["accepted"].get("exposures", 0)
+            duplicates += result["duplicates"]
+            dropped += result.get("dropped_attributes", 0)
+            rejected += result["rejected"]
+    summary = {
+        "file": str(file),
+        "kind": "spans",
+        "requests": len(requests),
+        "accepted": spans,
+        "exposures": exposures,
+        "duplicates": duplicates,
+        "dropped_attributes": dropped,
+        "problems": rejected[:1000],
+    }
+    if as_json:
+        _print_json(summary)
+    else:
+        console.print(
+            escape(
+                f"{file.name}: {spans:,} spans accepted, {exposures:,} flag evaluations as exposures, "
+                f"{duplicates:,} already stored, {dropped:,} content attributes dropped "
+                f"({len(requests):,} requests)"
+            )
+        )
+        for problem in rejected[:20]:
+            console.print(escape(f"  {problem}"))
+    if rejected and not spans and not duplicates:
+        raise typer.Exit(1)
+
+
+def _margins(values: list[str]) -> dict[str, float]:
+    margins: dict[str, float] = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        try:
+            margins[name.strip()] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip() or margins.get(name.strip(), -1) < 0:
+            raise ValidationError.at(
+                "--margin", f"{value!r}: use NAME=MARGIN with a margin ≥ 0 (e.g. faithfulness=0.02)"
+            )
+    return margins
+
+
+@app.command("gate")
+def gate_cmd(
+    file: Annotated[Path, typer.Argument(help="JSONL: {item, variation, scores: {name: value}} per line")],
+    margin: Annotated[
+        list[str], typer.Option("--margin", help="NAME=MARGIN: the harm allowed on a score (repeatable)")
+    ],
+    control: Annotated[str, typer.Option(help="The control variation")] = "control",
+    candidate: Annotated[str, typer.Option(help="The candidate variation")] = "candidate",
+    relative: Annotated[bool, typer.Option(help="Margins relative to control's mean (0.02 = 2 %)")] = False,
+    lower_is_better: Annotated[
+        list[str] | None, typer.Option("--lower-is-better", help="A score where less is better (repeatable)")
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="One-sided error rate of each score's test")] = 0.05,
+    as_json: JsonOption = False,
+) -> None:
+    """CI gate: is the candidate no worse than control on an offline eval set, paired by item?
+    Exit 0 when every gated score passes, 1 when one does not (or the input is bad)."""
+    try:
+        lines = file.read_text().splitlines()
+    except OSError as exc:
+        raise ValidationError.at("FILE", f"cannot read {file}: {exc.strerror}") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = msgspec.json.decode(line)
+        except msgspec.DecodeError as exc:
+            raise ValidationError.at("FILE", f"line {number} is not JSON: {exc}") from None
+        if not isinstance(row, dict):
+            raise ValidationError.at("FILE", f"line {number} is not a JSON object")
+        rows.append(row)
+    scores = read_scores(rows, (control, candidate))
+    result = run_gate(
+        scores, control, candidate, _margins(margin), relative=relative,
+        lower_is_better=frozenset(lower_is_better or ()), alpha=alpha,
+    )  # fmt: skip
+    if as_json:
+        _print_json(result.to_json())
+    else:
+        table = Table(title=f"{candidate} vs {control}, paired by item (one-sided α = {alpha:g})")
+        for column in ("score", "items", control, candidate, "difference", "lower bound", "margin", "result"):
+            table.add_column(column, justify="left" if column in ("score", "result") else "right")
+
+        def shown(value: float | None) -> str:
+            return "–" if value is None else f"{value:+.4g}" if value < 0 else f"{value:.4g}"
+
+        for s in result.scores:
+            verdict = (
+                "[green]pass[/]" if s.passed else "[red]FAIL[/]" if s.passed is False else "[dim]not gated[/]"
+            )
+            table.add_row(
+                s.name, str(s.pairs), shown(s.control_mean), shown(s.candidate_mean), shown(s.difference),
+                shown(s.lower_bound), "–" if s.margin is None else f"{s.margin:.4g}", f"{verdict} {escape(s.reason)}",
+            )  # fmt: skip
+        console.print(table)
+        for name, count in result.unpaired.items():
+            console.print(f"{escape(name)}: {count:,} items scored under one variation only (left out)")
+        console.print("[green]gate passed[/]" if result.passed else "[red]gate failed[/]")
+    if not result.passed:
         raise typer.Exit(1)
 
 

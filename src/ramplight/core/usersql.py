@@ -31,6 +31,7 @@ CONTROL_TABLES: frozenset[str] = frozenset(
         "ingest_segments",
         "metrics",
         "plans",
+        "prices",
         "schema_migrations",
         "segments",
         "sources",

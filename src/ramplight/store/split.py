@@ -22,6 +22,8 @@ CONTROL = frozenset(
         "list_metrics",
         "save_metric",
         "list_sources",
+        "list_prices",
+        "replace_prices",
         "save_source",
         "delete_source",
         "get_plan",

@@ -37,6 +37,7 @@ from ramplight.core.errors import ConflictError
 from ramplight.core.flags import Flag, Segment
 from ramplight.core.metrics import Metric
 from ramplight.core.plan import Plan
+from ramplight.core.prices import Price
 from ramplight.core.sources import Source
 from ramplight.store.base import ApiKey, ChangeRequest, Environment
 
@@ -45,6 +46,7 @@ _segment_decoder = msgspec.json.Decoder(Segment)
 _metric_decoder = msgspec.json.Decoder(Metric)
 _plan_decoder = msgspec.json.Decoder(Plan)
 _source_decoder = msgspec.json.Decoder(Source)
+_price_decoder = msgspec.json.Decoder(Price)
 _json = msgspec.json.Encoder()
 
 
@@ -271,6 +273,19 @@ class SqlControlPlane(ABC):
                 "INSERT INTO metrics VALUES (?, ?, ?, ?)",
                 [metric.key, metric.version, _json.encode(metric).decode(), now],
             )
+
+    def list_prices(self) -> list[Price]:
+        return [_price_decoder.decode(r[0]) for r in self._rows("SELECT doc FROM prices ORDER BY model")]
+
+    def replace_prices(self, prices: Sequence[Price]) -> None:
+        """The whole table, in one transaction."""
+        now = datetime.now(UTC)
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM prices")
+            for price in prices:
+                cur.execute(
+                    "INSERT INTO prices VALUES (?, ?, ?)", [price.model, _json.encode(price).decode(), now]
+                )
 
     def list_sources(self) -> list[Source]:
         return [_source_decoder.decode(r[0]) for r in self._rows("SELECT doc FROM sources ORDER BY key")]

@@ -24,6 +24,7 @@ from ramplight.core.errors import ForbiddenError, NotFoundError, ValidationError
 from ramplight.core.flags import Flag, Segment
 from ramplight.core.metrics import Metric
 from ramplight.core.plan import Plan
+from ramplight.core.prices import Price, convert_prices
 from ramplight.core.sources import Source
 from ramplight.server.auth import Admin, State, actor, admin_key
 from ramplight.server.openapi import json_body
@@ -87,6 +88,9 @@ class ApplyIn(BaseModel):
     plans: list[dict[str, Any]] = Field(default_factory=list)
     sources: list[dict[str, Any]] = Field(
         default_factory=list, description="evidence sources over your own tables (docs/sources.md)"
+    )
+    prices: list[dict[str, Any]] | None = Field(
+        default=None, description="the whole price table (docs/traces.md); absent: left as it is"
     )
     dry_run: bool = False
     reason: str | None = Field(default=None, max_length=1000)
@@ -509,9 +513,27 @@ def apply(body: ApplyIn, st: State, key: Admin) -> list[dict[str, Any]]:
         dry_run=body.dry_run,
         reason=body.reason,
         sources=body.sources,
+        prices=body.prices,
     )
     st.invalidate()
     return results
+
+
+# -- admin: the price table -----------------------------------------------------------
+
+
+@router.get("/prices")
+def list_prices(st: State) -> Response:
+    """USD per million input and output tokens, per model: a span's cost when it sends none."""
+    return json_response(st.store.list_prices())
+
+
+@router.put("/prices", openapi_extra=json_body(list[Price]))
+def put_prices(st: State, docs: Annotated[list[dict[str, Any]], Body()]) -> Response:
+    """Replace the whole price table (every entry checked first; 422 names each bad one)."""
+    prices = convert_prices(docs)
+    st.store.replace_prices(prices)
+    return json_response(prices)
 
 
 # -- admin: evidence sources ----------------------------------------------------------

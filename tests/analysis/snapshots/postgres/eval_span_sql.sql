@@ -72,17 +72,45 @@ WITH exposed AS MATERIALIZED (
   FROM units AS u
   JOIN (
     SELECT
-      unit_id,
-      start_ts AS ts,
-      name,
-      status,
-      duration_ms,
-      input_tokens,
-      output_tokens,
-      cost_usd
-    FROM spans
+      COALESCE(sp.unit_id, rt.trace_unit, xt.trace_unit) AS unit_id,
+      sp.start_ts AS ts,
+      sp.name,
+      sp.status,
+      sp.duration_ms,
+      sp.input_tokens,
+      sp.output_tokens,
+      CAST(sp.cost_usd AS DOUBLE PRECISION) AS cost_usd
+    FROM spans AS sp
+    LEFT JOIN (
+      SELECT
+        trace_id,
+        MIN(unit_id) AS trace_unit
+      FROM spans
+      WHERE
+        environment = 'production'
+        AND NOT unit_id IS NULL
+        AND NOT trace_id IS NULL
+        AND parent_span_id IS NULL
+      GROUP BY
+        trace_id
+    ) AS rt
+      ON sp.trace_id = rt.trace_id
+    LEFT JOIN (
+      SELECT
+        trace_id,
+        MIN(unit_id) AS trace_unit
+      FROM exposures
+      WHERE
+        environment = 'production'
+        AND NOT unit_id IS NULL
+        AND NOT trace_id IS NULL
+        AND flag_key = 'support_assistant_profile'
+      GROUP BY
+        trace_id
+    ) AS xt
+      ON sp.trace_id = xt.trace_id
     WHERE
-      environment = 'production'
+      sp.environment = 'production'
   ) AS s
     ON s.unit_id = u.unit_id
   WHERE

@@ -1,0 +1,107 @@
+"""A span without a unit id inherits its trace's: from the trace's root span, else from the flag's
+exposure that shares the trace id. How many spans reach an exposed unit is a data-quality figure."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from ramplight.analysis import service
+from ramplight.store.duckdb import DuckDBStore
+from tests.analysis.conftest import FLAG, T0, Evidence, make_flag, save_metrics
+
+
+def _span(
+    ev: Evidence, trace: str, span: str, parent: str | None, unit: str | None, at: Any, tokens: int
+) -> None:
+    ev.spans.append(
+        {"trace_id": trace, "span_id": span, "parent_span_id": parent, "name": "chat" if parent else "conversation",
+         "start_ts": at, "end_ts": at + timedelta(seconds=1), "duration_ms": 1000.0, "status": "ok",
+         "environment": "production", "unit_id": unit, "output_tokens": tokens, "received_at": at}
+    )  # fmt: skip
+
+
+def test_spans_inherit_their_traces_unit_and_the_readout_says_how_many_joined(store: DuckDBStore) -> None:
+    make_flag(store, candidate=50, at=T0)
+    save_metrics(
+        store,
+        {
+            "key": "tokens",
+            "type": "span",
+            "span_field": "output_tokens",
+            "span_name": "chat",
+            "aggregation": "sum",
+        },
+    )
+    ev = Evidence()
+    at = T0 + timedelta(hours=1)
+    for unit, variation in (("u1", "control"), ("u2", "candidate"), ("u3", "control"), ("u4", "candidate")):
+        ev.expose(unit, variation, at)
+        ev.exposures[-1]["trace_id"] = f"x-{unit}"
+    ev.exposures[1]["trace_id"] = "trace-2"  # the SDK put the span's trace id on u2's exposure
+    _span(ev, "trace-5", "root-5", None, "u3", at, 0)
+    _span(ev, "trace-5", "f", "root-5", None, at, 10)
+    _span(ev, "x-u4", "g", "root-not-sent", None, at, 30)
+    # u1: the unit is on the root span only; its two model calls inherit it.
+    _span(ev, "trace-1", "root-1", None, "u1", at, 0)
+    _span(ev, "trace-1", "a", "root-1", None, at, 100)
+    _span(ev, "trace-1", "b", "root-1", None, at, 50)
+    # u2: no span names a unit; the exposure with the same trace id does.
+    _span(ev, "trace-2", "root-2", None, None, at, 0)
+    _span(ev, "trace-2", "c", "root-2", None, at, 70)
+    # A trace nobody can place, and a span of a unit that was never exposed.
+    _span(ev, "trace-3", "d", None, None, at, 999)
+    _span(ev, "trace-4", "e", None, "u9", at, 999)
+    ev.load(store)
+
+    report = service.report(store, FLAG, "production")
+    tokens = {v["variation"]: v for v in report["metrics"][0]["variations"]}
+    assert (tokens["control"]["units"], tokens["control"]["mean"]) == (2, (150 + 10) / 2)
+    assert (tokens["candidate"]["units"], tokens["candidate"]["mean"]) == (2, (70 + 30) / 2)
+    assert report["data_quality"]["spans"] == {
+        "spans": 10,
+        "spans_with_unit": 3,
+        "spans_with_inherited_unit": 9,
+        "spans_joined": 8,
+        "spans_unpriced": 10,  # token counts, no price table: no cost (and said so)
+    }
+
+
+def test_a_span_without_a_cost_is_priced_by_its_model_and_an_unpriced_one_is_counted(
+    store: DuckDBStore,
+) -> None:
+    from ramplight import release
+
+    make_flag(store, candidate=50, at=T0)
+    save_metrics(store, {"key": "cost", "type": "span", "span_field": "cost_usd", "aggregation": "sum"})
+    prices = [
+        {"model": "gpt-5", "input_per_million": 1.25, "output_per_million": 10.0},
+        {"model": "gpt-5-mini", "input_per_million": 0.25, "output_per_million": 2.0},
+    ]
+    results = release.apply_documents(store, [], [], [], "test", prices=prices)
+    assert [(r["key"], r["action"]) for r in results] == [("prices", "create")]
+    again = release.apply_documents(store, [], [], [], "test", prices=prices)
+    assert [r["action"] for r in again] == ["unchanged"]
+    ev = Evidence()
+    at = T0 + timedelta(hours=1)
+    for unit, variation in (("u1", "control"), ("u2", "candidate"), ("u3", "control"), ("u4", "candidate")):
+        ev.expose(unit, variation, at)
+
+    def call(
+        unit: str, model: str | None, tokens_in: int, tokens_out: int, cost: float | None = None
+    ) -> None:
+        _span(ev, f"t-{len(ev.spans)}", f"s-{len(ev.spans)}", None, unit, at, tokens_out)
+        ev.spans[-1].update(gen_ai_model=model, input_tokens=tokens_in, cost_usd=cost)
+
+    call("u1", "gpt-5-mini-2026-08-07", 1_000_000, 100_000)  # the longest prefix: 0.25 + 0.2
+    call("u1", "gpt-5", 2_000, 1_000)  # exact: 0.0025 + 0.01
+    call("u2", "gpt-5-2026-08-07", 10_000, 0)  # prefix gpt-5 (not gpt-5-mini): 0.0125
+    call("u3", "claude-sonnet-5", 5_000, 500)  # no price, no cost: unpriced, never zero
+    call("u4", "claude-sonnet-5", 5_000, 500, cost=0.75)  # its own cost wins
+    ev.load(store)
+
+    report = service.report(store, FLAG, "production")
+    cost = {v["variation"]: v for v in report["metrics"][0]["variations"]}
+    assert abs(cost["control"]["mean"] - (0.45 + 0.0125) / 2) < 1e-12  # u3 has no cost: counts 0…
+    assert abs(cost["candidate"]["mean"] - (0.0125 + 0.75) / 2) < 1e-12
+    assert report["data_quality"]["spans"]["spans_unpriced"] == 1  # …and is shown, not hidden
