@@ -13,6 +13,7 @@ hooks take row locks.
 from __future__ import annotations
 
 import dataclasses
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -287,11 +288,23 @@ class SqlControlPlane(ABC):
                     "INSERT INTO prices VALUES (?, ?, ?)", [price.model, _json.encode(price).decode(), now]
                 )
 
+    _sources_cache: tuple[float, list[Source]] | None = None
+    SOURCES_TTL_S = 1.0
+    """How long a read of the sources serves every statement of a readout: a change made here is
+    seen at once, one made by another server (a shared PostgreSQL) within this time."""
+
     def list_sources(self) -> list[Source]:
-        return [_source_decoder.decode(r[0]) for r in self._rows("SELECT doc FROM sources ORDER BY key")]
+        cached = self._sources_cache
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.SOURCES_TTL_S:
+            return list(cached[1])
+        sources = [_source_decoder.decode(r[0]) for r in self._rows("SELECT doc FROM sources ORDER BY key")]
+        self._sources_cache = (now, sources)
+        return list(sources)
 
     def save_source(self, source: Source, expected_version: int | None) -> None:
         """Create (`expected_version` None) or replace the source at that version."""
+        self._sources_cache = None
         now = datetime.now(UTC)
         with self._transaction() as cur:
             row = cur.execute(
@@ -308,6 +321,7 @@ class SqlControlPlane(ABC):
 
     def delete_source(self, key: str) -> bool:
         """Remove the source; False when there is none."""
+        self._sources_cache = None
         with self._transaction() as cur:
             found = cur.execute(
                 "SELECT version FROM sources WHERE key = ?" + self._for_update, [key]
