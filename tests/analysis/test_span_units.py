@@ -105,3 +105,4 @@ def test_a_span_without_a_cost_is_priced_by_its_model_and_an_unpriced_one_is_cou
     assert abs(cost["control"]["mean"] - (0.45 + 0.0125) / 2) < 1e-12  # u3 has no cost: counts 0…
     assert abs(cost["candidate"]["mean"] - (0.0125 + 0.75) / 2) < 1e-12
     assert report["data_quality"]["spans"]["spans_unpriced"] == 1  # …and is shown, not hidden
+    assert report["sql"] + ";" == service.readout_sql(store, FLAG, "production", None, "duckdb")

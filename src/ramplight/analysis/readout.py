@@ -349,8 +349,8 @@ def build_readout(
     spans: dict[str, dict[str, int]] = {}
     if any(m.type == "span" for m in (*metrics, *(known[r] for r in _ratio_parts(metrics)))):
         # How far span metrics can be trusted: spans that reach a unit, directly or through their trace.
-        statement = span_joinability_query(flag.key, environment, flag.assignment_unit, spec.prices)
-        (found,) = fetch(store, statement)
+        joinability = span_joinability_query(flag.key, environment, flag.assignment_unit, spec.prices)
+        (found,) = fetch(store, joinability)
         spans = {"spans": {k: int(v or 0) for k, v in found.items()}}
     return {
         **base,
