@@ -3,6 +3,7 @@ exposure that shares the trace id. How many spans reach an exposed unit is a dat
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -106,3 +107,48 @@ def test_a_span_without_a_cost_is_priced_by_its_model_and_an_unpriced_one_is_cou
     assert abs(cost["candidate"]["mean"] - (0.0125 + 0.75) / 2) < 1e-12
     assert report["data_quality"]["spans"]["spans_unpriced"] == 1  # …and is shown, not hidden
     assert report["sql"] + ";" == service.readout_sql(store, FLAG, "production", None, "duckdb")
+
+
+def test_the_trace_summary_gives_latency_errors_tokens_and_cost_per_span_name_and_variation(
+    store: DuckDBStore,
+) -> None:
+    import numpy as np
+
+    from ramplight.analysis.readout import ReadoutOptions
+
+    make_flag(store, candidate=50, at=T0)
+    ev = Evidence()
+    at = T0 + timedelta(hours=1)
+    durations: dict[str, list[float]] = {"control": [], "candidate": []}
+    for i in range(40):
+        unit, variation = f"u{i}", ("candidate" if i % 2 else "control")
+        ev.expose(unit, variation, at)
+        root = f"root-{i}"
+        _span(ev, f"trace-{i}", root, None, unit, at, 0)
+        for k in range(2):
+            _span(ev, f"trace-{i}", f"chat-{i}-{k}", root, None, at, 100 + i)
+            duration = 200.0 + 7 * i + 50 * k + (300 if variation == "candidate" else 0)
+            ev.spans[-1].update(duration_ms=duration, input_tokens=1000, cost_usd=0.01,
+                                status="error" if (i + k) % 5 == 0 else "ok")  # fmt: skip
+            durations[variation].append(duration)
+    ev.load(store)
+    report = service.report(store, FLAG, "production", None, ReadoutOptions(traces=True))
+    for variation in ("control", "candidate"):
+        summary = report["traces"][variation]
+        root, chat = summary["spans"]
+        assert (root["name"], root["root"], chat["name"], chat["root"]) == (
+            "conversation",
+            True,
+            "chat",
+            False,
+        )
+        assert (summary["units"], summary["traces"], chat["spans"], chat["traces"]) == (20, 20, 40, 20)
+        p50, p95 = np.quantile(durations[variation], [0.5, 0.95])  # linear: QUANTILE_CONT's definition
+        assert math.isclose(chat["latency_p50_ms"], p50) and math.isclose(chat["latency_p95_ms"], p95)
+        parity = 0 if variation == "control" else 1
+        errors = sum((i + k) % 5 == 0 for i in range(parity, 40, 2) for k in range(2))
+        assert chat["error_rate"] == errors / 40
+        assert chat["input_tokens"] == 40_000 and math.isclose(chat["cost_usd"], 0.4)
+        assert math.isclose(summary["cost_per_unit"], 0.02) and math.isclose(summary["cost_per_trace"], 0.02)
+        assert root["spans_without_cost"] == 20  # roots carry tokens (0) and no cost: counted
+    assert "traces" not in service.report(store, FLAG, "production")  # not asked, no span metric

@@ -29,6 +29,7 @@ from ramplight.analysis.sql import (
     quantile_query,
     readout_query,
     span_joinability_query,
+    trace_summary_query,
 )
 from ramplight.core.errors import NotFoundError, ValidationError
 from ramplight.core.flags import Flag
@@ -70,6 +71,8 @@ class ReadoutOptions:
     family: tuple[str, ...] | None = None
     """Metric keys whose comparisons are Holm-adjusted together (a plan's goals and guardrails);
     None: every metric of the readout except those only there as a ratio's components."""
+    traces: bool = False
+    """Add the per-variation trace summary (always there when a span metric is read out)."""
     sequential_tuning: float | None = None
     """n* of the confidence sequence: the total units (both arms) where it is tightest, e.g. the
     units a plan expects at the end of the stage. None: each comparison's current units."""
@@ -205,6 +208,48 @@ def _srm_overall(strata: Sequence[tuple[int, list[int], list[float]]]) -> dict[s
     }
 
 
+def _per(total: float | None, count: int) -> float | None:
+    return total / count if total is not None and count else None
+
+
+def _trace_summary(store: Store, spec: ReadoutSpec, units: Mapping[str, int]) -> dict[str, Any]:
+    """Per variation: each span name's latency p50/p95, errors, tokens and cost, and per unit and
+    per request (trace) totals — from the store, one statement (docs/traces.md)."""
+    out: dict[str, Any] = {}
+    for row in fetch(store, trace_summary_query(spec)):
+        variation = out.setdefault(
+            row["variation"], {"units": int(units.get(row["variation"], 0)), "traces": 0, "cost_usd": None,
+                               "spans_without_cost": 0, "spans": []}
+        )  # fmt: skip
+        p50, p95 = (float(v) for v in row["latency_ms"]) if row["latency_ms"] else (None, None)
+        cost = float(row["cost_usd_total"]) if row["cost_usd_total"] is not None else None
+        variation["spans"].append(
+            {
+                "name": row["name"],
+                "root": bool(row["root"]),
+                "spans": int(row["spans"]),
+                "traces": int(row["traces"]),
+                "latency_p50_ms": p50,
+                "latency_p95_ms": p95,
+                "error_rate": int(row["errors"]) / int(row["spans"]),
+                "input_tokens": int(row["input_tokens_total"] or 0),
+                "output_tokens": int(row["output_tokens_total"] or 0),
+                "cost_usd": cost,
+                "cost_per_trace": _per(cost, int(row["traces"])),
+                "spans_without_cost": int(row["spans_without_cost"]),
+            }
+        )
+        if row["root"]:
+            variation["traces"] += int(row["traces"])
+        if cost is not None:
+            variation["cost_usd"] = (variation["cost_usd"] or 0.0) + cost
+        variation["spans_without_cost"] += int(row["spans_without_cost"])
+    for variation in out.values():
+        variation["cost_per_unit"] = _per(variation["cost_usd"], variation["units"])
+        variation["cost_per_trace"] = _per(variation["cost_usd"], variation["traces"])
+    return out
+
+
 def price_table(store: Store) -> tuple[tuple[str, float, float], ...]:
     """The store's price table as the readout spec holds it (none without a control plane)."""
     lister = getattr(store, "list_prices", None)
@@ -271,7 +316,8 @@ def build_readout(
     check_sql_metrics(store, user)
     rows = fetch(store, statement, user)
     quality = rows[0]
-    base = readout_v1(store, flag, environment, _data_quality(rows[0], spec.variations), now, not metrics)
+    quality_figures = _data_quality(rows[0], spec.variations)
+    base = readout_v1(store, flag, environment, quality_figures, now, not metrics)
     rows = [row for row in rows if row["phase"] is not None]  # none: no unit to analyse
     selected = [p for p in phases if options.phase is None or p.index == options.phase]
     estimable = [p.index for p in selected if p.enabled]
@@ -347,7 +393,9 @@ def build_readout(
     family = _family(metrics, options)
     _adjust_family(out_metrics, family)
     spans: dict[str, dict[str, int]] = {}
-    if any(m.type == "span" for m in (*metrics, *(known[r] for r in _ratio_parts(metrics)))):
+    span_metrics = any(m.type == "span" for m in (*metrics, *(known[r] for r in _ratio_parts(metrics))))
+    traces = _trace_summary(store, spec, quality_figures.units) if span_metrics or options.traces else None
+    if span_metrics:
         # How far span metrics can be trusted: spans that reach a unit, directly or through their trace.
         joinability = span_joinability_query(flag.key, environment, flag.assignment_unit, spec.prices)
         (found,) = fetch(store, joinability)
@@ -360,6 +408,7 @@ def build_readout(
             "units_exposed_before_flag": int(quality["dq_units_before_flag"]),
             **spans,
         },
+        **({"traces": traces} if traces is not None else {}),
         "schema": READOUT_SCHEMA,
         "generated_at": (now or datetime.now(UTC)).isoformat(),
         "analysis": "as_served" if options.served else "intent_to_treat",

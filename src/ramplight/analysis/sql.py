@@ -336,20 +336,75 @@ def span_cost(prices: Sequence[tuple[str, float, float]], table: str = "sp") -> 
     return exp.func("COALESCE", exp.cast(_col("cost_usd", table), _DOUBLE, copy=False), case)
 
 
-def _span_source(spec: ReadoutSpec) -> exp.Select:
+def _span_source(spec: ReadoutSpec, extra: Sequence[str] = ()) -> exp.Select:
     """SELECT unit_id, ts, … FROM spans: a span without a unit id inherits its trace's, and a span
-    without a cost is priced by its model (docs/traces.md)."""
+    without a cost is priced by its model (docs/traces.md). `extra`: more span columns."""
     columns = [
         _as(span_unit(), "unit_id"),
         _as(_col("start_ts", "sp"), "ts"),
         *(_col(c, "sp") for c in _SPAN_COLUMNS if c != "cost_usd"),
         _as(span_cost(spec.prices), "cost_usd"),
+        # Named explicitly: `trace_id` is also a column of the joined trace units (ClickHouse would
+        # otherwise name the column `sp.trace_id`).
+        *(_as(_col(c, "sp"), c) for c in extra),
     ]
     query = exp.select(*columns, copy=False).from_(_table("spans", "sp"), copy=False)
     for alias, table in (("rt", "spans"), ("xt", "exposures")):
         on = _eq(_col("trace_id", "sp"), _col("trace_id", alias))
         query = _join(query, _subquery(_trace_units(spec, table), alias), on, "LEFT")
     return query.where(_eq(_col("environment", "sp"), _str(spec.environment)), copy=False)
+
+
+TRACE_LEVELS = (0.5, 0.95)
+"""The latency percentiles a trace summary reports (p50, p95)."""
+
+
+def trace_summary_query(spec: ReadoutSpec) -> exp.Select:
+    """Per variation and span name — root spans apart — the spans of the readout's units from
+    their first exposure on: how many, in how many traces, their latency p50 and p95 (interpolated,
+    as QUANTILE_CONT), errors, tokens, cost (priced) and the spans whose cost is unknown."""
+    s = "s"
+    source = _span_source(spec, extra=("trace_id", "parent_span_id"))
+    rows = _join(
+        exp.select(
+            _col("variation", "u"),
+            _col("name", s),
+            _as(_is_null(_col("parent_span_id", s)), "root"),
+            *(
+                _col(c, s)
+                for c in ("trace_id", "duration_ms", "status", "input_tokens", "output_tokens", "cost_usd")
+            ),
+            copy=False,
+        ).from_(_table("units", "u"), copy=False),
+        _subquery(source, s),
+        _eq(_col("unit_id", s), _col("unit_id", "u")),
+    ).where(exp.GTE(this=_col("ts", s), expression=_col("first_ts", "u")), copy=False)
+    unknown_cost = _and(
+        exp.paren(exp.or_(_not_null(_col("input_tokens")), _not_null(_col("output_tokens")))),
+        _is_null(_col("cost_usd")),
+    )
+    levels = exp.Array(expressions=[_num(v) for v in TRACE_LEVELS])
+    summary = (
+        exp.select(
+            _col("variation"),
+            _col("name"),
+            _col("root"),
+            _as(exp.Count(this=exp.Star()), "spans"),
+            _as(_distinct_count(_col("trace_id")), "traces"),
+            _as(exp.PercentileCont(this=_col("duration_ms"), expression=levels), "latency_ms"),
+            _as(_count_if(_eq(_col("status"), _str("error"))), "errors"),
+            # No alias repeats a column name: ClickHouse would read the alias inside the other aggregates.
+            _as(exp.Sum(this=_col("input_tokens")), "input_tokens_total"),
+            _as(exp.Sum(this=_col("output_tokens")), "output_tokens_total"),
+            _as(exp.Sum(this=_col("cost_usd")), "cost_usd_total"),
+            _as(_count_if(unknown_cost), "spans_without_cost"),
+            copy=False,
+        )
+        .from_(_subquery(rows, "r"), copy=False)
+        .group_by(_col("variation"), _col("name"), _col("root"), copy=False)
+        .order_by(_col("variation"), exp.Ordered(this=_col("root"), desc=True), _col("name"), copy=False)
+    )
+    return _with(_units_ctes(spec), summary)
 
 
 def span_joinability_query(

@@ -457,6 +457,7 @@ class RemoteBackend:
             "metric": list(metrics),
             "served": options.served,
             "bayes": options.bayes,
+            "traces": options.traces,
         }
         if options.segment is not None:
             params["segment"] = options.segment

@@ -610,11 +610,15 @@ def report(
     phase: Annotated[int | None, typer.Option(help="Only this phase (0 = first rollout)")] = None,
     served: Annotated[bool, typer.Option("--served", help="As-served instead of intent-to-treat")] = False,
     bayes: Annotated[bool, typer.Option("--bayes", help="Add chance to win and expected loss")] = False,
+    traces: Annotated[
+        bool,
+        typer.Option("--traces", help="Add latency, errors, tokens and cost per span name and variation"),
+    ] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The readout: the recommendation, data quality, each metric vs control, the timeline."""
-    options = ReadoutOptions(segment=segment, phase=phase, served=served, bayes=bayes)
+    options = ReadoutOptions(segment=segment, phase=phase, served=served, bayes=bayes, traces=traces)
     with open_backend(_settings(db)) as backend:
         result = backend.report(flag, env, metric or [], options)
     if as_json:

@@ -114,6 +114,8 @@ def recommendation(rec: dict[str, Any], plan: dict[str, Any] | None, console: Co
 def readout(report: dict[str, Any], console: Console) -> None:
     """Recommendation, data quality, phases and metrics, then the release timeline."""
     _readout_body(report, console)
+    if report.get("traces"):
+        traces_table(report["traces"], console)
     if report.get("timeline"):
         release_timeline(report["timeline"], console)
 
@@ -265,6 +267,31 @@ def _metrics_table(report: dict[str, Any]) -> Table:
                 "–" if fixed["p_value"] is None else f"{fixed['p_value']:.2g}",
             )
     return table
+
+
+def traces_table(traces: dict[str, Any], console: Console) -> None:
+    """Per variation and span name: latency p50/p95, error rate, tokens and cost."""
+    table = Table(
+        "variation", "span", "spans", "p50 ms", "p95 ms", "errors", "tokens in/out", "cost", "per trace",
+        title="traces (spans of exposed units, from their first exposure)",
+    )  # fmt: skip
+    for variation, summary in traces.items():
+        for row in summary["spans"]:
+            table.add_row(
+                variation, ("▸ " if row["root"] else "  ") + row["name"], f"{row['spans']:,}",
+                _num(row["latency_p50_ms"]), _num(row["latency_p95_ms"]), _pct(row["error_rate"]),
+                f"{row['input_tokens']:,}/{row['output_tokens']:,}", _num(row["cost_usd"]), _num(row["cost_per_trace"]),
+            )  # fmt: skip
+        unpriced = (
+            f", {summary['spans_without_cost']:,} spans without a cost"
+            if summary["spans_without_cost"]
+            else ""
+        )
+        table.add_row(
+            variation, "[bold]per unit / per request[/]", "", "", "", "", "",
+            _num(summary["cost_per_unit"]), _num(summary["cost_per_trace"]) + unpriced,
+        )  # fmt: skip
+    console.print(table)
 
 
 def release_timeline(tl: dict[str, Any], console: Console, hours: int = 12) -> None:

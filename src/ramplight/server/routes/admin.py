@@ -282,11 +282,12 @@ def report(
     phase: Annotated[int | None, Query(ge=0)] = None,
     served: bool = False,
     bayes: bool = False,
+    traces: Annotated[bool, Query(description="add the per-variation trace summary")] = False,
 ) -> dict[str, Any]:
     """The readout (docs/readout.md): the recommendation first, then data quality, phases and
     each metric vs control."""
     st.catch_up()
-    options = ReadoutOptions(segment=segment, phase=phase, served=served, bayes=bayes)
+    options = ReadoutOptions(segment=segment, phase=phase, served=served, bayes=bayes, traces=traces)
     result = release.report(st.store, flag_key, environment, metric, options)
     behind = st.loading()
     return {**result, "loading": behind} if behind else result
