@@ -287,3 +287,36 @@ def test_a_source_that_breaks_later_fails_the_readout_by_name_not_with_a_500(tmp
     control.delete_source(store, "support_exposures")
     assert service.report(store, FLAG, "production")["data_quality"]["exposed_units"] > 300
     store.close()
+
+
+def test_a_sources_times_keep_their_microseconds_on_clickhouse(tmp_path: Path) -> None:
+    """The source's relation as ClickHouse runs it (chdb): ISO text times with an offset and
+    DateTime64 columns both read to the microsecond, in UTC."""
+    from chdb import session
+
+    from ramplight.analysis.sources import relation
+    from ramplight.analysis.sql import render
+
+    engine = session.Session(str(tmp_path / "chdb"))
+    try:
+        engine.query(
+            "CREATE TABLE support_exposures (flagKey String, unitId String, variation String, "
+            "timestamp String, at DateTime64(6, 'UTC')) ENGINE = MergeTree ORDER BY unitId"
+        )
+        engine.query(
+            "INSERT INTO support_exposures VALUES ('f', 'u1', 'control', '2026-06-23T11:18:44.123456+02:00',"
+            " '2026-06-23 09:18:44.654321')"
+        )
+        for column, expected in (
+            ("timestamp", "2026-06-23 09:18:44.123456"),
+            ("at", "2026-06-23 09:18:44.654321"),
+        ):
+            source = Source(
+                key="x", kind="exposures", sql="SELECT * FROM support_exposures",
+                fields={"flag_key": "flagKey", "unit_id": "unitId", "assigned_variation": "variation", "ts": column},
+            )  # fmt: skip
+            sql = render(relation(source), "clickhouse")
+            out = engine.query(f"SELECT toString(ts) FROM ({sql})", "CSV").data().strip().strip('"')
+            assert out == expected, (column, out)
+    finally:
+        engine.close()

@@ -1121,6 +1121,11 @@ def _clickhouse(tree: exp.Expr) -> exp.Expr:
             moment = datetime.fromisoformat(cast.this.this).astimezone(UTC)
             text = moment.strftime("%Y-%m-%d %H:%M:%S.%f")
             cast.replace(exp.func("toDateTime64", _str(text), _num(6), _str("UTC")))
+        elif cast.to.is_type("timestamptz"):
+            # A column of a source (analysis/sources.py): CAST(… AS DateTime) would drop the
+            # microseconds; this reads ISO text and DateTime64 alike, to the microsecond, in UTC.
+            text = exp.func("toString", cast.this.copy())
+            cast.replace(exp.func("parseDateTime64BestEffortOrNull", text, _num(6), _str("UTC")))
     for alias in list(tree.find_all(exp.Alias)):
         if alias.alias == _UID and isinstance(alias.this, exp.Window):
             alias.set("this", _col("unit_id"))
