@@ -1124,8 +1124,8 @@ def _clickhouse(tree: exp.Expr) -> exp.Expr:
         elif cast.to.is_type("timestamptz"):
             # A column of a source (analysis/sources.py): CAST(… AS DateTime) would drop the
             # microseconds; this reads ISO text and DateTime64 alike, to the microsecond, in UTC.
-            text = exp.func("toString", cast.this.copy())
-            cast.replace(exp.func("parseDateTime64BestEffortOrNull", text, _num(6), _str("UTC")))
+            as_text = exp.func("toString", cast.this.copy())
+            cast.replace(exp.func("parseDateTime64BestEffortOrNull", as_text, _num(6), _str("UTC")))
     for alias in list(tree.find_all(exp.Alias)):
         if alias.alias == _UID and isinstance(alias.this, exp.Window):
             alias.set("this", _col("unit_id"))
