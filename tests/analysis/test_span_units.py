@@ -152,3 +152,35 @@ def test_the_trace_summary_gives_latency_errors_tokens_and_cost_per_span_name_an
         assert math.isclose(summary["cost_per_unit"], 0.02) and math.isclose(summary["cost_per_trace"], 0.02)
         assert root["spans_without_cost"] == 20  # roots carry tokens (0) and no cost: counted
     assert "traces" not in service.report(store, FLAG, "production")  # not asked, no span metric
+
+
+def test_the_critical_path_follows_the_child_that_ends_last_at_every_level(store: DuckDBStore) -> None:
+    from ramplight.analysis.readout import ReadoutOptions
+
+    make_flag(store, candidate=50, at=T0)
+    ev = Evidence()
+    at = T0 + timedelta(hours=1)
+
+    def span(
+        trace: str, span_id: str, parent: str | None, name: str, ends_ms: int, unit: str | None = None
+    ) -> None:
+        _span(ev, trace, span_id, parent, unit, at, 0)
+        ev.spans[-1].update(
+            name=name, end_ts=at + timedelta(milliseconds=ends_ms), duration_ms=float(ends_ms)
+        )
+
+    for i, variation in enumerate(["control", "candidate"] * 2):
+        unit = f"u{i}"
+        ev.expose(unit, variation, at)
+        trace = f"t{i}"
+        span(trace, f"{trace}-root", None, "conversation", 1000, unit)
+        span(trace, f"{trace}-r", f"{trace}-root", "retrieve", 200)
+        # The candidate's model call escalates: a tool call inside it ends last.
+        span(trace, f"{trace}-m", f"{trace}-root", "chat", 900 if variation == "control" else 980)
+        span(trace, f"{trace}-t", f"{trace}-m", "execute_tool", 300 if variation == "control" else 950)
+        span(trace, f"{trace}-g", f"{trace}-m", "generate", 880 if variation == "control" else 400)
+    ev.load(store)
+    traces = service.report(store, FLAG, "production", None, ReadoutOptions(traces=True))["traces"]
+    paths = {v: {p["name"]: (p["traces"], p["share"]) for p in t["critical_path"]} for v, t in traces.items()}
+    assert paths["control"] == {"conversation": (2, 1.0), "chat": (2, 1.0), "generate": (2, 1.0)}
+    assert paths["candidate"] == {"conversation": (2, 1.0), "chat": (2, 1.0), "execute_tool": (2, 1.0)}

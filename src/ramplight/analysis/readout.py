@@ -25,6 +25,7 @@ from ramplight.analysis.report import readout as readout_v1
 from ramplight.analysis.sql import (
     ReadoutSpec,
     assigned_counts_query,
+    critical_path_query,
     per_unit_metrics,
     quantile_query,
     readout_query,
@@ -213,8 +214,9 @@ def _per(total: float | None, count: int) -> float | None:
 
 
 def _trace_summary(store: Store, spec: ReadoutSpec, units: Mapping[str, int]) -> dict[str, Any]:
-    """Per variation: each span name's latency p50/p95, errors, tokens and cost, and per unit and
-    per request (trace) totals — from the store, one statement (docs/traces.md)."""
+    """Per variation: each span name's latency p50/p95, errors, tokens and cost, per unit and per
+    request (trace) totals, and the span names on the traces' critical paths — from the store,
+    two statements (docs/traces.md)."""
     out: dict[str, Any] = {}
     for row in fetch(store, trace_summary_query(spec)):
         variation = out.setdefault(
@@ -247,6 +249,19 @@ def _trace_summary(store: Store, spec: ReadoutSpec, units: Mapping[str, int]) ->
     for variation in out.values():
         variation["cost_per_unit"] = _per(variation["cost_usd"], variation["units"])
         variation["cost_per_trace"] = _per(variation["cost_usd"], variation["traces"])
+        variation["critical_path"] = []
+    for row in fetch(store, critical_path_query(spec)):
+        if row["variation"] not in out:
+            continue
+        variation = out[row["variation"]]
+        variation["critical_path"].append(
+            {
+                "name": row["name"],
+                "traces": int(row["traces"]),
+                "share": _per(float(row["traces"]), variation["traces"]),
+                "mean_duration_ms": float(row["mean_duration_ms"]),
+            }
+        )
     return out
 
 

@@ -407,6 +407,85 @@ def trace_summary_query(spec: ReadoutSpec) -> exp.Select:
     return _with(_units_ctes(spec), summary)
 
 
+def critical_path_query(spec: ReadoutSpec) -> exp.Select:
+    """Per variation and span name, how many traces have such a span on their critical path and
+    its mean duration there. The critical path starts at the root and goes, level by level, to
+    the child that ends last (the least span id among children ending together): the spans that
+    set the end-to-end time. Computed in the store, with a recursive CTE."""
+    spans = _span_source(spec, extra=("trace_id", "span_id", "parent_span_id", "end_ts"))
+    last = (
+        exp.select(
+            _col("trace_id"),
+            _col("parent_span_id"),
+            _as(exp.Max(this=_col("end_ts")), "last_end"),
+            copy=False,
+        )
+        .from_("sx", copy=False)
+        .where(_not_null(_col("parent_span_id")), copy=False)
+        .group_by(_col("trace_id"), _col("parent_span_id"), copy=False)
+    )
+    last_child = _join(
+        exp.select(
+            _col("trace_id", "c"),
+            _col("parent_span_id", "c"),
+            _as(exp.Min(this=_col("span_id", "c")), "span_id"),
+            copy=False,
+        ).from_(_table("sx", "c"), copy=False),
+        _subquery(last, "m"),
+        _and(
+            _eq(_col("trace_id", "c"), _col("trace_id", "m")),
+            _eq(_col("parent_span_id", "c"), _col("parent_span_id", "m")),
+            _eq(_col("end_ts", "c"), _col("last_end", "m")),
+        ),
+    ).group_by(_col("trace_id", "c"), _col("parent_span_id", "c"), copy=False)
+    roots = (
+        exp.select(_col("trace_id"), _col("span_id"), copy=False)
+        .from_("sx", copy=False)
+        .where(_is_null(_col("parent_span_id")), copy=False)
+    )
+    step = _join(
+        exp.select(_col("trace_id", "p"), _col("span_id", "lc"), copy=False).from_(
+            _table("path", "p"), copy=False
+        ),
+        _table("lc", "lc"),
+        _and(
+            _eq(_col("trace_id", "lc"), _col("trace_id", "p")),
+            _eq(_col("parent_span_id", "lc"), _col("span_id", "p")),
+        ),
+    )
+    on_path = _join(
+        _join(
+            exp.select(
+                _col("variation", "u"),
+                _col("name", "x"),
+                _as(_distinct_count(_col("trace_id", "x")), "traces"),
+                _as(exp.Avg(this=_col("duration_ms", "x")), "mean_duration_ms"),
+                copy=False,
+            ).from_(_table("path", "pa"), copy=False),
+            _table("sx", "x"),
+            _and(
+                _eq(_col("trace_id", "x"), _col("trace_id", "pa")),
+                _eq(_col("span_id", "x"), _col("span_id", "pa")),
+            ),
+        ),
+        _table("units", "u"),
+        _eq(_col("unit_id", "u"), _col("unit_id", "x")),
+    )
+    query = (
+        on_path.where(exp.GTE(this=_col("ts", "x"), expression=_col("first_ts", "u")), copy=False)
+        .group_by(_col("variation", "u"), _col("name", "x"), copy=False)
+        .order_by(_col("variation", "u"), _col("name", "x"), copy=False)
+    )
+    ctes = [
+        *_units_ctes(spec),
+        _cte("sx", spans),
+        _cte("lc", last_child),
+        _cte("path", exp.union(roots, step, distinct=False)),
+    ]
+    query.set("with_", exp.With(expressions=ctes, recursive=True))
+    return query
+
+
 def span_joinability_query(
     flag_key: str, environment: str, assignment_unit: str, prices: Sequence[tuple[str, float, float]] = ()
 ) -> exp.Select:
@@ -1129,6 +1208,10 @@ def _clickhouse(tree: exp.Expr) -> exp.Expr:
     for alias in list(tree.find_all(exp.Alias)):
         if alias.alias == _UID and isinstance(alias.this, exp.Window):
             alias.set("this", _col("unit_id"))
+    for with_ in tree.find_all(exp.With):
+        if with_.args.get("recursive"):  # ClickHouse refuses MATERIALIZED there (units key on unit_id)
+            for cte in with_.expressions:
+                cte.set("materialized", None)
     if isinstance(tree, exp.Select):
         settings = [exp.EQ(this=exp.var(k), expression=_num(v)) for k, v in _CLICKHOUSE_SETTINGS.items()]
         tree.set("settings", settings)

@@ -292,6 +292,12 @@ def traces_table(traces: dict[str, Any], console: Console) -> None:
             _num(summary["cost_per_unit"]), _num(summary["cost_per_trace"]) + unpriced,
         )  # fmt: skip
     console.print(table)
+    for variation, summary in traces.items():
+        path = ", ".join(
+            f"{p['name']} {p['share']:.0%}" for p in summary.get("critical_path", []) if p["share"]
+        )
+        if path:
+            console.print(f"critical path, {escape(variation)}: {escape(path)}")
 
 
 def release_timeline(tl: dict[str, Any], console: Console, hours: int = 12) -> None:

@@ -1,0 +1,143 @@
+WITH RECURSIVE exposed AS (
+  SELECT
+    unit_id,
+    unit_id AS uid,
+    MIN(ts) AS first_ts,
+    MIN(assigned_variation) = MAX(assigned_variation) AS one_variation,
+    MIN(assigned_variation) AS assigned,
+    argMin(served_variation, ts) AS served,
+    MAX(CASE WHEN served_variation <> assigned_variation THEN 1 ELSE 0 END) AS fell_back,
+    CAST(NULL AS Nullable(String)) AS segment,
+    COUNT(CASE WHEN ts < toDateTime64('2026-11-01 00:00:00.000000', 6, 'UTC') THEN 1 END) AS early_exposures
+  FROM exposures
+  WHERE
+    environment = 'production' AND flag_key = 'support_assistant_profile'
+  GROUP BY
+    unit_id
+), units AS (
+  SELECT
+    unit_id,
+    uid,
+    first_ts,
+    assigned AS variation,
+    assigned AS assigned_variation,
+    fell_back,
+    segment,
+    0 AS phase
+  FROM exposed
+  WHERE
+    one_variation
+    AND first_ts >= toDateTime64('2026-11-01 00:00:00.000000', 6, 'UTC')
+), sx AS (
+  SELECT
+    COALESCE(sp.unit_id, rt.trace_unit, xt.trace_unit) AS unit_id,
+    sp.start_ts AS ts,
+    sp.name,
+    sp.status,
+    sp.duration_ms,
+    sp.input_tokens,
+    sp.output_tokens,
+    CAST(sp.cost_usd AS Nullable(Float64)) AS cost_usd,
+    sp.trace_id AS trace_id,
+    sp.span_id AS span_id,
+    sp.parent_span_id AS parent_span_id,
+    sp.end_ts AS end_ts
+  FROM spans AS sp
+  LEFT JOIN (
+    SELECT
+      trace_id,
+      MIN(unit_id) AS trace_unit
+    FROM spans
+    WHERE
+      environment = 'production'
+      AND NOT (
+        unit_id IS NULL
+      )
+      AND NOT (
+        trace_id IS NULL
+      )
+      AND parent_span_id IS NULL
+    GROUP BY
+      trace_id
+  ) AS rt
+    ON sp.trace_id = rt.trace_id
+  LEFT JOIN (
+    SELECT
+      trace_id,
+      MIN(unit_id) AS trace_unit
+    FROM exposures
+    WHERE
+      environment = 'production'
+      AND NOT (
+        unit_id IS NULL
+      )
+      AND NOT (
+        trace_id IS NULL
+      )
+      AND flag_key = 'support_assistant_profile'
+    GROUP BY
+      trace_id
+  ) AS xt
+    ON sp.trace_id = xt.trace_id
+  WHERE
+    sp.environment = 'production'
+), lc AS (
+  SELECT
+    c.trace_id,
+    c.parent_span_id,
+    MIN(c.span_id) AS span_id
+  FROM sx AS c
+  JOIN (
+    SELECT
+      trace_id,
+      parent_span_id,
+      MAX(end_ts) AS last_end
+    FROM sx
+    WHERE
+      NOT (
+        parent_span_id IS NULL
+      )
+    GROUP BY
+      trace_id,
+      parent_span_id
+  ) AS m
+    ON c.trace_id = m.trace_id
+    AND c.parent_span_id = m.parent_span_id
+    AND c.end_ts = m.last_end
+  GROUP BY
+    c.trace_id,
+    c.parent_span_id
+), path AS (
+  SELECT
+    trace_id,
+    span_id
+  FROM sx
+  WHERE
+    parent_span_id IS NULL
+  UNION ALL
+  SELECT
+    p.trace_id,
+    lc.span_id
+  FROM path AS p
+  JOIN lc AS lc
+    ON lc.trace_id = p.trace_id AND lc.parent_span_id = p.span_id
+)
+SELECT
+  u.variation,
+  x.name,
+  COUNT(DISTINCT x.trace_id) AS traces,
+  AVG(x.duration_ms) AS mean_duration_ms
+FROM path AS pa
+JOIN sx AS x
+  ON x.trace_id = pa.trace_id AND x.span_id = pa.span_id
+JOIN units AS u
+  ON u.unit_id = x.unit_id
+WHERE
+  x.ts >= u.first_ts
+GROUP BY
+  u.variation,
+  x.name
+ORDER BY
+  u.variation,
+  x.name
+SETTINGS enable_materialized_cte = 1, join_use_nulls = 1, function_json_value_return_type_allow_nullable = 1;
