@@ -107,5 +107,6 @@ def generate(store: DuckDBStore, seed: int = 7) -> None:
             float(rng.integers(100, 900)),
             "error" if i % 13 == 0 else "ok",
         )
+        ev.spans[-1]["gen_ai_model"] = ("gpt-5-mini", "gpt-5", "claude-sonnet-5")[i % 3]  # the route taken
     ev.event("stranger", "turn", T0 + timedelta(days=1), None)  # joins no exposure
     ev.load(store)

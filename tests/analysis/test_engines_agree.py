@@ -161,6 +161,7 @@ STATEMENTS: dict[str, Callable[[Engines], exp.Expr]] = {
     "timeline_eval_series": lambda e: q.timeline_series_query(FLAG, "production", "evals", "faithfulness"),
     "trace_summary": lambda e: q.trace_summary_query(replace(e.spec, prices=(("gpt-5", 1.25, 10.0),))),
     "critical_path": lambda e: q.critical_path_query(e.spec),
+    "routes": lambda e: q.route_query(e.spec),
     "span_joinability": lambda e: q.span_joinability_query(
         FLAG, "production", "conversation", (("gpt", 1.0, 2.0),)
     ),

@@ -184,3 +184,33 @@ def test_the_critical_path_follows_the_child_that_ends_last_at_every_level(store
     paths = {v: {p["name"]: (p["traces"], p["share"]) for p in t["critical_path"]} for v, t in traces.items()}
     assert paths["control"] == {"conversation": (2, 1.0), "chat": (2, 1.0), "generate": (2, 1.0)}
     assert paths["candidate"] == {"conversation": (2, 1.0), "chat": (2, 1.0), "execute_tool": (2, 1.0)}
+
+
+def test_routes_show_a_cascades_share_latency_and_cost_per_model(store: DuckDBStore) -> None:
+    from ramplight.analysis.readout import ReadoutOptions
+
+    make_flag(store, candidate=50, at=T0)
+    ev = Evidence()
+    at = T0 + timedelta(hours=1)
+    for i in range(20):
+        unit, variation = f"u{i}", ("candidate" if i % 2 else "control")
+        ev.expose(unit, variation, at)
+        _span(ev, f"t{i}", f"root{i}", None, unit, at, 0)
+        calls = [("gpt-5", 800.0)] if variation == "control" else [("gpt-5-mini", 300.0)]
+        if variation == "candidate" and i % 4 == 1:  # hard queries escalate to the big model
+            calls.append(("gpt-5", 900.0))
+        for k, (model, duration) in enumerate(calls):
+            _span(ev, f"t{i}", f"call{i}-{k}", f"root{i}", None, at, 100)
+            ev.spans[-1].update(
+                gen_ai_model=model, duration_ms=duration, cost_usd=0.01 if model == "gpt-5" else 0.001
+            )
+    ev.load(store)
+    traces = service.report(store, FLAG, "production", None, ReadoutOptions(traces=True))["traces"]
+    control = {r["model"]: r for r in traces["control"]["routes"]}
+    candidate = {r["model"]: r for r in traces["candidate"]["routes"]}
+    assert set(control) == {"gpt-5"} and control["gpt-5"]["share"] == 1.0
+    assert (candidate["gpt-5-mini"]["share"], candidate["gpt-5"]["share"]) == (1.0, 0.5)
+    assert candidate["gpt-5"]["calls"] == 5 and candidate["gpt-5"]["latency_p95_ms"] == 900.0
+    assert math.isclose(candidate["gpt-5-mini"]["cost_usd"], 0.01) and math.isclose(
+        candidate["gpt-5"]["cost_usd"], 0.05
+    )

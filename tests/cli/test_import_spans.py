@@ -67,6 +67,8 @@ def test_otlp_json_spans_import_into_the_file_once(tmp_path: Path) -> None:
     assert (again["accepted"], again["exposures"], again["duplicates"]) == (0, 0, 4)
     shown = ramplight("report", "support_assistant_profile", "--db", str(db), "--json").stdout
     assert json.loads(shown)["data_quality"]["exposed_units"] == 1
+    text = ramplight("report", "support_assistant_profile", "--db", str(db), "--traces").stdout
+    assert "critical path, candidate: chat 50%, conversation 50%" in text  # two root spans here
     bad = tmp_path / "bad.json"
     bad.write_text('{"resourceSpans": []}\nnot json\n')
     refused = ramplight("import", str(bad), "--db", str(db), check=False)

@@ -29,6 +29,7 @@ from ramplight.analysis.sql import (
     per_unit_metrics,
     quantile_query,
     readout_query,
+    route_query,
     span_joinability_query,
     trace_summary_query,
 )
@@ -250,6 +251,24 @@ def _trace_summary(store: Store, spec: ReadoutSpec, units: Mapping[str, int]) ->
         variation["cost_per_unit"] = _per(variation["cost_usd"], variation["units"])
         variation["cost_per_trace"] = _per(variation["cost_usd"], variation["traces"])
         variation["critical_path"] = []
+        variation["routes"] = []
+    for row in fetch(store, route_query(spec)):
+        if row["variation"] not in out:
+            continue
+        variation = out[row["variation"]]
+        p50, p95 = (float(v) for v in row["latency_ms"]) if row["latency_ms"] else (None, None)
+        variation.setdefault("routes", []).append(
+            {
+                "model": row["model"],
+                "traces": int(row["traces"]),
+                "share": _per(float(row["traces"]), variation["traces"]),
+                "calls": int(row["calls"]),
+                "latency_p50_ms": p50,
+                "latency_p95_ms": p95,
+                "error_rate": int(row["errors"]) / int(row["calls"]),
+                "cost_usd": float(row["cost_usd_total"]) if row["cost_usd_total"] is not None else None,
+            }
+        )
     for row in fetch(store, critical_path_query(spec)):
         if row["variation"] not in out:
             continue

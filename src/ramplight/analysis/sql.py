@@ -359,26 +359,62 @@ TRACE_LEVELS = (0.5, 0.95)
 """The latency percentiles a trace summary reports (p50, p95)."""
 
 
-def trace_summary_query(spec: ReadoutSpec) -> exp.Select:
-    """Per variation and span name — root spans apart — the spans of the readout's units from
-    their first exposure on: how many, in how many traces, their latency p50 and p95 (interpolated,
-    as QUANTILE_CONT), errors, tokens, cost (priced) and the spans whose cost is unknown."""
+def _trace_rows(spec: ReadoutSpec) -> exp.Select:
+    """The spans of the readout's units from their first exposure on, with their variation."""
     s = "s"
-    source = _span_source(spec, extra=("trace_id", "parent_span_id"))
-    rows = _join(
+    source = _span_source(spec, extra=("trace_id", "parent_span_id", "gen_ai_model"))
+    return _join(
         exp.select(
             _col("variation", "u"),
             _col("name", s),
             _as(_is_null(_col("parent_span_id", s)), "root"),
             *(
                 _col(c, s)
-                for c in ("trace_id", "duration_ms", "status", "input_tokens", "output_tokens", "cost_usd")
+                for c in (
+                    "trace_id",
+                    "duration_ms",
+                    "status",
+                    "input_tokens",
+                    "output_tokens",
+                    "cost_usd",
+                    "gen_ai_model",
+                )
             ),
             copy=False,
         ).from_(_table("units", "u"), copy=False),
         _subquery(source, s),
         _eq(_col("unit_id", s), _col("unit_id", "u")),
     ).where(exp.GTE(this=_col("ts", s), expression=_col("first_ts", "u")), copy=False)
+
+
+def route_query(spec: ReadoutSpec) -> exp.Select:
+    """Per variation and model (`gen_ai_model`: the route a router or cascade took), in how many
+    traces it ran, how many calls, their latency p50/p95, errors and priced cost."""
+    levels = exp.Array(expressions=[_num(v) for v in TRACE_LEVELS])
+    routes = (
+        exp.select(
+            _col("variation"),
+            _as(_col("gen_ai_model"), "model"),
+            _as(_distinct_count(_col("trace_id")), "traces"),
+            _as(exp.Count(this=exp.Star()), "calls"),
+            _as(exp.PercentileCont(this=_col("duration_ms"), expression=levels), "latency_ms"),
+            _as(_count_if(_eq(_col("status"), _str("error"))), "errors"),
+            _as(exp.Sum(this=_col("cost_usd")), "cost_usd_total"),
+            copy=False,
+        )
+        .from_(_subquery(_trace_rows(spec), "r"), copy=False)
+        .where(_not_null(_col("gen_ai_model")), copy=False)
+        .group_by(_col("variation"), _col("gen_ai_model"), copy=False)
+        .order_by(_col("variation"), _col("gen_ai_model"), copy=False)
+    )
+    return _with(_units_ctes(spec), routes)
+
+
+def trace_summary_query(spec: ReadoutSpec) -> exp.Select:
+    """Per variation and span name — root spans apart — the spans of the readout's units from
+    their first exposure on: how many, in how many traces, their latency p50 and p95 (interpolated,
+    as QUANTILE_CONT), errors, tokens, cost (priced) and the spans whose cost is unknown."""
+    rows = _trace_rows(spec)
     unknown_cost = _and(
         exp.paren(exp.or_(_not_null(_col("input_tokens")), _not_null(_col("output_tokens")))),
         _is_null(_col("cost_usd")),

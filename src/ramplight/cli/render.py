@@ -298,6 +298,13 @@ def traces_table(traces: dict[str, Any], console: Console) -> None:
         )
         if path:
             console.print(f"critical path, {escape(variation)}: {escape(path)}")
+        routes = ", ".join(
+            f"{r['model']} {r['share']:.0%} (p95 {_num(r['latency_p95_ms'])} ms, {_num(r['cost_usd'])} USD)"
+            for r in summary.get("routes", [])
+            if r["share"] is not None
+        )
+        if routes:
+            console.print(f"routes, {escape(variation)}: {escape(routes)}")
 
 
 def release_timeline(tl: dict[str, Any], console: Console, hours: int = 12) -> None:

@@ -57,7 +57,8 @@ FROM (
     s.status,
     s.input_tokens,
     s.output_tokens,
-    s.cost_usd
+    s.cost_usd,
+    s.gen_ai_model
   FROM units AS u
   JOIN (
     SELECT
@@ -82,7 +83,8 @@ FROM (
         END
       ) AS cost_usd,
       sp.trace_id AS trace_id,
-      sp.parent_span_id AS parent_span_id
+      sp.parent_span_id AS parent_span_id,
+      sp.gen_ai_model AS gen_ai_model
     FROM spans AS sp
     LEFT JOIN (
       SELECT
