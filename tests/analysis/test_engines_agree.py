@@ -202,3 +202,28 @@ def test_ramplight_sql_prints_what_runs_on_that_engine(loaded: Engines, dialect:
             dialect: engine.run(printed.rstrip().rstrip(";")),
         }
     )
+
+
+def test_a_readout_over_a_source_is_the_same_on_every_engine_and_equals_the_own_tables(
+    loaded: Engines,
+) -> None:
+    """A source mirroring the flag's exposures under another flag key (its time and JSON columns
+    cast and passed through as each engine renders them): the mirror flag's readout, run on
+    DuckDB, PostgreSQL and ClickHouse, agrees across them and with the flag's own readout."""
+    from ramplight.analysis.sources import with_sources
+    from ramplight.core.sources import Source
+
+    mirror = Source(
+        key="mirror",
+        kind="exposures",
+        sql=f"SELECT * FROM exposures WHERE flag_key = '{FLAG}'",
+        fields={name: name for name in ("ts", "unit_id", "assigned_variation", "served_variation",
+                                        "fallback_reason", "attributes", "environment", "assignment_unit")},
+        constants={"flag_key": "mirror_flag"},
+    )  # fmt: skip
+    spec = replace(loaded.spec, flag_key="mirror_flag")
+    through_source = loaded.run(with_sources(q.readout_query(spec, loaded.known), [mirror]))
+    via_source = through_source["duckdb"]
+    assert_engines_agree(through_source)
+    own = loaded.run(q.readout_query(loaded.spec, loaded.known))["duckdb"]
+    assert_engines_agree({"duckdb": own, "the mirror flag through its source": via_source})

@@ -19,7 +19,7 @@ from ramplight.server.auth import InEnvironment, environment_scope
 from ramplight.server.openapi import schema_for
 from ramplight.server.responses import json_response
 from ramplight.server.state import ServerState
-from ramplight.store.identity import admit_batch
+from ramplight.store.identity import Admitted, admit_batch
 
 router = APIRouter(prefix="/ingest", tags=["ingest"], dependencies=[Depends(environment_scope)])
 
@@ -61,17 +61,44 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def refuse_when_overloaded(st: ServerState) -> None:
+    """503 with Retry-After, taking nothing, while loading is behind its bound."""
+    pressure = st.log.pressure()
+    if pressure.overloaded:
+        raise Overloaded(
+            f"ingestion is pushing back: {pressure.reason}; nothing was taken", pressure.retry_after
+        )
+
+
+async def acknowledge(st: ServerState, *admitted: Admitted) -> None:
+    """Append what is new to the ingestion log — one write, fsynced — before the answer; if it
+    cannot be made durable, the identities are forgotten again (nothing was acknowledged)."""
+    if len(admitted) == 1:  # the usual request: no copy of its keys and chunks
+        keys, chunks = admitted[0].keys, admitted[0].chunks()
+    else:
+        keys = tuple(k for a in admitted for k in a.keys)
+        chunks = {kind: data for a in admitted for kind, data in a.chunks().items()}
+    if keys:
+        try:
+            await asyncio.wrap_future(st.log.append(chunks, len(keys)))
+        except OSError as exc:
+            st.identities.forget(keys)
+            raise StoreError(
+                f"evidence could not be made durable ({exc.strerror}); nothing was acknowledged"
+            ) from exc
+        except BaseException:
+            st.identities.forget(keys)
+            raise
+    st.duplicates += sum(n for a in admitted for n in a.duplicates.values())
+
+
 @router.post("/batch", openapi_extra=_BATCH_DOC)
 async def ingest(request: Request, scope: InEnvironment) -> Response:
     """Store exposures, events and eval scores. Good items are kept and acknowledged
     durably (fsynced) before the answer; bad ones come back by kind, index, field, reason."""
     st: ServerState = request.app.state.ramplight
     env = scope.environment
-    pressure = st.log.pressure()
-    if pressure.overloaded:
-        raise Overloaded(
-            f"ingestion is pushing back: {pressure.reason}; nothing was taken", pressure.retry_after
-        )
+    refuse_when_overloaded(st)
     body = await read_body(request, st.settings.max_batch_bytes)
     batch = split_batch(body)
     items = sum(len(v) for v in batch.values())
@@ -80,19 +107,7 @@ async def ingest(request: Request, scope: InEnvironment) -> Response:
         raise PayloadTooLarge(f"batch has {items} items; the limit is {limit} (RAMPLIGHT_MAX_BATCH_ITEMS)")
     validated = validate_batch(batch, env, st.facts(env), datetime.now(UTC), st.settings.property_allowlist)
     admitted = admit_batch(st.identities, validated)
-    count = len(admitted.keys)
-    if count:
-        try:
-            await asyncio.wrap_future(st.log.append(admitted.chunks(), count))
-        except OSError as exc:
-            st.identities.forget(admitted.keys)
-            raise StoreError(
-                f"evidence could not be made durable ({exc.strerror}); nothing was acknowledged"
-            ) from exc
-        except BaseException:
-            st.identities.forget(admitted.keys)
-            raise
-    st.duplicates += sum(admitted.duplicates.values())
+    await acknowledge(st, admitted)
     st.conflicts += len(admitted.conflicts)
     problems = sorted((*validated.problems, *admitted.conflicts), key=lambda p: (p.kind or "", p.index or 0))
     result: dict[str, Any] = {

@@ -12,7 +12,6 @@ OTLP, 413 past the size limit, 503 with Retry-After while ingestion pushes back.
 
 from __future__ import annotations
 
-import asyncio
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,10 +23,10 @@ from fastapi.responses import Response
 
 from ramplight.core import otlp
 from ramplight.core.contract import validate_batch
-from ramplight.core.errors import Overloaded, PayloadTooLarge, StoreError
+from ramplight.core.errors import PayloadTooLarge
 from ramplight.server.auth import InEnvironment, environment_scope
 from ramplight.server.openapi import ErrorOut
-from ramplight.server.routes.ingest import read_body
+from ramplight.server.routes.ingest import acknowledge, read_body, refuse_when_overloaded
 from ramplight.server.state import ServerState
 from ramplight.store.identity import Admitted, admit_batch
 
@@ -108,25 +107,6 @@ def _answer(rejected: list[str], warnings: list[str], encoding: str, what: str) 
     return Response(response.SerializeToString(), media_type=PROTOBUF)
 
 
-async def _acknowledge(st: ServerState, admitted: list[Admitted]) -> None:
-    """Append what is new to the ingestion log (one write, fsynced) before the answer."""
-    keys = [k for a in admitted for k in a.keys]
-    if not keys:
-        return
-    chunks = {kind: data for a in admitted for kind, data in a.chunks().items()}
-    try:
-        await asyncio.wrap_future(st.log.append(chunks, len(keys)))
-    except OSError as exc:
-        st.identities.forget(keys)
-        raise StoreError(
-            f"evidence could not be made durable ({exc.strerror}); nothing was acknowledged"
-        ) from exc
-    except BaseException:
-        st.identities.forget(keys)
-        raise
-    st.duplicates += sum(n for a in admitted for n in a.duplicates.values())
-
-
 def _records(
     st: ServerState,
     environment: str,
@@ -157,11 +137,7 @@ def _media(request: Request) -> str:
 
 
 async def _body(request: Request, st: ServerState) -> bytes:
-    pressure = st.log.pressure()
-    if pressure.overloaded:
-        raise Overloaded(
-            f"ingestion is pushing back: {pressure.reason}; nothing was taken", pressure.retry_after
-        )
+    refuse_when_overloaded(st)
     limit = st.settings.max_batch_bytes
     body = await read_body(request, limit)
     encoding = request.headers.get("content-encoding", "").strip().lower()
@@ -203,7 +179,7 @@ async def traces(request: Request, scope: InEnvironment) -> Response:
     now = datetime.now(UTC)
     spans = admit_batch(st.identities, otlp.accept_spans(decoded.spans, scope.environment, now))
     records, refused = _records(st, scope.environment, now, decoded.exposures, [])
-    await _acknowledge(st, [spans, records])
+    await acknowledge(st, spans, records)
     st.conflicts += len(spans.conflicts)
     st.spans_rejected += len(decoded.rejected)
     st.span_attributes_dropped += decoded.dropped_attributes
@@ -235,7 +211,7 @@ async def logs(request: Request, scope: InEnvironment) -> Response:
             f"request has more records than {st.settings.max_batch_items} (RAMPLIGHT_MAX_BATCH_ITEMS)"
         )
     records, refused = _records(st, scope.environment, datetime.now(UTC), decoded.exposures, decoded.evals)
-    await _acknowledge(st, [records])
+    await acknowledge(st, records)
     st.evaluations_not_exposures += len(decoded.rejected) + len(refused)
     st.log_records_ignored += decoded.ignored
     return _answer([*decoded.rejected, *refused], [], media, "LogRecords")
