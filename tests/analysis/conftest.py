@@ -66,7 +66,15 @@ class Evidence:
             }
         )
 
-    def score(self, unit: str, name: str, at: datetime, score: float, evaluator: str = "llm_judge") -> None:
+    def score(
+        self,
+        unit: str | None,
+        name: str,
+        at: datetime,
+        score: float,
+        evaluator: str = "llm_judge",
+        **extra: Any,
+    ) -> None:
         self.evals.append(
             {
                 "event_id": f"v{len(self.evals)}",
@@ -77,11 +85,18 @@ class Evidence:
                 "name": name,
                 "score": score,
                 "evaluator": evaluator,
+                **extra,
             }
         )
 
     def span(
-        self, unit: str, at: datetime, duration_ms: float, status: str = "ok", name: str = "llm.call"
+        self,
+        unit: str | None,
+        at: datetime,
+        duration_ms: float,
+        status: str = "ok",
+        name: str = "llm.call",
+        **extra: Any,
     ) -> None:
         self.spans.append(
             {
@@ -95,6 +110,7 @@ class Evidence:
                 "environment": "production",
                 "unit_id": unit,
                 "received_at": at,
+                **extra,
             }
         )
 

@@ -108,5 +108,30 @@ def generate(store: DuckDBStore, seed: int = 7) -> None:
             "error" if i % 13 == 0 else "ok",
         )
         ev.spans[-1]["gen_ai_model"] = ("gpt-5-mini", "gpt-5", "claude-sonnet-5")[i % 3]  # the route taken
+        if i % 7 in (3, 4):
+            # A conversation the user stopped: the root ends (cancelled) before its generation does,
+            # which names no unit; a judge scores the generation by its response id (i % 7 == 3) or
+            # by its trace and span id (i % 7 == 4), naming no unit either.
+            trace, at = f"c{i}", start + timedelta(minutes=1)
+            stop = float(rng.integers(200, 2000))
+            ev.span(
+                unit, at, stop, "error", "conversation", trace_id=trace, span_id=f"{trace}r", cancelled=True
+            )
+            ev.span(
+                None, at + timedelta(milliseconds=50), stop + float(rng.integers(-100, 3000)), "ok", "chat",
+                trace_id=trace, span_id=f"{trace}g", parent_span_id=f"{trace}r", response_id=f"resp-{i}",
+                gen_ai_model="gpt-5", input_tokens=int(rng.integers(100, 900)),
+                output_tokens=int(rng.integers(10, 1500)),
+            )  # fmt: skip
+            joined_by = (
+                {"response_id": f"resp-{i}"} if i % 7 == 3 else {"trace_id": trace, "span_id": f"{trace}g"}
+            )
+            ev.score(
+                None,
+                "faithfulness",
+                at + timedelta(seconds=9),
+                round(float(rng.uniform(0, 1)), 4),
+                **joined_by,
+            )
     ev.event("stranger", "turn", T0 + timedelta(days=1), None)  # joins no exposure
     ev.load(store)

@@ -162,6 +162,9 @@ STATEMENTS: dict[str, Callable[[Engines], exp.Expr]] = {
     "trace_summary": lambda e: q.trace_summary_query(replace(e.spec, prices=(("gpt-5", 1.25, 10.0),))),
     "critical_path": lambda e: q.critical_path_query(e.spec),
     "routes": lambda e: q.route_query(e.spec),
+    "evals_joined_through_spans": lambda e: q.per_unit_query(
+        replace(e.spec, metrics=(e.known["faithfulness"],)), e.known
+    ),
     "span_joinability": lambda e: q.span_joinability_query(
         FLAG, "production", "conversation", (("gpt", 1.0, 2.0),)
     ),

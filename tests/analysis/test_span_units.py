@@ -214,3 +214,35 @@ def test_routes_show_a_cascades_share_latency_and_cost_per_model(store: DuckDBSt
     assert math.isclose(candidate["gpt-5-mini"]["cost_usd"], 0.01) and math.isclose(
         candidate["gpt-5"]["cost_usd"], 0.05
     )
+
+
+def test_an_eval_score_without_a_unit_joins_through_its_span_its_response_id_or_its_trace(
+    store: DuckDBStore,
+) -> None:
+    make_flag(store, candidate=50, at=T0)
+    save_metrics(store, {"key": "faithfulness", "type": "eval", "eval": "faithfulness"})
+    ev = Evidence()
+    at = T0 + timedelta(hours=1)
+    for unit, variation in (("u1", "control"), ("u2", "candidate"), ("u3", "control"), ("u4", "candidate")):
+        ev.expose(unit, variation, at)
+    ev.exposures[3]["trace_id"] = "trace-4"
+    _span(ev, "trace-1", "root-1", None, "u1", at, 0)
+    _span(ev, "trace-1", "a", "root-1", None, at, 100)
+    _span(ev, "trace-2", "root-2", None, "u2", at, 0)
+    _span(ev, "trace-2", "b", "root-2", None, at, 100)
+    ev.spans[-1]["response_id"] = "chatcmpl-2"
+    _span(ev, "trace-3", "c", None, "u3", at, 100)
+    later = at + timedelta(minutes=5)
+    ev.score(None, "faithfulness", later, 0.25, trace_id="trace-1", span_id="a")  # its span's trace root: u1
+    ev.score(None, "faithfulness", later, 0.75, response_id="chatcmpl-2")  # the generation it judged: u2
+    ev.score(None, "faithfulness", later, 0.5, trace_id="trace-3", span_id="c")  # the span's own unit: u3
+    ev.score(None, "faithfulness", later, 1.0, trace_id="trace-4")  # the exposure sharing its trace: u4
+    ev.score("u1", "faithfulness", later, 0.75)  # its own unit
+    ev.score(None, "faithfulness", later, 0.0, response_id="chatcmpl-unknown")  # placed nowhere: left out
+    ev.load(store)
+
+    report = service.report(store, FLAG, "production")
+    scores = {v["variation"]: v for v in report["metrics"][0]["variations"]}
+    # Per-unit mean score first (u1: (0.25 + 0.75) / 2), then the mean over units.
+    assert (scores["control"]["units"], scores["control"]["mean"]) == (2, (0.5 + 0.5) / 2)
+    assert (scores["candidate"]["units"], scores["candidate"]["mean"]) == (2, (0.75 + 1.0) / 2)

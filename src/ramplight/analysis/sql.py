@@ -278,17 +278,67 @@ def _group_source(
             .where(_and(env, exp.paren(rows)), copy=False)
         )
     if group == "evals":
-        names = sorted({m.eval or "" for m in members})
-        columns = [_col(c) for c in ("unit_id", "ts", "name", "evaluator", "score")]
-        return (
-            exp.select(*columns, copy=False)
-            .from_("evals", copy=False)
-            .where(_and(env, _in(_col("name"), names)), copy=False)
-        )
+        return _eval_source(spec, sorted({m.eval or "" for m in members}))
     if group == "spans":
         return _span_source(spec)
     (metric,) = members
     return _user_metric_source(metric)
+
+
+def _eval_source(spec: ReadoutSpec, names: Sequence[str]) -> exp.Select:
+    """SELECT unit_id, ts, name, evaluator, score FROM evals: a score without a unit of its own
+    takes its span's (by trace and span id, or by `gen_ai.response.id`), else its trace's — the
+    root span's or the exposure's sharing the trace (docs/traces.md)."""
+    env = _eq(_col("environment"), _str(spec.environment))
+    spans = exp.select(
+        _col("trace_id"), _col("span_id"), _col("response_id"), _as(_col("unit_id"), "span_unit"), copy=False
+    ).from_("spans", copy=False)
+    by_span = spans.where(env.copy(), copy=False)
+    by_response = (
+        exp.select(
+            _col("response_id"),
+            _as(exp.Min(this=_col("trace_id")), "response_trace"),
+            _as(exp.Min(this=_col("unit_id")), "response_unit"),
+            copy=False,
+        )
+        .from_("spans", copy=False)
+        .where(_and(env.copy(), _not_null(_col("response_id"))), copy=False)
+        .group_by(_col("response_id"), copy=False)
+    )
+    trace = exp.func("COALESCE", _col("trace_id", "e"), _col("response_trace", "r"))
+    query = exp.select(
+        _as(
+            exp.func(
+                "COALESCE",
+                _col("unit_id", "e"),
+                _col("span_unit", "b"),
+                _col("response_unit", "r"),
+                _col("trace_unit", "rt"),
+                _col("trace_unit", "xt"),
+            ),
+            "unit_id",
+        ),
+        *(_as(_col(c, "e"), c) for c in ("ts", "name", "evaluator", "score")),
+        copy=False,
+    ).from_(_table("evals", "e"), copy=False)
+    query = _join(
+        query,
+        _subquery(by_span, "b"),
+        _and(
+            _eq(_col("trace_id", "b"), _col("trace_id", "e")), _eq(_col("span_id", "b"), _col("span_id", "e"))
+        ),
+        "LEFT",
+    )
+    query = _join(
+        query, _subquery(by_response, "r"), _eq(_col("response_id", "r"), _col("response_id", "e")), "LEFT"
+    )
+    for alias, table in (("rt", "spans"), ("xt", "exposures")):
+        on = _eq(_col("trace_id", alias), trace.copy())
+        query = _join(query, _subquery(_trace_units(spec, table), alias), on, "LEFT")
+    return query.where(
+        _and(_eq(_col("environment", "e"), _str(spec.environment)), _in(_col("name", "e"), list(names))),
+        copy=False,
+    )
 
 
 def _trace_units(spec: ReadoutSpec, table: str) -> exp.Select:

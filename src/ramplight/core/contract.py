@@ -93,6 +93,11 @@ class EvalScore(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_de
     flag_key: Key | None = None
     variation: Key | None = None
     comment: Annotated[str, msgspec.Meta(max_length=MAX_STRING_PROPERTY)] | None = None
+    response_id: Id | None = None
+    """The provider's id of the judged generation (`gen_ai.response.id`): joins the score to its
+    span, and through it to the unit, when the score carries no unit or span of its own."""
+    run_id: Id | None = None
+    """The offline evaluation run the score belongs to (`ramplight gate --run`)."""
     received_at: datetime | None = None
     identity: int | None = None
     payload_hash: int | None = None

@@ -76,6 +76,10 @@ class Span(msgspec.Struct, frozen=True, omit_defaults=True):
     output_tokens: int | None = None
     cost_usd: float | None = None
     attributes: dict[str, Any] | None = None
+    cancelled: bool | None = None
+    """The caller cancelled this operation (`cancelled_by`); None when it was not."""
+    response_id: str | None = None
+    """`gen_ai.response.id`: the provider's id of a generation (evals judging it name it too)."""
     # The server's fields (as on the other evidence kinds), unset on intake.
     event_id: str | None = None
     environment: str | None = None
@@ -217,6 +221,19 @@ def _text(value: Any) -> str | None:
     )
 
 
+def cancelled_by(value: Any) -> bool:
+    """An `error.type`, status message or exception type that names a cancellation: `cancelled`,
+    `canceled`, `asyncio.CancelledError`, gRPC's `CANCELLED`, … (docs/traces.md)."""
+    return isinstance(value, str) and "cancel" in value.lower()
+
+
+def _cancelled(status_message: str, events: Iterable[tuple[Any, Mapping[str, Any]]]) -> bool:
+    """A span's cancellation told by its status message or a recorded exception event."""
+    return cancelled_by(status_message) or any(
+        name == "exception" and cancelled_by(attrs.get("exception.type")) for name, attrs in events
+    )
+
+
 def _first(attrs: Mapping[str, Any], *names: str) -> Any:
     for name in names:
         if name in attrs:
@@ -268,6 +285,8 @@ def _span(
         output_tokens=_integer(_first(attrs, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")),
         cost_usd=_number(attrs.get("gen_ai.usage.cost")),
         attributes=kept or None,
+        cancelled=True if cancelled_by(attrs.get("error.type")) else None,
+        response_id=_text(attrs.get("gen_ai.response.id")),
     )
 
 
@@ -330,6 +349,11 @@ def decode_protobuf(
                 except _Rejected as exc:
                     out.rejected.append(f"span {span.name[:80]!r}: {exc}")
                     continue
+                if not row.cancelled and _cancelled(
+                    span.status.message,
+                    ((e.name, _pb_attributes(e.attributes)) for e in span.events if e.name == "exception"),
+                ):
+                    row = msgspec.structs.replace(row, cancelled=True)
                 out.spans.append(row)
                 if span.name in FLAG_EVALUATION_NAMES:
                     out.evaluation(attrs, span.start_time_unix_nano, row, assignment_unit, "the span")
@@ -459,6 +483,11 @@ def decode_json(
                 except _Rejected as exc:
                     out.rejected.append(f"span {name[:80]!r}: {exc}")
                     continue
+                message = status.get("message")
+                if not row.cancelled and _cancelled(
+                    message if isinstance(message, str) else "", ((n, a) for n, _, a in events)
+                ):
+                    row = msgspec.structs.replace(row, cancelled=True)
                 out.spans.append(row)
                 if name in FLAG_EVALUATION_NAMES:
                     out.evaluation(
@@ -599,6 +628,7 @@ def evaluation_result(
         "variation": _text(_first(attrs, "feature_flag.result.variant", "feature_flag.variant")),
         "trace_id": trace_id,
         "span_id": span_id,
+        "response_id": _text(attrs.get("gen_ai.response.id")),
     }
     doc.update({k: v[:1000] if k == "comment" else v for k, v in optional.items() if v is not None})
     return doc

@@ -87,6 +87,8 @@ EVIDENCE_COLUMNS: dict[EvidenceKind, dict[str, str]] = {
         "flag_key": "VARCHAR",
         "variation": "VARCHAR",
         "comment": "VARCHAR",
+        "response_id": "VARCHAR",
+        "run_id": "VARCHAR",
         "identity": "UBIGINT",
         "payload_hash": "UBIGINT",
     },
@@ -114,6 +116,8 @@ EVIDENCE_COLUMNS: dict[EvidenceKind, dict[str, str]] = {
         "event_id": "VARCHAR",
         "identity": "UBIGINT",
         "payload_hash": "UBIGINT",
+        "cancelled": "BOOLEAN",
+        "response_id": "VARCHAR",
     },
 }
 

@@ -39,14 +39,65 @@ WITH exposed AS MATERIALIZED (
   FROM units AS u
   JOIN (
     SELECT
-      unit_id,
-      ts,
-      name,
-      evaluator,
-      score
-    FROM evals
+      COALESCE(e.unit_id, b.span_unit, r.response_unit, rt.trace_unit, xt.trace_unit) AS unit_id,
+      e.ts AS ts,
+      e.name AS name,
+      e.evaluator AS evaluator,
+      e.score AS score
+    FROM evals AS e
+    LEFT JOIN (
+      SELECT
+        trace_id,
+        span_id,
+        response_id,
+        unit_id AS span_unit
+      FROM spans
+      WHERE
+        environment = 'production'
+    ) AS b
+      ON b.trace_id = e.trace_id AND b.span_id = e.span_id
+    LEFT JOIN (
+      SELECT
+        response_id,
+        MIN(trace_id) AS response_trace,
+        MIN(unit_id) AS response_unit
+      FROM spans
+      WHERE
+        environment = 'production' AND NOT response_id IS NULL
+      GROUP BY
+        response_id
+    ) AS r
+      ON r.response_id = e.response_id
+    LEFT JOIN (
+      SELECT
+        trace_id,
+        MIN(unit_id) AS trace_unit
+      FROM spans
+      WHERE
+        environment = 'production'
+        AND NOT unit_id IS NULL
+        AND NOT trace_id IS NULL
+        AND parent_span_id IS NULL
+      GROUP BY
+        trace_id
+    ) AS rt
+      ON rt.trace_id = COALESCE(e.trace_id, r.response_trace)
+    LEFT JOIN (
+      SELECT
+        trace_id,
+        MIN(unit_id) AS trace_unit
+      FROM exposures
+      WHERE
+        environment = 'production'
+        AND NOT unit_id IS NULL
+        AND NOT trace_id IS NULL
+        AND flag_key = 'support_assistant_profile'
+      GROUP BY
+        trace_id
+    ) AS xt
+      ON xt.trace_id = COALESCE(e.trace_id, r.response_trace)
     WHERE
-      environment = 'production' AND name IN ('faithfulness')
+      e.environment = 'production' AND e.name IN ('faithfulness')
   ) AS s
     ON s.unit_id = u.unit_id
   WHERE
