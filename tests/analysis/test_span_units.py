@@ -246,3 +246,58 @@ def test_an_eval_score_without_a_unit_joins_through_its_span_its_response_id_or_
     # Per-unit mean score first (u1: (0.25 + 0.75) / 2), then the mean over units.
     assert (scores["control"]["units"], scores["control"]["mean"]) == (2, (0.5 + 0.5) / 2)
     assert (scores["candidate"]["units"], scores["candidate"]["mean"]) == (2, (0.75 + 1.0) / 2)
+
+
+def test_the_cancellation_tax_counts_generations_that_ran_on_after_their_caller_was_cancelled(
+    store: DuckDBStore,
+) -> None:
+    from ramplight.analysis.readout import ReadoutOptions
+
+    make_flag(store, candidate=50, at=T0)
+    ev = Evidence()
+    at = T0 + timedelta(hours=1)
+
+    def span(
+        trace: str, span_id: str, parent: str | None, ends_ms: int, unit: str | None = None, **extra: Any
+    ) -> None:
+        _span(ev, trace, span_id, parent, unit, at, extra.pop("tokens", 0))
+        ev.spans[-1].update(end_ts=at + timedelta(milliseconds=ends_ms), duration_ms=float(ends_ms), **extra)
+
+    for i, variation in enumerate(["control", "candidate"] * 2):
+        unit, trace = f"u{i}", f"t{i}"
+        ev.expose(unit, variation, at)
+        if variation == "control":  # stopped at 1 s; the provider honoured it (the generation stopped too)
+            span(trace, f"{trace}-root", None, 1000, unit, cancelled=True, status="error")
+            span(
+                trace,
+                f"{trace}-g",
+                f"{trace}-root",
+                1000,
+                tokens=100,
+                input_tokens=50,
+                cancelled=True,
+                cost_usd=0.01,
+            )
+        else:  # stopped at 1 s; the generation ran on to 4 s: 3/4 of its 400 tokens after the stop
+            span(trace, f"{trace}-root", None, 1000, unit, cancelled=True, status="error")
+            span(trace, f"{trace}-g", f"{trace}-root", 4000, tokens=400, input_tokens=50, cost_usd=0.04)
+            span(trace, f"{trace}-n", f"{trace}-root", 500, tokens=20)  # ended before the stop
+    span("t9", "t9-root", None, 1000, "u9", **{})  # a unit not exposed, and nothing cancelled
+    ev.expose("u4", "candidate", at)
+    span("t4", "t4-root", None, 1000, "u4")
+    span("t4", "t4-g", "t4-root", 3000, tokens=300, cost_usd=0.5)  # ran long, nobody cancelled: no tax
+    ev.load(store)
+    traces = service.report(store, FLAG, "production", None, ReadoutOptions(traces=True))["traces"]
+    control, candidate = traces["control"]["cancellation"], traces["candidate"]["cancellation"]
+    assert (control["cancelled_traces"], control["cancelled_share"], control["generations_ran_on"]) == (
+        2,
+        1.0,
+        0,
+    )
+    assert control["cost_usd"] is None and control["output_tokens"] == 0
+    assert (candidate["cancelled_traces"], candidate["generations_ran_on"]) == (2, 2)
+    assert math.isclose(candidate["cancelled_share"], 2 / 3)
+    assert (candidate["input_tokens"], candidate["output_tokens"]) == (100, 800)
+    assert math.isclose(candidate["output_tokens_after_cancel"], 2 * 400 * 3 / 4)
+    assert math.isclose(candidate["cost_usd"], 0.08) and candidate["unpriced"] == 0
+    assert math.isclose(candidate["cost_share"], 0.08 / 0.58)

@@ -92,6 +92,7 @@ CASES: dict[str, Callable[[], exp.Expr]] = {
     "timeline_series": lambda: q.timeline_series_query(FLAG, ENV, "evals", "faithfulness"),
     "critical_path": lambda: q.critical_path_query(spec(LATENCY)),
     "routes": lambda: q.route_query(replace(spec(LATENCY), prices=(("gpt-5", 1.25, 10.0),))),
+    "cancellation_tax": lambda: q.cancellation_query(replace(spec(LATENCY), prices=(("gpt-5", 1.25, 10.0),))),
     "trace_summary": lambda: q.trace_summary_query(
         replace(spec(LATENCY), prices=(("gpt-5", 1.25, 10.0), ("gpt-5-mini", 0.25, 2.0)))
     ),

@@ -107,7 +107,7 @@ LONG = "x" * (MAX_STRING_PROPERTY + 1)
             "has no variation 'ghost'",
         ),
         ("events", event_doc(ts="2025-03-01T13:00:01Z"), "ts", "more than an hour in the future"),
-        ("evals", eval_doc(unit_id=DROP), "unit_id", "needs unit_id or trace_id"),
+        ("evals", eval_doc(unit_id=DROP), "unit_id", "needs unit_id, trace_id or response_id"),
         ("evals", eval_doc(evaluator="vibes"), "evaluator", "Invalid enum value 'vibes'"),
         ("evals", eval_doc(score=DROP), "score", "required"),
         ("evals", eval_doc(comment=LONG), "comment", f"length <= {MAX_STRING_PROPERTY}"),

@@ -25,6 +25,7 @@ from ramplight.analysis.report import readout as readout_v1
 from ramplight.analysis.sql import (
     ReadoutSpec,
     assigned_counts_query,
+    cancellation_query,
     critical_path_query,
     per_unit_metrics,
     quantile_query,
@@ -216,8 +217,8 @@ def _per(total: float | None, count: int) -> float | None:
 
 def _trace_summary(store: Store, spec: ReadoutSpec, units: Mapping[str, int]) -> dict[str, Any]:
     """Per variation: each span name's latency p50/p95, errors, tokens and cost, per unit and per
-    request (trace) totals, and the span names on the traces' critical paths — from the store,
-    two statements (docs/traces.md)."""
+    request (trace) totals, the routes taken, the span names on the traces' critical paths and
+    the cancellation tax — from the store, one statement each (docs/traces.md)."""
     out: dict[str, Any] = {}
     for row in fetch(store, trace_summary_query(spec)):
         variation = out.setdefault(
@@ -252,6 +253,11 @@ def _trace_summary(store: Store, spec: ReadoutSpec, units: Mapping[str, int]) ->
         variation["cost_per_trace"] = _per(variation["cost_usd"], variation["traces"])
         variation["critical_path"] = []
         variation["routes"] = []
+        variation["cancellation"] = {
+            "cancelled_traces": 0, "cancelled_share": 0.0 if variation["traces"] else None,
+            "generations_ran_on": 0, "input_tokens": 0, "output_tokens": 0,
+            "output_tokens_after_cancel": 0.0, "cost_usd": None, "cost_share": None, "unpriced": 0,
+        }  # fmt: skip
     for row in fetch(store, route_query(spec)):
         if row["variation"] not in out:
             continue
@@ -281,6 +287,24 @@ def _trace_summary(store: Store, spec: ReadoutSpec, units: Mapping[str, int]) ->
                 "mean_duration_ms": float(row["mean_duration_ms"]),
             }
         )
+    for row in fetch(store, cancellation_query(spec)):
+        if row["variation"] not in out:
+            continue
+        variation = out[row["variation"]]
+        cost = float(row["cost_ran_on"]) if row["cost_ran_on"] is not None else None
+        variation["cancellation"] = {
+            "cancelled_traces": int(row["cancelled_traces"]),
+            "cancelled_share": _per(float(row["cancelled_traces"]), variation["traces"]),
+            "generations_ran_on": int(row["generations_ran_on"]),
+            "input_tokens": int(row["input_tokens_ran_on"] or 0),
+            "output_tokens": int(row["output_tokens_ran_on"] or 0),
+            "output_tokens_after_cancel": float(row["output_tokens_after_cancel"] or 0.0),
+            "cost_usd": cost,
+            "cost_share": cost / variation["cost_usd"]
+            if cost is not None and variation["cost_usd"]
+            else None,
+            "unpriced": int(row["unpriced_ran_on"]),
+        }
     return out
 
 

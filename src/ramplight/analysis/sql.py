@@ -572,6 +572,70 @@ def critical_path_query(spec: ReadoutSpec) -> exp.Select:
     return query
 
 
+def _micros(start: exp.Expr, end: exp.Expr) -> exp.Expr:
+    """Microseconds from `start` to `end` (PostgreSQL's spelling is its transform's)."""
+    return exp.cast(
+        exp.DateDiff(this=end, expression=start, unit=exp.var("MICROSECOND")), _DOUBLE, copy=False
+    )
+
+
+def cancellation_query(spec: ReadoutSpec) -> exp.Select:
+    """Per variation, the cancellation tax: traces whose caller was cancelled (a span marked
+    cancelled; the trace's cancel time is the earliest end of one), and the generations (spans
+    with output tokens) of those traces that ended after it — how many, their tokens, the output
+    tokens produced after the cancel (pro rata of the generation's time), and their priced cost."""
+    spans = _span_source(spec, extra=("trace_id", "end_ts", "cancelled"))
+    cancels = (
+        exp.select(_col("trace_id"), _as(exp.Min(this=_col("end_ts")), "cancelled_at"), copy=False)
+        .from_("sx", copy=False)
+        .where(_eq(_col("cancelled"), exp.true()), copy=False)
+        .group_by(_col("trace_id"), copy=False)
+    )
+    x = "x"
+    ran_on = _and(
+        _not_null(_col("output_tokens", x)),
+        exp.GT(this=_col("end_ts", x), expression=_col("cancelled_at", "c")),
+    )
+    after = exp.Div(
+        this=_micros(_col("cancelled_at", "c"), _col("end_ts", x)),
+        expression=exp.func("GREATEST", _micros(_col("ts", x), _col("end_ts", x)), _double(1)),
+    )
+    share_after = exp.func("LEAST", _double(1), after)
+    query = _join(
+        _join(
+            exp.select(
+                _col("variation", "u"),
+                _as(_distinct_count(_col("trace_id", x)), "cancelled_traces"),
+                _as(_count_if(ran_on), "generations_ran_on"),
+                _as(exp.Sum(this=_when(ran_on.copy(), _col("input_tokens", x))), "input_tokens_ran_on"),
+                _as(exp.Sum(this=_when(ran_on.copy(), _col("output_tokens", x))), "output_tokens_ran_on"),
+                _as(
+                    exp.Sum(
+                        this=_when(
+                            ran_on.copy(),
+                            _product(exp.cast(_col("output_tokens", x), _DOUBLE, copy=False), share_after),
+                        )
+                    ),
+                    "output_tokens_after_cancel",
+                ),
+                _as(exp.Sum(this=_when(ran_on.copy(), _col("cost_usd", x))), "cost_ran_on"),
+                _as(_count_if(_and(ran_on.copy(), _is_null(_col("cost_usd", x)))), "unpriced_ran_on"),
+                copy=False,
+            ).from_(_table("sx", x), copy=False),
+            _table("cx", "c"),
+            _eq(_col("trace_id", "c"), _col("trace_id", x)),
+        ),
+        _table("units", "u"),
+        _eq(_col("unit_id", "u"), _col("unit_id", x)),
+    )
+    query = (
+        query.where(exp.GTE(this=_col("ts", x), expression=_col("first_ts", "u")), copy=False)
+        .group_by(_col("variation", "u"), copy=False)
+        .order_by(_col("variation", "u"), copy=False)
+    )
+    return _with([*_units_ctes(spec), _cte("sx", spans), _cte("cx", cancels)], query)
+
+
 def span_joinability_query(
     flag_key: str, environment: str, assignment_unit: str, prices: Sequence[tuple[str, float, float]] = ()
 ) -> exp.Select:
@@ -1245,6 +1309,13 @@ def _postgres(tree: exp.Expr) -> exp.Expr:
         )
         first = exp.Filter(this=aggregate, expression=exp.Where(this=_not_null(value.copy())))
         arg_min.replace(exp.Bracket(this=exp.paren(first), expressions=[_num(0)]))
+    for diff in list(tree.find_all(exp.DateDiff)):
+        # Exact for timestamptz (sqlglot's own spelling casts to a zone-less timestamp first).
+        seconds = exp.Extract(
+            this=exp.var("EPOCH"),
+            expression=exp.paren(exp.Sub(this=diff.this.copy(), expression=diff.expression.copy())),
+        )
+        diff.replace(_product(seconds, _num(1_000_000)))
     for node in list(tree.find_all(exp.JSONExtractScalar)):
         keys = [k.this for k in node.expression.expressions if isinstance(k, exp.JSONPathKey)]
         node.replace(

@@ -305,6 +305,16 @@ def traces_table(traces: dict[str, Any], console: Console) -> None:
         )
         if routes:
             console.print(f"routes, {escape(variation)}: {escape(routes)}")
+        tax = summary.get("cancellation") or {}
+        if tax.get("cancelled_traces"):
+            share = "" if tax["cost_share"] is None else f", {tax['cost_share']:.1%} of the variation's cost"
+            unpriced = f", {tax['unpriced']:,} unpriced" if tax["unpriced"] else ""
+            console.print(
+                f"cancellation tax, {escape(variation)}: {tax['cancelled_traces']:,} traces cancelled"
+                f" ({_pct(tax['cancelled_share'])}); {tax['generations_ran_on']:,} generations ran on,"
+                f" {tax['output_tokens_after_cancel']:,.0f} output tokens after the stop,"
+                f" {_num(tax['cost_usd'])} USD{share}{unpriced}"
+            )
 
 
 def release_timeline(tl: dict[str, Any], console: Console, hours: int = 12) -> None:

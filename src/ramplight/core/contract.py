@@ -394,8 +394,13 @@ def _contract_problem(
             extra = sorted(set(item.properties) - allowed_properties)
             if extra:
                 return f"properties.{extra[0]}", "not in the property allowlist"
-    if type(item) is EvalScore and item.unit_id is None and item.trace_id is None:
-        return "unit_id", "an eval score needs unit_id or trace_id to be joinable"
+    if (
+        type(item) is EvalScore
+        and item.unit_id is None
+        and item.trace_id is None
+        and item.response_id is None
+    ):
+        return "unit_id", "an eval score needs unit_id, trace_id or response_id to be joinable"
     if item.flag_key is not None:
         facts = flags.get(item.flag_key)
         if facts is None:

@@ -1,0 +1,171 @@
+WITH exposed AS MATERIALIZED (
+  SELECT
+    unit_id,
+    unit_id AS uid,
+    MIN(ts) AS first_ts,
+    MIN(assigned_variation) = MAX(assigned_variation) AS one_variation,
+    MIN(assigned_variation) AS assigned,
+    argMin(served_variation, ts) AS served,
+    MAX(CASE WHEN served_variation <> assigned_variation THEN 1 ELSE 0 END) AS fell_back,
+    CAST(NULL AS Nullable(String)) AS segment,
+    COUNT(CASE WHEN ts < toDateTime64('2026-11-01 00:00:00.000000', 6, 'UTC') THEN 1 END) AS early_exposures
+  FROM exposures
+  WHERE
+    environment = 'production' AND flag_key = 'support_assistant_profile'
+  GROUP BY
+    unit_id
+), units AS (
+  SELECT
+    unit_id,
+    uid,
+    first_ts,
+    assigned AS variation,
+    assigned AS assigned_variation,
+    fell_back,
+    segment,
+    0 AS phase
+  FROM exposed
+  WHERE
+    one_variation
+    AND first_ts >= toDateTime64('2026-11-01 00:00:00.000000', 6, 'UTC')
+), sx AS (
+  SELECT
+    COALESCE(sp.unit_id, rt.trace_unit, xt.trace_unit) AS unit_id,
+    sp.start_ts AS ts,
+    sp.name,
+    sp.status,
+    sp.duration_ms,
+    sp.input_tokens,
+    sp.output_tokens,
+    COALESCE(
+      CAST(sp.cost_usd AS Nullable(Float64)),
+      CASE
+        WHEN (
+          sp.gen_ai_model = 'gpt-5' OR startsWith(sp.gen_ai_model, 'gpt-5')
+        )
+        THEN COALESCE(sp.input_tokens, 0) * CAST(1.25e-06 AS Nullable(Float64)) + COALESCE(sp.output_tokens, 0) * CAST(1e-05 AS Nullable(Float64))
+      END
+    ) AS cost_usd,
+    sp.trace_id AS trace_id,
+    sp.end_ts AS end_ts,
+    sp.cancelled AS cancelled
+  FROM spans AS sp
+  LEFT JOIN (
+    SELECT
+      trace_id,
+      MIN(unit_id) AS trace_unit
+    FROM spans
+    WHERE
+      environment = 'production'
+      AND NOT (
+        unit_id IS NULL
+      )
+      AND NOT (
+        trace_id IS NULL
+      )
+      AND parent_span_id IS NULL
+    GROUP BY
+      trace_id
+  ) AS rt
+    ON sp.trace_id = rt.trace_id
+  LEFT JOIN (
+    SELECT
+      trace_id,
+      MIN(unit_id) AS trace_unit
+    FROM exposures
+    WHERE
+      environment = 'production'
+      AND NOT (
+        unit_id IS NULL
+      )
+      AND NOT (
+        trace_id IS NULL
+      )
+      AND flag_key = 'support_assistant_profile'
+    GROUP BY
+      trace_id
+  ) AS xt
+    ON sp.trace_id = xt.trace_id
+  WHERE
+    sp.environment = 'production'
+), cx AS (
+  SELECT
+    trace_id,
+    MIN(end_ts) AS cancelled_at
+  FROM sx
+  WHERE
+    cancelled = TRUE
+  GROUP BY
+    trace_id
+)
+SELECT
+  u.variation,
+  COUNT(DISTINCT x.trace_id) AS cancelled_traces,
+  COUNT(
+    CASE
+      WHEN NOT (
+        x.output_tokens IS NULL
+      ) AND x.end_ts > c.cancelled_at
+      THEN 1
+    END
+  ) AS generations_ran_on,
+  SUM(
+    CASE
+      WHEN NOT (
+        x.output_tokens IS NULL
+      ) AND x.end_ts > c.cancelled_at
+      THEN x.input_tokens
+    END
+  ) AS input_tokens_ran_on,
+  SUM(
+    CASE
+      WHEN NOT (
+        x.output_tokens IS NULL
+      ) AND x.end_ts > c.cancelled_at
+      THEN x.output_tokens
+    END
+  ) AS output_tokens_ran_on,
+  SUM(
+    CASE
+      WHEN NOT (
+        x.output_tokens IS NULL
+      ) AND x.end_ts > c.cancelled_at
+      THEN CAST(x.output_tokens AS Nullable(Float64)) * LEAST(
+        CAST(1 AS Nullable(Float64)),
+        CAST(DATE_DIFF(MICROSECOND, c.cancelled_at, x.end_ts) AS Nullable(Float64)) / GREATEST(
+          CAST(DATE_DIFF(MICROSECOND, x.ts, x.end_ts) AS Nullable(Float64)),
+          CAST(1 AS Nullable(Float64))
+        )
+      )
+    END
+  ) AS output_tokens_after_cancel,
+  SUM(
+    CASE
+      WHEN NOT (
+        x.output_tokens IS NULL
+      ) AND x.end_ts > c.cancelled_at
+      THEN x.cost_usd
+    END
+  ) AS cost_ran_on,
+  COUNT(
+    CASE
+      WHEN NOT (
+        x.output_tokens IS NULL
+      )
+      AND x.end_ts > c.cancelled_at
+      AND x.cost_usd IS NULL
+      THEN 1
+    END
+  ) AS unpriced_ran_on
+FROM sx AS x
+JOIN cx AS c
+  ON c.trace_id = x.trace_id
+JOIN units AS u
+  ON u.unit_id = x.unit_id
+WHERE
+  x.ts >= u.first_ts
+GROUP BY
+  u.variation
+ORDER BY
+  u.variation
+SETTINGS enable_materialized_cte = 1, join_use_nulls = 1, function_json_value_return_type_allow_nullable = 1;
