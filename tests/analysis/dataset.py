@@ -43,6 +43,12 @@ METRICS = (
         "aggregation": "sum",
     },
     {"key": "latency_p90", "type": "quantile", "event": "latency_ms", "quantile": 0.9},
+    {
+        "key": "unbacked_refunds",
+        "type": "claim",
+        "event": "refund_issued",
+        "span_name": "execute_tool refund",
+    },
 )
 UNITS = 400
 PLANS = ("free", "pro", "team")
@@ -133,5 +139,18 @@ def generate(store: DuckDBStore, seed: int = 7) -> None:
                 round(float(rng.uniform(0, 1)), 4),
                 **joined_by,
             )
+        if i % 7 == 3:  # the refund the assistant claims was made by a tool call in its trace
+            ev.span(
+                None,
+                start + timedelta(minutes=1, seconds=3),
+                80.0,
+                name="execute_tool refund",
+                trace_id=f"c{i}",
+            )
+        if i % 7 in (3, 4, 5):  # claimed with the trace (3: backed; 4, 5: no such tool call)
+            ev.event(unit, "refund_issued", start + timedelta(minutes=2))
+            ev.events[-1]["trace_id"] = f"c{i}"
+        if i % 7 == 6:  # claimed without a trace: cannot be checked, left out
+            ev.event(unit, "refund_issued", start + timedelta(minutes=2))
     ev.event("stranger", "turn", T0 + timedelta(days=1), None)  # joins no exposure
     ev.load(store)

@@ -32,7 +32,8 @@ FROM exposures
 """
 EVENTS_AS_TEAM_TABLE = """
 CREATE TABLE support_events AS
-SELECT json_object('unitId', unit_id, 'flagKey', flag_key, 'assignmentUnit', assignment_unit) AS payload,
+SELECT json_object('unitId', unit_id, 'flagKey', flag_key, 'assignmentUnit', assignment_unit,
+                   'traceId', trace_id) AS payload,
        name AS "event", value AS "amount", properties AS "props", ts AS "occurredAt"
 FROM events
 """
@@ -61,6 +62,7 @@ SOURCES: list[dict[str, Any]] = [
             "unit_id": "payload.unitId",
             "flag_key": "payload.flagKey",
             "assignment_unit": "payload.assignmentUnit",
+            "trace_id": "payload.traceId",
             "name": "event",
             "value": "amount",
             "properties": "props",

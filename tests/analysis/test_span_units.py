@@ -301,3 +301,49 @@ def test_the_cancellation_tax_counts_generations_that_ran_on_after_their_caller_
     assert math.isclose(candidate["output_tokens_after_cancel"], 2 * 400 * 3 / 4)
     assert math.isclose(candidate["cost_usd"], 0.08) and candidate["unpriced"] == 0
     assert math.isclose(candidate["cost_share"], 0.08 / 0.58)
+
+
+def test_claimed_but_not_done_counts_claims_whose_trace_lacks_the_tool_span(store: DuckDBStore) -> None:
+    import pytest
+
+    from ramplight.core.errors import ValidationError
+    from ramplight.core.metrics import check_metric, convert_metric
+
+    make_flag(store, candidate=50, at=T0)
+    claim = {
+        "key": "unbacked_refunds",
+        "type": "claim",
+        "event": "refund_issued",
+        "span_name": "execute_tool refund",
+    }
+    save_metrics(store, claim, {**claim, "key": "any_unbacked", "aggregation": "binary"})
+    ev = Evidence()
+    at = T0 + timedelta(hours=1)
+    claims = {  # unit: [(trace of the claim, its trace has the refund tool span)]
+        "u1": [("t1", True), ("t1b", True)],
+        "u2": [("t2", False), ("t2b", True)],  # one refund claimed that no tool call made
+        "u3": [("t3", False), ("t3b", False)],
+        "u4": [("t4", True)],
+    }
+    for i, (unit, made) in enumerate(claims.items()):
+        ev.expose(unit, "control" if i % 2 == 0 else "candidate", at)
+        for trace, done in made:
+            _span(ev, trace, f"{trace}-root", None, unit, at, 0)
+            if done:
+                _span(ev, trace, f"{trace}-tool", f"{trace}-root", None, at, 0)
+                ev.spans[-1]["name"] = "execute_tool refund"
+            ev.event(unit, "refund_issued", at + timedelta(minutes=1))
+            ev.events[-1]["trace_id"] = trace
+    ev.event("u4", "refund_issued", at + timedelta(minutes=2))  # no trace id: cannot be checked, left out
+    ev.load(store)
+
+    report = service.report(store, FLAG, "production")
+    by_metric = {m["key"]: {v["variation"]: v for v in m["variations"]} for m in report["metrics"]}
+    # control: u1 (0 unbacked), u3 (2); candidate: u2 (1), u4 (0)
+    assert [by_metric["unbacked_refunds"][v]["mean"] for v in ("control", "candidate")] == [1.0, 0.5]
+    assert [by_metric["any_unbacked"][v]["mean"] for v in ("control", "candidate")] == [0.5, 0.5]
+
+    with pytest.raises(ValidationError, match="span_name: required for a claim metric"):
+        check_metric(convert_metric({"key": "c", "type": "claim", "event": "refund_issued"}), {})
+    with pytest.raises(ValidationError, match="aggregation: a claim metric counts unbacked claims"):
+        check_metric(convert_metric({**claim, "aggregation": "count"}), {})

@@ -232,8 +232,8 @@ _SPAN_COLUMNS = ("name", "status", "duration_ms", "input_tokens", "output_tokens
 
 def _group(metric: Metric) -> str:
     """Metrics read from the same table share one scan, join and group-by."""
-    if metric.type == "sql":
-        return f"sql:{metric.key}"
+    if metric.type in ("sql", "claim"):
+        return f"{metric.type}:{metric.key}"
     return {"event": "events", "eval": "evals"}.get(metric.type, "spans")
 
 
@@ -282,7 +282,44 @@ def _group_source(
     if group == "spans":
         return _span_source(spec)
     (metric,) = members
+    if metric.type == "claim":
+        return _claim_source(metric, spec)
     return _user_metric_source(metric)
+
+
+def _claim_source(metric: Metric, spec: ReadoutSpec) -> exp.Select:
+    """SELECT unit_id, ts, value FROM events: the metric's claim events that carry a trace id,
+    each 1 when its trace has no span of the named kind (claimed but not done), else 0."""
+    backed = (
+        exp.select(_as(_col("trace_id"), "backed_trace"), copy=False)
+        .from_("spans", copy=False)
+        .where(
+            _and(
+                _eq(_col("environment"), _str(spec.environment)),
+                _eq(_col("name"), _str(metric.span_name or "")),
+            ),
+            copy=False,
+        )
+        .group_by(_col("trace_id"), copy=False)
+    )
+    query = exp.select(
+        _as(_col("unit_id", "e"), "unit_id"),
+        _as(_col("ts", "e"), "ts"),
+        _as(_when(_is_null(_col("backed_trace", "b")), _double(1), _double(0)), "value"),
+        copy=False,
+    ).from_(_table("events", "e"), copy=False)
+    query = _join(
+        query, _subquery(backed, "b"), _eq(_col("backed_trace", "b"), _col("trace_id", "e")), "LEFT"
+    )
+    return query.where(
+        _and(
+            _eq(_col("environment", "e"), _str(spec.environment)),
+            _eq(_col("name", "e"), _str(metric.event or "")),
+            _eq(_col("assignment_unit", "e"), _str(spec.assignment_unit)),
+            _not_null(_col("trace_id", "e")),
+        ),
+        copy=False,
+    )
 
 
 def _eval_source(spec: ReadoutSpec, names: Sequence[str]) -> exp.Select:
@@ -698,6 +735,8 @@ def _value_and_condition(metric: Metric) -> tuple[exp.Expr, exp.Expr | None]:
         )
         condition = _eq(_col("name", "s"), _str(metric.span_name)) if metric.span_name else None
         return (_double(1) if counted else value), condition
+    if metric.type == "claim":
+        return _col("value", "s"), None
     return (_double(1) if counted else _col("value", "s")), None
 
 

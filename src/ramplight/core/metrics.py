@@ -16,7 +16,7 @@ from ramplight.core.errors import FieldProblem, ValidationError
 from ramplight.core.flags import KEY_PATTERN
 from ramplight.core.usersql import EVIDENCE_TABLES, check_user_sql
 
-MetricType = Literal["event", "ratio", "quantile", "eval", "span", "sql"]
+MetricType = Literal["event", "ratio", "quantile", "eval", "span", "claim", "sql"]
 Aggregation = Literal["count", "sum", "mean", "binary", "max"]
 SpanField = Literal["duration_ms", "input_tokens", "output_tokens", "cost_usd", "error"]
 Direction = Literal["increase", "decrease"]
@@ -33,6 +33,9 @@ class Metric(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
     - quantile: `event`, `quantile` (0 < q < 1), optional `value` path (event-level values)
     - eval: `eval` name (scores from `evals`), optional `evaluator`; per-unit mean score
     - span: `span_field`, optional `span_name`, `aggregation`
+    - claim: `event` (an outcome saying an action happened) and `span_name` (the span that does
+      it): per unit, the claims whose trace has no such span — how many (`sum`), whether any
+      (`binary`) or their share of the unit's claims (`mean`). Claimed but not done.
     - sql: `sql`, a query over your tables returning `unit_id, ts, value`; `aggregation`
     """
 
@@ -59,7 +62,12 @@ class Metric(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
     @property
     def zero_when_missing(self) -> bool:
         """Units without any event count as 0 (count, sum, binary); otherwise they are left out."""
-        return self.aggregation in ("count", "sum", "binary") and self.type in ("event", "span", "sql")
+        return self.aggregation in ("count", "sum", "binary") and self.type in (
+            "event",
+            "span",
+            "claim",
+            "sql",
+        )
 
 
 def _problem(exc: msgspec.ValidationError) -> FieldProblem:
@@ -81,6 +89,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "quantile": ("event", "quantile"),
     "eval": ("eval",),
     "span": ("span_field",),
+    "claim": ("event", "span_name"),
     "sql": ("sql",),
 }
 
@@ -106,6 +115,10 @@ def check_metric(
         problems.append(FieldProblem("quantile", "must be strictly between 0 and 1 (0.95 for p95)"))
     if metric.guardrail_margin is not None and not 0 <= metric.guardrail_margin < 10:
         problems.append(FieldProblem("guardrail_margin", "a relative margin, e.g. 0.05 for 5 %"))
+    if metric.type == "claim" and metric.aggregation not in ("sum", "binary", "mean"):
+        problems.append(
+            FieldProblem("aggregation", "a claim metric counts unbacked claims: use sum, binary or mean")
+        )
     if metric.type == "ratio":
         for field in ("numerator", "denominator"):
             ref = getattr(metric, field)
