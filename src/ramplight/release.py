@@ -16,13 +16,16 @@ import msgspec
 
 from ramplight import audit, control
 from ramplight.analysis import service as analysis
+from ramplight.analysis.execute import fetch as analysis_fetch
 from ramplight.analysis.readout import ReadoutOptions
+from ramplight.analysis.sql import eval_run_query
 from ramplight.analysis.timeline import timeline
 from ramplight.control.prices import apply_prices
 from ramplight.core.audit import Decision, FlagChange
 from ramplight.core.decision import Recommendation, ReleaseState, decide, evidence_from_readout, stage_index
 from ramplight.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from ramplight.core.flags import Flag, Rollout
+from ramplight.core.gate import GateRecord, GateRequest, read_scores
 from ramplight.core.phases import phases_from_changes
 from ramplight.core.plan import Plan, Verdict, check_plan, convert_plan, default_plan
 from ramplight.core.rollout import ramp_weights
@@ -431,6 +434,10 @@ def decide_action(
         )
     readout = j.readout
     statistics = _sufficient_statistics(store, readout.get("sql"))
+    earlier = [d.ts for d in store.decisions(flag.key) if d.environment == environment]
+    gates = [
+        gate_json(g) for g in store.eval_gates(flag.key, environment) if not earlier or g.ts > earlier[-1]
+    ]
     decision = Decision(
         decision_id=uuid.uuid4().hex,
         ts=clock(),
@@ -441,7 +448,11 @@ def decide_action(
         forced=forced,
         reason=reason,
         recommendation=j.recommendation.to_json(),
-        evidence={**{k: v for k, v in readout.items() if k != "sql"}, "sufficient_statistics": statistics},
+        evidence={
+            **{k: v for k, v in readout.items() if k != "sql"},
+            "sufficient_statistics": statistics,
+            "eval_gates": gates,
+        },
         sql=readout.get("sql"),
         fingerprint=fingerprint(readout, flag),
         flag_version=flag.version,
@@ -463,7 +474,52 @@ def decision_answer(store: Store, decision: Decision) -> dict[str, Any]:
         "seq": decision.seq,
         "hash": decision.hash,
         "audit_head": audit.head(store),
+        "eval_gates": (decision.evidence or {}).get("eval_gates", []),
     }
+
+
+def gate_json(record: GateRecord) -> dict[str, Any]:
+    out: dict[str, Any] = msgspec.to_builtins(record)
+    return out
+
+
+def run_eval_gate(
+    store: Store, flag_key: str, request: GateRequest, actor: str, clock: Clock = utcnow
+) -> dict[str, Any]:
+    """Run the eval gate on the request's items or on an offline run's scores in `evals`, and
+    record the result with the flag: evidence its next decision carries (docs/decisions.md)."""
+    request.check()
+    flag = control.get_flag(store, flag_key)
+    if request.environment not in flag.environments:
+        raise ValidationError.at("environment", f"{flag_key!r} has no environment {request.environment!r}")
+    variations = [v.key for v in flag.variations]
+    for field in ("control", "candidate"):
+        if getattr(request, field) not in variations:
+            raise ValidationError.at(
+                field,
+                f"{getattr(request, field)!r} is not a variation of {flag_key!r} ({', '.join(variations)})",
+            )
+    if request.items is not None:
+        rows = request.items
+    else:
+        assert request.run_id is not None
+        rows = analysis_fetch(store, eval_run_query(request.environment, request.run_id))
+        if not rows:
+            raise ValidationError.at(
+                "run_id", f"no eval scores with run_id {request.run_id!r} in {request.environment!r}"
+            )
+    result = request.run(read_scores(rows, (request.control, request.candidate)))
+    record = GateRecord(
+        gate_id=uuid.uuid4().hex, ts=clock(), flag_key=flag.key, environment=request.environment, actor=actor,
+        passed=result.passed, result=result.to_json(), run_id=request.run_id, source=request.source,
+    )  # fmt: skip
+    store.record_gate(record)
+    return gate_json(record)
+
+
+def eval_gates(store: Store, flag_key: str, environment: str | None = None) -> list[dict[str, Any]]:
+    control.get_flag(store, flag_key)
+    return [gate_json(g) for g in store.eval_gates(flag_key, environment)]
 
 
 def check_growth(

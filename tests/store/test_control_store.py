@@ -234,6 +234,33 @@ def test_the_price_table_is_replaced_whole(store: Any) -> None:
     assert store.list_prices() == table[1:]
 
 
+def test_eval_gates_are_kept_per_flag_and_environment_oldest_first(store: Any) -> None:
+    from datetime import timedelta
+
+    from ramplight.core.gate import GateRecord
+
+    def record(i: int, environment: str, passed: bool) -> GateRecord:
+        result = {"control": "control", "candidate": "candidate", "scores": [], "passed": passed}
+        return GateRecord(
+            f"g{i}", NOW + timedelta(minutes=i), "f", environment, "cli", passed, result, run_id=f"r{i}"
+        )
+
+    gates = [record(2, "production", False), record(1, "production", True), record(3, "staging", True)]
+    for gate in gates:
+        store.record_gate(gate)
+    assert store.eval_gates("f", "production") == [gates[1], gates[0]]
+    assert store.eval_gates("f") == [gates[1], gates[0], gates[2]]
+    assert store.eval_gates("other") == []
+
+
+def test_every_control_store_method_is_routed_to_the_control_plane_when_the_planes_are_split() -> None:
+    from ramplight.store.base import ControlStore
+    from ramplight.store.split import CONTROL, SplitStore
+
+    declared = {name for name in vars(ControlStore) if not name.startswith("_")}
+    assert declared - CONTROL - set(vars(SplitStore)) == set()  # the split store closes both itself
+
+
 def test_postgres_notifies_other_processes_of_each_commit(tmp_path: Path) -> None:
     from ramplight.store.postgres import PostgresControlStore
 

@@ -609,6 +609,27 @@ def critical_path_query(spec: ReadoutSpec) -> exp.Select:
     return query
 
 
+def eval_run_query(environment: str, run_id: str) -> exp.Select:
+    """An offline evaluation run's scores (`evals` rows with its `run_id`) as the eval gate reads
+    them: the item (the score's unit, else the judged response, else its trace), the variation
+    scored, the score's name and value."""
+    item = exp.func("COALESCE", _col("unit_id"), _col("response_id"), _col("trace_id"))
+    return (
+        exp.select(
+            _as(item, "item"),
+            _as(_col("variation"), "variation"),
+            _as(_col("name"), "name"),
+            _as(_col("score"), "score"),
+            copy=False,
+        )
+        .from_("evals", copy=False)
+        .where(
+            _and(_eq(_col("environment"), _str(environment)), _eq(_col("run_id"), _str(run_id))), copy=False
+        )
+        .order_by(_col("ts"), _col("event_id"), copy=False)
+    )
+
+
 def _micros(start: exp.Expr, end: exp.Expr) -> exp.Expr:
     """Microseconds from `start` to `end` (PostgreSQL's spelling is its transform's)."""
     return exp.cast(

@@ -64,6 +64,22 @@ def timeline(store: Store, flag: Flag, environment: str, metrics: Sequence[Metri
                 "decision_id": decision.decision_id,
             }
         )
+    for gate in store.eval_gates(flag.key, environment):
+        scores = gate.result.get("scores", [])
+        verdicts = ", ".join(
+            f"{s['name']} {'pass' if s['passed'] else 'FAIL'}" for s in scores if s.get("passed") is not None
+        )
+        events.append(
+            {
+                "ts": gate.ts.isoformat(),
+                "kind": "eval_gate",
+                "action": "passed" if gate.passed else "failed",
+                "actor": gate.actor,
+                "reason": f"{gate.result.get('candidate')} vs {gate.result.get('control')}: {verdicts}",
+                "run_id": gate.run_id,
+                "gate_id": gate.gate_id,
+            }
+        )
     events.sort(key=lambda e: (e["ts"], e["kind"] == "decision"))
     statement = timeline_units_query(flag.key, environment)
     units = [{k: _iso(v) for k, v in row.items()} for row in fetch(store, statement)]

@@ -34,6 +34,7 @@ from ramplight.core.errors import (
     ValidationError,
 )
 from ramplight.core.flags import Flag
+from ramplight.core.gate import convert_gate_request
 from ramplight.core.sources import Source
 from ramplight.server.run import read_server_file
 from ramplight.settings import Settings
@@ -81,6 +82,10 @@ class Backend(Protocol):
         self, key: str, environment: str, action: str, reason: str | None, force: bool, percent: float | None
     ) -> dict[str, Any]: ...
     def decisions(self, key: str) -> list[dict[str, Any]]: ...
+    def run_gate(self, key: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Run the eval gate and record it with the flag (a `GateRequest` as JSON)."""
+        ...
+
     def stale(self, days: float) -> list[dict[str, Any]]: ...
     def report(
         self, key: str, environment: str, metrics: Sequence[str], options: ReadoutOptions
@@ -190,6 +195,9 @@ class LocalBackend:
 
     def decisions(self, key: str) -> list[dict[str, Any]]:
         return release.decisions(self.store, key)
+
+    def run_gate(self, key: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        return release.run_eval_gate(self.store, key, convert_gate_request(request), "cli")
 
     def stale(self, days: float) -> list[dict[str, Any]]:
         return release.stale_flags(self.store, days)
@@ -439,6 +447,10 @@ class RemoteBackend:
             "percent": percent,
         }
         result: dict[str, Any] = self._call("POST", f"/api/flags/{key}/decisions", json=body).json()
+        return result
+
+    def run_gate(self, key: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/api/flags/{key}/gates", json=dict(request)).json()
         return result
 
     def decisions(self, key: str) -> list[dict[str, Any]]:

@@ -532,10 +532,13 @@ def _margins(values: list[str]) -> dict[str, float]:
 
 @app.command("gate")
 def gate_cmd(
-    file: Annotated[Path, typer.Argument(help="JSONL: {item, variation, scores: {name: value}} per line")],
+    file: Annotated[
+        Path | None, typer.Argument(help="JSONL: {item, variation, scores: {name: value}} per line")
+    ] = None,
     margin: Annotated[
-        list[str], typer.Option("--margin", help="NAME=MARGIN: the harm allowed on a score (repeatable)")
-    ],
+        list[str] | None,
+        typer.Option("--margin", help="NAME=MARGIN: the harm allowed on a score (repeatable)"),
+    ] = None,
     control: Annotated[str, typer.Option(help="The control variation")] = "control",
     candidate: Annotated[str, typer.Option(help="The candidate variation")] = "candidate",
     relative: Annotated[bool, typer.Option(help="Margins relative to control's mean (0.02 = 2 %)")] = False,
@@ -543,10 +546,63 @@ def gate_cmd(
         list[str] | None, typer.Option("--lower-is-better", help="A score where less is better (repeatable)")
     ] = None,
     alpha: Annotated[float, typer.Option(help="One-sided error rate of each score's test")] = 0.05,
+    run: Annotated[
+        str | None,
+        typer.Option("--run", help="Read the scores of this offline run from evals (their run_id)"),
+    ] = None,
+    flag: Annotated[
+        str | None,
+        typer.Option("--flag", help="Record the result with this flag (its next decision carries it)"),
+    ] = None,
+    env: EnvOption = "production",
+    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """CI gate: is the candidate no worse than control on an offline eval set, paired by item?
     Exit 0 when every gated score passes, 1 when one does not (or the input is bad)."""
+    if (file is None) == (run is None):
+        raise ValidationError.at(
+            "FILE", "give the eval set's JSONL file, or --run RUN_ID for scores in evals"
+        )
+    if run is not None and flag is None:
+        raise ValidationError.at(
+            "--flag", "--run reads a run's scores from the store: name the flag to record it with"
+        )
+    margins = _margins(margin or [])
+    if not margins:
+        raise ValidationError.at("--margin", "at least one NAME=MARGIN (e.g. faithfulness=0.02)")
+    rows = _eval_rows(file) if file is not None else None
+    recorded: dict[str, Any] | None = None
+    if flag is not None:
+        request: dict[str, Any] = {
+            "margins": margins, "environment": env, "control": control, "candidate": candidate,
+            "relative": relative, "lower_is_better": list(lower_is_better or ()), "alpha": alpha,
+            **({"run_id": run} if run is not None else {"items": rows, "source": file.name if file else None}),
+        }  # fmt: skip
+        with open_backend(_settings(db)) as backend:
+            recorded = backend.run_gate(flag, request)
+        result: dict[str, Any] = recorded["result"]
+    else:
+        assert rows is not None
+        result = run_gate(
+            read_scores(rows, (control, candidate)), control, candidate, margins, relative=relative,
+            lower_is_better=frozenset(lower_is_better or ()), alpha=alpha,
+        ).to_json()  # fmt: skip
+    if as_json:
+        _print_json(recorded if recorded is not None else result)
+    else:
+        render.gate_table(result, console)
+        if recorded is not None:
+            console.print(
+                escape(
+                    f"recorded with {flag} in {env} as gate {recorded['gate_id']}: its next decision carries it"
+                )
+            )
+    if not result["passed"]:
+        raise typer.Exit(1)
+
+
+def _eval_rows(file: Path) -> list[dict[str, Any]]:
     try:
         lines = file.read_text().splitlines()
     except OSError as exc:
@@ -562,35 +618,7 @@ def gate_cmd(
         if not isinstance(row, dict):
             raise ValidationError.at("FILE", f"line {number} is not a JSON object")
         rows.append(row)
-    scores = read_scores(rows, (control, candidate))
-    result = run_gate(
-        scores, control, candidate, _margins(margin), relative=relative,
-        lower_is_better=frozenset(lower_is_better or ()), alpha=alpha,
-    )  # fmt: skip
-    if as_json:
-        _print_json(result.to_json())
-    else:
-        table = Table(title=f"{candidate} vs {control}, paired by item (one-sided α = {alpha:g})")
-        for column in ("score", "items", control, candidate, "difference", "lower bound", "margin", "result"):
-            table.add_column(column, justify="left" if column in ("score", "result") else "right")
-
-        def shown(value: float | None) -> str:
-            return "–" if value is None else f"{value:+.4g}" if value < 0 else f"{value:.4g}"
-
-        for s in result.scores:
-            verdict = (
-                "[green]pass[/]" if s.passed else "[red]FAIL[/]" if s.passed is False else "[dim]not gated[/]"
-            )
-            table.add_row(
-                s.name, str(s.pairs), shown(s.control_mean), shown(s.candidate_mean), shown(s.difference),
-                shown(s.lower_bound), "–" if s.margin is None else f"{s.margin:.4g}", f"{verdict} {escape(s.reason)}",
-            )  # fmt: skip
-        console.print(table)
-        for name, count in result.unpaired.items():
-            console.print(f"{escape(name)}: {count:,} items scored under one variation only (left out)")
-        console.print("[green]gate passed[/]" if result.passed else "[red]gate failed[/]")
-    if not result.passed:
-        raise typer.Exit(1)
+    return rows
 
 
 MetricOption = Annotated[

@@ -388,3 +388,33 @@ def audit_report(result: dict[str, Any], console: Console) -> None:
             f"[red]✗ {chain}: {found['kind'].upper()}[/red] at {escape(row)}{seq}: {escape(found['detail'])}{keyed}",
             highlight=False,
         )
+
+
+def gate_table(result: dict[str, Any], console: Console) -> None:
+    """An eval gate's result (`GateResult.to_json()`): per score, the pairs, both means, the
+    difference, the bound, the margin and the verdict; then the unpaired items and the outcome."""
+    control, candidate = result["control"], result["candidate"]
+    table = Table(title=f"{candidate} vs {control}, paired by item (one-sided α = {result['alpha']:g})")
+    for column in ("score", "items", control, candidate, "difference", "lower bound", "margin", "result"):
+        table.add_column(column, justify="left" if column in ("score", "result") else "right")
+
+    def shown(value: float | None) -> str:
+        return "–" if value is None else f"{value:+.4g}" if value < 0 else f"{value:.4g}"
+
+    for s in result["scores"]:
+        verdict = (
+            "[green]pass[/]"
+            if s["passed"]
+            else "[red]FAIL[/]"
+            if s["passed"] is False
+            else "[dim]not gated[/]"
+        )
+        table.add_row(
+            escape(s["name"]), str(s["pairs"]), shown(s["control_mean"]), shown(s["candidate_mean"]),
+            shown(s["difference"]), shown(s["lower_bound"]), "–" if s["margin"] is None else f"{s['margin']:.4g}",
+            f"{verdict} {escape(s['reason'])}",
+        )  # fmt: skip
+    console.print(table)
+    for name, count in result["unpaired"].items():
+        console.print(f"{escape(name)}: {count:,} items scored under one variation only (left out)")
+    console.print("[green]gate passed[/]" if result["passed"] else "[red]gate failed[/]")

@@ -14,7 +14,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
 
 from ramplight.core.errors import FieldProblem, ValidationError
 from ramplight.core.stats._contrast import t_quantile
@@ -150,3 +153,68 @@ def gate(
             )
         results.append(ScoreGate(name, n, control_mean, candidate_mean, mean, lower, margin, passed, reason))
     return GateResult(control, candidate, alpha, results, {k: v for k, v in unpaired.items() if v})
+
+
+class GateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A gate to run and record with a flag (`POST /api/flags/{key}/gates`): the eval set's rows
+    (`items`, as the JSONL file's lines) or the scores of an offline run already in `evals`
+    (`run_id`), and the gate's settings as `ramplight gate` takes them."""
+
+    margins: dict[str, float]
+    environment: str = "production"
+    control: str = "control"
+    candidate: str = "candidate"
+    relative: bool = False
+    lower_is_better: list[str] = []
+    alpha: float = 0.05
+    run_id: str | None = None
+    items: list[dict[str, Any]] | None = None
+    source: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+    """Where the scores came from, for the record (the file's name)."""
+
+    def check(self) -> None:
+        if (self.run_id is None) == (self.items is None):
+            raise ValidationError.at(
+                "run_id", "give either the eval set's items or the run_id of scores in evals"
+            )
+        if not self.margins:
+            raise ValidationError.at("margins", "at least one score to gate, as {name: margin}")
+        for name, margin in self.margins.items():
+            if not math.isfinite(margin) or margin < 0:
+                raise ValidationError.at(
+                    f"margins.{name}", f"{margin!r}: a margin is a number >= 0 (the harm allowed)"
+                )
+        if self.control == self.candidate:
+            raise ValidationError.at("candidate", "must differ from control")
+
+    def run(self, scores: Mapping[str, Mapping[str, Mapping[str, float]]]) -> GateResult:
+        return gate(
+            scores, self.control, self.candidate, self.margins, relative=self.relative,
+            lower_is_better=frozenset(self.lower_is_better), alpha=self.alpha,
+        )  # fmt: skip
+
+
+class GateRecord(msgspec.Struct, frozen=True):
+    """A gate's result stored with its flag: evidence the flag's next decision carries."""
+
+    gate_id: str
+    ts: datetime
+    flag_key: str
+    environment: str
+    actor: str
+    passed: bool
+    result: dict[str, Any]
+    run_id: str | None = None
+    source: str | None = None
+
+
+def convert_gate_request(doc: Any) -> GateRequest:
+    """A gate request from JSON, every type problem named by its field."""
+    try:
+        request = msgspec.convert(doc, GateRequest)
+    except msgspec.ValidationError as exc:
+        reason, _, path = str(exc).partition(" - at `")
+        problem = FieldProblem(field=path.rstrip("`").removeprefix("$").lstrip(".") or "body", reason=reason)
+        raise ValidationError(f"invalid gate request: {problem.render()}", (problem,)) from exc
+    request.check()
+    return request

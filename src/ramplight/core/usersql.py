@@ -26,6 +26,7 @@ CONTROL_TABLES: frozenset[str] = frozenset(
         "change_requests",
         "decisions",
         "environments",
+        "eval_gates",
         "flag_changes",
         "flags",
         "ingest_segments",

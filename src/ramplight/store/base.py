@@ -12,6 +12,7 @@ from typing import Any, Literal, Protocol
 from ramplight.core.audit import AuditHead, Decision, FlagChange
 from ramplight.core.errors import ValidationError
 from ramplight.core.flags import Flag, Segment
+from ramplight.core.gate import GateRecord
 from ramplight.core.metrics import Metric
 from ramplight.core.plan import Plan
 from ramplight.core.prices import Price
@@ -124,6 +125,11 @@ class ControlStore(Protocol):
         ...
 
     def decisions(self, flag_key: str | None = None) -> list[Decision]: ...
+    def record_gate(self, record: GateRecord) -> None: ...
+    def eval_gates(self, flag_key: str, environment: str | None = None) -> list[GateRecord]:
+        """The flag's recorded eval gates, oldest first."""
+        ...
+
     def save_request(self, request: ChangeRequest, expected_state: str | None) -> None:
         """Insert (expected_state None) or replace a request that is still in `expected_state`."""
         ...

@@ -31,6 +31,8 @@ CONTROL = frozenset(
         "save_plan",
         "record_decision",
         "decisions",
+        "record_gate",
+        "eval_gates",
         "save_request",
         "get_request",
         "list_requests",

@@ -36,6 +36,7 @@ from ramplight.core.audit import (
 )
 from ramplight.core.errors import ConflictError
 from ramplight.core.flags import Flag, Segment
+from ramplight.core.gate import GateRecord
 from ramplight.core.metrics import Metric
 from ramplight.core.plan import Plan
 from ramplight.core.prices import Price
@@ -48,6 +49,7 @@ _metric_decoder = msgspec.json.Decoder(Metric)
 _plan_decoder = msgspec.json.Decoder(Plan)
 _source_decoder = msgspec.json.Decoder(Source)
 _price_decoder = msgspec.json.Decoder(Price)
+_gate_decoder = msgspec.json.Decoder(GateRecord)
 _json = msgspec.json.Encoder()
 
 
@@ -287,6 +289,23 @@ class SqlControlPlane(ABC):
                 cur.execute(
                     "INSERT INTO prices VALUES (?, ?, ?)", [price.model, _json.encode(price).decode(), now]
                 )
+
+    def record_gate(self, record: GateRecord) -> None:
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT INTO eval_gates VALUES (?, ?, ?, ?, ?, ?)",
+                [record.gate_id, record.ts, record.flag_key, record.environment, record.passed,
+                 _json.encode(record).decode()],
+            )  # fmt: skip
+
+    def eval_gates(self, flag_key: str, environment: str | None = None) -> list[GateRecord]:
+        where, params = (
+            ("flag_key = ?", [flag_key])
+            if environment is None
+            else ("flag_key = ? AND environment = ?", [flag_key, environment])
+        )
+        rows = self._rows(f"SELECT doc FROM eval_gates WHERE {where} ORDER BY ts, gate_id", params)
+        return [_gate_decoder.decode(r[0]) for r in rows]
 
     _sources_cache: tuple[float, list[Source]] | None = None
     SOURCES_TTL_S = 1.0

@@ -22,6 +22,7 @@ from ramplight.analysis import service as analysis
 from ramplight.analysis.readout import ReadoutOptions
 from ramplight.core.errors import ForbiddenError, NotFoundError, ValidationError
 from ramplight.core.flags import Flag, Segment
+from ramplight.core.gate import GateRequest, convert_gate_request
 from ramplight.core.metrics import Metric
 from ramplight.core.plan import Plan
 from ramplight.core.prices import Price, convert_prices
@@ -351,6 +352,28 @@ def make_decision(flag_key: str, body: DecisionIn, st: State, key: Admin) -> dic
     )  # fmt: skip
     st.invalidate()
     return release.decision_answer(st.store, decision)
+
+
+gate_body = json_body(GateRequest)
+
+
+@router.post("/flags/{flag_key}/gates", status_code=201, openapi_extra=gate_body)
+def run_gate(flag_key: str, st: State, key: Admin, doc: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    """Run the eval gate (paired by item, non-inferiority per score) on the eval set's `items` or
+    on the scores of an offline run in `evals` (`run_id`), and record the result with the flag:
+    its next decision carries it (docs/decisions.md). The answer says whether it `passed`."""
+    request = convert_gate_request(doc)
+    if request.run_id is not None:
+        st.catch_up()
+    return release.run_eval_gate(st.store, flag_key, request, actor(key))
+
+
+@router.get("/flags/{flag_key}/gates")
+def list_gates(
+    flag_key: str, st: State, key: Admin, environment: Annotated[str | None, Query(max_length=100)] = None
+) -> list[dict[str, Any]]:
+    """The flag's recorded eval gates, oldest first."""
+    return release.eval_gates(st.store, flag_key, environment)
 
 
 @router.get("/flags-stale")
