@@ -44,6 +44,13 @@ METRICS = (
     },
     {"key": "latency_p90", "type": "quantile", "event": "latency_ms", "quantile": 0.9},
     {
+        "key": "llm_p95",
+        "type": "quantile",
+        "span_field": "duration_ms",
+        "span_name": "llm.call",
+        "quantile": 0.95,
+    },
+    {
         "key": "unbacked_refunds",
         "type": "claim",
         "event": "refund_issued",

@@ -153,6 +153,8 @@ def _quantile(loaded: Engines) -> exp.Expr:
 STATEMENTS: dict[str, Callable[[Engines], exp.Expr]] = {
     "quantiles_and_clustered_moments": _quantile,
     "per_unit_relation": lambda e: q.per_unit_query(e.spec, e.known),
+    "span_quantile_counts": lambda e: q.quantile_count_query(e.spec, e.known["llm_p95"]),
+    "span_quantiles": lambda e: q.quantile_query(e.spec, e.known["llm_p95"], [0.9, 0.95, 0.99], 0.95),
     "assigned_counts": lambda e: q.assigned_counts_query(replace(e.spec, served=True)),
     "fallback_reasons": lambda e: q.fallback_reasons_query(FLAG, "production"),
     "v1_event_name_metrics": lambda e: q.event_name_metrics_query(FLAG, "production", "conversation"),

@@ -347,3 +347,57 @@ def test_claimed_but_not_done_counts_claims_whose_trace_lacks_the_tool_span(stor
         check_metric(convert_metric({"key": "c", "type": "claim", "event": "refund_issued"}), {})
     with pytest.raises(ValidationError, match="aggregation: a claim metric counts unbacked claims"):
         check_metric(convert_metric({**claim, "aggregation": "count"}), {})
+
+
+def test_a_span_quantile_reads_the_p95_latency_of_a_span_name_per_variation(store: DuckDBStore) -> None:
+    import numpy as np
+
+    make_flag(store, candidate=50, at=T0)
+    save_metrics(
+        store,
+        {"key": "agent_p95", "type": "quantile", "span_field": "duration_ms", "span_name": "conversation",
+         "quantile": 0.95, "direction": "decrease"},
+    )  # fmt: skip
+    rng = np.random.default_rng(11)
+    ev = Evidence()
+    at = T0 + timedelta(hours=1)
+    values: dict[str, list[float]] = {"control": [], "candidate": []}
+    for i in range(300):
+        unit, variation = f"u{i}", ("candidate" if i % 2 else "control")
+        ev.expose(unit, variation, at)
+        for k in range(1 + i % 3):  # several requests per unit: values cluster by unit
+            trace = f"t{i}-{k}"
+            ms = float(rng.lognormal(7.0 if variation == "control" else 7.3, 0.3))
+            _span(ev, trace, f"{trace}-root", None, unit, at + timedelta(minutes=k), 0)
+            ev.spans[-1].update(duration_ms=ms, end_ts=at + timedelta(minutes=k, milliseconds=ms))
+            _span(ev, trace, f"{trace}-chat", f"{trace}-root", None, at + timedelta(minutes=k), 10)
+            values[variation].append(ms)
+    ev.load(store)
+
+    report = service.report(store, FLAG, "production")
+    (metric,) = report["metrics"]
+    arms = {v["variation"]: v for v in metric["variations"]}
+    for variation, seen in values.items():
+        assert arms[variation]["events"] == len(seen)
+        assert math.isclose(arms[variation]["value"], float(np.percentile(seen, 95)), rel_tol=1e-12)
+    (comparison,) = metric["comparisons"]
+    low, high = comparison["fixed"]["ci_low"], comparison["fixed"]["ci_high"]
+    assert 0 < low < high  # the candidate's p95 is clearly higher: a latency guardrail would hold it
+    assert "traces" in report  # a span metric brings the trace summary along
+
+
+def test_a_quantile_reads_an_event_or_a_span_field_never_both_or_neither() -> None:
+    import pytest
+
+    from ramplight.core.errors import ValidationError
+    from ramplight.core.metrics import check_metric, convert_metric
+
+    base = {"key": "p95", "type": "quantile", "quantile": 0.95}
+    for doc in ({**base}, {**base, "event": "latency_ms", "span_field": "duration_ms"}):
+        with pytest.raises(
+            ValidationError, match="event: a quantile reads the values of an `event` or of a `span_field`"
+        ):
+            check_metric(convert_metric(doc), {})
+    with pytest.raises(ValidationError, match="span_field: error is 0 or 1"):
+        check_metric(convert_metric({**base, "span_field": "error"}), {})
+    check_metric(convert_metric({**base, "span_field": "output_tokens", "span_name": "chat"}), {})

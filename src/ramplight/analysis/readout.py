@@ -28,6 +28,7 @@ from ramplight.analysis.sql import (
     cancellation_query,
     critical_path_query,
     per_unit_metrics,
+    quantile_count_query,
     quantile_query,
     readout_query,
     route_query,
@@ -366,7 +367,7 @@ def build_readout(
         segment=options.segment,
         served=options.served,
         variations=tuple(flag.variation_keys()),
-        quantiles=tuple(m for m in metrics if m.type == "quantile"),
+        quantiles=tuple(m for m in metrics if m.type == "quantile" and m.span_field is None),
         prices=price_table(store),
     )
     statement = readout_query(spec, dict(known))
@@ -433,10 +434,14 @@ def build_readout(
     quantile_index = {m.key: j for j, m in enumerate(spec.quantiles)}
     for metric in metrics:
         if metric.type == "quantile":
-            j = quantile_index[metric.key]
             events: dict[str, int] = defaultdict(int)
-            for row in rows:
-                events[row["variation"]] += int(row[f"q{j}_n"] or 0)
+            if metric.span_field is not None:  # counted by a statement of its own
+                for row in fetch(store, quantile_count_query(spec, metric)):
+                    events[row["variation"]] = int(row["n"])
+            else:
+                j = quantile_index[metric.key]
+                for row in rows:
+                    events[row["variation"]] += int(row[f"q{j}_n"] or 0)
             out_metrics.append(_quantile_metric(store, spec, metric, events, control, variations, options))
             continue
         i = index.get(metric.key, -1)
@@ -451,7 +456,10 @@ def build_readout(
     family = _family(metrics, options)
     _adjust_family(out_metrics, family)
     spans: dict[str, dict[str, int]] = {}
-    span_metrics = any(m.type == "span" for m in (*metrics, *(known[r] for r in _ratio_parts(metrics))))
+    span_metrics = any(
+        m.type == "span" or m.span_field is not None
+        for m in (*metrics, *(known[r] for r in _ratio_parts(metrics)))
+    )
     traces = _trace_summary(store, spec, quality_figures.units) if span_metrics or options.traces else None
     if span_metrics:
         # How far span metrics can be trusted: spans that reach a unit, directly or through their trace.

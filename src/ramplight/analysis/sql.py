@@ -210,7 +210,18 @@ def _event_value(metric: Metric, table: str | None) -> exp.Expr:
 
 
 def _quantile_source(metric: Metric, spec: ReadoutSpec) -> exp.Select:
-    """SELECT unit_id, ts, x FROM events …: an event-level quantile's raw rows, before any join."""
+    """SELECT unit_id, ts, x FROM events (or spans) …: a quantile's raw rows, before any join."""
+    if metric.span_field is not None:
+        spans = _span_source(spec)
+        query = exp.select(
+            _col("unit_id"),
+            _col("ts"),
+            _as(exp.cast(_col(metric.span_field), _DOUBLE, copy=False), "x"),
+            copy=False,
+        ).from_(_subquery(spans, "sp_rows"), copy=False)
+        return (
+            query.where(_eq(_col("name"), _str(metric.span_name)), copy=False) if metric.span_name else query
+        )
     assert metric.event is not None
     return (
         exp.select(_col("unit_id"), _col("ts"), _as(_event_value(metric, None), "x"), copy=False)
@@ -1118,17 +1129,34 @@ def quantile_query(spec: ReadoutSpec, metric: Metric, levels: Sequence[float], l
     return _quantile_tree(spec, metric, tuple(levels), level)
 
 
-@lru_cache(maxsize=64)
-def _quantile_tree(spec: ReadoutSpec, metric: Metric, levels: tuple[float, ...], level: float) -> exp.Select:
-    s, first_ts = "s", _col("first_ts", "u")
+def _quantile_rows(spec: ReadoutSpec, metric: Metric) -> exp.Select:
+    """The quantile's values of the readout's units in their attribution window, with variation."""
     x = _col("x", "src")
-    events = _join(
+    return _join(
         exp.select(_col("variation", "u"), _col(_UID, "u"), x, copy=False).from_(
             exp.to_table("units").as_("u"), copy=False
         ),
         _subquery(_quantile_source(metric, spec), "src"),
         _eq(_col("unit_id", "src"), _col("unit_id", "u")),
-    ).where(_and(_after(metric, _col("ts", "src"), first_ts), _not_null(x.copy())), copy=False)
+    ).where(_and(_after(metric, _col("ts", "src"), _col("first_ts", "u")), _not_null(x.copy())), copy=False)
+
+
+@lru_cache(maxsize=64)
+def quantile_count_query(spec: ReadoutSpec, metric: Metric) -> exp.Select:
+    """Per variation, how many values a span-level quantile reads (its density levels follow)."""
+    counts = (
+        exp.select(_col("variation"), _as(exp.Count(this=exp.Star()), "n"), copy=False)
+        .from_(_subquery(_quantile_rows(spec, metric), "r"), copy=False)
+        .group_by(_col("variation"), copy=False)
+        .order_by(_col("variation"), copy=False)
+    )
+    return _with(_units_ctes(spec), counts)
+
+
+@lru_cache(maxsize=64)
+def _quantile_tree(spec: ReadoutSpec, metric: Metric, levels: tuple[float, ...], level: float) -> exp.Select:
+    s = "s"
+    events = _quantile_rows(spec, metric)
     quantiles = (
         exp.select(
             _col("variation"),

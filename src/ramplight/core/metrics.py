@@ -30,7 +30,9 @@ class Metric(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
 
     - event: `event` name, `aggregation`, optional `value` path, `window_hours`
     - ratio: `numerator` and `denominator`, keys of event/eval/span/sql metrics
-    - quantile: `event`, `quantile` (0 < q < 1), optional `value` path (event-level values)
+    - quantile: `event`, `quantile` (0 < q < 1), optional `value` path (event-level values); or
+      `span_field` (a number of `spans`: `duration_ms`, tokens, `cost_usd`), optional `span_name`
+      (span-level values: the p95 latency of the root span, of a model call, …)
     - eval: `eval` name (scores from `evals`), optional `evaluator`; per-unit mean score
     - span: `span_field`, optional `span_name`, `aggregation`
     - claim: `event` (an outcome saying an action happened) and `span_name` (the span that does
@@ -86,7 +88,7 @@ def convert_metric(doc: Mapping[str, Any]) -> Metric:
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "event": ("event",),
     "ratio": ("numerator", "denominator"),
-    "quantile": ("event", "quantile"),
+    "quantile": ("quantile",),
     "eval": ("eval",),
     "span": ("span_field",),
     "claim": ("event", "span_name"),
@@ -111,6 +113,14 @@ def check_metric(
         problems.append(FieldProblem("window_hours", "must be within (0, 8760]"))
     if metric.cuped_days is not None and not 0 < metric.cuped_days <= 365:
         problems.append(FieldProblem("cuped_days", "must be within (0, 365]"))
+    if metric.type == "quantile" and (metric.event is None) == (metric.span_field is None):
+        problems.append(
+            FieldProblem("event", "a quantile reads the values of an `event` or of a `span_field`")
+        )
+    if metric.type == "quantile" and metric.span_field == "error":
+        problems.append(
+            FieldProblem("span_field", "error is 0 or 1: use a span metric's mean for an error rate")
+        )
     if metric.quantile is not None and not 0 < metric.quantile < 1:
         problems.append(FieldProblem("quantile", "must be strictly between 0 and 1 (0.95 for p95)"))
     if metric.guardrail_margin is not None and not 0 <= metric.guardrail_margin < 10:
