@@ -182,9 +182,9 @@ class Judgement:
 
 
 def _plan_options(plan: Plan, source: str, options: ReadoutOptions) -> ReadoutOptions:
-    """A plan decides the multiple-comparison family (its goals and guardrails) and the
+    """A plan decides the multiple-comparison family (its goals and guardrails), the
     sample size the always-valid intervals are tuned for (`expected_units`, else the largest
-    stage minimum); options the caller set explicitly win."""
+    stage minimum) and the properties watched for drift; options the caller set explicitly win."""
     if source != "plan":
         return options
     family = tuple(_plan_metric_keys(plan)) or None
@@ -193,6 +193,7 @@ def _plan_options(plan: Plan, source: str, options: ReadoutOptions) -> ReadoutOp
         options,
         family=options.family if options.family is not None else family,
         sequential_tuning=options.sequential_tuning if options.sequential_tuning is not None else tuning,
+        drift=options.drift or tuple(plan.drift),
     )
 
 
