@@ -260,6 +260,7 @@ def test_a_plan_declares_drift_and_the_report_reads_it_out(store: DuckDBStore, s
     assert entry["key"] == "input_length"
     assert entry["verdict"] in ("moderate", "major")
     assert report["drift"]["thresholds"] == {"moderate": 0.1, "major": 0.25, "alpha": 0.05}
+    assert entry["sql"].lstrip().startswith("WITH")  # what ran, printable
 
 
 def test_without_drift_properties_the_readout_has_no_drift_section(store: DuckDBStore) -> None:

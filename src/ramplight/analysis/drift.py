@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from ramplight.analysis.execute import fetch
+from ramplight.analysis.execute import fetch, sql_of
 from ramplight.analysis.sql import (
     _DOUBLE,
     ReadoutSpec,
@@ -451,7 +451,8 @@ def drift_property(
     phase: int | None = None,
 ) -> dict[str, Any]:
     """One property's entry of the readout's `drift` section (docs/readout.md#drift)."""
-    rows = fetch(store, drift_query(spec, d, control, phase))
+    statement = drift_query(spec, d, control, phase)
+    rows = fetch(store, statement)
     found = (_numeric if d.type == "numeric" else _categorical)(d, rows, alpha)
     between: list[dict[str, Any]] = []
     over_time: list[dict[str, Any]] = []
@@ -482,6 +483,7 @@ def drift_property(
         "verdict": worst_verdict(verdicts),
         "between_variations": between,
         "over_time": over_time,
+        "sql": sql_of(store, statement, pretty=True),
     }
 
 

@@ -1,6 +1,6 @@
 """Distribution shift between two samples, from counts the store computes: the population
 stability index over bins or categories, the two-sample Kolmogorov–Smirnov p-value from its
-statistic, and the chi-square test of homogeneity. Derivations: docs/statistics.md §10."""
+statistic, and the chi-square test of homogeneity. Derivations: docs/statistics.md §16."""
 
 import math
 from collections.abc import Sequence
