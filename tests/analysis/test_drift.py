@@ -245,7 +245,9 @@ def test_event_values_spans_and_evals_drift_too(store: DuckDBStore) -> None:
     assert between(found["ms"])["verdict"] == "stable"
 
 
-def test_a_plan_declares_drift_and_the_report_reads_it_out(store: DuckDBStore, shifted: dict) -> None:
+def test_a_plan_declares_drift_and_the_report_reads_it_out_but_the_guardian_does_not(
+    store: DuckDBStore, shifted: dict
+) -> None:
     from ramplight import release
 
     release.save_plan(
@@ -261,6 +263,8 @@ def test_a_plan_declares_drift_and_the_report_reads_it_out(store: DuckDBStore, s
     assert entry["verdict"] in ("moderate", "major")
     assert report["drift"]["thresholds"] == {"moderate": 0.1, "major": 0.25, "alpha": 0.05}
     assert entry["sql"].lstrip().startswith("WITH")  # what ran, printable
+    # The guardian's judgement reads no drift (no decision does): it skips the scans.
+    assert "drift" not in release.judge(store, FLAG, "production").readout
 
 
 def test_without_drift_properties_the_readout_has_no_drift_section(store: DuckDBStore) -> None:

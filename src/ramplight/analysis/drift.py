@@ -133,41 +133,48 @@ def _rows(spec: ReadoutSpec, d: DriftProperty, phase: int | None) -> exp.Select:
 def _cells(d: DriftProperty) -> list[exp.CTE]:
     """`cells`: rows per variation, period and value (`val`); a categorical property keeps its
     `max_categories` most frequent values (ties by value) and folds the others into NULL."""
-    count = _as(exp.Count(this=exp.Star()), "rows_n")
-    if d.type == "numeric":
-        cells = (
-            exp.select(_col("variation"), _col("period"), _as(_col("x"), "val"), count, copy=False)
-            .from_("dx", copy=False)
-            .group_by(_col("variation"), _col("period"), _col("x"), copy=False)
+    raw = (
+        exp.select(
+            _col("variation"),
+            _col("period"),
+            _as(_col("x"), "val") if d.type == "numeric" else _col("x"),
+            _as(exp.Count(this=exp.Star()), "rows_n" if d.type == "numeric" else "raw_n"),
+            copy=False,
         )
-        return [_cte("cells", cells)]
+        .from_("dx", copy=False)
+        .group_by(_col("variation"), _col("period"), _col("x"), copy=False)
+    )
+    if d.type == "numeric":
+        return [_cte("cells", raw)]
+    # Ranked on the grouped rows, so the fold joins a few rows per category, not every row.
     rank = exp.Window(
         this=exp.RowNumber(),
         order=exp.Order(
-            expressions=[exp.Ordered(this=exp.Count(this=exp.Star()), desc=True), exp.Ordered(this=_col("x"))]
+            expressions=[
+                exp.Ordered(this=exp.Sum(this=_col("raw_n")), desc=True),
+                exp.Ordered(this=_col("x")),
+            ]
         ),
     )
     ranked = (
         exp.select(_col("x"), _as(rank, "category_rank"), copy=False)
-        .from_("dx", copy=False)
+        .from_("raw", copy=False)
         .group_by(_col("x"), copy=False)
     )
-    kept = _when(
-        exp.LTE(this=_col("category_rank", "r"), expression=_num(d.max_categories or MAX_CATEGORIES)),
-        _col("x", "d"),
-    )
+    cap = _num(d.max_categories or MAX_CATEGORIES)
+    kept = _when(exp.LTE(this=_col("category_rank", "r"), expression=cap), _col("x", "d"))
     cells = _join(
         exp.select(
             _as(_col("variation", "d"), "variation"),
             _as(_col("period", "d"), "period"),
             _as(kept, "val"),
-            count,
+            _as(exp.Sum(this=_col("raw_n", "d")), "rows_n"),
             copy=False,
-        ).from_(_table("dx", "d"), copy=False),
+        ).from_(_table("raw", "d"), copy=False),
         _table("ranked", "r"),
         _eq(_col("x", "r"), _col("x", "d")),
     ).group_by(_col("variation", "d"), _col("period", "d"), kept.copy(), copy=False)
-    return [_cte("ranked", ranked), _cte("cells", cells)]
+    return [_cte("raw", raw), _cte("ranked", ranked), _cte("cells", cells)]
 
 
 def _pairs(control: str) -> exp.Query:
@@ -345,7 +352,7 @@ def _categorical_result() -> exp.Select:
 def drift_query(spec: ReadoutSpec, d: DriftProperty, control: str, phase: int | None = None) -> exp.Select:
     """The statement behind one drift property (rows documented in the module docstring);
     `phase`: only units first exposed in that phase."""
-    ctes = [*_units_ctes(spec), _cte("dx", _rows(spec, d, phase), materialized=True), *_cells(d)]
+    ctes = [*_units_ctes(spec), _cte("dx", _rows(spec, d, phase)), *_cells(d)]
     ctes.append(_cte("pairs", _pairs(control)))
     if d.type == "numeric":
         more, result = _numeric_result()

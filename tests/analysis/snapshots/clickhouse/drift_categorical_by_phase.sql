@@ -34,7 +34,7 @@ WITH exposed AS MATERIALIZED (
   WHERE
     one_variation
     AND first_ts >= toDateTime64('2026-11-01 00:00:00.000000', 6, 'UTC')
-), dx AS MATERIALIZED (
+), dx AS (
   SELECT
     u.variation AS variation,
     CAST(CASE
@@ -103,11 +103,22 @@ WITH exposed AS MATERIALIZED (
     s.ts >= u.first_ts AND NOT (
       s.gen_ai_model IS NULL
     ) AND u.phase = 1
+), raw AS (
+  SELECT
+    variation,
+    period,
+    x,
+    COUNT(*) AS raw_n
+  FROM dx
+  GROUP BY
+    variation,
+    period,
+    x
 ), ranked AS (
   SELECT
     x,
-    ROW_NUMBER() OVER (ORDER BY COUNT(*) DESC, x) AS category_rank
-  FROM dx
+    ROW_NUMBER() OVER (ORDER BY SUM(raw_n) DESC, x) AS category_rank
+  FROM raw
   GROUP BY
     x
 ), cells AS (
@@ -115,8 +126,8 @@ WITH exposed AS MATERIALIZED (
     d.variation AS variation,
     d.period AS period,
     CASE WHEN r.category_rank <= 5 THEN d.x END AS val,
-    COUNT(*) AS rows_n
-  FROM dx AS d
+    SUM(d.raw_n) AS rows_n
+  FROM raw AS d
   JOIN ranked AS r
     ON r.x = d.x
   GROUP BY

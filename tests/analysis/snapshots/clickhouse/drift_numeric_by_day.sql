@@ -34,7 +34,7 @@ WITH exposed AS MATERIALIZED (
   WHERE
     one_variation
     AND first_ts >= toDateTime64('2026-11-01 00:00:00.000000', 6, 'UTC')
-), dx AS MATERIALIZED (
+), dx AS (
   SELECT
     u.variation AS variation,
     dateTrunc('DAY', s.ts) AS period,

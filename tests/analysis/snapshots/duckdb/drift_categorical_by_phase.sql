@@ -33,7 +33,7 @@ WITH exposed AS MATERIALIZED (
   FROM exposed
   WHERE
     one_variation AND first_ts >= CAST('2026-11-01T00:00:00+00:00' AS TIMESTAMPTZ)
-), dx AS MATERIALIZED (
+), dx AS (
   SELECT
     u.variation AS variation,
     CAST(CASE
@@ -92,11 +92,22 @@ WITH exposed AS MATERIALIZED (
     ON s.unit_id = u.unit_id
   WHERE
     s.ts >= u.first_ts AND NOT s.gen_ai_model IS NULL AND u.phase = 1
+), raw AS (
+  SELECT
+    variation,
+    period,
+    x,
+    COUNT(*) AS raw_n
+  FROM dx
+  GROUP BY
+    variation,
+    period,
+    x
 ), ranked AS (
   SELECT
     x,
-    ROW_NUMBER() OVER (ORDER BY COUNT(*) DESC, x) AS category_rank
-  FROM dx
+    ROW_NUMBER() OVER (ORDER BY SUM(raw_n) DESC, x) AS category_rank
+  FROM raw
   GROUP BY
     x
 ), cells AS (
@@ -104,8 +115,8 @@ WITH exposed AS MATERIALIZED (
     d.variation AS variation,
     d.period AS period,
     CASE WHEN r.category_rank <= 5 THEN d.x END AS val,
-    COUNT(*) AS rows_n
-  FROM dx AS d
+    SUM(d.raw_n) AS rows_n
+  FROM raw AS d
   JOIN ranked AS r
     ON r.x = d.x
   GROUP BY

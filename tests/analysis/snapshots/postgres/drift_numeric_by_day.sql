@@ -36,7 +36,7 @@ WITH exposed AS MATERIALIZED (
   FROM exposed
   WHERE
     one_variation AND first_ts >= CAST('2026-11-01T00:00:00+00:00' AS TIMESTAMPTZ)
-), dx AS MATERIALIZED (
+), dx AS (
   SELECT
     u.variation AS variation,
     DATE_TRUNC('DAY', s.ts) AS period,
