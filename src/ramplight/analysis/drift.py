@@ -47,6 +47,7 @@ from ramplight.core.drift import JSON_PATH, MAX_CATEGORIES, DriftProperty
 from ramplight.core.stats.drift import (
     PSI_MAJOR,
     PSI_MODERATE,
+    DriftTest,
     chi_square_test,
     drift_verdict,
     ks_test,
@@ -364,88 +365,63 @@ def drift_query(spec: ReadoutSpec, d: DriftProperty, control: str, phase: int | 
 
 
 def _period_json(d: DriftProperty, value: Any) -> str | int:
+    """A period as the readout shows it: a phase number, or a UTC day `YYYY-MM-DD`."""
     if d.over == "phase":
         return int(value)
     moment = value if isinstance(value, datetime | date) else datetime.fromisoformat(str(value))
     if isinstance(moment, datetime):
-        moment = moment.astimezone(UTC) if moment.tzinfo else moment
-        return moment.date().isoformat()
+        return (moment.astimezone(UTC) if moment.tzinfo else moment).date().isoformat()
     return moment.isoformat()
 
 
-def _comparison(
-    d: DriftProperty,
-    ref: list[int],
-    cmp: list[int],
-    alpha: float,
-    extra: dict[str, Any],
-    numeric_ks: float | None,
+def _judged(
+    ref: list[int], cmp: list[int], test: DriftTest, alpha: float, figures: dict[str, Any]
 ) -> dict[str, Any]:
-    n_ref, n_cmp = sum(ref), sum(cmp)
-    test = ks_test(numeric_ks or 0.0, n_ref, n_cmp) if d.type == "numeric" else chi_square_test(ref, cmp)
+    """A comparison's JSON: its figures (`figures`), sizes, PSI, test and verdict."""
     index = psi(ref, cmp)
     return {
-        **extra,
-        "rows": n_cmp,
-        "vs_rows": n_ref,
+        "rows": sum(cmp),
+        "vs_rows": sum(ref),
         "psi": index,
         "test": test.method,
         "statistic": test.statistic,
         "p_value": test.p_value,
         "verdict": drift_verdict(index, test.p_value, alpha),
+        **figures,
     }
 
 
-def _numeric(
-    d: DriftProperty, rows: list[dict[str, Any]], alpha: float
-) -> dict[tuple[Any, Any], dict[str, Any]]:
-    out: dict[tuple[Any, Any], dict[str, Any]] = {}
-    grouped: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
-    for row in rows:
-        grouped.setdefault((row["variation"], row["period"]), []).append(row)
-    for key, group in grouped.items():
-        ref, cmp = [0] * BINS, [0] * BINS
-        for row in group:
-            ref[int(row["decile"])] += int(row["ref_count"])
-            cmp[int(row["decile"])] += int(row["cmp_count"])
-        first = group[0]
-        n_ref, n_cmp = int(first["ref_n"]), int(first["cmp_n"])
-        extra = {
-            "mean": float(first["cmp_sum"]) / n_cmp,
-            "vs_mean": float(first["ref_sum"]) / n_ref,
-            "median": float(first["cmp_median"]),
-            "vs_median": float(first["ref_median"]),
-            "ref_period": first["ref_period"],
-            "bins": [{"vs_share": r / n_ref, "share": c / n_cmp} for r, c in zip(ref, cmp, strict=True)],
-        }
-        out[key] = _comparison(d, ref, cmp, alpha, extra, float(first["ks"]))
-    return out
+def _numeric(group: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
+    """A numeric comparison from its rows (one per decile bin with rows)."""
+    ref, cmp = [0] * BINS, [0] * BINS
+    for row in group:
+        ref[int(row["decile"])] += int(row["ref_count"])
+        cmp[int(row["decile"])] += int(row["cmp_count"])
+    first = group[0]
+    n_ref, n_cmp = int(first["ref_n"]), int(first["cmp_n"])
+    figures = {
+        "mean": float(first["cmp_sum"]) / n_cmp,
+        "vs_mean": float(first["ref_sum"]) / n_ref,
+        "median": float(first["cmp_median"]),
+        "vs_median": float(first["ref_median"]),
+        "bins": [{"vs_share": r / n_ref, "share": c / n_cmp} for r, c in zip(ref, cmp, strict=True)],
+    }
+    return _judged(ref, cmp, ks_test(float(first["ks"]), n_ref, n_cmp), alpha, figures)
 
 
-def _categorical(
-    d: DriftProperty, rows: list[dict[str, Any]], alpha: float
-) -> dict[tuple[Any, Any], dict[str, Any]]:
-    out: dict[tuple[Any, Any], dict[str, Any]] = {}
-    grouped: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
-    for row in rows:
-        grouped.setdefault((row["variation"], row["period"]), []).append(row)
-    for key, group in grouped.items():
-        # Categories in a fixed order (folded last), so the table the test reads is reproducible.
-        group.sort(key=lambda r: (r["category"] is None, str(r["category"])))
-        ref = [int(r["ref_count"]) for r in group]
-        cmp = [int(r["cmp_count"]) for r in group]
-        if not sum(ref) or not sum(cmp):
-            continue
-        n_ref, n_cmp = sum(ref), sum(cmp)
-        extra = {
-            "ref_period": group[0]["ref_period"],
-            "categories": [
-                {"category": r["category"], "vs_share": a / n_ref, "share": b / n_cmp}
-                for r, a, b in zip(group, ref, cmp, strict=True)
-            ],
-        }
-        out[key] = _comparison(d, ref, cmp, alpha, extra, None)
-    return out
+def _categorical(group: list[dict[str, Any]], alpha: float) -> dict[str, Any] | None:
+    """A categorical comparison from its rows (one per category), None without reference rows."""
+    # Categories in a fixed order (the folded rest last), so the table tested is reproducible.
+    group = sorted(group, key=lambda r: (r["category"] is None, str(r["category"])))
+    ref = [int(r["ref_count"]) for r in group]
+    cmp = [int(r["cmp_count"]) for r in group]
+    if not sum(ref):
+        return None
+    categories = [
+        {"category": r["category"], "vs_share": a / sum(ref), "share": b / sum(cmp)}
+        for r, a, b in zip(group, ref, cmp, strict=True)
+    ]
+    return _judged(ref, cmp, chi_square_test(ref, cmp), alpha, {"categories": categories})
 
 
 def drift_property(
@@ -459,35 +435,33 @@ def drift_property(
 ) -> dict[str, Any]:
     """One property's entry of the readout's `drift` section (docs/readout.md#drift)."""
     statement = drift_query(spec, d, control, phase)
-    rows = fetch(store, statement)
-    found = (_numeric if d.type == "numeric" else _categorical)(d, rows, alpha)
+    groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    for row in fetch(store, statement):
+        groups.setdefault((row["variation"], row["period"]), []).append(row)
     between: list[dict[str, Any]] = []
     over_time: list[dict[str, Any]] = []
     for variation in variations:
-        if variation != control and (variation, None) in found:
-            between.append({"variation": variation, "vs": control, **found[(variation, None)]})
-        periods = sorted(p for v, p in found if v == variation and p is not None)
-        for period in periods:
-            entry = found[(variation, period)]
-            ref_period = entry.pop("ref_period")
-            over_time.append(
-                {
-                    "variation": variation,
+        periods = [p for v, p in groups if v == variation]
+        for period in sorted(periods, key=lambda p: (p is not None, p)):  # against control first
+            group = groups[(variation, period)]
+            judged = _numeric(group, alpha) if d.type == "numeric" else _categorical(group, alpha)
+            if judged is None:
+                continue
+            if period is None:
+                between.append({"variation": variation, "vs": control, **judged})
+            else:
+                when = {
                     "period": _period_json(d, period),
-                    "vs_period": _period_json(d, ref_period),
-                    **entry,
+                    "vs_period": _period_json(d, group[0]["ref_period"]),
                 }
-            )
-    for entry in between:
-        entry.pop("ref_period")
-    verdicts = [c["verdict"] for c in (*between, *over_time)]
+                over_time.append({"variation": variation, **when, **judged})
     return {
         "key": d.key,
         "source": d.source,
         "property": d.property,
         "type": d.type,
         "over": d.over,
-        "verdict": worst_verdict(verdicts),
+        "verdict": worst_verdict([c["verdict"] for c in (*between, *over_time)]),
         "between_variations": between,
         "over_time": over_time,
         "sql": sql_of(store, statement, pretty=True),
