@@ -134,6 +134,8 @@ def _rows(spec: ReadoutSpec, d: DriftProperty, phase: int | None) -> exp.Select:
 def _cells(d: DriftProperty) -> list[exp.CTE]:
     """`cells`: rows per variation, period and value (`val`); a categorical property keeps its
     `max_categories` most frequent values (ties by value) and folds the others into NULL."""
+    # `val`, `rows_n`, `raw_n`: no alias repeats a column it is computed from, which ClickHouse
+    # would read inside the other expressions; joined columns are named (else `d.variation`).
     raw = (
         exp.select(
             _col("variation"),
@@ -253,6 +255,7 @@ def _pairs(control: str) -> exp.Query:
             _col("variation", "p"), _col("period", "p"), _col("first_period", "p"), val.copy(), copy=False
         )
     )
+    # The typed branch first: the other's NULL periods take its type (a day or a phase number).
     return exp.union(over_time, between, distinct=False)
 
 
