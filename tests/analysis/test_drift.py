@@ -206,6 +206,8 @@ def test_over_phases_each_ramp_step_is_compared_with_the_first(store: DuckDBStor
     ]
     assert between(entry)["verdict"] == "stable"  # the mix moved in both arms alike
     assert entry["verdict"] == "major"
+    first_phase = drift(store, by_phase, phase=0)["category"]  # --phase 0: its units only
+    assert (between(first_phase)["rows"], first_phase["over_time"]) == (500, [])
 
 
 def test_event_values_spans_and_evals_drift_too(store: DuckDBStore) -> None:
