@@ -18,7 +18,7 @@ from ramplight import control
 from ramplight.analysis import service
 from ramplight.analysis.readout import ReadoutOptions
 from ramplight.core.drift import DriftProperty
-from ramplight.core.stats.drift import PSI_EPSILON
+from ramplight.core.stats.drift import PSI_EPSILON, psi
 from ramplight.store.duckdb import DuckDBStore
 from tests.analysis.conftest import FLAG, T0, Evidence, make_flag
 
@@ -37,8 +37,14 @@ def drift(store: DuckDBStore, *properties: DriftProperty, **options: Any) -> dic
     return {p["key"]: p for p in report["drift"]["properties"]}
 
 
-def between(entry: dict[str, Any], variation: str = "candidate") -> dict[str, Any]:
-    return next(c for c in entry["between_variations"] if c["variation"] == variation)
+def between(entry: dict[str, Any], variation: str = "candidate", phase: int | None = None) -> dict[str, Any]:
+    """The comparison of `variation` with control (in `phase`: there must be one otherwise)."""
+    (found,) = (
+        c
+        for c in entry["between_variations"]
+        if c["variation"] == variation and (phase is None or c["phase"] == phase)
+    )
+    return found
 
 
 def expose_all(
@@ -204,10 +210,37 @@ def test_over_phases_each_ramp_step_is_compared_with_the_first(store: DuckDBStor
         ("control", 1, 0, "major"),
         ("candidate", 1, 0, "major"),
     ]
-    assert between(entry)["verdict"] == "stable"  # the mix moved in both arms alike
+    assert [c["verdict"] for c in entry["between_variations"]] == ["stable", "stable"]  # both arms alike
     assert entry["verdict"] == "major"
     first_phase = drift(store, by_phase, phase=0)["category"]  # --phase 0: its units only
-    assert (between(first_phase)["rows"], first_phase["over_time"]) == (500, [])
+    assert (between(first_phase, phase=0)["rows"], first_phase["over_time"]) == (500, [])
+
+
+def test_a_mix_that_moves_with_the_ramp_is_not_taken_for_a_difference_between_variations(
+    store: DuckDBStore,
+) -> None:
+    """10 % candidate on day 0, 50 % from day 1, when billing questions triple for everyone:
+    pooled, the candidate (mostly day-1 traffic) would look unlike control (mostly day 0)."""
+    make_flag(store, candidate=10)
+    control.ramp(store, FLAG, "production", "candidate", 50, "test", clock=lambda: T0 + timedelta(days=1))
+    rng = np.random.default_rng(21)
+    rows, days = [], []
+    for day, billing, arms in (
+        (0, 0.2, {"control": 1800, "candidate": 200}),
+        (1, 0.6, {"control": 1000, "candidate": 1000}),
+    ):
+        for variation, n in arms.items():
+            rows += [
+                (variation, {"category": str(c)})
+                for c in rng.choice(["billing", "bug"], n, p=[billing, 1 - billing])
+            ]
+            days += [day] * n
+    expose_all(store, rows, days)
+    entry = drift(store, CATEGORY)["category"]
+    assert [(c["phase"], c["verdict"]) for c in entry["between_variations"]] == [(0, "stable"), (1, "stable")]
+    pooled = {v: Counter(r["category"] for (w, r) in rows if w == v) for v in ("control", "candidate")}
+    counts = [[pooled[v]["billing"], pooled[v]["bug"]] for v in ("control", "candidate")]
+    assert psi(*counts) > 0.1  # pooled over phases, a "moderate" drift that is only the ramp
 
 
 def test_event_values_spans_and_evals_drift_too(store: DuckDBStore) -> None:

@@ -1,6 +1,7 @@
 """Drift: whether a property of the evidence joined to a flag's units (an exposure attribute, an
 event's value or property, an eval's score or label, a span's field) has the same distribution
-in each variation as in control, and in each later period as in the variation's first.
+in each variation as in control (within each ramp phase), and in each later period as in the
+variation's first.
 
 One statement per property, built as a sqlglot tree and rendered per dialect like the rest of
 `analysis.sql`. For a numeric property the store returns, per comparison, the two-sample
@@ -113,13 +114,14 @@ def _period(d: DriftProperty, spec: ReadoutSpec, ts: exp.Expr) -> exp.Expr:
 
 def _rows(spec: ReadoutSpec, d: DriftProperty, phase: int | None) -> exp.Select:
     """`dx`: the property of each source row of an analysed unit from its first exposure on,
-    with the unit's variation and the row's period."""
+    with the unit's variation, the row's period and the unit's phase (`stratum`)."""
     value = _value(d)
     ts = _col("ts", "s")
     query = _join(
         exp.select(
             _as(_col("variation", "u"), "variation"),
             _as(_period(d, spec, ts), "period"),
+            _as(_col("phase", "u"), "stratum"),
             _as(value, "x"),
             copy=False,
         ).from_(_table("units", "u"), copy=False),
@@ -132,20 +134,21 @@ def _rows(spec: ReadoutSpec, d: DriftProperty, phase: int | None) -> exp.Select:
 
 
 def _cells(d: DriftProperty) -> list[exp.CTE]:
-    """`cells`: rows per variation, period and value (`val`); a categorical property keeps its
-    `max_categories` most frequent values (ties by value) and folds the others into NULL."""
+    """`cells`: rows per variation, period, stratum and value (`val`); a categorical property
+    keeps its `max_categories` most frequent values (ties by value) and folds the others into NULL."""
     # `val`, `rows_n`, `raw_n`: no alias repeats a column it is computed from, which ClickHouse
     # would read inside the other expressions; joined columns are named (else `d.variation`).
     raw = (
         exp.select(
             _col("variation"),
             _col("period"),
+            _col("stratum"),
             _as(_col("x"), "val") if d.type == "numeric" else _col("x"),
             _as(exp.Count(this=exp.Star()), "rows_n" if d.type == "numeric" else "raw_n"),
             copy=False,
         )
         .from_("dx", copy=False)
-        .group_by(_col("variation"), _col("period"), _col("x"), copy=False)
+        .group_by(_col("variation"), _col("period"), _col("stratum"), _col("x"), copy=False)
     )
     if d.type == "numeric":
         return [_cte("cells", raw)]
@@ -170,20 +173,23 @@ def _cells(d: DriftProperty) -> list[exp.CTE]:
         exp.select(
             _as(_col("variation", "d"), "variation"),
             _as(_col("period", "d"), "period"),
+            _as(_col("stratum", "d"), "stratum"),
             _as(kept, "val"),
             _as(exp.Sum(this=_col("raw_n", "d")), "rows_n"),
             copy=False,
         ).from_(_table("raw", "d"), copy=False),
         _table("ranked", "r"),
         _eq(_col("x", "r"), _col("x", "d")),
-    ).group_by(_col("variation", "d"), _col("period", "d"), kept.copy(), copy=False)
+    ).group_by(_col("variation", "d"), _col("period", "d"), _col("stratum", "d"), kept.copy(), copy=False)
     return [_cte("raw", raw), _cte("ranked", ranked), _cte("cells", cells)]
 
 
 def _pairs(control: str) -> exp.Query:
     """`pairs`: per comparison and value, the reference's rows (`na`) and the compared rows (`nb`).
-    Each variation against control over every period (`period` NULL), and each variation's later
-    periods against its first (`ref_period`)."""
+    Each variation against control within each ramp phase of the units (`phase`; `period` NULL),
+    and each variation's later periods against its first (`ref_period`; `phase` NULL). Within a
+    phase the split is fixed, so both arms sample the same times; pooled over phases, a candidate
+    whose share grew would be compared with older control traffic."""
     c = "c"
     rows_n, val = _col("rows_n", c), _col("val", c)
 
@@ -193,10 +199,10 @@ def _pairs(control: str) -> exp.Query:
     is_control = _eq(_col("variation", c), _str(control))
     is_arm = _eq(_col("variation", c), _col("variation", "a"))
     arms = (
-        exp.select(_col("variation"), copy=False)
+        exp.select(_col("variation"), _col("stratum"), copy=False)
         .from_("cells", copy=False)
         .where(exp.NEQ(this=_col("variation"), expression=_str(control)), copy=False)
-        .group_by(_col("variation"), copy=False)
+        .group_by(_col("variation"), _col("stratum"), copy=False)
     )
     between = (
         _join(
@@ -204,16 +210,17 @@ def _pairs(control: str) -> exp.Query:
                 _as(_col("variation", "a"), "variation"),
                 _as(exp.Null(), "period"),
                 _as(exp.Null(), "ref_period"),
+                _as(_col("stratum", "a"), "phase"),
                 _as(val, "val"),
                 _as(side(is_control), "na"),
                 _as(side(is_arm), "nb"),
                 copy=False,
             ).from_(_subquery(arms, "a"), copy=False),
             _table("cells", c),
-            kind="CROSS",
+            _eq(_col("stratum", c), _col("stratum", "a")),
         )
-        .where(exp.or_(is_control.copy(), is_arm.copy(), copy=False), copy=False)
-        .group_by(_col("variation", "a"), val.copy(), copy=False)
+        .where(exp.paren(exp.or_(is_control.copy(), is_arm.copy(), copy=False)), copy=False)
+        .group_by(_col("variation", "a"), _col("stratum", "a"), val.copy(), copy=False)
     )
     firsts = (
         exp.select(_col("variation"), _as(exp.Min(this=_col("period")), "first_period"), copy=False)
@@ -242,6 +249,7 @@ def _pairs(control: str) -> exp.Query:
                 _as(_col("variation", "p"), "variation"),
                 _as(_col("period", "p"), "period"),
                 _as(_col("first_period", "p"), "ref_period"),
+                _as(exp.Null(), "phase"),
                 _as(val.copy(), "val"),
                 _as(side(in_first), "na"),
                 _as(side(in_period), "nb"),
@@ -255,13 +263,13 @@ def _pairs(control: str) -> exp.Query:
             _col("variation", "p"), _col("period", "p"), _col("first_period", "p"), val.copy(), copy=False
         )
     )
-    # The typed branch first: the other's NULL periods take its type (a day or a phase number).
-    return exp.union(over_time, between, distinct=False)
+    # A bare NULL takes the other branch's type in all three engines (a day or a phase number).
+    return exp.union(between, over_time, distinct=False)
 
 
 def _window(value: exp.Expr, running: bool = False) -> exp.Window:
-    """`value` over one comparison (variation, period), or its running total in value order."""
-    partition = [_col("variation"), _col("period")]
+    """`value` over one comparison (variation, period, phase), or its running total in value order."""
+    partition = [_col("variation"), _col("period"), _col("phase")]
     if not running:
         return exp.Window(this=value, partition_by=partition)
     spec = exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW")
@@ -283,7 +291,7 @@ def _numeric_result() -> tuple[list[exp.CTE], exp.Select]:
     ECDF reaches one half)."""
     na, nb = _col("na"), _col("nb")
     ecdf = exp.select(
-        *(_col(c) for c in ("variation", "period", "ref_period", "val", "na", "nb")),
+        *(_col(c) for c in ("variation", "period", "ref_period", "phase", "val", "na", "nb")),
         _as(_window(exp.Sum(this=na.copy()), running=True), "cum_a"),
         _as(_window(exp.Sum(this=nb.copy()), running=True), "cum_b"),
         _as(_window(exp.Sum(this=na.copy())), "n_a"),
@@ -303,7 +311,7 @@ def _numeric_result() -> tuple[list[exp.CTE], exp.Select]:
 
     binned = (
         exp.select(
-            *(_col(c) for c in ("variation", "period", "ref_period", "na", "nb", "n_a", "n_b")),
+            *(_col(c) for c in ("variation", "period", "ref_period", "phase", "na", "nb", "n_a", "n_b")),
             _as(_when(top, _num(BINS - 1), decile), "decile"),
             _as(_window(exp.Max(this=gap)), "w_ks"),
             _as(_window(exp.Sum(this=exp.Mul(this=val.copy(), expression=na.copy()))), "w_ref_sum"),
@@ -315,7 +323,7 @@ def _numeric_result() -> tuple[list[exp.CTE], exp.Select]:
         .from_("ecdf", copy=False)
         .where(_and(exp.GT(this=n_a.copy(), expression=_num(0)), exp.GT(this=n_b.copy(), expression=_num(0))))
     )
-    keys = [_col(c) for c in ("variation", "period", "ref_period", "decile")]
+    keys = [_col(c) for c in ("variation", "period", "ref_period", "phase", "decile")]
     result = (
         exp.select(
             *keys,
@@ -338,7 +346,7 @@ def _numeric_result() -> tuple[list[exp.CTE], exp.Select]:
 
 
 def _categorical_result() -> exp.Select:
-    keys = [_col(c) for c in ("variation", "period", "ref_period")]
+    keys = [_col(c) for c in ("variation", "period", "ref_period", "phase")]
     return (
         exp.select(
             *keys,
@@ -438,26 +446,26 @@ def drift_property(
 ) -> dict[str, Any]:
     """One property's entry of the readout's `drift` section (docs/readout.md#drift)."""
     statement = drift_query(spec, d, control, phase)
-    groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, Any, Any], list[dict[str, Any]]] = {}
     for row in fetch(store, statement):
-        groups.setdefault((row["variation"], row["period"]), []).append(row)
+        groups.setdefault((row["variation"], row["period"], row["phase"]), []).append(row)
     between: list[dict[str, Any]] = []
     over_time: list[dict[str, Any]] = []
-    for variation in variations:
-        periods = [p for v, p in groups if v == variation]
-        for period in sorted(periods, key=lambda p: (p is not None, p)):  # against control first
-            group = groups[(variation, period)]
-            judged = _numeric(group, alpha) if d.type == "numeric" else _categorical(group, alpha)
-            if judged is None:
-                continue
-            if period is None:
-                between.append({"variation": variation, "vs": control, **judged})
-            else:
-                when = {
-                    "period": _period_json(d, period),
-                    "vs_period": _period_json(d, group[0]["ref_period"]),
-                }
-                over_time.append({"variation": variation, **when, **judged})
+    order = {v: i for i, v in enumerate(variations)}  # then any variation the flag no longer has
+
+    def reading_order(key: tuple[str, Any, Any]) -> tuple[Any, ...]:
+        variation, period, stratum = key
+        return (order.get(variation, len(order)), variation, period is not None, period, stratum)
+
+    for (variation, period, stratum), group in sorted(groups.items(), key=lambda g: reading_order(g[0])):
+        judged = _numeric(group, alpha) if d.type == "numeric" else _categorical(group, alpha)
+        if judged is None:
+            continue
+        if period is None:
+            between.append({"variation": variation, "vs": control, "phase": int(stratum), **judged})
+        else:
+            when = {"period": _period_json(d, period), "vs_period": _period_json(d, group[0]["ref_period"])}
+            over_time.append({"variation": variation, **when, **judged})
     return {
         "key": d.key,
         "source": d.source,

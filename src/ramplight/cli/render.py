@@ -322,8 +322,9 @@ def _shift(comparison: dict[str, Any]) -> str:
 
 
 def drift_table(drift: dict[str, Any], console: Console) -> None:
-    """Per drift property: each variation against control, then the periods that moved against
-    the variation's first (stable ones are counted, not listed). Fits 80 columns."""
+    """Per drift property: each variation against control (per ramp phase when there are several),
+    then the periods that moved against the variation's first (stable ones are counted, not
+    listed). Fits 80 columns."""
     t = drift["thresholds"]
     table = Table(
         title="drift",
@@ -341,9 +342,11 @@ def drift_table(drift: dict[str, Any], console: Console) -> None:
         name = f"{escape(prop['key'])} [dim]({prop['type']})[/dim]"
         moved = [c for c in prop["over_time"] if c["verdict"] != "stable"]
         steady = len(prop["over_time"]) - len(moved)
-        compared = [(f"{c['variation']} vs {c['vs']}", c) for c in prop["between_variations"]] + [
-            (f"{c['variation']}, {prop['over']} {c['period']} vs {c['vs_period']}", c) for c in moved
-        ]
+        phased = len({c["phase"] for c in prop["between_variations"]}) > 1
+        compared = [
+            (f"{c['variation']} vs {c['vs']}" + (f", phase {c['phase']}" if phased else ""), c)
+            for c in prop["between_variations"]
+        ] + [(f"{c['variation']}, {prop['over']} {c['period']} vs {c['vs_period']}", c) for c in moved]
         for label, c in compared:
             style = _VERDICT_STYLE[c["verdict"]]
             table.add_row(

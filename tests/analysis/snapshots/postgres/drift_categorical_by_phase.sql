@@ -46,6 +46,7 @@ WITH exposed AS MATERIALIZED (
       THEN 1
       ELSE 2
     END AS BIGINT) AS period,
+    u.phase AS stratum,
     s.gen_ai_model AS x
   FROM units AS u
   JOIN (
@@ -99,12 +100,14 @@ WITH exposed AS MATERIALIZED (
   SELECT
     variation,
     period,
+    stratum,
     x,
     COUNT(*) AS raw_n
   FROM dx
   GROUP BY
     variation,
     period,
+    stratum,
     x
 ), ranked AS (
   SELECT
@@ -117,6 +120,7 @@ WITH exposed AS MATERIALIZED (
   SELECT
     d.variation AS variation,
     d.period AS period,
+    d.stratum AS stratum,
     CASE WHEN r.category_rank <= 5 THEN d.x END AS val,
     SUM(d.raw_n) AS rows_n
   FROM raw AS d
@@ -125,12 +129,44 @@ WITH exposed AS MATERIALIZED (
   GROUP BY
     d.variation,
     d.period,
+    d.stratum,
     CASE WHEN r.category_rank <= 5 THEN d.x END
 ), pairs AS (
+  SELECT
+    a.variation AS variation,
+    NULL AS period,
+    NULL AS ref_period,
+    a.stratum AS phase,
+    c.val AS val,
+    SUM(CASE WHEN c.variation = 'control' THEN c.rows_n ELSE 0 END) AS na,
+    SUM(CASE WHEN c.variation = a.variation THEN c.rows_n ELSE 0 END) AS nb
+  FROM (
+    SELECT
+      variation,
+      stratum
+    FROM cells
+    WHERE
+      variation <> 'control'
+    GROUP BY
+      variation,
+      stratum
+  ) AS a
+  JOIN cells AS c
+    ON c.stratum = a.stratum
+  WHERE
+    (
+      c.variation = 'control' OR c.variation = a.variation
+    )
+  GROUP BY
+    a.variation,
+    a.stratum,
+    c.val
+  UNION ALL
   SELECT
     p.variation AS variation,
     p.period AS period,
     p.first_period AS ref_period,
+    NULL AS phase,
     c.val AS val,
     SUM(CASE WHEN c.period = p.first_period THEN c.rows_n ELSE 0 END) AS na,
     SUM(CASE WHEN c.period = p.period THEN c.rows_n ELSE 0 END) AS nb
@@ -167,34 +203,12 @@ WITH exposed AS MATERIALIZED (
     p.period,
     p.first_period,
     c.val
-  UNION ALL
-  SELECT
-    a.variation AS variation,
-    NULL AS period,
-    NULL AS ref_period,
-    c.val AS val,
-    SUM(CASE WHEN c.variation = 'control' THEN c.rows_n ELSE 0 END) AS na,
-    SUM(CASE WHEN c.variation = a.variation THEN c.rows_n ELSE 0 END) AS nb
-  FROM (
-    SELECT
-      variation
-    FROM cells
-    WHERE
-      variation <> 'control'
-    GROUP BY
-      variation
-  ) AS a
-  CROSS JOIN cells AS c
-  WHERE
-    c.variation = 'control' OR c.variation = a.variation
-  GROUP BY
-    a.variation,
-    c.val
 )
 SELECT
   variation,
   period,
   ref_period,
+  phase,
   val AS category,
   na AS ref_count,
   nb AS cmp_count
@@ -203,4 +217,5 @@ ORDER BY
   variation,
   period,
   ref_period,
+  phase,
   val;

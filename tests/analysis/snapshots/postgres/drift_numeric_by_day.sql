@@ -40,6 +40,7 @@ WITH exposed AS MATERIALIZED (
   SELECT
     u.variation AS variation,
     DATE_TRUNC('DAY', s.ts) AS period,
+    u.phase AS stratum,
     CAST(s.attributes #>> '{input_chars}' AS DOUBLE PRECISION) AS x
   FROM units AS u
   JOIN (
@@ -59,18 +60,51 @@ WITH exposed AS MATERIALIZED (
   SELECT
     variation,
     period,
+    stratum,
     x AS val,
     COUNT(*) AS rows_n
   FROM dx
   GROUP BY
     variation,
     period,
+    stratum,
     x
 ), pairs AS (
+  SELECT
+    a.variation AS variation,
+    NULL AS period,
+    NULL AS ref_period,
+    a.stratum AS phase,
+    c.val AS val,
+    SUM(CASE WHEN c.variation = 'control' THEN c.rows_n ELSE 0 END) AS na,
+    SUM(CASE WHEN c.variation = a.variation THEN c.rows_n ELSE 0 END) AS nb
+  FROM (
+    SELECT
+      variation,
+      stratum
+    FROM cells
+    WHERE
+      variation <> 'control'
+    GROUP BY
+      variation,
+      stratum
+  ) AS a
+  JOIN cells AS c
+    ON c.stratum = a.stratum
+  WHERE
+    (
+      c.variation = 'control' OR c.variation = a.variation
+    )
+  GROUP BY
+    a.variation,
+    a.stratum,
+    c.val
+  UNION ALL
   SELECT
     p.variation AS variation,
     p.period AS period,
     p.first_period AS ref_period,
+    NULL AS phase,
     c.val AS val,
     SUM(CASE WHEN c.period = p.first_period THEN c.rows_n ELSE 0 END) AS na,
     SUM(CASE WHEN c.period = p.period THEN c.rows_n ELSE 0 END) AS nb
@@ -107,55 +141,34 @@ WITH exposed AS MATERIALIZED (
     p.period,
     p.first_period,
     c.val
-  UNION ALL
-  SELECT
-    a.variation AS variation,
-    NULL AS period,
-    NULL AS ref_period,
-    c.val AS val,
-    SUM(CASE WHEN c.variation = 'control' THEN c.rows_n ELSE 0 END) AS na,
-    SUM(CASE WHEN c.variation = a.variation THEN c.rows_n ELSE 0 END) AS nb
-  FROM (
-    SELECT
-      variation
-    FROM cells
-    WHERE
-      variation <> 'control'
-    GROUP BY
-      variation
-  ) AS a
-  CROSS JOIN cells AS c
-  WHERE
-    c.variation = 'control' OR c.variation = a.variation
-  GROUP BY
-    a.variation,
-    c.val
 ), ecdf AS (
   SELECT
     variation,
     period,
     ref_period,
+    phase,
     val,
     na,
     nb,
     SUM(na) OVER (
-      PARTITION BY variation, period
+      PARTITION BY variation, period, phase
       ORDER BY val
       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
     ) AS cum_a,
     SUM(nb) OVER (
-      PARTITION BY variation, period
+      PARTITION BY variation, period, phase
       ORDER BY val
       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
     ) AS cum_b,
-    SUM(na) OVER (PARTITION BY variation, period) AS n_a,
-    SUM(nb) OVER (PARTITION BY variation, period) AS n_b
+    SUM(na) OVER (PARTITION BY variation, period, phase) AS n_a,
+    SUM(nb) OVER (PARTITION BY variation, period, phase) AS n_b
   FROM pairs
 ), binned AS (
   SELECT
     variation,
     period,
     ref_period,
+    phase,
     na,
     nb,
     n_a,
@@ -173,11 +186,11 @@ WITH exposed AS MATERIALIZED (
       ABS(
         CAST(cum_a AS DOUBLE PRECISION) / CAST(n_a AS DOUBLE PRECISION) - CAST(cum_b AS DOUBLE PRECISION) / CAST(n_b AS DOUBLE PRECISION)
       )
-    ) OVER (PARTITION BY variation, period) AS w_ks,
-    SUM(val * na) OVER (PARTITION BY variation, period) AS w_ref_sum,
-    SUM(val * nb) OVER (PARTITION BY variation, period) AS w_cmp_sum,
-    MIN(CASE WHEN 2 * cum_a >= n_a THEN val END) OVER (PARTITION BY variation, period) AS w_ref_median,
-    MIN(CASE WHEN 2 * cum_b >= n_b THEN val END) OVER (PARTITION BY variation, period) AS w_cmp_median
+    ) OVER (PARTITION BY variation, period, phase) AS w_ks,
+    SUM(val * na) OVER (PARTITION BY variation, period, phase) AS w_ref_sum,
+    SUM(val * nb) OVER (PARTITION BY variation, period, phase) AS w_cmp_sum,
+    MIN(CASE WHEN 2 * cum_a >= n_a THEN val END) OVER (PARTITION BY variation, period, phase) AS w_ref_median,
+    MIN(CASE WHEN 2 * cum_b >= n_b THEN val END) OVER (PARTITION BY variation, period, phase) AS w_cmp_median
   FROM ecdf
   WHERE
     n_a > 0 AND n_b > 0
@@ -186,6 +199,7 @@ SELECT
   variation,
   period,
   ref_period,
+  phase,
   decile,
   SUM(na) AS ref_count,
   SUM(nb) AS cmp_count,
@@ -201,9 +215,11 @@ GROUP BY
   variation,
   period,
   ref_period,
+  phase,
   decile
 ORDER BY
   variation,
   period,
   ref_period,
+  phase,
   decile;
