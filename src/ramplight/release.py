@@ -184,10 +184,11 @@ class Judgement:
     recommendation: Recommendation
 
 
-def _plan_options(plan: Plan, source: str, options: ReadoutOptions) -> ReadoutOptions:
-    """A plan decides the multiple-comparison family (its goals and guardrails) and the
+def _plan_options(plan: Plan, source: str, options: ReadoutOptions, drift: bool = False) -> ReadoutOptions:
+    """A plan decides the multiple-comparison family (its goals and guardrails), the
     sample size the always-valid intervals are tuned for (`expected_units`, else the largest
-    stage minimum); options the caller set explicitly win."""
+    stage minimum) and, with `drift`, the properties read out for drift; options the caller set
+    explicitly win."""
     if source != "plan":
         return options
     family = tuple(_plan_metric_keys(plan)) or None
@@ -196,6 +197,7 @@ def _plan_options(plan: Plan, source: str, options: ReadoutOptions) -> ReadoutOp
         options,
         family=options.family if options.family is not None else family,
         sequential_tuning=options.sequential_tuning if options.sequential_tuning is not None else tuning,
+        drift=options.drift or (tuple(plan.drift) if drift else ()),
     )
 
 
@@ -211,14 +213,16 @@ def judge(
     options: ReadoutOptions | None = None,
     now: datetime | None = None,
     state_override: Callable[[ReleaseState], ReleaseState] | None = None,
+    drift: bool = False,
 ) -> Judgement:
-    """Readout and recommendation together; the readout covers the plan's metrics too."""
+    """Readout and recommendation together; the readout covers the plan's metrics too, and with
+    `drift` its drift properties (a scan each, which no decision reads: the guardian skips them)."""
     flag = control.get_flag(store, flag_key)
     if environment not in flag.environments:
         raise NotFoundError(f"flag {flag_key!r} is not configured in environment {environment!r}")
     plan, source = plan_for(store, flag, environment)
     keys = None if not metric_keys else list(dict.fromkeys([*metric_keys, *_plan_metric_keys(plan)]))
-    options = _plan_options(plan, source, options or ReadoutOptions(alpha=plan.alpha))
+    options = _plan_options(plan, source, options or ReadoutOptions(alpha=plan.alpha), drift)
     readout = analysis.report(store, flag_key, environment, keys, options)
     state = release_state(store, flag, environment, plan)
     if state_override is not None:
@@ -237,7 +241,7 @@ def report(
     options: ReadoutOptions | None = None,
 ) -> dict[str, Any]:
     """The readout, starting with the recommendation."""
-    j = judge(store, flag_key, environment, metric_keys, options)
+    j = judge(store, flag_key, environment, metric_keys, options, drift=True)
     known = {m.key: m for m in store.list_metrics()}
     keys = _plan_metric_keys(j.plan) or list(metric_keys or known)
     series_metrics = [known[k] for k in keys if k in known]

@@ -21,7 +21,9 @@ from sqlglot import exp
 from ramplight import control
 from ramplight.analysis import service
 from ramplight.analysis import sql as q
+from ramplight.analysis.drift import drift_query
 from ramplight.analysis.sql import ReadoutSpec, render
+from ramplight.core.drift import DriftProperty
 from ramplight.core.metrics import Metric
 from ramplight.store.duckdb import DuckDBStore
 from tests.analysis import engines
@@ -177,6 +179,39 @@ STATEMENTS: dict[str, Callable[[Engines], exp.Expr]] = {
 @pytest.mark.parametrize("statement", list(STATEMENTS))
 def test_every_other_analysis_statement_agrees_across_engines(loaded: Engines, statement: str) -> None:
     assert_engines_agree(loaded.run(STATEMENTS[statement](loaded)))
+
+
+DRIFT: dict[str, DriftProperty] = {
+    "numeric_attribute_with_ties_by_day": DriftProperty(
+        key="tier", source="exposures", property="attributes.tier", type="numeric"
+    ),
+    "categorical_attribute_by_phase": DriftProperty(
+        key="plan", source="exposures", property="attributes.plan", type="categorical", over="phase"
+    ),
+    "event_value_by_phase": DriftProperty(
+        key="latency", source="events", property="value", type="numeric", event="latency_ms", over="phase"
+    ),
+    "event_property_by_day": DriftProperty(
+        key="tokens", source="events", property="properties.usage.tokens", type="numeric", event="turn"
+    ),
+    "span_model_folded": DriftProperty(
+        key="model", source="spans", property="gen_ai_model", type="categorical", max_categories=2
+    ),
+    "span_duration_by_phase": DriftProperty(
+        key="ms", source="spans", property="duration_ms", type="numeric", span_name="llm.call", over="phase"
+    ),
+    "eval_score": DriftProperty(
+        key="score", source="evals", property="score", type="numeric", eval="faithfulness"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(DRIFT))
+def test_the_drift_statements_agree_across_engines(loaded: Engines, case: str) -> None:
+    results = loaded.run(drift_query(loaded.spec, DRIFT[case], "control"))
+    periods = {row["period"] for row in results["duckdb"]}
+    assert None in periods and len(periods) > 2  # between variations, and over time
+    assert_engines_agree(results)
 
 
 def test_the_product_readout_matches_the_statistics_postgres_and_clickhouse_compute(loaded: Engines) -> None:

@@ -20,7 +20,9 @@ import sqlglot
 from sqlglot import exp
 
 from ramplight.analysis import sql as q
+from ramplight.analysis.drift import drift_query
 from ramplight.analysis.sql import DIALECTS, ReadoutSpec, render
+from ramplight.core.drift import DriftProperty
 from ramplight.core.metrics import Metric
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -49,6 +51,12 @@ REFUNDS = Metric(
     aggregation="sum",
 )
 P95 = Metric(key="latency_p95", type="quantile", event="latency_ms", quantile=0.95, window_hours=24)
+INPUT_CHARS = DriftProperty(
+    key="input_chars", source="exposures", property="attributes.input_chars", type="numeric"
+)
+MODEL = DriftProperty(
+    key="model", source="spans", property="gen_ai_model", type="categorical", over="phase", max_categories=5
+)
 KNOWN = {
     m.key: m
     for m in (RESOLVED, TURNS, LATENCY, TOKENS, COST, COST_PER_TURN, FAITHFULNESS, LLM_ERRORS, REFUNDS)
@@ -90,6 +98,8 @@ CASES: dict[str, Callable[[], exp.Expr]] = {
     "v1_event_name_metrics": lambda: q.event_name_metrics_query(FLAG, ENV, UNIT),
     "timeline_units": lambda: q.timeline_units_query(FLAG, ENV),
     "timeline_series": lambda: q.timeline_series_query(FLAG, ENV, "evals", "faithfulness"),
+    "drift_numeric_by_day": lambda: drift_query(spec(phase_starts=PHASES), INPUT_CHARS, "control"),
+    "drift_categorical_by_phase": lambda: drift_query(spec(phase_starts=PHASES), MODEL, "control", 1),
     "critical_path": lambda: q.critical_path_query(spec(LATENCY)),
     "routes": lambda: q.route_query(replace(spec(LATENCY), prices=(("gpt-5", 1.25, 10.0),))),
     "cancellation_tax": lambda: q.cancellation_query(replace(spec(LATENCY), prices=(("gpt-5", 1.25, 10.0),))),

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlglot import exp
 
+from ramplight.analysis.drift import drift_section
 from ramplight.analysis.execute import check_sql_metrics, fetch, sql_of, user_sql_metrics
 from ramplight.analysis.report import DataQuality
 from ramplight.analysis.report import readout as readout_v1
@@ -35,6 +36,7 @@ from ramplight.analysis.sql import (
     span_joinability_query,
     trace_summary_query,
 )
+from ramplight.core.drift import DriftProperty
 from ramplight.core.errors import NotFoundError, ValidationError
 from ramplight.core.flags import Flag
 from ramplight.core.metrics import Metric
@@ -80,6 +82,8 @@ class ReadoutOptions:
     sequential_tuning: float | None = None
     """n* of the confidence sequence: the total units (both arms) where it is tightest, e.g. the
     units a plan expects at the end of the stage. None: each comparison's current units."""
+    drift: tuple[DriftProperty, ...] = ()
+    """Properties whose distribution shift is read out (`drift`; a plan's `drift:` list)."""
 
 
 def _finite(value: float | None) -> float | None:
@@ -466,6 +470,11 @@ def build_readout(
         joinability = span_joinability_query(flag.key, environment, flag.assignment_unit, spec.prices)
         (found,) = fetch(store, joinability)
         spans = {"spans": {k: int(v or 0) for k, v in found.items()}}
+    drift = (
+        drift_section(store, spec, options.drift, control, variations, options.alpha, options.phase)
+        if options.drift
+        else None
+    )
     return {
         **base,
         "data_quality": {
@@ -475,6 +484,7 @@ def build_readout(
             **spans,
         },
         **({"traces": traces} if traces is not None else {}),
+        **({"drift": drift} if drift is not None else {}),
         "schema": READOUT_SCHEMA,
         "generated_at": (now or datetime.now(UTC)).isoformat(),
         "analysis": "as_served" if options.served else "intent_to_treat",

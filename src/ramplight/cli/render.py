@@ -116,6 +116,8 @@ def readout(report: dict[str, Any], console: Console) -> None:
     _readout_body(report, console)
     if report.get("traces"):
         traces_table(report["traces"], console)
+    if report.get("drift"):
+        drift_table(report["drift"], console)
     if report.get("timeline"):
         release_timeline(report["timeline"], console)
 
@@ -315,6 +317,59 @@ def traces_table(traces: dict[str, Any], console: Console) -> None:
                 f" {tax['output_tokens_after_cancel']:,.0f} output tokens after the stop,"
                 f" {_num(tax['cost_usd'])} USD{share}{unpriced}"
             )
+
+
+_VERDICT_STYLE = {"major": "red", "moderate": "yellow", "inconclusive": "dim", "stable": "green"}
+
+
+def _shift(comparison: dict[str, Any]) -> str:
+    """Where the distribution moved: the median, or the category whose share moved most."""
+    if "median" in comparison:
+        return f"median {_compact(comparison['vs_median'])} → {_compact(comparison['median'])}"
+    top = max(comparison["categories"], key=lambda c: abs(c["share"] - c["vs_share"]))
+    name = "(other)" if top["category"] is None else top["category"]
+    return f"{name} {_pct(top['vs_share'])} → {_pct(top['share'])}"
+
+
+def drift_table(drift: dict[str, Any], console: Console) -> None:
+    """Per drift property: each variation against control (per ramp phase when there are several),
+    then the periods that moved against the variation's first (stable ones are counted, not
+    listed). Fits 80 columns."""
+    t = drift["thresholds"]
+    table = Table(
+        title="drift",
+        caption=f"PSI < {t['moderate']:g} stable, ≤ {t['major']:g} moderate, above: major; "
+        f"inconclusive: p ≥ {t['alpha']:g}",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("property\ncompared", overflow="fold", min_width=14)
+    table.add_column("reference → compared\nrows", overflow="fold")
+    table.add_column("PSI", justify="right", no_wrap=True)
+    table.add_column("p", justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    for prop in drift["properties"]:
+        name = f"{escape(prop['key'])} [dim]({prop['type']})[/dim]"
+        moved = [c for c in prop["over_time"] if c["verdict"] != "stable"]
+        steady = len(prop["over_time"]) - len(moved)
+        phased = len({c["phase"] for c in prop["between_variations"]}) > 1
+        compared = [
+            (f"{c['variation']} vs {c['vs']}" + (f", phase {c['phase']}" if phased else ""), c)
+            for c in prop["between_variations"]
+        ] + [(f"{c['variation']}, {prop['over']} {c['period']} vs {c['vs_period']}", c) for c in moved]
+        for label, c in compared:
+            style = _VERDICT_STYLE[c["verdict"]]
+            table.add_row(
+                f"{name}\n[dim]{escape(label)}[/dim]",
+                f"{escape(_shift(c))}\n[dim]{_compact(c['vs_rows'])} / {_compact(c['rows'])}[/dim]",
+                f"{c['psi']:.3f}",
+                f"{c['p_value']:.2g}",
+                f"[{style}]{c['verdict']}[/{style}]",
+            )
+        if steady or not compared:
+            note = f"{steady} later {prop['over']}s like the first" if steady else "no rows to compare"
+            table.add_row(f"{name}\n[dim]{note}[/dim]", "", "", "", "")
+    console.print(table)
 
 
 def release_timeline(tl: dict[str, Any], console: Console, hours: int = 12) -> None:

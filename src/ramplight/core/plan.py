@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from ramplight.core.drift import DriftProperty, check_drift
 from ramplight.core.errors import FieldProblem, ValidationError
 from ramplight.core.metrics import Direction, Metric
 
@@ -115,6 +116,8 @@ class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_default
     alpha: float = 0.05
     expected_units: int | None = None
     cleanup_after_days: float = 14.0
+    drift: list[DriftProperty] = msgspec.field(default_factory=list)
+    """Properties whose distribution the readout compares between variations and over time."""
     version: int = 0
 
     def effective_gates(self) -> list[Gate]:
@@ -227,6 +230,7 @@ def check_plan(plan: Plan, metrics: Mapping[str, Metric], variations: Sequence[s
         problems.append(FieldProblem("approvers", "0 or more"))
     if plan.rules is not None and not plan.rules:
         problems.append(FieldProblem("rules", "omit it for the preset's rules, or give at least one"))
+    problems.extend(check_drift(plan.drift))
     if problems:
         summary = "; ".join(p.render() for p in problems[:5])
         raise ValidationError(f"invalid plan for {plan.flag_key!r}: {summary}", tuple(problems))

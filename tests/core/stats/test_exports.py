@@ -4,6 +4,7 @@ import ramplight.core.stats as stats
 from ramplight.core.stats import (
     bayes,
     cuped,
+    drift,
     effects,
     multiple,
     noninferiority,
@@ -18,6 +19,7 @@ from ramplight.core.stats import (
 MODULES = (
     bayes,
     cuped,
+    drift,
     effects,
     multiple,
     noninferiority,

@@ -6,6 +6,19 @@ No I/O and no data frames: every function takes the small typed values in `suffs
 
 from ramplight.core.stats.bayes import BayesEstimate, BayesResult, GaussianPrior, bayes_test
 from ramplight.core.stats.cuped import cuped_summaries, stratified_cuped_summaries, theta_cuped
+from ramplight.core.stats.drift import (
+    PSI_EPSILON,
+    PSI_MAJOR,
+    PSI_MODERATE,
+    VERDICT_ORDER,
+    DriftTest,
+    DriftVerdict,
+    chi_square_test,
+    drift_verdict,
+    ks_test,
+    psi,
+    worst_verdict,
+)
 from ramplight.core.stats.effects import (
     Direction,
     EffectEstimate,
@@ -50,11 +63,17 @@ from ramplight.core.stats.suffstats import (
 
 __all__ = [
     "DEFAULT_TUNING",
+    "PSI_EPSILON",
+    "PSI_MAJOR",
+    "PSI_MODERATE",
     "SRM_THRESHOLD",
+    "VERDICT_ORDER",
     "ArmSummary",
     "BayesEstimate",
     "BayesResult",
     "Direction",
+    "DriftTest",
+    "DriftVerdict",
     "EffectEstimate",
     "EffectResult",
     "GaussianPrior",
@@ -72,14 +91,18 @@ __all__ = [
     "bayes_test",
     "benjamini_hochberg",
     "boundary_multiplier",
+    "chi_square_test",
     "combined_srm_test",
     "cuped_summaries",
     "density_levels",
+    "drift_verdict",
     "holm_bonferroni",
+    "ks_test",
     "minimum_detectable_effect",
     "mixture_rho",
     "noninferiority_test",
     "pooled_summaries",
+    "psi",
     "sample_size",
     "sequential_srm_p_value",
     "sequential_test",
@@ -88,4 +111,5 @@ __all__ = [
     "stratified_summaries",
     "theta_cuped",
     "welch_test",
+    "worst_verdict",
 ]
