@@ -184,11 +184,24 @@ def test_protobuf_and_json_requests_decode_to_the_same_rows(
     )
 
 
-@settings(max_examples=500, deadline=None)
-@given(nanos=st.one_of(st.integers(1, 2**63 - 1), st.integers(2**62 - 10**9, 2**62 + 10**9)))
-def test_a_span_time_is_its_unix_nanoseconds_truncated_to_the_microsecond(nanos: int) -> None:
-    expected = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=nanos // 1000)
-    assert otlp._time(nanos, "startTimeUnixNano") == expected
+@settings(max_examples=300, deadline=None)
+@given(
+    nanos=st.lists(
+        st.one_of(
+            st.integers(1, 2**63 - 1),
+            st.integers(2**62 - 10**9, 2**62 + 10**9),
+            st.integers(1_600_000_000_000_000_000, 1_900_000_000_000_000_000),
+            st.sampled_from([0, 2**63, 2**64 - 1]),
+        ),
+        max_size=40,
+    )
+)
+def test_span_times_are_unix_nanoseconds_truncated_to_the_microsecond(nanos: list[int]) -> None:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    expected = [epoch + timedelta(microseconds=n // 1000) if 0 < n < 2**63 else None for n in nanos]
+    times = otlp._times(nanos)
+    assert times == expected
+    assert all(t.tzinfo is UTC for t in times if t is not None)
 
 
 @settings_
