@@ -55,8 +55,9 @@ _STATUS = ("unset", "ok", "error")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ZEROS = {16: bytes(16), 8: bytes(8)}
 _FLOAT_EXACT_NANOS = 2**62
-"""Below this (year 2116), microseconds as a float divided by 10⁶ are within 0.12 µs of the exact
-time (half an ulp of < 2³³ s), which the conversion rounds back to the exact microsecond."""
+"""Below this (year 2116, under 2³³ s), whole microseconds as a float divided by 10⁶ are within
+half an ulp (< 0.5 µs; 0.12 µs before 2038) of the exact time, which the conversion to a datetime
+rounds back to the exact microsecond."""
 
 
 class Span(msgspec.Struct, frozen=True, omit_defaults=True):
