@@ -135,6 +135,12 @@ class RamplightServer:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def loop_cpu_seconds(self) -> float:
+        """User + system CPU time so far of the server's main thread, which runs the event loop."""
+        stat = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_rss(self) -> float:
         """The server's peak RSS in MiB so far (VmHWM; getrusage of children would count the fork)."""
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():

@@ -266,7 +266,7 @@ class LocalBackend:
             request, policy, lambda key: facts[key].assignment_unit if key in facts else None
         )
         now = datetime.now(UTC)
-        spans = self._admit(otlp.accept_spans(decoded.spans, environment, now))
+        spans = self._admit(otlp.accept_spans(decoded.spans, environment, now, decoded.canonicals))
         exposures = validate_batch(
             {"exposures": [msgspec.json.encode(d) for d in decoded.exposures]}, environment, facts, now
         )

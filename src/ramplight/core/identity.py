@@ -47,6 +47,11 @@ def canonical_forms(items: Sequence[msgspec.Struct]) -> list[bytes]:
     return _canonical.encode_lines([_canonical_view(i) for i in items]).split(b"\n")[:-1]
 
 
+def canonical_form(item: msgspec.Struct) -> bytes:
+    """One item's canonical form, as `canonical_forms` gives it."""
+    return _canonical.encode(_canonical_view(item))
+
+
 def payload_hashes(canonicals: Sequence[bytes]) -> list[int]:
     """64-bit hash of each item's canonical form (its payload)."""
     return list(map(xxhash.xxh3_64_intdigest, canonicals))

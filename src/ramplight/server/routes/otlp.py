@@ -177,7 +177,9 @@ async def traces(request: Request, scope: InEnvironment) -> Response:
             " (RAMPLIGHT_MAX_BATCH_ITEMS)"
         )
     now = datetime.now(UTC)
-    spans = admit_batch(st.identities, otlp.accept_spans(decoded.spans, scope.environment, now))
+    spans = admit_batch(
+        st.identities, otlp.accept_spans(decoded.spans, scope.environment, now, decoded.canonicals)
+    )
     records, refused = _records(st, scope.environment, now, decoded.exposures, [])
     await acknowledge(st, spans, records)
     st.conflicts += len(spans.conflicts)
