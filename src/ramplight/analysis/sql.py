@@ -338,10 +338,13 @@ def span_cost(prices: Sequence[tuple[str, float, float]], table: str = "sp") -> 
 
 def _span_source(spec: ReadoutSpec, extra: Sequence[str] = ()) -> exp.Select:
     """SELECT unit_id, ts, … FROM spans: a span without a unit id inherits its trace's, and a span
-    without a cost is priced by its model (docs/traces.md). `extra`: more span columns."""
+    without a cost is priced by its model (docs/traces.md). `extra`: more span columns.
+
+    A span's `ts` is its end: the span that records the flag evaluation starts just before the
+    exposure it contains, and still counts (a span that ended before the exposure does not)."""
     columns = [
         _as(span_unit(), "unit_id"),
-        _as(_col("start_ts", "sp"), "ts"),
+        _as(_col("end_ts", "sp"), "ts"),
         *(_col(c, "sp") for c in _SPAN_COLUMNS if c != "cost_usd"),
         _as(span_cost(spec.prices), "cost_usd"),
         # Named explicitly: `trace_id` is also a column of the joined trace units (ClickHouse would
