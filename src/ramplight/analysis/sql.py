@@ -517,8 +517,11 @@ def critical_path_query(spec: ReadoutSpec) -> exp.Select:
     )
     ctes = [
         *_units_ctes(spec),
-        _cte("sx", spans),
-        _cte("lc", last_child),
+        # Materialized: the recursive step reads `lc` once per tree level, and `lc` and the
+        # final join read `sx`; inlined, each level recomputed both over every span (a third
+        # of the readout's time at 10 M spans). ClickHouse ignores this inside WITH RECURSIVE.
+        _cte("sx", spans, materialized=True),
+        _cte("lc", last_child, materialized=True),
         _cte("path", exp.union(roots, step, distinct=False)),
     ]
     query.set("with_", exp.With(expressions=ctes, recursive=True))
