@@ -61,7 +61,13 @@ def test_the_demo_traces_conversations_and_judges_answers_through_opentelemetry(
     db = tmp_path / "demo.duckdb"
     with (tmp_path / "out.txt").open("w") as out:
         result = run_demo(
-            Settings(db=db), conversations=4000, seed=5, serve=False, as_json=True, console=Console(file=out)
+            Settings(db=db),
+            conversations=4000,
+            seed=5,
+            serve=False,
+            as_json=True,
+            console=Console(file=out),
+            trace_ratio=0.25,  # more traces than the demo's default, for the shares below
         )
     late = result["readout"]
     emitted = result["opentelemetry"]

@@ -143,7 +143,7 @@ def demo(
         typer.Option(
             min=0.0, max=1.0, help="Share of conversations traced with OpenTelemetry (1: every one)"
         ),
-    ] = 0.25,
+    ] = 0.1,
 ) -> None:
     """Simulate an AI assistant rollout through the real SDK and server; the guardian acts."""
     from ramplight.demo.simulation import run_demo
