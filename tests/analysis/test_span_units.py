@@ -401,3 +401,36 @@ def test_a_quantile_reads_an_event_or_a_span_field_never_both_or_neither() -> No
     with pytest.raises(ValidationError, match="span_field: error is 0 or 1"):
         check_metric(convert_metric({**base, "span_field": "error"}), {})
     check_metric(convert_metric({**base, "span_field": "output_tokens", "span_name": "chat"}), {})
+
+
+def test_the_span_that_records_the_flag_evaluation_counts_though_it_starts_before_the_exposure(
+    store: DuckDBStore,
+) -> None:
+    from ramplight.analysis.readout import ReadoutOptions
+
+    make_flag(store, candidate=50, at=T0)
+    save_metrics(store, {"key": "answer_ms", "type": "span", "span_field": "duration_ms",
+                         "span_name": "invoke_agent", "aggregation": "mean"})  # fmt: skip
+    ev = Evidence()
+    at = T0 + timedelta(hours=1)
+    for i, variation in enumerate(["control", "candidate"] * 2):
+        unit, trace = f"u{i}", f"t{i}"
+        # The SDK records the exposure inside the root span, a moment after the span began…
+        ev.expose(unit, variation, at + timedelta(microseconds=40))
+        _span(ev, trace, f"{trace}-root", None, unit, at, 0)
+        ev.spans[-1].update(name="invoke_agent")
+        _span(ev, trace, f"{trace}-chat", f"{trace}-root", None, at + timedelta(milliseconds=5), 100)
+        # …and a span that was over before the flag was evaluated is not the flag's doing.
+        _span(ev, trace, f"{trace}-auth", f"{trace}-root", None, at - timedelta(seconds=2), 0)
+        ev.spans[-1].update(name="authenticate")
+    ev.load(store)
+    report = service.report(store, FLAG, "production", None, ReadoutOptions(traces=True))
+    answer = {v["variation"]: v for v in report["metrics"][0]["variations"]}
+    assert (answer["control"]["units"], answer["candidate"]["units"]) == (2, 2)
+    for summary in report["traces"].values():
+        assert summary["traces"] == 2
+        assert [(s["name"], s["spans"]) for s in summary["spans"]] == [("invoke_agent", 2), ("chat", 2)]
+        assert [(p["name"], p["share"]) for p in summary["critical_path"]] == [
+            ("chat", 1.0),
+            ("invoke_agent", 1.0),
+        ]

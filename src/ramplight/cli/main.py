@@ -138,6 +138,12 @@ def demo(
     ] = False,
     as_json: JsonOption = False,
     port: Annotated[int | None, typer.Option(help="Port to serve on [default 8700]")] = None,
+    trace_ratio: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Share of conversations traced with OpenTelemetry (1: every one)"
+        ),
+    ] = 0.1,
 ) -> None:
     """Simulate an AI assistant rollout through the real SDK and server; the guardian acts."""
     from ramplight.demo.simulation import run_demo
@@ -150,6 +156,7 @@ def demo(
         serve=not no_serve,
         as_json=as_json,
         console=err if as_json else console,
+        trace_ratio=trace_ratio,
     )
 
 

@@ -1,11 +1,13 @@
-"""A support assistant's prompt/retrieval profile rolled out 5 % → 20 % by conversation.
+"""A support assistant's prompt/retrieval/model-route profile rolled out 5 % → 20 % by conversation.
 
 Everything goes through the real product: the server on 127.0.0.1, the SDK evaluating
 locally, exposures recorded when the assistant actually ran (with timeouts falling back to
-control), outcome and guardrail events from "another system" keyed by conversation, and LLM
-judge scores on a sample. The story: at 5 % the candidate looks better; at 20 % the
-citation-first retrieval saturates, long conversations time out and fall back, and enterprise
-conversations get slower.
+control), outcome and guardrail events from "another system" keyed by conversation, traces of a
+sample of conversations exported with the OpenTelemetry SDK (cost from tokens and the price
+table), and LLM judge scores on a sample as OpenTelemetry evaluation records (`demo/telemetry.py`). The
+story: at 5 % the candidate looks better and its model cascade costs less; at 20 % the
+citation-first retrieval saturates, long conversations time out and fall back, enterprise
+conversations get slower and more users stop answers mid-way.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from opentelemetry import trace
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ramplight.cli import render
 from ramplight.core.errors import ConflictError, ValidationError
+from ramplight.demo.telemetry import PRICES, ROOT, TRACE_RATIO, Answer, Telemetry
 from ramplight.sdk.client import Client
 from ramplight.server.run import ServerThread, bootstrap, free_port
 from ramplight.settings import Settings
@@ -37,7 +41,7 @@ PROFILES = {
     "control": {"prompt_profile": "support_v3", "model_route": "stable", "retrieval_profile": "baseline"},
     "candidate": {
         "prompt_profile": "support_v4",
-        "model_route": "stable",
+        "model_route": "cascade",
         "retrieval_profile": "citation_first",
     },
     "fallback": {"prompt_profile": "support_v3", "model_route": "stable", "retrieval_profile": "baseline"},
@@ -46,7 +50,8 @@ FLAG_DOC: dict[str, Any] = {
     "key": FLAG,
     "type": "json",
     "assignment_unit": "conversation",
-    "description": "Support assistant behavior profile: prompt v4 with citation-first retrieval.",
+    "description": "Support assistant behavior profile: prompt v4, citation-first retrieval, and a model "
+    "cascade (gpt-5-mini first, gpt-5 for hard queries).",
     "tags": ["ai", "support"],
     "variations": [{"key": k, "value": v} for k, v in PROFILES.items()],
     "environments": {
@@ -106,7 +111,16 @@ METRICS: list[dict[str, Any]] = [
         "aggregation": "sum",
         "direction": "decrease",
         "guardrail_margin": 0.30,
-        "description": "Model cost per conversation (guardrail: ≤ 30 % more)",
+        "description": "Model cost per conversation: its calls' tokens × the price table (guardrail: ≤ 30 % more)",
+    },
+    {
+        "key": "stopped",
+        "type": "span",
+        "span_name": ROOT,
+        "span_field": "error",
+        "aggregation": "mean",
+        "direction": "decrease",
+        "description": "Answers the user stopped (a traced conversation's root span cancelled)",
     },
     {
         "key": "cost_per_resolution",
@@ -139,10 +153,15 @@ def _conversation(rng: random.Random, i: int) -> Conversation:
     return Conversation(f"conv_{i:06d}", plan, region, turns)
 
 
-def _simulate(client: Client, conv: Conversation, rng: random.Random, stage: int) -> None:
-    """One conversation: the assistant runs under the flag; outcomes follow from what served."""
+def _simulate(
+    client: Client, telemetry: Telemetry, conv: Conversation, rng: random.Random, stage: int
+) -> None:
+    """One conversation: the assistant runs under the flag, inside its trace's root span (so the
+    SDK records the evaluation there); outcomes follow from what served."""
     attrs = {"plan": conv.plan, "region": conv.region, "length": "long" if conv.long else "short"}
-    with client.exposure(FLAG, conv.conversation_id, attrs) as x:
+    start_ns = time.time_ns()
+    root = telemetry.conversation(conv.conversation_id, start_ns)
+    with trace.use_span(root, end_on_exit=False), client.exposure(FLAG, conv.conversation_id, attrs) as x:
         waited = 0.0
         if x.variation == "candidate":
             # Citation-first retrieval saturates once it carries 20 % of traffic.
@@ -150,12 +169,15 @@ def _simulate(client: Client, conv: Conversation, rng: random.Random, stage: int
             if rng.random() < p_timeout:
                 x.fallback("timeout")
                 waited = 3000.0
-        served = x.variation
-    base = rng.lognormvariate(math.log(1300 + 70 * conv.turns), 0.25)
+        served = x.variation or "control"
+    median = math.log(1300 + 70 * conv.turns)
+    base = rng.lognormvariate(median, 0.25)
+    extra = 0.0
     if served == "candidate":
-        base += 90 + (700 if stage == 2 and conv.plan == "enterprise" else 0) * rng.uniform(0.6, 1.4)
-    latency = base + waited
-    cost = (0.011 + 0.0012 * conv.turns) if served != "candidate" else (0.0135 + 0.0015 * conv.turns)
+        extra = 90 + (700 if stage == 2 and conv.plan == "enterprise" else 0) * rng.uniform(0.6, 1.4)
+    answer = Answer(conv.turns, conv.plan, served, waited, extra, base, (math.log(base) - median) / 0.25)
+    answered = telemetry.answer(root, start_ns, answer)
+    latency = answer.latency_ms
     if served == "candidate":
         p_resolved, p_correction = (0.66 if not conv.long else 0.60), 0.085
     elif waited:
@@ -174,23 +196,12 @@ def _simulate(client: Client, conv: Conversation, rng: random.Random, stage: int
     )
     track("human_correction", unit, value=float(rng.random() < p_correction), assignment_unit="conversation")
     track("latency_ms", conv.conversation_id, value=round(latency, 1), assignment_unit="conversation")
-    track(
-        "cost_usd",
-        conv.conversation_id,
-        value=round(cost * rng.uniform(0.85, 1.15), 5),
-        assignment_unit="conversation",
-    )
+    track("cost_usd", conv.conversation_id, value=round(answered.cost_usd, 6), assignment_unit="conversation")
     if rng.random() < 0.1:
+        # The judge scores the answer a little later, as an OpenTelemetry evaluation record.
         faithfulness = min(1.0, max(0.0, rng.gauss(0.86 if served == "candidate" else 0.81, 0.08)))
-        client.score(
-            "faithfulness",
-            round(faithfulness, 3),
-            unit_id=conv.conversation_id,
-            evaluator="llm_judge",
-            evaluator_version="judge-v2",
-            flag_key=FLAG,
-            variation=served,
-        )
+        judged_ns = start_ns + int((latency + 1500) * 1e6)
+        telemetry.score(answered.judged, conv.conversation_id, judged_ns, round(faithfulness, 3))
 
 
 def _fresh_database(settings: Settings) -> None:
@@ -244,7 +255,13 @@ def _check_port(settings: Settings) -> None:
 
 
 def run_demo(
-    settings: Settings, conversations: int, seed: int, serve: bool, as_json: bool, console: Console
+    settings: Settings,
+    conversations: int,
+    seed: int,
+    serve: bool,
+    as_json: bool,
+    console: Console,
+    trace_ratio: float = TRACE_RATIO,
 ) -> dict[str, Any]:
     if not serve:
         settings = settings.with_(port=free_port())
@@ -258,13 +275,16 @@ def run_demo(
         admin = httpx.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=120
         )
-        applied = admin.post("/api/apply", json={"flags": [FLAG_DOC], "metrics": METRICS, "plans": [PLAN]})
+        applied = admin.post(
+            "/api/apply", json={"flags": [FLAG_DOC], "metrics": METRICS, "plans": [PLAN], "prices": PRICES}
+        )
         if applied.status_code != 200:
             raise ValidationError(f"the demo's flag and metrics were refused: {applied.text[:300]}")
         sdk_key = admin.post(
             "/api/keys", json={"kind": "sdk", "name": "support-assistant", "environment": "production"}
         ).json()["key"]
         rng = random.Random(seed)
+        telemetry = Telemetry(server.url, sdk_key, seed, trace_ratio)
         stage_one = int(conversations * 0.3)
         phases = []
         with (
@@ -282,6 +302,7 @@ def run_demo(
             for i in range(conversations):
                 if i == stage_one:
                     client.flush()
+                    telemetry.flush()
                     phases.append(
                         {
                             "rollout": {"control": 95, "candidate": 5},
@@ -300,20 +321,23 @@ def run_demo(
                     ).raise_for_status()
                     client.refresh()
                     progress.update(task, description="conversations at 20 %")
-                _simulate(client, _conversation(rng, i), rng, 1 if i < stage_one else 2)
+                _simulate(client, telemetry, _conversation(rng, i), rng, 1 if i < stage_one else 2)
                 if i % 2000 == 1999:
-                    # Conversations arrive over time in real life; here the SDK's queue is
-                    # drained every 2,000 so the simulation never outruns it.
+                    # Conversations arrive over time in real life; here the SDK's and the
+                    # exporters' queues are drained every 2,000 so the simulation never outruns them.
                     client.flush(timeout=60)
+                    telemetry.flush()
                     progress.update(task, completed=i + 1)
             progress.update(task, completed=conversations)
             client.flush(timeout=60)
+            telemetry.shutdown()  # exports what is left: the readout below sees every span
             guardian = _wait_for_guardian(admin)
             sdk_stats = {
                 "sent": client.stats.sent,
                 "rejected": client.stats.rejected,
                 "dropped": client.stats.dropped,
             }
+            otel_stats = {"spans": telemetry.spans, "judge_scores": telemetry.scores}
         final = admin.get(f"/api/flags/{FLAG}/report").json()
         phases.append(
             {
@@ -327,6 +351,7 @@ def run_demo(
             "conversations": conversations,
             "seed": seed,
             "sdk": sdk_stats,
+            "opentelemetry": otel_stats,
             "phases": phases,
             "readout": final,
             "guardian": guardian,
@@ -386,6 +411,35 @@ def _story(
         f"At 20 % it falls back {100 * _fallback(final, 'candidate'):.1f} % (long conversations time out) and "
         f"latency regresses beyond the plan's 5 % margin. {acted} "
         f"Break it down by customer plan: `{command_name()} report {FLAG} --segment plan`."
+        + _trace_story(final)
+    )
+
+
+def _trace_story(final: dict[str, Any]) -> str:
+    """What the conversations' traces add: cost, the cascade's route, stopped answers."""
+    traces = final.get("traces") or {}
+    control, candidate = traces.get("control"), traces.get("candidate")
+    if (
+        not control
+        or not candidate
+        or control["cost_per_trace"] is None
+        or candidate["cost_per_trace"] is None
+    ):
+        return ""
+
+    def stopped(summary: dict[str, Any]) -> float:
+        return next((s["error_rate"] for s in summary["spans"] if s["root"]), 0.0)
+
+    escalated = next((p["share"] for p in candidate["critical_path"] if p["name"] == "chat gpt-5"), 0.0)
+    unpriced = final["data_quality"].get("spans", {}).get("spans_unpriced", 0)
+    return (
+        "\nIts traces (exported with the OpenTelemetry SDK) add the rest: the candidate's model cascade costs "
+        f"{candidate['cost_per_trace']:.4f} USD a conversation against control's {control['cost_per_trace']:.4f}, "
+        f"but {escalated or 0:.0%} of its answers escalate from gpt-5-mini to gpt-5, and that call sets their "
+        f"end-to-end time (the critical path); users stopped {stopped(candidate):.1%} of its answers "
+        f"(control {stopped(control):.1%}) while the model went on generating; and {unpriced:,} reranker calls "
+        "have no price in the price table, so the candidate's cost is understated. "
+        f"`{command_name()} report {FLAG} --traces` shows the trace summary."
     )
 
 
@@ -420,6 +474,7 @@ def _where_to_look(settings: Settings, url: str, admin_key: str, console: Consol
             f"  export RAMPLIGHT_URL={url} RAMPLIGHT_ADMIN_KEY={admin_key}\n"
             f"  {run} report {FLAG}\n"
             f"  {run} report {FLAG} --segment plan --metric latency_ms\n"
+            f"  {run} report {FLAG} --traces\n"
             f"  {run} sql {FLAG} --dialect clickhouse\n"
             f"  {run} flags show {FLAG} --changes\n"
             f"  {run} decisions {FLAG}\n"

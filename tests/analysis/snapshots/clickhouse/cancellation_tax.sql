@@ -31,7 +31,7 @@ WITH exposed AS MATERIALIZED (
 ), sx AS (
   SELECT
     COALESCE(sp.unit_id, rt.trace_unit, xt.trace_unit) AS unit_id,
-    sp.start_ts AS ts,
+    sp.end_ts AS ts,
     sp.name,
     sp.status,
     sp.duration_ms,
@@ -47,6 +47,7 @@ WITH exposed AS MATERIALIZED (
       END
     ) AS cost_usd,
     sp.trace_id AS trace_id,
+    sp.start_ts AS start_ts,
     sp.end_ts AS end_ts,
     sp.cancelled AS cancelled
   FROM spans AS sp
@@ -133,7 +134,7 @@ SELECT
       THEN CAST(x.output_tokens AS Nullable(Float64)) * LEAST(
         CAST(1 AS Nullable(Float64)),
         CAST(DATE_DIFF(MICROSECOND, c.cancelled_at, x.end_ts) AS Nullable(Float64)) / GREATEST(
-          CAST(DATE_DIFF(MICROSECOND, x.ts, x.end_ts) AS Nullable(Float64)),
+          CAST(DATE_DIFF(MICROSECOND, x.start_ts, x.end_ts) AS Nullable(Float64)),
           CAST(1 AS Nullable(Float64))
         )
       )

@@ -31,7 +31,7 @@ WITH RECURSIVE exposed AS (
 ), sx AS (
   SELECT
     COALESCE(sp.unit_id, rt.trace_unit, xt.trace_unit) AS unit_id,
-    sp.start_ts AS ts,
+    sp.end_ts AS ts,
     sp.name,
     sp.status,
     sp.duration_ms,

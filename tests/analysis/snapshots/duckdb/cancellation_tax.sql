@@ -30,7 +30,7 @@ WITH exposed AS MATERIALIZED (
 ), sx AS (
   SELECT
     COALESCE(sp.unit_id, rt.trace_unit, xt.trace_unit) AS unit_id,
-    sp.start_ts AS ts,
+    sp.end_ts AS ts,
     sp.name,
     sp.status,
     sp.duration_ms,
@@ -46,6 +46,7 @@ WITH exposed AS MATERIALIZED (
       END
     ) AS cost_usd,
     sp.trace_id AS trace_id,
+    sp.start_ts AS start_ts,
     sp.end_ts AS end_ts,
     sp.cancelled AS cancelled
   FROM spans AS sp
@@ -110,7 +111,7 @@ SELECT
       WHEN NOT x.output_tokens IS NULL AND x.end_ts > c.cancelled_at
       THEN CAST(x.output_tokens AS DOUBLE) * LEAST(
         CAST(1 AS DOUBLE),
-        CAST(DATE_DIFF('MICROSECOND', c.cancelled_at, x.end_ts) AS DOUBLE) / GREATEST(CAST(DATE_DIFF('MICROSECOND', x.ts, x.end_ts) AS DOUBLE), CAST(1 AS DOUBLE))
+        CAST(DATE_DIFF('MICROSECOND', c.cancelled_at, x.end_ts) AS DOUBLE) / GREATEST(CAST(DATE_DIFF('MICROSECOND', x.start_ts, x.end_ts) AS DOUBLE), CAST(1 AS DOUBLE))
       )
     END
   ) AS output_tokens_after_cancel,

@@ -27,10 +27,10 @@ WITH RECURSIVE exposed AS MATERIALIZED (
   FROM exposed
   WHERE
     one_variation AND first_ts >= CAST('2026-11-01T00:00:00+00:00' AS TIMESTAMPTZ)
-), sx AS (
+), sx AS MATERIALIZED (
   SELECT
     COALESCE(sp.unit_id, rt.trace_unit, xt.trace_unit) AS unit_id,
-    sp.start_ts AS ts,
+    sp.end_ts AS ts,
     sp.name,
     sp.status,
     sp.duration_ms,
@@ -72,7 +72,7 @@ WITH RECURSIVE exposed AS MATERIALIZED (
     ON sp.trace_id = xt.trace_id
   WHERE
     sp.environment = 'production'
-), lc AS (
+), lc AS MATERIALIZED (
   SELECT
     c.trace_id,
     c.parent_span_id,

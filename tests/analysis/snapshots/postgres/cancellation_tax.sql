@@ -33,7 +33,7 @@ WITH exposed AS MATERIALIZED (
 ), sx AS (
   SELECT
     COALESCE(sp.unit_id, rt.trace_unit, xt.trace_unit) AS unit_id,
-    sp.start_ts AS ts,
+    sp.end_ts AS ts,
     sp.name,
     sp.status,
     sp.duration_ms,
@@ -49,6 +49,7 @@ WITH exposed AS MATERIALIZED (
       END
     ) AS cost_usd,
     sp.trace_id AS trace_id,
+    sp.start_ts AS start_ts,
     sp.end_ts AS end_ts,
     sp.cancelled AS cancelled
   FROM spans AS sp
@@ -117,7 +118,7 @@ SELECT
           x.end_ts - c.cancelled_at
         )) * 1000000 AS DOUBLE PRECISION) / GREATEST(
           CAST(EXTRACT(EPOCH FROM (
-            x.end_ts - x.ts
+            x.end_ts - x.start_ts
           )) * 1000000 AS DOUBLE PRECISION),
           CAST(1 AS DOUBLE PRECISION)
         )
