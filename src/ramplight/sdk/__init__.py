@@ -1,1 +1,2 @@
-"""What applications import: the client, its config source and event queue."""
+"""What applications import: the client, its config source and event queue, and `testing`
+(InMemory: the client with no server, for applications' own tests)."""

@@ -28,8 +28,8 @@ import httpx
 from ramplight.core.contract import EvalScore, Evaluator, Event, Exposure
 from ramplight.core.evaluate import Attributes, CompiledConfig, Evaluation
 from ramplight.core.flags import SdkConfig
-from ramplight.sdk.config_source import ConfigPoller
-from ramplight.sdk.event_queue import EventQueue, QueueStats
+from ramplight.sdk.config_source import ConfigPoller, ConfigSource
+from ramplight.sdk.event_queue import EventQueue, EvidenceSink, QueueStats
 from ramplight.sdk.otel import record_evaluation
 
 log = logging.getLogger("ramplight.sdk")
@@ -114,7 +114,7 @@ class Client:
 
     def __init__(
         self,
-        sdk_key: str,
+        sdk_key: str | None = None,
         url: str = "http://127.0.0.1:8700",
         *,
         poll_interval: float = 15.0,
@@ -124,21 +124,35 @@ class Client:
         flush_interval: float = 1.0,
         default_assignment_unit: str | None = None,
         transport: httpx.BaseTransport | None = None,
+        config_source: ConfigSource | None = None,
+        evidence: EvidenceSink | None = None,
     ) -> None:
+        """`config_source` and `evidence` replace the server for flags and for evidence
+        (`ramplight.sdk.testing.InMemory` is both); `sdk_key` is needed for what they leave."""
+        if not sdk_key and (config_source is None or evidence is None):
+            raise ValueError(
+                "Client needs an sdk_key to reach the server, unless both config_source and "
+                "evidence are given (ramplight.sdk.testing.InMemory is both)"
+            )
         headers = {"Authorization": f"Bearer {sdk_key}", "User-Agent": SDK_NAME}
         timeout = httpx.Timeout(10.0, connect=3.0)
+        self._http: list[httpx.Client] = []
+
+        def http() -> httpx.Client:
+            client = httpx.Client(base_url=url, headers=headers, timeout=timeout, transport=transport)
+            self._http.append(client)
+            return client
+
         self._config = _EMPTY
         self.default_assignment_unit = default_assignment_unit
-        self._config_http = httpx.Client(base_url=url, headers=headers, timeout=timeout, transport=transport)
-        self._events_http = httpx.Client(base_url=url, headers=headers, timeout=timeout, transport=transport)
-        self._poller = ConfigPoller(self._config_http, self._install, interval=poll_interval)
-        self._queue = EventQueue(
-            self._events_http, capacity=queue_capacity, batch_size=batch_size, flush_interval=flush_interval
+        self._source: ConfigSource = config_source or ConfigPoller(http(), interval=poll_interval)
+        self._queue: EvidenceSink = evidence or EventQueue(
+            http(), capacity=queue_capacity, batch_size=batch_size, flush_interval=flush_interval
         )
         self._closed = False
         self._warned: set[str] = set()
-        self._poller.start()
-        if init_timeout > 0 and not self._poller.ready.wait(init_timeout):
+        self._source.start(self._install)
+        if init_timeout > 0 and not self._source.wait_ready(init_timeout):
             log.warning("ramplight: no config within %.1fs; serving defaults until it arrives", init_timeout)
         atexit.register(_close_at_exit, weakref.ref(self))
 
@@ -149,18 +163,15 @@ class Client:
 
     @property
     def ready(self) -> bool:
-        return self._poller.ready.is_set()
+        return self._source.wait_ready(0)
 
     def wait_until_ready(self, timeout: float = 5.0) -> bool:
-        return self._poller.ready.wait(timeout)
+        return self._source.wait_ready(timeout)
 
     def refresh(self) -> bool:
-        """Poll the server now (synchronously); True if the config changed."""
-        try:
-            return self._poller.poll_once()
-        except (httpx.HTTPError, RuntimeError) as exc:
-            log.warning("ramplight: refresh failed, keeping the last good config: %s", exc)
-            return False
+        """Fetch the config now (synchronously); True if it changed. A failure is logged and
+        the last good config kept."""
+        return self._source.refresh()
 
     @property
     def environment(self) -> str:
@@ -352,12 +363,12 @@ class Client:
         if self._closed:
             return
         self._closed = True
-        self._poller.stop()
+        self._source.stop()
         self._queue.close(timeout)
         if self._queue.stats.dropped:
             log.warning("ramplight: %d evidence items were dropped (queue full)", self._queue.stats.dropped)
-        self._config_http.close()
-        self._events_http.close()
+        for http in self._http:
+            http.close()
 
     def __enter__(self) -> Client:
         return self

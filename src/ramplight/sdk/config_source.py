@@ -1,4 +1,6 @@
-"""Where the SDK's flags come from: an ETag-polling thread that keeps the last good config."""
+"""Where the SDK's flags come from: the `ConfigSource` a Client installs its config through, and
+the one that talks to the server, an ETag-polling thread that keeps the last good config.
+`ramplight.sdk.testing.InMemory` is the other: flags a test declares, no server, no thread."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 import httpx
 import msgspec
@@ -17,6 +20,21 @@ log = logging.getLogger("ramplight.sdk")
 
 _config_decoder = msgspec.json.Decoder(SdkConfig)
 
+Install = Callable[[CompiledConfig], None]
+
+
+class ConfigSource(Protocol):
+    """What a Client needs of its flags' origin. `install` swaps the client's whole config;
+    `refresh` never raises (a failed refresh keeps the last good config)."""
+
+    def start(self, install: Install) -> None: ...
+
+    def wait_ready(self, timeout: float) -> bool: ...
+
+    def refresh(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
 
 class ConfigPoller:
     """Polls `/sdk/config` with If-None-Match; a failed poll keeps serving the last good config
@@ -25,12 +43,11 @@ class ConfigPoller:
     def __init__(
         self,
         http: httpx.Client,
-        on_config: Callable[[CompiledConfig], None],
         interval: float = 15.0,
         max_backoff: float = 120.0,
     ) -> None:
         self._http = http
-        self._on_config = on_config
+        self._install: Install | None = None
         self.interval = interval
         self.max_backoff = max_backoff
         self.etag: str | None = None
@@ -40,11 +57,20 @@ class ConfigPoller:
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ramplight-config", daemon=True)
 
-    def start(self) -> None:
+    def start(self, install: Install) -> None:
+        self._install = install
         self._thread.start()
 
-    def poll_now(self) -> None:
-        self._wake.set()
+    def wait_ready(self, timeout: float) -> bool:
+        return self.ready.wait(timeout)
+
+    def refresh(self) -> bool:
+        """Poll now (synchronously); True if the config changed, False if not or on failure."""
+        try:
+            return self.poll_once()
+        except (httpx.HTTPError, RuntimeError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("ramplight: refresh failed, keeping the last good config: %s", exc)
+            return False
 
     def poll_once(self) -> bool:
         """Fetch once; True if a new config was installed."""
@@ -56,7 +82,8 @@ class ConfigPoller:
         if response.status_code != 200:
             raise RuntimeError(f"config request answered {response.status_code}: {response.text[:200]}")
         compiled = CompiledConfig(_config_decoder.decode(response.content))
-        self._on_config(compiled)
+        if self._install is not None:
+            self._install(compiled)
         self.etag = response.headers.get("etag")
         self.ready.set()
         return True

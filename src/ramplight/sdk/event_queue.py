@@ -1,4 +1,6 @@
-"""The SDK's evidence queue: bounded, batched on a background thread, retried with backoff."""
+"""Where a Client's evidence goes: the `EvidenceSink` seam, and the queue that sends it to the
+server (bounded, batched on a background thread, retried with backoff).
+`ramplight.sdk.testing.InMemory` is the other sink: it keeps what a test's code emitted."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 import msgspec
@@ -31,6 +34,18 @@ class QueueStats:
     dropped: int = 0
     failed: int = 0
     retries: int = 0
+
+
+class EvidenceSink(Protocol):
+    """What a Client needs of its evidence's destination; `put` never blocks nor raises."""
+
+    stats: QueueStats
+
+    def put(self, item: Item) -> bool: ...
+
+    def flush(self, timeout: float = 10.0) -> bool: ...
+
+    def close(self, timeout: float = 10.0) -> None: ...
 
 
 class EventQueue:
