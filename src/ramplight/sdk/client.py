@@ -177,6 +177,11 @@ class Client:
     def environment(self) -> str:
         return self._config.environment
 
+    def assignment_unit(self, flag_key: str) -> str | None:
+        """The unit `flag_key` is assigned by (conversation, user, …); None for an unknown flag."""
+        flag = self._config.flag(flag_key)
+        return flag.assignment_unit if flag is not None else None
+
     def _variation_value(self, flag_key: str, variation: str, default: Any) -> Any:
         flag = self._config.flag(flag_key)
         if flag is None:

@@ -23,6 +23,14 @@ except ImportError:  # pragma: no cover - exercised where opentelemetry-api is n
     _trace = None  # type: ignore[assignment]
 
 
+def active_trace_id() -> str | None:
+    """The active span's trace id (hex), or None without a valid one."""
+    if _trace is None:
+        return None
+    context = _trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
 def record_evaluation(evaluation: Evaluation, unit_id: str) -> str | None:
     """Add the evaluation event to the active span; its trace id (hex), or None without one."""
     if _trace is None:
