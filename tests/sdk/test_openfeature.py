@@ -3,17 +3,21 @@ context's unit and attributes, exposures only when asked, `track` as events, and
 
 from __future__ import annotations
 
+import queue
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from openfeature import api
 from openfeature.client import OpenFeatureClient
 from openfeature.evaluation_context import EvaluationContext
-from openfeature.exception import ErrorCode
+from openfeature.event import EventDetails, ProviderEvent
+from openfeature.exception import ErrorCode, ProviderNotReadyError
 from openfeature.flag_evaluation import Reason
+from openfeature.provider import ProviderStatus
 from openfeature.track import TrackingEventDetails
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -22,7 +26,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from ramplight import Client
 from ramplight.sdk.openfeature import RECORD_EXPOSURE, RamplightProvider
 from ramplight.sdk.testing import InMemory
-from ramplight.server.run import free_port
+from ramplight.server.run import ServerThread, free_port
+from ramplight.settings import Settings
 from tests.factories import RunningServer
 from tests.sdk.test_client import stored
 
@@ -32,7 +37,7 @@ PROFILES = {"control": {"prompt_profile": "support_v3"}, "candidate": {"prompt_p
 @pytest.fixture
 def open_feature() -> Iterator[Callable[[Client], OpenFeatureClient]]:
     def use(client: Client) -> OpenFeatureClient:
-        api.set_provider(RamplightProvider(client, init_timeout=0))
+        api.set_provider_and_wait(RamplightProvider(client))
         return api.get_client()
 
     yield use
@@ -130,12 +135,50 @@ def test_missing_flags_units_and_configs_have_their_error_codes(memory: InMemory
     )
 
 
-def test_a_client_without_its_first_config_answers_provider_not_ready(open_feature) -> None:
-    evidence = InMemory()
-    waiting = Client("rl_sdk_x", url=f"http://127.0.0.1:{free_port()}", init_timeout=0, evidence=evidence)
-    client = open_feature(waiting)
-    details = client.get_boolean_details("new_checkout", True, EvaluationContext("u1"))
-    assert (details.value, details.error_code) == (True, ErrorCode.PROVIDER_NOT_READY)
+def test_before_its_first_config_the_provider_serves_defaults_then_says_ready(
+    tmp_path: Path, make_server
+) -> None:
+    port = free_port()
+    first = make_server(db=tmp_path / "a.duckdb", port=port)
+    first.create_flag()
+    sdk_key = first.sdk_key()
+    first.thread.stop()
+    waiting = Client(sdk_key, url=first.url, init_timeout=0, poll_interval=3600)
+    events: queue.Queue[str] = queue.Queue()  # handlers run on OpenFeature's executor thread
+
+    def ready(details: EventDetails) -> None:
+        events.put("ready")
+
+    def changed(details: EventDetails) -> None:
+        events.put(f"changed {details.flags_changed}")
+
+    restarted = None
+    try:
+        with pytest.raises(ProviderNotReadyError, match="no Ramplight config within 0s"):
+            api.set_provider_and_wait(RamplightProvider(waiting, init_timeout=0))
+        api.add_handler(ProviderEvent.PROVIDER_READY, ready)
+        api.add_handler(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, changed)
+        client = api.get_client()
+        before = client.get_object_details("support_assistant_profile", {"p": 1}, conversation())
+        assert (before.value, before.error_code) == ({"p": 1}, ErrorCode.PROVIDER_NOT_READY)
+        assert client.get_provider_status() == ProviderStatus.ERROR
+
+        restarted = ServerThread(Settings(db=tmp_path / "a.duckdb", port=port)).start()
+        assert waiting.refresh()
+        assert events.get(timeout=10) == "ready"
+        assert client.get_provider_status() == ProviderStatus.READY
+        assert client.get_object_details("support_assistant_profile", {}, conversation()).variant
+        first.admin.post("/api/flags/support_assistant_profile/kill", json={"environment": "production"})
+        assert waiting.refresh()
+        assert events.get(timeout=10) == "changed ['support_assistant_profile']"
+        off = client.get_object_details("support_assistant_profile", {}, conversation())
+        assert (off.variant, off.reason) == ("control", Reason.DISABLED)
+    finally:
+        api.remove_handler(ProviderEvent.PROVIDER_READY, ready)
+        api.remove_handler(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, changed)
+        api.shutdown()
+        if restarted is not None:
+            restarted.stop()
 
 
 def test_the_unit_is_the_flags_own_unit_and_the_rest_are_targeting_attributes(

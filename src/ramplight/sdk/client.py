@@ -18,7 +18,7 @@ import atexit
 import logging
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -151,6 +151,7 @@ class Client:
         )
         self._closed = False
         self._warned: set[str] = set()
+        self._listeners: list[Callable[[list[str]], None]] = []
         self._source.start(self._install)
         if init_timeout > 0 and not self._source.wait_ready(init_timeout):
             log.warning("ramplight: no config within %.1fs; serving defaults until it arrives", init_timeout)
@@ -159,7 +160,21 @@ class Client:
     # -- config -------------------------------------------------------------------------
 
     def _install(self, config: CompiledConfig) -> None:
-        self._config = config  # one reference swap: evaluations never see half a config
+        previous, self._config = self._config, config  # one swap: never half a config
+        if not self._listeners:
+            return
+        keys = set(previous.keys()) | set(config.keys())
+        changed = sorted(k for k in keys if previous.flag(k) != config.flag(k))
+        for listener in self._listeners:
+            try:
+                listener(changed)
+            except Exception:  # a listener's bug must not stop the config source
+                log.exception("ramplight: a config listener failed")
+
+    def on_config_change(self, listener: Callable[[list[str]], None]) -> None:
+        """Call `listener(flag_keys)` after each new config with the keys of the flags it added,
+        changed or removed, on the thread that installed it (the poller's)."""
+        self._listeners.append(listener)
 
     @property
     def ready(self) -> bool:

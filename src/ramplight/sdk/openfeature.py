@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from openfeature.evaluation_context import EvaluationContext
-from openfeature.exception import ErrorCode
+from openfeature.event import ProviderEventDetails
+from openfeature.exception import ErrorCode, ProviderNotReadyError
 from openfeature.flag_evaluation import (
     FlagEvaluationDetails,
     FlagEvaluationOptions,
@@ -87,6 +88,8 @@ class RamplightProvider(AbstractProvider):
         self.client = client
         self.init_timeout = init_timeout
         self._hooks: list[Hook] = [_ExposureHook(client)]
+        self._ready = False
+        client.on_config_change(self._config_changed)
 
     def get_metadata(self) -> Metadata:
         return Metadata(name=PROVIDER)
@@ -95,10 +98,19 @@ class RamplightProvider(AbstractProvider):
         return self._hooks
 
     def initialize(self, evaluation_context: EvaluationContext) -> None:
-        """Wait for the first config; without one the provider stays usable (defaults, with
-        PROVIDER_NOT_READY) and resolves flags as soon as it arrives."""
+        """Wait up to `init_timeout` for the first config, else raise ProviderNotReadyError (the
+        provider's status is ERROR, defaults are served with PROVIDER_NOT_READY) and emit
+        PROVIDER_READY when it arrives."""
         if not self.client.wait_until_ready(self.init_timeout):
-            log.warning("ramplight: no config within %.1fs; OpenFeature gets defaults", self.init_timeout)
+            raise ProviderNotReadyError(f"no Ramplight config within {self.init_timeout:g}s")
+        self._ready = True
+
+    def _config_changed(self, flags_changed: list[str]) -> None:
+        if not self._ready:
+            self._ready = True
+            self.emit_provider_ready(ProviderEventDetails(message="the first config arrived"))
+        else:
+            self.emit_provider_configuration_changed(ProviderEventDetails(flags_changed=flags_changed))
 
     def shutdown(self) -> None:
         self.client.close()
