@@ -127,6 +127,8 @@ def test_missing_flags_units_and_configs_have_their_error_codes(memory: InMemory
         ErrorCode.FLAG_NOT_FOUND,
         "no flag 'no_such_flag'",
     )
+    unknown = client.get_boolean_details("no_such_flag", True, EvaluationContext())
+    assert unknown.error_code == ErrorCode.FLAG_NOT_FOUND  # the flag is missing before the unit
     no_unit = client.get_object_details("support_assistant_profile", {}, EvaluationContext())
     assert no_unit.error_code == ErrorCode.TARGETING_KEY_MISSING
     assert no_unit.error_message == (

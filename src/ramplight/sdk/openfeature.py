@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import ProviderEventDetails
@@ -30,6 +30,7 @@ from openfeature.hook import Hook, HookContext, HookHints
 from openfeature.provider import AbstractProvider, Metadata
 from openfeature.track import TrackingEventDetails
 
+from ramplight.core.evaluate import ErrorCode as RamplightErrorCode
 from ramplight.core.evaluate import Evaluation, error_evaluation
 from ramplight.core.evaluate import Reason as RamplightReason
 from ramplight.sdk.client import Client, ExposureScope
@@ -51,7 +52,7 @@ REASONS: dict[RamplightReason, Reason] = {
     "off": Reason.DISABLED,
     "error": Reason.ERROR,
 }
-ERROR_CODES: dict[str, ErrorCode] = {
+ERROR_CODES: dict[RamplightErrorCode, ErrorCode] = {
     "flag_not_found": ErrorCode.FLAG_NOT_FOUND,
     "type_mismatch": ErrorCode.TYPE_MISMATCH,
     "invalid_flag": ErrorCode.PARSE_ERROR,
@@ -60,8 +61,6 @@ ERROR_CODES: dict[str, ErrorCode] = {
 _RAMPLIGHT_REASONS: dict[str, RamplightReason] = {of: rl for rl, of in REASONS.items()}
 # Keys of flag_metadata; contextId and version are OpenFeature's telemetry names (appendix D).
 _UNIT_ID, _VERSION, _ASSIGNMENT_UNIT, _RULE_ID = "contextId", "version", "assignment_unit", "rule_id"
-
-T = TypeVar("T")
 
 
 def _unit_and_attributes(
@@ -89,6 +88,7 @@ class RamplightProvider(AbstractProvider):
         self.init_timeout = init_timeout
         self._hooks: list[Hook] = [_ExposureHook(client)]
         self._ready = False
+        self._warned: set[str] = set()
         client.on_config_change(self._config_changed)
 
     def get_metadata(self) -> Metadata:
@@ -125,18 +125,22 @@ class RamplightProvider(AbstractProvider):
         expected: str,
     ) -> FlagResolutionDetails[Any]:
         unit_id, attributes = _unit_and_attributes(self.client, flag_key, context)
-        if unit_id is None:
-            unit = self.client.assignment_unit(flag_key)
-            where = f"a {unit!r} attribute or a targeting_key" if unit else "a targeting_key"
+        unit = self.client.assignment_unit(flag_key)
+        if unit_id is None and unit is not None:  # an unknown flag is reported as such below
             return FlagResolutionDetails(
                 value=default,
                 reason=Reason.ERROR,
                 error_code=ErrorCode.TARGETING_KEY_MISSING,
-                error_message=f"flag {flag_key!r} needs the unit: {where} in the evaluation context",
+                error_message=(
+                    f"flag {flag_key!r} needs the unit: a {unit!r} attribute or a targeting_key "
+                    f"in the evaluation context"
+                ),
             )
-        evaluation = self.client.evaluate(flag_key, unit_id, attributes or None, default)
-        record_evaluation(evaluation, unit_id)
-        metadata: dict[str, str] = {_UNIT_ID: unit_id}
+        evaluation = self.client.evaluate(flag_key, unit_id or "", attributes or None, default)
+        metadata: dict[str, str] = {}
+        if unit_id is not None:
+            record_evaluation(evaluation, unit_id)
+            metadata[_UNIT_ID] = unit_id
         if evaluation.flag_version is not None:
             metadata[_VERSION] = str(evaluation.flag_version)
         if evaluation.assignment_unit is not None:
@@ -230,9 +234,12 @@ class RamplightProvider(AbstractProvider):
         unit = unit or self.client.default_assignment_unit
         unit_id, _ = _unit_and_attributes(self.client, None, evaluation_context, unit)
         if unit_id is None:
-            log.warning(
-                "ramplight: track(%r) without a unit id (targeting_key) is not recorded", tracking_event_name
-            )
+            if tracking_event_name not in self._warned:
+                self._warned.add(tracking_event_name)
+                log.warning(
+                    "ramplight: track(%r) needs a unit id (targeting_key); events without it are not recorded",
+                    tracking_event_name,
+                )
             self.client.stats.failed += 1
             return
         self.client.track(
