@@ -257,9 +257,10 @@ def cancelled_by(value: Any) -> bool:
     return isinstance(value, str) and "cancel" in value.lower()
 
 
-def _cancelled(status_message: str, events: Iterable[tuple[Any, Mapping[str, Any]]]) -> bool:
-    """A span's cancellation told by its status message or a recorded exception event."""
-    return cancelled_by(status_message) or any(
+def _cancelled(row: Span, status_message: Any, events: Iterable[tuple[Any, Mapping[str, Any]]]) -> bool:
+    """A span's cancellation told by its error status's message or a recorded exception event
+    (`error.type` already decided `row.cancelled`). Most spans have neither: nothing is read."""
+    return (row.status == "error" and cancelled_by(status_message)) or any(
         name == "exception" and cancelled_by(attrs.get("exception.type")) for name, attrs in events
     )
 
@@ -401,9 +402,15 @@ def decode_protobuf(
                 except _Rejected as exc:
                     out.rejected.append(f"span {span.name[:80]!r}: {exc}")
                     continue
-                if not row.cancelled and _cancelled(
-                    span.status.message,
-                    ((e.name, _pb_attributes(e.attributes)) for e in span.events if e.name == "exception"),
+                events = span.events
+                if (
+                    not row.cancelled
+                    and (events or row.status == "error")
+                    and _cancelled(
+                        row,
+                        span.status.message,
+                        ((e.name, _pb_attributes(e.attributes)) for e in events if e.name == "exception"),
+                    )
                 ):
                     row = msgspec.structs.replace(row, cancelled=True)
                     canonical = canonical_form(row)  # the log line is the canonical form
@@ -411,7 +418,7 @@ def decode_protobuf(
                 out.canonicals.append(canonical)
                 if span.name in FLAG_EVALUATION_NAMES:
                     out.evaluation(attrs, nanos[2 * i], row, assignment_unit, "the span")
-                for event in span.events:
+                for event in events:
                     if event.name in FLAG_EVALUATION_NAMES:
                         event_attrs = _pb_attributes(event.attributes)
                         out.evaluation(
@@ -544,9 +551,8 @@ def decode_json(
                 except _Rejected as exc:
                     out.rejected.append(f"span {name[:80]!r}: {exc}")
                     continue
-                message = status.get("message")
                 if not row.cancelled and _cancelled(
-                    message if isinstance(message, str) else "", ((n, a) for n, _, a in events)
+                    row, status.get("message"), ((n, a) for n, _, a in events)
                 ):
                     row = msgspec.structs.replace(row, cancelled=True)
                     canonical = canonical_form(row)  # the log line is the canonical form
