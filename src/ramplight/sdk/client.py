@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
@@ -31,6 +32,7 @@ from ramplight.core.flags import SdkConfig
 from ramplight.sdk.config_source import ConfigPoller, ConfigSource
 from ramplight.sdk.event_queue import EventQueue, EvidenceSink, QueueStats
 from ramplight.sdk.otel import record_evaluation
+from ramplight.sdk.retry import Backoff
 
 log = logging.getLogger("ramplight.sdk")
 
@@ -122,13 +124,18 @@ class Client:
         queue_capacity: int = 100_000,
         batch_size: int = 500,
         flush_interval: float = 1.0,
+        queue_max_bytes: int = 64 * 1024 * 1024,
+        close_timeout: float = 5.0,
+        retry_backoff: Backoff | None = None,
         default_assignment_unit: str | None = None,
         transport: httpx.BaseTransport | None = None,
         config_source: ConfigSource | None = None,
         evidence: EvidenceSink | None = None,
     ) -> None:
         """`config_source` and `evidence` replace the server for flags and for evidence
-        (`ramplight.sdk.testing.InMemory` is both); `sdk_key` is needed for what they leave."""
+        (`ramplight.sdk.testing.InMemory` is both); `sdk_key` is needed for what they leave.
+        Evidence the server does not take is held (up to `queue_capacity` items and
+        `queue_max_bytes`) and retried on `retry_backoff`; `close()` waits `close_timeout`."""
         if not sdk_key and (config_source is None or evidence is None):
             raise ValueError(
                 "Client needs an sdk_key to reach the server, unless both config_source and "
@@ -145,9 +152,16 @@ class Client:
 
         self._config = _EMPTY
         self.default_assignment_unit = default_assignment_unit
+        self.close_timeout = close_timeout
         self._source: ConfigSource = config_source or ConfigPoller(http(), interval=poll_interval)
         self._queue: EvidenceSink = evidence or EventQueue(
-            http(), capacity=queue_capacity, batch_size=batch_size, flush_interval=flush_interval
+            http(),
+            capacity=queue_capacity,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            max_bytes=queue_max_bytes,
+            backoff=retry_backoff,
+            close_timeout=close_timeout,
         )
         self._closed = False
         self._warned: set[str] = set()
@@ -378,17 +392,27 @@ class Client:
     def flush(self, timeout: float = 10.0) -> bool:
         return self._queue.flush(timeout)
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Send what is queued, stop the background threads. Idempotent; also runs at exit."""
+    def close(self, timeout: float | None = None) -> dict[str, int]:
+        """Send what is held for at most `timeout` seconds (default: `close_timeout`), stop the
+        background threads, and return what the server did not acknowledge by then, by kind
+        (`{}`: everything arrived). Idempotent; also runs at exit."""
         if self._closed:
-            return
+            return {}
         self._closed = True
+        started = time.monotonic()
+        budget = self.close_timeout if timeout is None else timeout
         self._source.stop()
-        self._queue.close(timeout)
-        if self._queue.stats.dropped:
-            log.warning("ramplight: %d evidence items were dropped (queue full)", self._queue.stats.dropped)
+        unsent = self._queue.close(max(0.0, budget - (time.monotonic() - started)))
+        stats = self._queue.stats
+        if stats.dropped:
+            log.warning(
+                "ramplight: %d evidence items were dropped: %s",
+                stats.dropped,
+                ", ".join(f"{n} {reason}" for reason, n in sorted(stats.dropped_by_reason.items())),
+            )
         for http in self._http:
             http.close()
+        return unsent
 
     def __enter__(self) -> Client:
         return self

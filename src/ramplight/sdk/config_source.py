@@ -5,7 +5,6 @@ the one that talks to the server, an ETag-polling thread that keeps the last goo
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -15,6 +14,7 @@ import msgspec
 
 from ramplight.core.evaluate import CompiledConfig
 from ramplight.core.flags import SdkConfig
+from ramplight.sdk.retry import Backoff, retry_after_seconds
 
 log = logging.getLogger("ramplight.sdk")
 
@@ -36,9 +36,18 @@ class ConfigSource(Protocol):
     def stop(self) -> None: ...
 
 
+class _Refused(RuntimeError):
+    """The server answered something other than a config, maybe asking us to wait."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ConfigPoller:
     """Polls `/sdk/config` with If-None-Match; a failed poll keeps serving the last good config
-    (fail-static) and retries with jittered backoff up to `max_backoff` seconds."""
+    (fail-static) and retries on the shared `Backoff` schedule, from `interval` up to
+    `max_backoff` seconds, never sooner than the server's `Retry-After`."""
 
     def __init__(
         self,
@@ -49,7 +58,7 @@ class ConfigPoller:
         self._http = http
         self._install: Install | None = None
         self.interval = interval
-        self.max_backoff = max_backoff
+        self.backoff = Backoff(base=interval, cap=max(interval, max_backoff))
         self.etag: str | None = None
         self.last_error: str | None = None
         self.ready = threading.Event()
@@ -80,7 +89,10 @@ class ConfigPoller:
             self.ready.set()
             return False
         if response.status_code != 200:
-            raise RuntimeError(f"config request answered {response.status_code}: {response.text[:200]}")
+            raise _Refused(
+                f"config request answered {response.status_code}: {response.text[:200]}",
+                retry_after_seconds(response.headers.get("Retry-After")),
+            )
         compiled = CompiledConfig(_config_decoder.decode(response.content))
         if self._install is not None:
             self._install(compiled)
@@ -101,14 +113,12 @@ class ConfigPoller:
                 self.last_error = str(exc)
                 if failures == 1:
                     log.warning("ramplight: config refresh failed, serving the last good config: %s", exc)
-                delay = min(self.max_backoff, self.interval * 2 ** min(failures, 6)) * random.uniform(
-                    0.5, 1.0
-                )
+                delay = self.backoff.delay(failures, getattr(exc, "retry_after", 0.0))
             self._wake.wait(delay)
             self._wake.clear()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+        if self._thread.is_alive():  # a poll in flight ends on its own: the thread is a daemon
+            self._thread.join(timeout=0.5)

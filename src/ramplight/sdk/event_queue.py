@@ -1,32 +1,46 @@
 """Where a Client's evidence goes: the `EvidenceSink` seam, and the queue that sends it to the
-server (bounded, batched on a background thread, retried with backoff).
+server (bounded, batched on a background thread, kept and retried through an outage).
 `ramplight.sdk.testing.InMemory` is the other sink: it keeps what a test's code emitted."""
 
 from __future__ import annotations
 
 import logging
-import queue
-import random
 import threading
 import time
-from dataclasses import dataclass
-from typing import Protocol
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
 
 import httpx
 import msgspec
 
 from ramplight.core.contract import EvalScore, Event, Exposure
+from ramplight.sdk.retry import RETRYABLE_STATUS, Backoff, retry_after_seconds
 
 log = logging.getLogger("ramplight.sdk")
 
 Item = Exposure | Event | EvalScore
-_KIND = {Exposure: "exposures", Event: "events", EvalScore: "evals"}
+Kind = Literal["exposures", "events", "evals"]
+DropReason = Literal["queue_full", "refused", "unsent_at_close"]
+_KIND: dict[type, Kind] = {Exposure: "exposures", Event: "events", EvalScore: "evals"}
 _encoder = msgspec.json.Encoder()
+
+DROPPED_EVENT = "ramplight.sdk.dropped"
+"""The event a queue sends when the server answers again, one per kind and reason it dropped."""
+DROPPED_UNIT = "sdk_instance"
 
 
 @dataclass
 class QueueStats:
-    """Counters an operator can read from `client.stats` (and should alert on `dropped`)."""
+    """Counters an operator can read from `client.stats` (and should alert on `dropped`).
+
+    `queued`: items taken in; `sent`: acknowledged by the server (accepted or duplicate);
+    `rejected`: answered invalid in a 200's `rejected`, not retried; `retries`: requests
+    retried; `pending`/`pending_bytes`: held now, waiting for the server; `dropped`: items lost,
+    by reason in `dropped_by_reason` (`queue_full`, `refused`, `unsent_at_close`); `failed`:
+    items the client could not build (an event without an assignment unit)."""
 
     queued: int = 0
     sent: int = 0
@@ -34,10 +48,14 @@ class QueueStats:
     dropped: int = 0
     failed: int = 0
     retries: int = 0
+    pending: int = 0
+    pending_bytes: int = 0
+    dropped_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 class EvidenceSink(Protocol):
-    """What a Client needs of its evidence's destination; `put` never blocks nor raises."""
+    """What a Client needs of its evidence's destination; `put` never blocks nor raises.
+    `close` returns what it could not send, as counts by kind."""
 
     stats: QueueStats
 
@@ -45,13 +63,40 @@ class EvidenceSink(Protocol):
 
     def flush(self, timeout: float = 10.0) -> bool: ...
 
-    def close(self, timeout: float = 10.0) -> None: ...
+    def close(self, timeout: float | None = None) -> dict[str, int]: ...
+
+
+class _Throttled:
+    """At most one log line per key per `interval` seconds, saying how many were held back."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def __call__(self, level: int, key: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -self.interval) < self.interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            message += " (%d similar messages held back)"
+            args = (*args, held)
+        log.log(level, message, *args)
+
+
+_Entry = tuple[Kind, bytes]
 
 
 class EventQueue:
-    """Items wait in a bounded queue; when it is full new items are dropped and counted, never
-    blocking the application. A sender thread posts batches of up to `batch_size` every
-    `flush_interval` seconds, retrying network errors and 5xx/429 with exponential backoff."""
+    """Items wait in memory, bounded by `capacity` items and `max_bytes` encoded bytes; past
+    the bound new items are dropped and counted, never blocking the application. A sender
+    thread posts batches (up to `batch_size` items and `max_batch_bytes`) every
+    `flush_interval` seconds. A batch the server did not take (network error, 408, 429, 5xx)
+    is kept and retried on `backoff`, honouring `Retry-After`, for as long as the outage lasts;
+    one it refused (another 4xx) is dropped and reported, never retried."""
 
     def __init__(
         self,
@@ -59,147 +104,294 @@ class EventQueue:
         capacity: int = 100_000,
         batch_size: int = 500,
         flush_interval: float = 1.0,
-        max_retries: int = 6,
-        base_backoff: float = 0.2,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_batch_bytes: int = 1024 * 1024,
+        backoff: Backoff | None = None,
+        close_timeout: float = 5.0,
+        log_interval: float = 60.0,
     ) -> None:
         self._http = http
-        self._queue: queue.Queue[Item] = queue.Queue(maxsize=capacity)
+        self.capacity = capacity
+        self.max_bytes = max_bytes
         self.batch_size = batch_size
+        self.max_batch_bytes = max_batch_bytes
         self.flush_interval = flush_interval
-        self.max_retries = max_retries
-        self.base_backoff = base_backoff
+        self.backoff = backoff or Backoff()
+        self.close_timeout = close_timeout
+        self.instance_id = uuid.uuid4().hex
         self.stats = QueueStats()
+        self._warn = _Throttled(log_interval)
         self._lock = threading.Lock()
+        self._pending: deque[_Entry] = deque()
+        self._batch: list[_Entry] = []  # taken from `_pending`, being delivered
+        self._unreported: dict[tuple[Kind, DropReason], int] = {}
+        self._closed = False
+        self._abandoned = False
+        self._deadline: float | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._idle = threading.Condition()
-        self._in_flight = 0
+        self._halt = threading.Event()
+        self._idle = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._run, name="ramplight-events", daemon=True)
         self._thread.start()
 
+    # -- the application's side ------------------------------------------------------------
+
     def put(self, item: Item) -> bool:
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            with self._lock:
-                self.stats.dropped += 1
-                if self.stats.dropped == 1 or self.stats.dropped % 10_000 == 0:
-                    log.warning("ramplight: event queue full, %d items dropped so far", self.stats.dropped)
-            return False
+        kind = _KIND[type(item)]
+        data = _encoder.encode(item)
         with self._lock:
-            self.stats.queued += 1
-        if self._queue.qsize() >= self.batch_size:
+            stats = self.stats
+            if self._closed:
+                self._drop(kind, "unsent_at_close", 1)
+                return False
+            if stats.pending >= self.capacity or stats.pending_bytes + len(data) > self.max_bytes:
+                self._drop(kind, "queue_full", 1)
+                self._warn(
+                    logging.WARNING,
+                    "queue_full",
+                    "ramplight: evidence queue full (%d items, %d bytes held; bound %d items, %d "
+                    "bytes): new items are dropped, %d so far",
+                    stats.pending,
+                    stats.pending_bytes,
+                    self.capacity,
+                    self.max_bytes,
+                    stats.dropped_by_reason.get("queue_full", 0),
+                )
+                return False
+            self._pending.append((kind, data))
+            stats.queued += 1
+            stats.pending += 1
+            stats.pending_bytes += len(data)
+            full = len(self._pending) >= self.batch_size
+        if full:
             self._wake.set()
         return True
 
-    def _take(self) -> list[Item]:
-        items: list[Item] = []
-        while len(items) < self.batch_size:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return items
-
-    def _send(self, items: list[Item]) -> None:
-        body: dict[str, list[Item]] = {}
-        for item in items:
-            body.setdefault(_KIND[type(item)], []).append(item)
-        payload = _encoder.encode(body)
-        for attempt in range(self.max_retries + 1):
-            retry_after = 0.0
-            try:
-                response = self._http.post(
-                    "/ingest/batch", content=payload, headers={"Content-Type": "application/json"}
-                )
-            except httpx.HTTPError as exc:
-                reason = f"network error: {exc}"
-            else:
-                if response.status_code == 200:
-                    rejected = response.json().get("rejected", [])
-                    with self._lock:
-                        self.stats.sent += len(items) - len(rejected)
-                        self.stats.rejected += len(rejected)
-                    for problem in rejected[:3]:
-                        log.warning(
-                            "ramplight: server rejected %s[%s].%s: %s",
-                            problem.get("kind"),
-                            problem.get("index"),
-                            problem.get("field"),
-                            problem.get("reason"),
-                        )
-                    return
-                if response.status_code not in (429, 500, 502, 503, 504):
-                    with self._lock:
-                        self.stats.failed += len(items)
-                    log.error(
-                        "ramplight: batch of %d refused (%d): %s",
-                        len(items),
-                        response.status_code,
-                        response.text[:300],
-                    )
-                    return
-                reason = f"server answered {response.status_code}"
-                retry_after = _retry_after(response.headers.get("Retry-After"))
-            if attempt == self.max_retries or (self._stop.is_set() and attempt >= 1):
-                with self._lock:
-                    self.stats.failed += len(items)
-                log.error(
-                    "ramplight: giving up on a batch of %d after %d tries (%s)",
-                    len(items),
-                    attempt + 1,
-                    reason,
-                )
-                return
-            with self._lock:
-                self.stats.retries += 1
-            backoff = self.base_backoff * 2**attempt * random.uniform(0.5, 1.0)
-            time.sleep(max(backoff, retry_after))
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self.flush_interval)
-            self._wake.clear()
-            while True:
-                with self._idle:
-                    items = self._take()
-                    self._in_flight = len(items)
-                if not items:
-                    break
-                try:
-                    self._send(items)
-                finally:
-                    with self._idle:
-                        self._in_flight = 0
-                        self._idle.notify_all()
-            with self._idle:
-                self._idle.notify_all()
-            if self._stop.is_set() and self._queue.empty():
-                return
-
     def flush(self, timeout: float = 10.0) -> bool:
-        """Send everything queued now; True if the queue drained within `timeout`."""
+        """Send everything held now; True if it was all answered within `timeout` (a server
+        that is down keeps it held, retried on the backoff schedule)."""
         deadline = time.monotonic() + timeout
         self._wake.set()
         with self._idle:
-            while not self._queue.empty() or self._in_flight:
+            while self.stats.pending:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._wake.set()
                 self._idle.wait(min(remaining, 0.05))
         return True
 
-    def close(self, timeout: float = 10.0) -> None:
-        self.flush(timeout)
+    def close(self, timeout: float | None = None) -> dict[str, int]:
+        """Send what is held until the deadline (`close_timeout` seconds by default), stop the
+        sender, and return what was not acknowledged by then, by kind (also logged and counted
+        as dropped `unsent_at_close`)."""
+        timeout = self.close_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if self._closed:
+                return {}
+            self._closed = True
+            self._deadline = deadline
         self._stop.set()
+        self.flush(max(0.0, deadline - time.monotonic()))
+        self._halt.set()
         self._wake.set()
-        self._thread.join(timeout=timeout)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._abandoned = True  # a request still in flight no longer counts
+            held: dict[Kind, int] = {}
+            for kind, _ in [*self._batch, *self._pending]:
+                held[kind] = held.get(kind, 0) + 1
+            for kind, n in held.items():
+                self._drop(kind, "unsent_at_close", n)
+            self._batch = []
+            self._pending.clear()
+            self.stats.pending = self.stats.pending_bytes = 0
+        unsent = {str(kind): n for kind, n in held.items()}
+        if unsent:
+            log.warning(
+                "ramplight: closed after %.1fs with evidence the server did not acknowledge: %s",
+                timeout,
+                ", ".join(f"{n} {kind}" for kind, n in sorted(unsent.items())),
+            )
+        return unsent
+
+    # -- the sender thread -----------------------------------------------------------------
+
+    def _drop(self, kind: Kind, reason: DropReason, n: int) -> None:
+        """Count `n` lost items (the lock is held)."""
+        self.stats.dropped += n
+        self.stats.dropped_by_reason[reason] = self.stats.dropped_by_reason.get(reason, 0) + n
+        if reason != "unsent_at_close":
+            self._unreported[kind, reason] = self._unreported.get((kind, reason), 0) + n
+
+    def _take(self) -> list[_Entry]:
+        with self._lock:
+            batch: list[_Entry] = []
+            size = 0
+            while self._pending and len(batch) < self.batch_size:
+                entry = self._pending[0]
+                if batch and size + len(entry[1]) > self.max_batch_bytes:
+                    break
+                batch.append(self._pending.popleft())
+                size += len(entry[1])
+            self._batch = batch
+            return batch
+
+    def _settle(self, batch: list[_Entry], sent: int = 0, rejected: int = 0, refused: int = 0) -> None:
+        """The batch was answered: count it and stop holding it."""
+        with self._lock:
+            if self._abandoned:
+                return
+            stats = self.stats
+            stats.sent += sent
+            stats.rejected += rejected
+            if refused:
+                for kind, _ in batch:
+                    self._drop(kind, "refused", 1)
+            stats.pending -= len(batch)
+            stats.pending_bytes -= sum(len(data) for _, data in batch)
+            self._batch = []
+            self._idle.notify_all()
+
+    def _run(self) -> None:
+        while not self._halt.is_set():
+            if not self._stop.is_set():
+                self._wake.wait(self.flush_interval)
+                self._wake.clear()
+            while batch := self._take():
+                if not self._deliver(batch):
+                    return
+            if self._stop.is_set():
+                return
+
+    def _deliver(self, batch: list[_Entry]) -> bool:
+        """Post `batch` until the server answers it; False if the queue was halted first."""
+        body = _body(batch)
+        attempt = 0
+        while True:
+            answered, retry_after = self._post(batch, body)
+            if answered:
+                self._report_drops()
+                return True
+            with self._lock:
+                self.stats.retries += 1
+            if self._halt.wait(self.backoff.delay(attempt, retry_after)):
+                return False
+            attempt += 1
+
+    def _post(self, batch: list[_Entry], body: bytes) -> tuple[bool, float]:
+        """One request: (True, 0) when the server answered for the batch, else (False, the
+        seconds it asked us to wait)."""
+        try:
+            response = self._http.post(
+                "/ingest/batch",
+                content=body,
+                headers={"Content-Type": "application/json"},
+                timeout=self._request_timeout(),
+            )
+        except httpx.HTTPError as exc:
+            self._warn(
+                logging.WARNING,
+                "unreachable",
+                "ramplight: server unreachable (%s); holding %d evidence items, retrying",
+                type(exc).__name__,
+                self.stats.pending,
+            )
+            return False, 0.0
+        status = response.status_code
+        if status == 200:
+            rejected = _rejected(response)
+            self._settle(batch, sent=len(batch) - len(rejected), rejected=len(rejected))
+            for problem in rejected[:3]:
+                self._warn(
+                    logging.WARNING,
+                    "rejected",
+                    "ramplight: server rejected %s[%s].%s: %s",
+                    problem.get("kind"),
+                    problem.get("index"),
+                    problem.get("field"),
+                    problem.get("reason"),
+                )
+            return True, 0.0
+        if status in RETRYABLE_STATUS:
+            self._warn(
+                logging.WARNING,
+                "retrying",
+                "ramplight: server answered %d; holding %d evidence items, retrying",
+                status,
+                self.stats.pending,
+            )
+            return False, retry_after_seconds(response.headers.get("Retry-After"))
+        self._settle(batch, refused=len(batch))
+        self._warn(
+            logging.ERROR,
+            "refused",
+            "ramplight: a batch of %d items was refused (%d), dropped: %s",
+            len(batch),
+            status,
+            response.text[:300],
+        )
+        return True, 0.0
+
+    def _request_timeout(self) -> float | httpx.Timeout | None:
+        """The client's timeout, shortened to what is left before a close's deadline."""
+        if self._deadline is None:
+            return self._http.timeout
+        return max(0.05, self._deadline - time.monotonic())
+
+    def _report_drops(self) -> None:
+        """Tell the server, now that it answers, what was dropped (one event per kind and
+        reason); counts go back to the tally if it does not take them."""
+        with self._lock:
+            counts, self._unreported = self._unreported, {}
+        if not counts:
+            return
+        now = datetime.now(UTC)
+        events = [
+            Event(
+                ts=now,
+                name=DROPPED_EVENT,
+                unit_id=self.instance_id,
+                assignment_unit=DROPPED_UNIT,
+                value=float(n),
+                properties={"kind": kind, "reason": reason},
+                event_id=uuid.uuid4().hex,
+            )
+            for (kind, reason), n in sorted(counts.items())
+        ]
+        try:
+            response = self._http.post(
+                "/ingest/batch",
+                content=_encoder.encode({"events": events}),
+                headers={"Content-Type": "application/json"},
+                timeout=self._request_timeout(),
+            )
+            taken = response.status_code == 200
+            if taken and _rejected(response):
+                log.error(
+                    "ramplight: the server rejected the dropped-evidence report: %s", _rejected(response)
+                )
+        except httpx.HTTPError:
+            taken = False
+        if not taken:
+            with self._lock:
+                for key, n in counts.items():
+                    self._unreported[key] = self._unreported.get(key, 0) + n
 
 
-def _retry_after(value: str | None, cap: float = 60.0) -> float:
-    """Seconds a server asked us to wait (`Retry-After` in seconds), capped; 0 when absent."""
+def _body(batch: list[_Entry]) -> bytes:
+    """A `/ingest/batch` body from items encoded when they were queued."""
+    by_kind: dict[str, list[bytes]] = {}
+    for kind, data in batch:
+        by_kind.setdefault(kind, []).append(data)
+    return b"{" + b",".join(b'"%s":[%s]' % (k.encode(), b",".join(v)) for k, v in by_kind.items()) + b"}"
+
+
+def _rejected(response: httpx.Response) -> list[dict[str, Any]]:
     try:
-        return min(cap, max(0.0, float(value))) if value else 0.0
+        rejected = response.json().get("rejected", [])
     except ValueError:
-        return 0.0
+        return []
+    return rejected if isinstance(rejected, list) else []

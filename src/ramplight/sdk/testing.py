@@ -247,8 +247,9 @@ class InMemory:
     def flush(self, timeout: float = 10.0) -> bool:
         return True
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: float | None = None) -> dict[str, int]:
         """Nothing to send: the evidence stays readable after the client closes."""
+        return {}
 
     def clear(self) -> None:
         """Forget the evidence kept so far (flags and pins stay)."""
