@@ -4,11 +4,14 @@ deadline, and what the server refuses is reported rather than retried."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from ramplight import Client
 from ramplight.sdk.event_queue import DROPPED_EVENT
@@ -16,6 +19,7 @@ from ramplight.sdk.retry import Backoff
 from ramplight.server.run import ServerThread, free_port
 from ramplight.settings import Settings
 from tests.factories import RunningServer
+from tests.server.test_backpressure import loader_stalled
 
 FLAG = "support_assistant_profile"
 FAST = Backoff(base=0.05, cap=0.3)
@@ -33,6 +37,22 @@ def wait_for(condition: Callable[[], bool], seconds: float = 15.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+class Timeline(httpx.HTTPTransport):
+    """The real transport, noting when each batch was sent and when and how it was answered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[tuple[float, float, int, str | None]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        sent = time.monotonic()
+        response = super().handle_request(request)
+        if request.url.path == "/ingest/batch":
+            answered = (sent, time.monotonic(), response.status_code, response.headers.get("Retry-After"))
+            self.batches.append(answered)
+        return response
 
 
 class Outage:
@@ -144,3 +164,34 @@ def test_items_the_server_rejects_or_refuses_are_reported_not_retried(server: Ru
             bad.track("resolved", f"c{i}", value=1, assignment_unit="conversation")
         assert bad.flush(timeout=10)
         assert bad.stats.dropped_by_reason == {"refused": 5} and bad.stats.retries == 0
+
+
+def test_a_server_pushing_back_is_retried_no_sooner_than_its_retry_after_and_loses_nothing(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    server = make_server(max_backlog_mb=0.05, guardian_interval=0)  # 50 KB of unloaded evidence
+    server.create_flag()
+    timeline = Timeline()
+    client = Client(server.sdk_key(), url=server.url, transport=timeline, poll_interval=3600,
+                    flush_interval=0.02, batch_size=100, retry_backoff=Backoff(base=0.01, cap=0.05))  # fmt: skip
+    tracked = 0
+    try:
+        with loader_stalled(server):
+            deadline = time.monotonic() + 15
+            while not any(status == 503 for *_, status, _ in timeline.batches):
+                assert time.monotonic() < deadline, "the server never pushed back"
+                for _ in range(100):
+                    client.track("resolved", f"c{tracked}", value=1, assignment_unit="conversation")
+                    tracked += 1
+                client.flush(timeout=1)
+            wait_for(lambda: sum(status == 503 for *_, status, _ in timeline.batches) >= 2)
+        assert client.flush(timeout=20)
+        assert (client.stats.sent, client.stats.dropped) == (tracked, 0)
+        assert rows(server.thread, "SELECT count(*), count(DISTINCT unit_id) FROM events") == [
+            (tracked, tracked)
+        ]
+        for (_, answered, status, retry_after), (next_sent, *_) in itertools.pairwise(timeline.batches):
+            if status == 503:  # the backoff alone would have waited at most 0.05 s
+                assert retry_after is not None and next_sent - answered >= float(retry_after) >= 1
+    finally:
+        client.close(timeout=0)
