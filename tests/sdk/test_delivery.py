@@ -195,3 +195,25 @@ def test_a_server_pushing_back_is_retried_no_sooner_than_its_retry_after_and_los
                 assert retry_after is not None and next_sent - answered >= float(retry_after) >= 1
     finally:
         client.close(timeout=0)
+
+
+def test_what_close_could_not_send_is_spooled_and_sent_by_the_next_client(
+    make_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    outage = Outage(make_server, tmp_path)
+    spool = tmp_path / "spool"
+    with outage.down():
+        first = outage.client(spool_dir=spool, init_timeout=0)
+        for i in range(50):
+            first.track("resolved", f"c{i}", value=1, assignment_unit="conversation")
+        assert first.close(timeout=0.3) == {"events": 50}
+        assert (first.stats.spooled, first.stats.dropped) == (50, 0)
+        assert [p.suffix for p in spool.iterdir()] == [".ndjson"]
+    second = outage.client(spool_dir=spool)
+    try:
+        assert second.stats.unspooled == 50 and not list(spool.iterdir())
+        assert second.flush(timeout=20) and second.stats.sent == 50
+        assert rows(outage.thread, "SELECT count(*), count(DISTINCT unit_id) FROM events") == [(50, 50)]
+    finally:
+        second.close(timeout=0)
+        outage.stop()

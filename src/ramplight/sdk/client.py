@@ -21,6 +21,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -127,6 +128,7 @@ class Client:
         queue_max_bytes: int = 64 * 1024 * 1024,
         close_timeout: float = 5.0,
         retry_backoff: Backoff | None = None,
+        spool_dir: str | Path | None = None,
         default_assignment_unit: str | None = None,
         transport: httpx.BaseTransport | None = None,
         config_source: ConfigSource | None = None,
@@ -135,7 +137,8 @@ class Client:
         """`config_source` and `evidence` replace the server for flags and for evidence
         (`ramplight.sdk.testing.InMemory` is both); `sdk_key` is needed for what they leave.
         Evidence the server does not take is held (up to `queue_capacity` items and
-        `queue_max_bytes`) and retried on `retry_backoff`; `close()` waits `close_timeout`."""
+        `queue_max_bytes`) and retried on `retry_backoff`; `close()` waits `close_timeout`, then
+        writes what is left to `spool_dir` (if given), which the next Client on it sends."""
         if not sdk_key and (config_source is None or evidence is None):
             raise ValueError(
                 "Client needs an sdk_key to reach the server, unless both config_source and "
@@ -162,6 +165,7 @@ class Client:
             max_bytes=queue_max_bytes,
             backoff=retry_backoff,
             close_timeout=close_timeout,
+            spool_dir=spool_dir,
         )
         self._closed = False
         self._warned: set[str] = set()

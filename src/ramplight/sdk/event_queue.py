@@ -5,12 +5,14 @@ server (bounded, batched on a background thread, kept and retried through an out
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -25,6 +27,7 @@ Item = Exposure | Event | EvalScore
 Kind = Literal["exposures", "events", "evals"]
 DropReason = Literal["queue_full", "refused", "unsent_at_close"]
 _KIND: dict[type, Kind] = {Exposure: "exposures", Event: "events", EvalScore: "evals"}
+_KIND_NAMED: dict[bytes, Kind] = {kind.encode(): kind for kind in _KIND.values()}
 _encoder = msgspec.json.Encoder()
 
 DROPPED_EVENT = "ramplight.sdk.dropped"
@@ -39,8 +42,9 @@ class QueueStats:
     `queued`: items taken in; `sent`: acknowledged by the server (accepted or duplicate);
     `rejected`: answered invalid in a 200's `rejected`, not retried; `retries`: requests
     retried; `pending`/`pending_bytes`: held now, waiting for the server; `dropped`: items lost,
-    by reason in `dropped_by_reason` (`queue_full`, `refused`, `unsent_at_close`); `failed`:
-    items the client could not build (an event without an assignment unit)."""
+    by reason in `dropped_by_reason` (`queue_full`, `refused`, `unsent_at_close`); `spooled`:
+    unsent at close but written to the spool directory, `unspooled`: read back from it;
+    `failed`: items the client could not build (an event without an assignment unit)."""
 
     queued: int = 0
     sent: int = 0
@@ -48,6 +52,8 @@ class QueueStats:
     dropped: int = 0
     failed: int = 0
     retries: int = 0
+    spooled: int = 0
+    unspooled: int = 0
     pending: int = 0
     pending_bytes: int = 0
     dropped_by_reason: dict[str, int] = field(default_factory=dict)
@@ -96,7 +102,8 @@ class EventQueue:
     thread posts batches (up to `batch_size` items and `max_batch_bytes`) every
     `flush_interval` seconds. A batch the server did not take (network error, 408, 429, 5xx)
     is kept and retried on `backoff`, honouring `Retry-After`, for as long as the outage lasts;
-    one it refused (another 4xx) is dropped and reported, never retried."""
+    one it refused (another 4xx) is dropped and reported, never retried. With `spool_dir`,
+    what is unsent at close is written there and the next queue on that directory sends it."""
 
     def __init__(
         self,
@@ -110,6 +117,7 @@ class EventQueue:
         backoff: Backoff | None = None,
         close_timeout: float = 5.0,
         log_interval: float = 60.0,
+        spool_dir: Path | str | None = None,
     ) -> None:
         self._http = http
         self.capacity = capacity
@@ -133,6 +141,9 @@ class EventQueue:
         self._stop = threading.Event()
         self._halt = threading.Event()
         self._idle = threading.Condition(self._lock)
+        self.spool_dir = Path(spool_dir) if spool_dir is not None else None
+        if self.spool_dir is not None:
+            self._unspool(self.spool_dir)
         self._thread = threading.Thread(target=self._run, name="ramplight-events", daemon=True)
         self._thread.start()
 
@@ -146,8 +157,7 @@ class EventQueue:
             if self._closed:
                 self._drop(kind, "unsent_at_close", 1)
                 return False
-            if stats.pending >= self.capacity or stats.pending_bytes + len(data) > self.max_bytes:
-                self._drop(kind, "queue_full", 1)
+            if not self._admit(kind, data):
                 self._warn(
                     logging.WARNING,
                     "queue_full",
@@ -160,13 +170,21 @@ class EventQueue:
                     stats.dropped_by_reason.get("queue_full", 0),
                 )
                 return False
-            self._pending.append((kind, data))
-            stats.queued += 1
-            stats.pending += 1
-            stats.pending_bytes += len(data)
             full = len(self._pending) >= self.batch_size
         if full:
             self._wake.set()
+        return True
+
+    def _admit(self, kind: Kind, data: bytes) -> bool:
+        """Hold one encoded item, or drop it past the bound (the lock is held)."""
+        stats = self.stats
+        if stats.pending >= self.capacity or stats.pending_bytes + len(data) > self.max_bytes:
+            self._drop(kind, "queue_full", 1)
+            return False
+        self._pending.append((kind, data))
+        stats.queued += 1
+        stats.pending += 1
+        stats.pending_bytes += len(data)
         return True
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -200,22 +218,66 @@ class EventQueue:
         self._thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             self._abandoned = True  # a request still in flight no longer counts
+            left = [*self._batch, *self._pending]
+            spool = self._spool(left) if left and self.spool_dir is not None else None
             held: dict[Kind, int] = {}
-            for kind, _ in [*self._batch, *self._pending]:
+            for kind, _ in left:
                 held[kind] = held.get(kind, 0) + 1
-            for kind, n in held.items():
-                self._drop(kind, "unsent_at_close", n)
+            if spool is not None:
+                self.stats.spooled += len(left)
+            else:
+                for kind, n in held.items():
+                    self._drop(kind, "unsent_at_close", n)
             self._batch = []
             self._pending.clear()
             self.stats.pending = self.stats.pending_bytes = 0
         unsent = {str(kind): n for kind, n in held.items()}
         if unsent:
             log.warning(
-                "ramplight: closed after %.1fs with evidence the server did not acknowledge: %s",
+                "ramplight: closed after %.1fs with evidence the server did not acknowledge: %s (%s)",
                 timeout,
                 ", ".join(f"{n} {kind}" for kind, n in sorted(unsent.items())),
+                f"spooled to {spool}" if spool is not None else "dropped",
             )
         return unsent
+
+    # -- the spool -------------------------------------------------------------------------
+
+    def _spool(self, entries: list[_Entry]) -> Path | None:
+        """Write `entries` durably to a new file of the spool directory; None if it failed."""
+        assert self.spool_dir is not None
+        path = self.spool_dir / f"{self.instance_id}.ndjson"
+        partial = path.with_suffix(".partial")
+        try:
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+            with partial.open("wb") as file:
+                file.writelines(kind.encode() + b" " + data + b"\n" for kind, data in entries)
+                file.flush()
+                os.fsync(file.fileno())
+            partial.rename(path)  # a reader sees a whole file or none
+        except OSError as exc:
+            log.error("ramplight: could not spool unsent evidence to %s: %s", self.spool_dir, exc.strerror)
+            return None
+        return path
+
+    def _unspool(self, directory: Path) -> None:
+        """Take in what earlier queues spooled to `directory`: each file is claimed by an
+        atomic rename (one queue gets it), read into memory under the bound, and deleted."""
+        for path in sorted(directory.glob("*.ndjson")) if directory.is_dir() else []:
+            claimed = path.with_name(f"{path.name}.{self.instance_id}")
+            try:
+                path.rename(claimed)
+                lines = claimed.read_bytes().splitlines()
+            except OSError:
+                continue  # another process claimed it first
+            with self._lock:
+                for line in lines:
+                    name, _, data = line.partition(b" ")
+                    kind = _KIND_NAMED.get(name)
+                    if kind is not None and data:
+                        self.stats.unspooled += 1
+                        self._admit(kind, data)
+            claimed.unlink(missing_ok=True)
 
     # -- the sender thread -----------------------------------------------------------------
 
