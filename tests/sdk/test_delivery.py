@@ -5,6 +5,7 @@ deadline, and what the server refuses is reported rather than retried."""
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from ramplight import Client
 from ramplight.sdk.event_queue import DROPPED_EVENT
@@ -84,8 +86,9 @@ class Outage:
 
 
 def test_evidence_tracked_during_an_outage_arrives_exactly_once_when_the_server_returns(
-    make_server: Callable[..., RunningServer], tmp_path: Path
+    make_server: Callable[..., RunningServer], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="ramplight.sdk")
     outage = Outage(make_server, tmp_path)
     client = outage.client()
     try:
@@ -97,6 +100,9 @@ def test_evidence_tracked_during_an_outage_arrives_exactly_once_when_the_server_
                     pass
             wait_for(lambda: client.stats.retries >= 3)  # the sender kept trying through the outage
             assert client.stats.pending == 2500 and client.stats.sent == 0
+        lines = [r.getMessage() for r in caplog.records]
+        assert sum("unreachable" in line for line in lines) == 1  # once a minute, not once a retry
+        assert not any(outage.sdk_key in line for line in lines)
         assert client.flush(timeout=20)
         stats = client.stats
         assert (stats.sent, stats.pending, stats.dropped, stats.rejected) == (2500, 0, 0, 0)
