@@ -166,6 +166,7 @@ STATEMENTS: dict[str, Callable[[Engines], exp.Expr]] = {
     "trace_summary": lambda e: q.trace_summary_query(replace(e.spec, prices=(("gpt-5", 1.25, 10.0),))),
     "critical_path": lambda e: q.critical_path_query(e.spec),
     "routes": lambda e: q.route_query(e.spec),
+    "traced_units": lambda e: q.traced_units_query(e.spec),
     "cancellation_tax": lambda e: q.cancellation_query(replace(e.spec, prices=(("gpt-5", 1.25, 10.0),))),
     "evals_joined_through_spans": lambda e: q.per_unit_query(
         replace(e.spec, metrics=(e.known["faithfulness"],)), e.known

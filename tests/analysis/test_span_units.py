@@ -192,9 +192,11 @@ def test_routes_show_a_cascades_share_latency_and_cost_per_model(store: DuckDBSt
     make_flag(store, candidate=50, at=T0)
     ev = Evidence()
     at = T0 + timedelta(hours=1)
-    for i in range(20):
+    for i in range(24):
         unit, variation = f"u{i}", ("candidate" if i % 2 else "control")
         ev.expose(unit, variation, at)
+        if i >= 20:
+            continue  # an exposed unit whose trace was not sampled
         _span(ev, f"t{i}", f"root{i}", None, unit, at, 0)
         calls = [("gpt-5", 800.0)] if variation == "control" else [("gpt-5-mini", 300.0)]
         if variation == "candidate" and i % 4 == 1:  # hard queries escalate to the big model
@@ -211,6 +213,10 @@ def test_routes_show_a_cascades_share_latency_and_cost_per_model(store: DuckDBSt
     assert set(control) == {"gpt-5"} and control["gpt-5"]["share"] == 1.0
     assert (candidate["gpt-5-mini"]["share"], candidate["gpt-5"]["share"]) == (1.0, 0.5)
     assert candidate["gpt-5"]["calls"] == 5 and candidate["gpt-5"]["latency_p95_ms"] == 900.0
+    # Traces sampled: four more exposed units without one; per unit with a trace stays per traced unit.
+    assert (traces["candidate"]["units"], traces["candidate"]["traced_units"]) == (12, 10)
+    assert math.isclose(traces["candidate"]["cost_per_traced_unit"], (0.01 + 0.05) / 10)
+    assert math.isclose(traces["candidate"]["cost_per_unit"], (0.01 + 0.05) / 12)
     assert math.isclose(candidate["gpt-5-mini"]["cost_usd"], 0.01) and math.isclose(
         candidate["gpt-5"]["cost_usd"], 0.05
     )

@@ -101,6 +101,7 @@ CASES: dict[str, Callable[[], exp.Expr]] = {
     "drift_numeric_by_day": lambda: drift_query(spec(phase_starts=PHASES), INPUT_CHARS, "control"),
     "drift_categorical_by_phase": lambda: drift_query(spec(phase_starts=PHASES), MODEL, "control", 1),
     "critical_path": lambda: q.critical_path_query(spec(LATENCY)),
+    "traced_units": lambda: q.traced_units_query(spec(LATENCY)),
     "routes": lambda: q.route_query(replace(spec(LATENCY), prices=(("gpt-5", 1.25, 10.0),))),
     "cancellation_tax": lambda: q.cancellation_query(replace(spec(LATENCY), prices=(("gpt-5", 1.25, 10.0),))),
     "trace_summary": lambda: q.trace_summary_query(

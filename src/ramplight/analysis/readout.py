@@ -35,6 +35,7 @@ from ramplight.analysis.sql import (
     route_query,
     span_joinability_query,
     trace_summary_query,
+    traced_units_query,
 )
 from ramplight.core.drift import DriftProperty
 from ramplight.core.errors import NotFoundError, ValidationError
@@ -253,8 +254,12 @@ def _trace_summary(store: Store, spec: ReadoutSpec, units: Mapping[str, int]) ->
         if cost is not None:
             variation["cost_usd"] = (variation["cost_usd"] or 0.0) + cost
         variation["spans_without_cost"] += int(row["spans_without_cost"])
-    for variation in out.values():
+    traced = {row["variation"]: int(row["traced_units"]) for row in fetch(store, traced_units_query(spec))}
+    for name, variation in out.items():
+        variation["traced_units"] = traced.get(name, 0)
         variation["cost_per_unit"] = _per(variation["cost_usd"], variation["units"])
+        # Under head sampling the cost is of the sampled traces: per unit with a trace.
+        variation["cost_per_traced_unit"] = _per(variation["cost_usd"], variation["traced_units"])
         variation["cost_per_trace"] = _per(variation["cost_usd"], variation["traces"])
         variation["critical_path"] = []
         variation["routes"] = []

@@ -488,6 +488,31 @@ def _trace_rows(spec: ReadoutSpec) -> exp.Select:
     ).where(exp.GTE(this=_col("ts", s), expression=_col("first_ts", "u")), copy=False)
 
 
+def traced_units_query(spec: ReadoutSpec) -> exp.Select:
+    """Per variation, the readout's units with a trace of theirs (a root span, from their first
+    exposure on): what per-unit trace figures divide by when traces are sampled."""
+    source = _span_source(spec, extra=("parent_span_id",))
+    query = _join(
+        exp.select(
+            _col("variation", "u"), _as(_distinct_count(_col("unit_id", "u")), "traced_units"), copy=False
+        ).from_(_table("units", "u"), copy=False),
+        _subquery(source, "s"),
+        _eq(_col("unit_id", "s"), _col("unit_id", "u")),
+    )
+    query = (
+        query.where(
+            _and(
+                exp.GTE(this=_col("ts", "s"), expression=_col("first_ts", "u")),
+                _is_null(_col("parent_span_id", "s")),
+            ),
+            copy=False,
+        )
+        .group_by(_col("variation", "u"), copy=False)
+        .order_by(_col("variation", "u"), copy=False)
+    )
+    return _with(_units_ctes(spec), query)
+
+
 def route_query(spec: ReadoutSpec) -> exp.Select:
     """Per variation and model (`gen_ai_model`: the route a router or cascade took), in how many
     traces it ran, how many calls, their latency p50/p95, errors and priced cost."""

@@ -289,9 +289,13 @@ def traces_table(traces: dict[str, Any], console: Console) -> None:
             if summary["spans_without_cost"]
             else ""
         )
+        traced = summary.get("traced_units", summary["units"])
+        per_unit = _num(summary["cost_per_unit"])
+        if traced < summary["units"]:  # sampled traces: the traced units' cost is the estimate
+            per_unit += f" ({_num(summary['cost_per_traced_unit'])} a traced unit)"
         table.add_row(
             variation, "[bold]per unit / per request[/]", "", "", "", "", "",
-            _num(summary["cost_per_unit"]), _num(summary["cost_per_trace"]) + unpriced,
+            per_unit, _num(summary["cost_per_trace"]) + unpriced,
         )  # fmt: skip
     console.print(table)
     for variation, summary in traces.items():
