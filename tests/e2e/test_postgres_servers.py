@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ramplight import Client
 from tests import pg
 from tests.e2e.served import Served
 from tests.factories import flag_doc
@@ -71,3 +72,20 @@ def test_a_change_through_one_server_reaches_the_other_within_a_second(
     admin_b.post(f"/api/flags/{doc['key']}/restore", json={"environment": "production"})
     verified = admin_a.get("/api/audit/verify").json()
     assert verified["ok"] is True, str(verified["flag_changes"])
+
+
+def test_a_kill_through_one_server_reaches_an_sdk_streaming_from_the_other_within_a_second(
+    two_servers: tuple[Served, Served, str],
+) -> None:
+    a, b, admin_key = two_servers
+    admin_a = httpx.Client(base_url=a.url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=30)
+    doc = flag_doc()
+    assert admin_a.post("/api/flags", json=doc).status_code == 201
+    sdk_key = admin_a.post(
+        "/api/keys", json={"kind": "sdk", "name": "web", "environment": "production"}
+    ).json()
+    with Client(sdk_key["key"], url=b.url, poll_interval=3600) as client:
+        assert client.evaluate(doc["key"], "u1").reason == "rollout"
+        killed = admin_a.post(f"/api/flags/{doc['key']}/kill", json={"environment": "production"})
+        assert killed.status_code == 200, killed.text
+        assert until(lambda: client.evaluate(doc["key"], "u1").reason == "off", 1.0) < 1.0

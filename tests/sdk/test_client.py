@@ -51,7 +51,7 @@ def test_evaluation_is_local_after_the_first_config(server: RunningServer) -> No
     transport = CountingTransport()
     with Client(server.sdk_key(), url=server.url, transport=transport, poll_interval=3600) as client:
         results = [client.evaluate("support_assistant_profile", f"conv_{i}") for i in range(5000)]
-        assert transport.paths == ["/sdk/config"]
+        assert transport.paths == ["/sdk/stream"]
     shares = sum(r.variation == "candidate" for r in results) / len(results)
     assert 0.03 < shares < 0.07
     assert {r.reason for r in results} == {"rollout"}
@@ -123,7 +123,7 @@ def test_track_and_score_reach_the_store_joined_on_the_unit(server: RunningServe
 
 def test_a_config_change_reaches_the_client_by_etag_polling(server: RunningServer, client_for) -> None:
     server.create_flag()
-    client = client_for(poll_interval=3600)
+    client = client_for(poll_interval=3600, stream=False)
     assert client.refresh() is False  # unchanged: 304
     server.admin.post("/api/flags/support_assistant_profile/kill", json={"environment": "production"})
     assert client.refresh() is True
@@ -180,7 +180,7 @@ def test_close_sends_what_is_queued(server: RunningServer) -> None:
 
 def test_ramping_up_never_moves_a_candidate_unit_back_to_control(server: RunningServer, client_for) -> None:
     server.create_flag()
-    client = client_for(poll_interval=3600)
+    client = client_for(poll_interval=3600, stream=False)
     units = [f"conv_{i}" for i in range(20_000)]
     before = {u: client.evaluate("support_assistant_profile", u).variation for u in units}
     for percent in (10, 20, 50):

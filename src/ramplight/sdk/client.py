@@ -30,7 +30,7 @@ import httpx
 from ramplight.core.contract import EvalScore, Evaluator, Event, Exposure
 from ramplight.core.evaluate import Attributes, CompiledConfig, Evaluation
 from ramplight.core.flags import SdkConfig
-from ramplight.sdk.config_source import ConfigPoller, ConfigSource
+from ramplight.sdk.config_source import ConfigPoller, ConfigSource, ConfigStream
 from ramplight.sdk.event_queue import EventQueue, EvidenceSink, QueueStats
 from ramplight.sdk.otel import record_evaluation
 from ramplight.sdk.retry import Backoff
@@ -121,6 +121,7 @@ class Client:
         url: str = "http://127.0.0.1:8700",
         *,
         poll_interval: float = 15.0,
+        stream: bool = True,
         init_timeout: float = 5.0,
         queue_capacity: int = 100_000,
         batch_size: int = 500,
@@ -134,7 +135,10 @@ class Client:
         config_source: ConfigSource | None = None,
         evidence: EvidenceSink | None = None,
     ) -> None:
-        """`config_source` and `evidence` replace the server for flags and for evidence
+        """Config follows the server's push stream (`stream=True`; a kill reaches this client
+        within a second) and falls back to polling every `poll_interval` seconds while the
+        stream is unavailable; `stream=False` only polls.
+        `config_source` and `evidence` replace the server for flags and for evidence
         (`ramplight.sdk.testing.InMemory` is both); `sdk_key` is needed for what they leave.
         Evidence the server does not take is held (up to `queue_capacity` items and
         `queue_max_bytes`) and retried on `retry_backoff`; `close()` waits `close_timeout`, then
@@ -156,7 +160,10 @@ class Client:
         self._config = _EMPTY
         self.default_assignment_unit = default_assignment_unit
         self.close_timeout = close_timeout
-        self._source: ConfigSource = config_source or ConfigPoller(http(), interval=poll_interval)
+        if config_source is None:
+            source = ConfigStream if stream else ConfigPoller
+            config_source = source(http(), interval=poll_interval)
+        self._source: ConfigSource = config_source
         self._queue: EvidenceSink = evidence or EventQueue(
             http(),
             capacity=queue_capacity,

@@ -1,9 +1,12 @@
 """Where the SDK's flags come from: the `ConfigSource` a Client installs its config through, and
-the one that talks to the server, an ETag-polling thread that keeps the last good config.
-`ramplight.sdk.testing.InMemory` is the other: flags a test declares, no server, no thread."""
+the two that talk to the server: `ConfigStream`, which follows the server's push stream and
+falls back to polling, and `ConfigPoller`, an ETag-polling thread; both keep the last good
+config when the server is away. `ramplight.sdk.testing.InMemory` is the other: flags a test
+declares, no server, no thread."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -11,6 +14,7 @@ from typing import Protocol
 
 import httpx
 import msgspec
+from httpx_sse import EventSource
 
 from ramplight.core.evaluate import CompiledConfig
 from ramplight.core.flags import SdkConfig
@@ -60,6 +64,7 @@ class ConfigPoller:
         self.interval = interval
         self.backoff = Backoff(base=interval, cap=max(interval, max_backoff))
         self.etag: str | None = None
+        self._installing = threading.Lock()
         self.last_error: str | None = None
         self.ready = threading.Event()
         self._stop = threading.Event()
@@ -93,12 +98,21 @@ class ConfigPoller:
                 f"config request answered {response.status_code}: {response.text[:200]}",
                 retry_after_seconds(response.headers.get("Retry-After")),
             )
-        compiled = CompiledConfig(_config_decoder.decode(response.content))
-        if self._install is not None:
-            self._install(compiled)
-        self.etag = response.headers.get("etag")
-        self.ready.set()
-        return True
+        return self._accept(response.headers.get("etag"), response.content)
+
+    def _accept(self, etag: str | None, body: bytes | str) -> bool:
+        """Install a config unless it is the one installed (a poll and the stream may both bring
+        it); True if it was installed."""
+        with self._installing:
+            if etag is not None and etag == self.etag:
+                self.ready.set()
+                return False
+            compiled = CompiledConfig(_config_decoder.decode(body))
+            if self._install is not None:
+                self._install(compiled)
+            self.etag = etag
+            self.ready.set()
+            return True
 
     def _run(self) -> None:
         failures = 0
@@ -121,4 +135,104 @@ class ConfigPoller:
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():  # a poll in flight ends on its own: the thread is a daemon
+            self._thread.join(timeout=0.5)
+
+
+class _NoStream(RuntimeError):
+    """The server has no config stream (an older server): poll instead."""
+
+
+class ConfigStream(ConfigPoller):
+    """Follows `/sdk/stream` (Server-Sent Events): each config the server pushes is installed at
+    once, so a kill or a rollback reaches the application within a second. When the stream
+    breaks it polls once (nothing changed while it was away is missed) and reconnects with
+    `Last-Event-ID` on the shared `Backoff` schedule, polling every `interval` while it cannot;
+    a server without the stream (404) is polled from then on. A stream silent for
+    `silence_timeout` seconds (the server sends a heartbeat every 15 s) is taken as dead."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        interval: float = 15.0,
+        max_backoff: float = 120.0,
+        silence_timeout: float = 45.0,
+    ) -> None:
+        super().__init__(http, interval=interval, max_backoff=max_backoff)
+        self.reconnect = Backoff(base=1.0, cap=max(interval, 1.0))
+        self.silence_timeout = silence_timeout
+        self.streaming = False
+        """True while the stream is connected (False: polling or reconnecting)."""
+        self.events = 0
+        """Configs received on the stream."""
+        self._response: httpx.Response | None = None
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self._follow()
+                failures = 0  # the server ended the stream (a restart): reconnect soon
+                delay = self.reconnect.delay(0)
+            except _NoStream:
+                log.info("ramplight: the server has no config stream; polling every %.0fs", self.interval)
+                self.streaming = False
+                super()._run()
+                return
+            except (httpx.HTTPError, RuntimeError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self.streaming = False
+                if self._stop.is_set():
+                    return
+                failures += 1
+                self.last_error = str(exc)
+                if failures == 1:
+                    log.warning("ramplight: config stream lost, serving the last good config: %s", exc)
+                delay = self.reconnect.delay(failures - 1, getattr(exc, "retry_after", 0.0))
+                if failures > 1 or not self.ready.is_set():
+                    self.refresh_quietly()
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    def refresh_quietly(self) -> None:
+        with contextlib.suppress(httpx.HTTPError, RuntimeError, msgspec.DecodeError, msgspec.ValidationError):
+            self.poll_once()
+
+    def _follow(self) -> None:
+        headers = {"Accept": "text/event-stream"}
+        if self.etag:
+            headers["Last-Event-ID"] = self.etag
+        timeout = httpx.Timeout(10.0, connect=3.0, read=self.silence_timeout)
+        with self._http.stream("GET", "/sdk/stream", headers=headers, timeout=timeout) as response:
+            if response.status_code == 404:
+                raise _NoStream()
+            if response.status_code != 200:
+                response.read()
+                raise _Refused(
+                    f"config stream answered {response.status_code}: {response.text[:200]}",
+                    retry_after_seconds(response.headers.get("Retry-After")),
+                )
+            self._response = response
+            self.streaming = True
+            self.last_error = None
+            try:
+                for event in EventSource(response).iter_sse():
+                    if self._stop.is_set():
+                        return
+                    if event.event != "config":
+                        continue
+                    self.events += 1
+                    self._accept(event.id or None, event.data)
+            finally:
+                self._response = None
+                self.streaming = False
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        response = self._response
+        if response is not None:
+            # Wakes the thread blocked reading the stream; closing from another thread may race
+            # the reader, which ends either way.
+            with contextlib.suppress(Exception):
+                response.close()
+        if self._thread.is_alive():
             self._thread.join(timeout=0.5)

@@ -40,6 +40,18 @@ def bootstrap(settings: Settings) -> str | None:
         store.close()
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, ending the SDK config streams first when it stops: a stream never ends on its
+    own, and uvicorn waits for open responses before it runs the app's shutdown."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app_state = getattr(self.config.app, "state", None)
+        state = getattr(app_state, "ramplight", None)  # set by the app's lifespan
+        if state is not None:
+            state.feed.close()
+        await super().shutdown(sockets)
+
+
 def _config(settings: Settings) -> uvicorn.Config:
     from ramplight.server.app import create_app
 
@@ -71,7 +83,7 @@ def read_server_file(path: Path) -> str | None:
 
 
 def serve_forever(settings: Settings) -> None:
-    server = uvicorn.Server(_config(settings))
+    server = _Server(_config(settings))
     write_server_file(settings)
     try:
         server.run()
@@ -84,7 +96,7 @@ class ServerThread:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.server = uvicorn.Server(_config(settings))
+        self.server = _Server(_config(settings))
         self.thread = threading.Thread(target=self.server.run, name="ramplight-server", daemon=True)
 
     @property

@@ -3,10 +3,14 @@
 Caches are invalidated when this process changes flags, segments, plans or keys, and — with a
 control plane shared by several processes (PostgreSQL) — when any other process commits a
 change: the store's `listen` calls `invalidate` within a fraction of a second of the commit.
+Each invalidation also wakes the SDK config streams (`ConfigFeed`), so a kill, a rollback or a
+guardian action reaches every connected SDK, whichever process made it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import threading
@@ -33,6 +37,51 @@ class CachedConfig:
     body: bytes
 
 
+class ConfigFeed:
+    """Wakes the SDK config streams when the config may have changed.
+
+    `changed()` is called from any thread (request threads, the guardian, the PostgreSQL
+    listener); a stream awaits `next_change()` on the event loop. One future per loop is shared
+    by every stream on it, so a change costs one thread-safe call, not one per connection. A
+    stream takes the future *before* it reads the config, so a change that lands between the
+    read and the wait is never missed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] = {}
+        self.closed = False
+        self.streams = 0
+        """Streams connected now (a gauge for /healthz and the fan-out benchmark)."""
+
+    def next_change(self) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            future = self._waiting.get(loop)
+            if future is None or future.done():
+                future = self._waiting[loop] = loop.create_future()
+        if self.closed:
+            _settle(future)
+        return future
+
+    def changed(self) -> None:
+        with self._lock:
+            waiting, self._waiting = self._waiting, {}
+        for loop, future in waiting.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits on it any more
+                loop.call_soon_threadsafe(_settle, future)
+
+    def close(self) -> None:
+        """The server is stopping: every stream ends now instead of holding the shutdown."""
+        self.closed = True
+        self.changed()
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class ServerState:
     def __init__(self, settings: Settings, store: Store, log: IngestLog) -> None:
         self.settings = settings
@@ -42,6 +91,9 @@ class ServerState:
         self._configs: dict[str, CachedConfig] = {}
         self._facts: dict[str, dict[str, FlagFacts]] = {}
         self._keys: dict[str, ApiKey] = {}
+        self._generation = 0
+        """Bumped by every invalidation: a config built across one is not cached (it may be stale)."""
+        self.feed = ConfigFeed()
         self.identities = build_index(store, log.pending_files())
         """Every acknowledged item's identity: resends are duplicates, changed payloads conflicts."""
         self.duplicates = 0
@@ -84,17 +136,27 @@ class ServerState:
 
     def invalidate(self) -> None:
         with self._lock:
+            self._generation += 1
             self._configs.clear()
             self._facts.clear()
             self._keys.clear()
+        self.feed.changed()
+
+    def cached_config(self, environment: str) -> CachedConfig | None:
+        """The environment's config if it is cached (no store access: safe on the event loop)."""
+        return self._configs.get(environment)
 
     def config(self, environment: str) -> CachedConfig:
         cached = self._configs.get(environment)
         if cached is None:
+            generation = self._generation
             body = msgspec.json.encode(control.sdk_config(self.store, environment))
             cached = CachedConfig(etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"', body=body)
             with self._lock:
-                self._configs[environment] = cached
+                # A change committed while this was built invalidated it already: do not cache
+                # the older config over the newer one (a stream would serve it until the next change).
+                if generation == self._generation:
+                    self._configs[environment] = cached
         return cached
 
     def facts(self, environment: str) -> dict[str, FlagFacts]:

@@ -1,4 +1,5 @@
-"""SDK routes (`/sdk/…`): the environment's config for local evaluation.
+"""SDK routes (`/sdk/…`): the environment's config for local evaluation, polled
+(`/sdk/config`, with ETags) or pushed (`/sdk/stream`, Server-Sent Events).
 
 Guarded by the environment scope: an SDK key reads its own environment (naming another is 403);
 an admin key names one with `?environment=`.
@@ -6,12 +7,17 @@ an admin key names one with `?environment=`.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
-from ramplight.server.auth import InEnvironment, State, environment_scope
+from ramplight.core.errors import RamplightError
+from ramplight.server.auth import Authorization, InEnvironment, State, bearer, environment_scope
+from ramplight.server.state import CachedConfig, ServerState
 
 router = APIRouter(prefix="/sdk", tags=["sdk"], dependencies=[Depends(environment_scope)])
 
@@ -28,3 +34,64 @@ def sdk_config(
     if if_none_match is not None and cached.etag in {t.strip() for t in if_none_match.split(",")}:
         return Response(status_code=304, headers=headers)
     return Response(cached.body, media_type="application/json", headers=headers)
+
+
+HEARTBEAT_SECONDS = 15.0
+"""A comment line this often keeps proxies from closing an idle stream and lets the SDK tell a
+silent stream from a dead one (it reconnects after three missed heartbeats)."""
+RECONNECT_MS = 1000
+"""The SSE `retry:` the server asks for: how soon an SDK reconnects after the stream ends."""
+
+
+@router.get(
+    "/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "one `config` event per version"}},
+)
+async def sdk_stream(
+    st: State,
+    scope: InEnvironment,
+    authorization: Authorization = None,
+    last_event_id: Annotated[str | None, Header(max_length=200)] = None,
+) -> StreamingResponse:
+    """The environment's config as a stream of Server-Sent Events: one `config` event (its `id`
+    the config's ETag, its `data` the body of `/sdk/config`) now and at every change — a kill,
+    a rollback or a guardian action reaches the SDK within a second. Reconnect with
+    `Last-Event-ID` to skip a config you already have; `: ping` comments come every 15 s."""
+    events = _config_events(st, scope.environment, bearer(authorization), last_event_id)
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _config_events(
+    st: ServerState, environment: str, plaintext: str | None, last_sent: str | None
+) -> AsyncIterator[bytes]:
+    feed = st.feed
+    feed.streams += 1
+    try:
+        yield f"retry: {RECONNECT_MS}\n\n".encode()
+        while not feed.closed:
+            change = feed.next_change()  # before reading: a change from now on wakes us
+            try:
+                st.authenticate(plaintext)  # a key revoked since the stream opened ends it
+            except RamplightError:
+                return
+            cached = st.cached_config(environment)
+            if cached is None:  # built off the event loop: it reads the store
+                cached = await run_in_threadpool(st.config, environment)
+            if cached.etag != last_sent:
+                yield _event(cached)
+                last_sent = cached.etag
+            done, _ = await asyncio.wait({change}, timeout=HEARTBEAT_SECONDS)
+            if not done:
+                yield b": ping\n\n"
+    finally:
+        feed.streams -= 1
+
+
+def _event(cached: CachedConfig) -> bytes:
+    # The body is compact JSON (one line), as an SSE `data` field must be.
+    return b"event: config\nid: " + cached.etag.encode() + b"\ndata: " + cached.body + b"\n\n"
