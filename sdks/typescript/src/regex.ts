@@ -226,8 +226,7 @@ class Parser {
         this.i += 3;
         this.groupName();
       } else if (this.ch(1) === "<" && this.ch(2) !== "=" && this.ch(2) !== "!") {
-        this.i += 2;
-        this.groupName();
+        this.fail("(?<name>…) is not supported; write (?P<name>…) or (?:…)");
       } else if (this.ch(1) === "=" || this.ch(1) === "!" || this.ch(1) === "<") {
         this.fail("lookaround is not supported (use a second clause with negate)");
       } else if (this.ch(1) === "P" && this.ch(2) === "=") {
@@ -273,25 +272,12 @@ class Parser {
         this.i++;
         return { t: "assert", kind: "begin" };
       case "z":
-        this.i++;
-        return { t: "assert", kind: "end" };
+        return this.fail("\\z is not supported; $ already matches only at the very end");
       case "Q":
-        return this.quoted();
+        return this.fail("\\Q…\\E is not supported; escape each character");
       default:
         return this.literal(this.escapedChar());
     }
-  }
-
-  /** `\Q…\E`: literal text. */
-  private quoted(): Node {
-    this.i++;
-    const items: Node[] = [];
-    while (this.i < this.cps.length && !(this.ch() === "\\" && this.ch(1) === "E")) {
-      items.push(this.literal(this.peek() as number));
-      this.i++;
-    }
-    if (this.i < this.cps.length) this.i += 2;
-    return { t: "cat", items };
   }
 
   /** The code point of a single-character escape at the cursor (after the backslash). */
@@ -305,16 +291,10 @@ class Parser {
     if (c === "x") {
       this.i++;
       let hex = "";
-      if (this.ch() === "{") {
-        this.i++;
-        while (this.i < this.cps.length && this.ch() !== "}") hex += this.ch(), this.i++;
-        if (this.ch() !== "}") this.fail("bad \\x{...} escape");
-        this.i++;
-      } else {
-        hex = this.ch() + this.ch(1);
-        this.i += 2;
-      }
-      if (!/^[0-9A-Fa-f]{1,6}$/.test(hex) || Number.parseInt(hex, 16) > 0x10ffff) this.fail("bad \\x escape");
+      if (this.ch() === "{") this.fail("\\x{…} is not supported; write \\xHH or the character itself");
+      hex = this.ch() + this.ch(1);
+      this.i += 2;
+      if (!/^[0-9A-Fa-f]{2}$/.test(hex)) this.fail("bad \\x escape");
       return Number.parseInt(hex, 16);
     }
     if (c >= "1" && c <= "9") this.fail("backreferences are not supported");
@@ -323,9 +303,9 @@ class Parser {
       while (oct.length < 3 && this.ch() >= "0" && this.ch() <= "7") oct += this.ch(), this.i++;
       return Number.parseInt(oct, 8);
     }
-    if (cp < 0x80 && !isWord(cp)) {
+    if (cp < 0x80 && (!isWord(cp) || cp === 95)) {
       this.i++;
-      return cp; // escaped punctuation is itself
+      return cp; // escaped punctuation (and _) is itself
     }
     return this.fail(`unsupported escape \\${c}`);
   }
@@ -359,6 +339,7 @@ class Parser {
         if (perl !== undefined) {
           tests.push(perl);
           this.i += 2;
+          if (this.ch() === "-" && this.ch(1) !== "]") this.fail("a class escape cannot end a range; write \\- for a literal -");
           continue;
         }
       }
