@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("pyproject.toml","rb").read()).hexdigest()[:12])')
 
-.PHONY: demo serve test lint bench
+.PHONY: demo serve test lint bench test-typescript
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: $(STAMP)
 
 test: lint
 	$(VENV)/bin/pytest
+
+# The TypeScript SDK's own suite (Node.js 20 + npm): every spec vector, real local HTTP servers.
+test-typescript:
+	cd sdks/typescript && npm ci && npm test
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/evaluation.py

@@ -1,0 +1,80 @@
+/** The regex dialect (spec/bucketing.md §4.2) beyond what the vectors cover. */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
+import { CompiledConfig } from "../src/evaluate.js";
+import { Pattern } from "../src/regex.js";
+
+const refuses = (p: string): boolean => {
+  try {
+    new Pattern(p);
+    return false;
+  } catch {
+    return true;
+  }
+};
+
+describe("regex dialect", () => {
+  it("refuses what the spec refuses, including what RE2 alone would read", () => {
+    for (const p of ["^(a+)+$", "(a*)*", "(a|ab+)*", "((ab)*c)+", "\\1", "(?=a)", "(?<!a)", "a++", "(?i:a)", "a(?i)b", "(?s).",
+      "a{101}", "\\Qa.b\\E", "\\z", "\\x{41}", "(?<n>a)", "\\pL", "\\p{Greek}", "[\\w-z]", "(", "x".repeat(257)]) {
+      assert.ok(refuses(p), p);
+    }
+    for (const p of ["^(https?://)?example", "(?P<n>ab)c", "\\_", "[[:alpha:]]", "a{100}", "(?i)abc", "[\\w\\-z]", "x".repeat(256)]) {
+      assert.ok(!refuses(p), p);
+    }
+  });
+
+  it("searches with ASCII classes, . not matching a newline and $ only at the very end", () => {
+    assert.equal(new Pattern("^\\d+$").test("١٢"), false);
+    assert.equal(new Pattern("^\\w$").test("é"), false);
+    assert.equal(new Pattern("^a$").test("a\n"), false);
+    assert.equal(new Pattern("^.$").test("\n"), false);
+    assert.equal(new Pattern("^.$").test("😀"), true); // one code point
+    assert.equal(new Pattern("\\bfoo\\b").test("a foo."), true);
+    assert.equal(new Pattern("(?i)^ABC$").test("abc"), true);
+    assert.equal(new Pattern("Mobile").test("Safari Mobile/15"), true);
+  });
+
+  it("takes linear time on a pattern that stalls a backtracking engine", () => {
+    const pattern = new Pattern("^(a|a)*$");
+    const started = process.hrtime.bigint();
+    assert.equal(pattern.test(`${"a".repeat(1000)}b`), false);
+    assert.ok(Number(process.hrtime.bigint() - started) / 1e6 < 200);
+  });
+
+  it("never matches a value longer than 1024 code points, so negate matches it", () => {
+    const doc = (negate: boolean) => ({
+      environment: "p",
+      segments: {},
+      flags: {
+        f: {
+          key: "f", assignment_unit: "user", version: 1, enabled: true, salt: "f", default_variation: "off", off_variation: "off",
+          variations: [{ key: "off", value: 0 }, { key: "on", value: 1 }],
+          rules: [{ id: "r", clauses: [{ attribute: "v", op: "regex", values: ["^a"], negate }], variation: "on" }],
+          rollout: null,
+        },
+      },
+    });
+    const long = "😀".repeat(1024);
+    assert.equal(new CompiledConfig(doc(false)).evaluate("f", "u", { v: `a${long.slice(2)}` }, null).variation, "on");
+    assert.equal(new CompiledConfig(doc(false)).evaluate("f", "u", { v: `a${long}` }, null).variation, "off");
+    assert.equal(new CompiledConfig(doc(true)).evaluate("f", "u", { v: `a${long}` }, null).variation, "on");
+  });
+
+  it("serves the default with `general` when it must hash a unit id holding a lone surrogate", () => {
+    const config = new CompiledConfig({
+      environment: "p",
+      segments: {},
+      flags: {
+        f: {
+          key: "f", assignment_unit: "user", version: 1, enabled: true, salt: "f", default_variation: "off", off_variation: "off",
+          variations: [{ key: "off", value: 0 }, { key: "on", value: 1 }], rules: [],
+          rollout: { ranges: [["off", 0, 50000], ["on", 50000, 100000]] },
+        },
+      },
+    });
+    const r = config.evaluate("f", "a\ud800b", null, "D");
+    assert.deepEqual([r.value, r.reason, r.errorCode], ["D", "error", "general"]);
+  });
+});
