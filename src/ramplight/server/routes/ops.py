@@ -13,4 +13,5 @@ router = APIRouter(tags=["ops"])
 
 @router.get("/healthz")
 def healthz(st: State) -> dict[str, Any]:
-    return {"status": "ok", "db": st.settings.db.name}
+    """Up, which database, and how many SDKs follow the config stream on this process."""
+    return {"status": "ok", "db": st.settings.db.name, "sdk_streams": st.feed.streams}
