@@ -574,6 +574,65 @@ def check_restore(store: Store, flag_key: str, environment: str, force: bool, ca
     return True
 
 
+def _forced_reason(forced: bool, reason: str | None) -> str | None:
+    if forced and not reason:
+        raise ValidationError.at("reason", "a forced action needs a reason")
+    return f"forced: {reason}" if forced else reason
+
+
+def ramp_flag(
+    store: Store,
+    flag_key: str,
+    environment: str,
+    variation: str,
+    percent: float,
+    actor: str,
+    *,
+    donor: str | None = None,
+    reason: str | None = None,
+    expected_version: int | None = None,
+    force: bool = False,
+    can_force: bool = False,
+) -> tuple[Flag, bool]:
+    """Set a variation's share, refused (409) when it grows the candidate against the plan unless
+    forced with a reason by a key allowed to force. Returns the flag and whether it changed."""
+    forced = check_growth(store, flag_key, environment, variation, percent, force, can_force)
+    text = _forced_reason(forced, reason)
+    before = control.get_flag(store, flag_key).version
+    flag = control.ramp(
+        store, flag_key, environment, variation, percent, actor,
+        donor=donor, reason=text, expected_version=expected_version,
+    )  # fmt: skip
+    return flag, flag.version != before
+
+
+def kill_flag(
+    store: Store, flag_key: str, environment: str, actor: str, reason: str | None = None
+) -> tuple[Flag, bool]:
+    """Serve the off variation to everyone (never refused). Returns the flag and whether it changed."""
+    before = control.get_flag(store, flag_key).version
+    flag = control.kill(store, flag_key, environment, actor, reason)
+    return flag, flag.version != before
+
+
+def restore_flag(
+    store: Store,
+    flag_key: str,
+    environment: str,
+    actor: str,
+    reason: str | None = None,
+    force: bool = False,
+    can_force: bool = False,
+) -> tuple[Flag, bool]:
+    """Undo a kill, refused (409) while a guardrail is breached or a gate fails unless forced with
+    a reason by a key allowed to force. Returns the flag and whether it changed."""
+    forced = check_restore(store, flag_key, environment, force, can_force)
+    text = _forced_reason(forced, reason)
+    before = control.get_flag(store, flag_key).version
+    flag = control.restore(store, flag_key, environment, actor, text)
+    return flag, flag.version != before
+
+
 def decisions(store: Store, flag_key: str) -> list[dict[str, Any]]:
     control.get_flag(store, flag_key)
     return [
