@@ -26,6 +26,7 @@ from ramplight.core.decision import Recommendation, ReleaseState, decide, eviden
 from ramplight.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from ramplight.core.flags import Flag, Rollout
 from ramplight.core.gate import GateRecord, GateRequest, read_scores
+from ramplight.core.metrics import Metric
 from ramplight.core.phases import phases_from_changes
 from ramplight.core.plan import Plan, Verdict, check_plan, convert_plan, default_plan
 from ramplight.core.rollout import ramp_weights
@@ -217,9 +218,7 @@ def judge(
 ) -> Judgement:
     """Readout and recommendation together; the readout covers the plan's metrics too, and with
     `drift` its drift properties (a scan each, which no decision reads: the guardian skips them)."""
-    flag = control.get_flag(store, flag_key)
-    if environment not in flag.environments:
-        raise NotFoundError(f"flag {flag_key!r} is not configured in environment {environment!r}")
+    flag = _flag_in(store, flag_key, environment)
     plan, source = plan_for(store, flag, environment)
     keys = None if not metric_keys else list(dict.fromkeys([*metric_keys, *_plan_metric_keys(plan)]))
     options = _plan_options(plan, source, options or ReadoutOptions(alpha=plan.alpha), drift)
@@ -242,15 +241,33 @@ def report(
 ) -> dict[str, Any]:
     """The readout, starting with the recommendation."""
     j = judge(store, flag_key, environment, metric_keys, options, drift=True)
-    known = {m.key: m for m in store.list_metrics()}
-    keys = _plan_metric_keys(j.plan) or list(metric_keys or known)
-    series_metrics = [known[k] for k in keys if k in known]
     return {
         "recommendation": j.recommendation.to_json(),
         "plan": _plan_summary(j),
         **j.readout,
-        "timeline": timeline(store, j.flag, environment, series_metrics),
+        "timeline": timeline(store, j.flag, environment, _series_metrics(store, j.plan, metric_keys)),
     }
+
+
+def release_timeline(store: Store, flag_key: str, environment: str) -> dict[str, Any]:
+    """The readout's `timeline` without the readout: changes, decisions and eval gates, and hourly
+    units and series of the plan's metrics (of every metric without a plan)."""
+    flag = _flag_in(store, flag_key, environment)
+    plan, _ = plan_for(store, flag, environment)
+    return timeline(store, flag, environment, _series_metrics(store, plan, None))
+
+
+def _series_metrics(store: Store, plan: Plan, metric_keys: list[str] | None) -> list[Metric]:
+    known = {m.key: m for m in store.list_metrics()}
+    keys = _plan_metric_keys(plan) or list(metric_keys or known)
+    return [known[k] for k in keys if k in known]
+
+
+def _flag_in(store: Store, flag_key: str, environment: str) -> Flag:
+    flag = control.get_flag(store, flag_key)
+    if environment not in flag.environments:
+        raise NotFoundError(f"flag {flag_key!r} is not configured in environment {environment!r}")
+    return flag
 
 
 def _plan_summary(j: Judgement) -> dict[str, Any]:
@@ -574,6 +591,65 @@ def check_restore(store: Store, flag_key: str, environment: str, force: bool, ca
     return True
 
 
+def _forced_reason(forced: bool, reason: str | None) -> str | None:
+    if forced and not reason:
+        raise ValidationError.at("reason", "a forced action needs a reason")
+    return f"forced: {reason}" if forced else reason
+
+
+def ramp_flag(
+    store: Store,
+    flag_key: str,
+    environment: str,
+    variation: str,
+    percent: float,
+    actor: str,
+    *,
+    donor: str | None = None,
+    reason: str | None = None,
+    expected_version: int | None = None,
+    force: bool = False,
+    can_force: bool = False,
+) -> tuple[Flag, bool]:
+    """Set a variation's share, refused (409) when it grows the candidate against the plan unless
+    forced with a reason by a key allowed to force. Returns the flag and whether it changed."""
+    forced = check_growth(store, flag_key, environment, variation, percent, force, can_force)
+    text = _forced_reason(forced, reason)
+    before = control.get_flag(store, flag_key).version
+    flag = control.ramp(
+        store, flag_key, environment, variation, percent, actor,
+        donor=donor, reason=text, expected_version=expected_version,
+    )  # fmt: skip
+    return flag, flag.version != before
+
+
+def kill_flag(
+    store: Store, flag_key: str, environment: str, actor: str, reason: str | None = None
+) -> tuple[Flag, bool]:
+    """Serve the off variation to everyone (never refused). Returns the flag and whether it changed."""
+    before = control.get_flag(store, flag_key).version
+    flag = control.kill(store, flag_key, environment, actor, reason)
+    return flag, flag.version != before
+
+
+def restore_flag(
+    store: Store,
+    flag_key: str,
+    environment: str,
+    actor: str,
+    reason: str | None = None,
+    force: bool = False,
+    can_force: bool = False,
+) -> tuple[Flag, bool]:
+    """Undo a kill, refused (409) while a guardrail is breached or a gate fails unless forced with
+    a reason by a key allowed to force. Returns the flag and whether it changed."""
+    forced = check_restore(store, flag_key, environment, force, can_force)
+    text = _forced_reason(forced, reason)
+    before = control.get_flag(store, flag_key).version
+    flag = control.restore(store, flag_key, environment, actor, text)
+    return flag, flag.version != before
+
+
 def decisions(store: Store, flag_key: str) -> list[dict[str, Any]]:
     control.get_flag(store, flag_key)
     return [
@@ -741,9 +817,7 @@ def propose(
     """Open a change request for an expansion or promotion the plan says needs approval."""
     if action not in ("expand", "promote"):
         raise ValidationError.at("action", "expand or promote (other actions need no approval)")
-    flag = control.get_flag(store, flag_key)
-    if environment not in flag.environments:
-        raise NotFoundError(f"flag {flag_key!r} is not configured in environment {environment!r}")
+    flag = _flag_in(store, flag_key, environment)
     plan, _ = plan_for(store, flag, environment)
     if plan.approvers == 0:
         raise ValidationError.at("action", f"the plan for {environment} needs no approval: decide directly")

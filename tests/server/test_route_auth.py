@@ -3,7 +3,7 @@ route table, so a route added without its group's guard fails here.
 
 The route groups (server/routes/) each carry one guard: admin routes need an admin key; SDK and
 ingestion routes take an SDK key of their environment (naming another environment is 403) or an
-admin key naming one.
+admin key naming one. The MCP endpoint (`/mcp`, server/mcp.py) is guarded as admin routes are.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from fastapi.routing import iter_route_contexts
 from tests.factories import RunningServer
 
 PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-GROUPS = ("/api/", "/sdk/", "/ingest/", "/v1/")
+GROUPS = ("/api/", "/sdk/", "/ingest/", "/v1/", "/mcp")
+ADMIN = ("/api/", "/mcp")
 
 
 def routes(server: RunningServer) -> list[tuple[str, str]]:
@@ -33,7 +34,7 @@ def test_every_route_belongs_to_a_guarded_group(server: RunningServer) -> None:
     found = routes(server)
     assert len(found) >= 40
     assert [p for _, p in found if not p.startswith(GROUPS)] == []
-    assert {p.split("/")[1] for _, p in found} == {"api", "sdk", "ingest", "v1"}
+    assert {p.split("/")[1] for _, p in found} == {"api", "sdk", "ingest", "v1", "mcp"}
 
 
 def test_every_route_refuses_a_missing_or_wrong_key(server: RunningServer) -> None:
@@ -52,7 +53,7 @@ def test_every_route_refuses_a_missing_or_wrong_key(server: RunningServer) -> No
             assert status(method, path, None) == 401, (method, path)
             assert status(method, path, "rl_admin_not-a-key") == 401, (method, path)
             assert status(method, path, revoked["key"]) == 401, (method, path)
-            if path.startswith("/api/"):
+            if path.startswith(ADMIN):
                 assert status(method, path, sdk_key) == 403, (method, path)
             else:
                 # An SDK key acts in its own environment only.

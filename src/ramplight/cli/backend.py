@@ -164,26 +164,16 @@ class LocalBackend:
         reason: str | None,
         force: bool,
     ) -> tuple[Flag, bool]:
-        forced = release.check_growth(self.store, key, environment, variation, percent, force, True)
-        if forced and not reason:
-            raise ValidationError.at("--reason", "a forced action needs a reason")
-        before = control.get_flag(self.store, key).version
-        text = f"forced: {reason}" if forced else reason
-        flag = control.ramp(self.store, key, environment, variation, percent, "cli", donor=donor, reason=text)
-        return flag, flag.version != before
+        return release.ramp_flag(
+            self.store, key, environment, variation, percent, "cli",
+            donor=donor, reason=reason, force=force, can_force=True,
+        )  # fmt: skip
 
     def kill(self, key: str, environment: str, reason: str | None) -> tuple[Flag, bool]:
-        before = control.get_flag(self.store, key).version
-        flag = control.kill(self.store, key, environment, "cli", reason)
-        return flag, flag.version != before
+        return release.kill_flag(self.store, key, environment, "cli", reason)
 
     def restore(self, key: str, environment: str, reason: str | None, force: bool) -> tuple[Flag, bool]:
-        forced = release.check_restore(self.store, key, environment, force, True)
-        if forced and not reason:
-            raise ValidationError.at("--reason", "a forced action needs a reason")
-        before = control.get_flag(self.store, key).version
-        flag = control.restore(self.store, key, environment, "cli", f"forced: {reason}" if forced else reason)
-        return flag, flag.version != before
+        return release.restore_flag(self.store, key, environment, "cli", reason, force, can_force=True)
 
     def decide(
         self, key: str, environment: str, action: str, reason: str | None, force: bool, percent: float | None

@@ -1,5 +1,6 @@
 """The FastAPI application: its lifespan (store, ingestion log, guardian), the error shape, and
-the route groups by audience (`routes/`: admin, sdk, ingest, ops), each with its own guard.
+the route groups by audience (`routes/`: admin, sdk, ingest, ops), each with its own guard, and
+the MCP endpoint for agents (`mcp.py`, guarded as admin routes are).
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from ramplight.core.errors import RamplightError, ValidationError
 from ramplight.server.errors import AdminBodyLimit, from_http_exception, from_request_validation
 from ramplight.server.guardian import GuardianThread, Webhooks
+from ramplight.server.mcp import PATH as MCP_PATH
+from ramplight.server.mcp import McpEndpoint
 from ramplight.server.openapi import ERROR_RESPONSES, components
 from ramplight.server.responses import error_response
 from ramplight.server.routes import admin, ingest, ops, otlp, sdk
@@ -32,6 +36,7 @@ log = logging.getLogger("ramplight.server")
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the app; the store and the ingestion log open in its lifespan."""
+    mcp = McpEndpoint(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,7 +62,8 @@ def create_app(settings: Settings) -> FastAPI:
         gc.collect()
         gc.freeze()
         try:
-            yield
+            async with mcp.run():
+                yield
         finally:
             gc.unfreeze()  # an app stopped in a longer-lived process (tests, the demo) is garbage
             guardian.close()
@@ -98,6 +104,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     for group in (ops.router, admin.router, sdk.router, ingest.router, otlp.router):
         app.include_router(group)
+    # Not in the OpenAPI document: MCP describes its own tools (tools/list).
+    app.router.routes.append(Route(MCP_PATH, mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -201,52 +201,35 @@ def ramp(flag_key: str, body: RampIn, st: State, key: Admin) -> Response:
     """Set a variation's share. Growing the candidate against the plan (a breached guardrail,
     a failed gate, a paused release, a stage not yet complete) is a 409 unless forced."""
     st.catch_up()
-    forced = release.check_growth(
-        st.store, flag_key, body.environment, body.variation, body.percent, body.force, key.can_force
-    )
-    if forced and not body.reason:
-        raise ValidationError.at("reason", "a forced action needs a reason")
-    before = control.get_flag(st.store, flag_key).version
-    flag = control.ramp(
-        st.store,
-        flag_key,
-        body.environment,
-        body.variation,
-        body.percent,
-        actor(key),
-        donor=body.from_variation,
-        reason=("forced: " if forced else "") + body.reason if body.reason else body.reason,
-        expected_version=body.version,
-    )
+    flag, changed = release.ramp_flag(
+        st.store, flag_key, body.environment, body.variation, body.percent, actor(key),
+        donor=body.from_variation, reason=body.reason, expected_version=body.version,
+        force=body.force, can_force=key.can_force,
+    )  # fmt: skip
     st.invalidate()
-    if flag.version == before:
-        return json_response({"unchanged": True, "flag": flag})
-    return json_response(flag)
+    return _flag_answer(flag, changed)
+
+
+def _flag_answer(flag: Flag, changed: bool) -> Response:
+    """A ramp, kill or restore: the flag, or `{unchanged, flag}` when no version was written."""
+    return json_response(flag if changed else {"unchanged": True, "flag": flag})
 
 
 @router.post("/flags/{flag_key}/kill")
 def kill(flag_key: str, body: EnvActionIn, st: State, key: Admin) -> Response:
-    before = control.get_flag(st.store, flag_key).version
-    flag = control.kill(st.store, flag_key, body.environment, actor(key), body.reason)
+    flag, changed = release.kill_flag(st.store, flag_key, body.environment, actor(key), body.reason)
     st.invalidate()
-    if flag.version == before:
-        return json_response({"unchanged": True, "flag": flag})
-    return json_response(flag)
+    return _flag_answer(flag, changed)
 
 
 @router.post("/flags/{flag_key}/restore")
 def restore(flag_key: str, body: EnvActionIn, st: State, key: Admin) -> Response:
     st.catch_up()
-    forced = release.check_restore(st.store, flag_key, body.environment, body.force, key.can_force)
-    if forced and not body.reason:
-        raise ValidationError.at("reason", "a forced action needs a reason")
-    before = control.get_flag(st.store, flag_key).version
-    reason = ("forced: " if forced else "") + body.reason if body.reason else body.reason
-    flag = control.restore(st.store, flag_key, body.environment, actor(key), reason)
+    flag, changed = release.restore_flag(
+        st.store, flag_key, body.environment, actor(key), body.reason, body.force, key.can_force
+    )
     st.invalidate()
-    if flag.version == before:
-        return json_response({"unchanged": True, "flag": flag})
-    return json_response(flag)
+    return _flag_answer(flag, changed)
 
 
 @router.post("/flags/{flag_key}/archive")
