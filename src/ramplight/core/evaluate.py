@@ -8,17 +8,19 @@ raises: a broken or missing flag serves the caller's default with reason `error`
 
 from __future__ import annotations
 
+import math
+import operator
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import semver
 import xxhash
 
 from ramplight.core.bucketing import thresholds
-from ramplight.core.flags import Clause, Rollout, SdkConfig, SdkFlag, Segment
+from ramplight.core.flags import NUMERIC_OPS, SEMVER_OPS, Clause, Rollout, SdkConfig, SdkFlag, Segment
 from ramplight.core.regex import compile_pattern
+from ramplight.core.versions import VersionKey, parse_version, version_key
 
 Reason = Literal["rule", "rollout", "default", "off", "error"]
 ErrorCode = Literal["flag_not_found", "type_mismatch", "invalid_flag", "general"]
@@ -80,15 +82,6 @@ def _as_number(value: Any) -> float | None:
         return None
 
 
-def _as_semver(value: Any) -> semver.Version | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return semver.Version.parse(value.removeprefix("v"))
-    except ValueError:
-        return None
-
-
 def _member_slow(
     value: Any, strings: frozenset[Any], booleans: frozenset[Any], numbers: frozenset[Any]
 ) -> bool:
@@ -102,23 +95,30 @@ def _member_slow(
     return False
 
 
-_NUMERIC: dict[str, Callable[[float, float], bool]] = {
-    "lt": lambda a, b: a < b,
-    "lte": lambda a, b: a <= b,
-    "gt": lambda a, b: a > b,
-    "gte": lambda a, b: a >= b,
+# "Any clause value" is one comparison against the loosest bound: x < any(b) iff x < max(b).
+_ORDERED: dict[str, tuple[Callable[[Any, Any], bool], Callable[..., Any]]] = {
+    "lt": (operator.lt, max),
+    "lte": (operator.le, max),
+    "gt": (operator.gt, min),
+    "gte": (operator.ge, min),
+    "semver_lt": (operator.lt, max),
+    "semver_lte": (operator.le, max),
+    "semver_gt": (operator.gt, min),
+    "semver_gte": (operator.ge, min),
 }
-_SEMVER: dict[str, Callable[[int], bool]] = {
-    "semver_eq": lambda c: c == 0,
-    "semver_lt": lambda c: c < 0,
-    "semver_lte": lambda c: c <= 0,
-    "semver_gt": lambda c: c > 0,
-    "semver_gte": lambda c: c >= 0,
-}
+
+
+def _clause_version(value: Any) -> VersionKey:
+    key = parse_version(str(value))
+    if key is None:
+        raise ValueError(f"{value!r} is not a semantic version")
+    return key
 
 
 def _compile_clause(clause: Clause, segments: Mapping[str, Predicate]) -> Predicate:
-    get = _attribute_getter(clause.attribute)
+    """One predicate per clause, reading the attribute itself (one call per clause evaluated)."""
+    attribute = clause.attribute
+    by_unit = attribute == "unit_id"
     op = clause.op
     test: Predicate
     if op in ("equals", "in", "not_equals", "not_in"):
@@ -131,7 +131,7 @@ def _compile_clause(clause: Clause, segments: Mapping[str, Predicate]) -> Predic
         positive = op in ("equals", "in")
 
         def test(unit_id: str, attrs: Attributes | None) -> bool:
-            value = get(unit_id, attrs)
+            value = unit_id if by_unit else (attrs.get(attribute) if attrs else None)
             kind = value.__class__
             if kind is str:
                 found = value in strings
@@ -147,24 +147,43 @@ def _compile_clause(clause: Clause, segments: Mapping[str, Predicate]) -> Predic
         patterns = [compile_pattern(str(p)) for p in clause.values]
 
         def test(unit_id: str, attrs: Attributes | None) -> bool:
-            value = get(unit_id, attrs)
+            value = unit_id if by_unit else (attrs.get(attribute) if attrs else None)
             return isinstance(value, str) and any(matches(value) for matches in patterns)
 
-    elif op in _NUMERIC:
-        compare = _NUMERIC[op]
-        bounds = [float(v) for v in clause.values]
+    elif op in NUMERIC_OPS:
+        compare, loosest = _ORDERED[op]
+        bounds = [b for b in (float(v) for v in clause.values) if not math.isnan(b)]
+        bound = loosest(bounds) if bounds else math.nan  # a NaN bound never matches
 
         def test(unit_id: str, attrs: Attributes | None) -> bool:
-            number = _as_number(get(unit_id, attrs))
-            return number is not None and any(compare(number, b) for b in bounds)
+            value = unit_id if by_unit else (attrs.get(attribute) if attrs else None)
+            kind = value.__class__
+            if kind is float:
+                return compare(value, bound)
+            if kind is int:
+                return compare(float(value), bound)
+            number = _as_number(value)
+            return number is not None and compare(number, bound)
 
-    elif op in _SEMVER:
-        accept = _SEMVER[op]
-        versions = [semver.Version.parse(str(v).removeprefix("v")) for v in clause.values]
+    elif op in SEMVER_OPS:
+        keys = [_clause_version(v) for v in clause.values]
+        if op == "semver_eq":
+            equal = frozenset(keys)
 
-        def test(unit_id: str, attrs: Attributes | None) -> bool:
-            version = _as_semver(get(unit_id, attrs))
-            return version is not None and any(accept(version.compare(v)) for v in versions)
+            def test(unit_id: str, attrs: Attributes | None) -> bool:
+                value = unit_id if by_unit else (attrs.get(attribute) if attrs else None)
+                return isinstance(value, str) and version_key(value) in equal
+
+        else:
+            compare, loosest = _ORDERED[op]
+            bound_key = loosest(keys)
+
+            def test(unit_id: str, attrs: Attributes | None) -> bool:
+                value = unit_id if by_unit else (attrs.get(attribute) if attrs else None)
+                if not isinstance(value, str):
+                    return False
+                key = version_key(value)
+                return key is not None and compare(key, bound_key)
 
     else:  # in_segment / not_in_segment
         members = [segments[k] for k in clause.values]

@@ -23,6 +23,11 @@ _config_decoder = msgspec.json.Decoder(SdkConfig)
 Install = Callable[[CompiledConfig], None]
 
 
+def decode_config(body: bytes) -> CompiledConfig:
+    """The `/sdk/config` body, decoded and ready to evaluate; raises msgspec errors on a bad body."""
+    return CompiledConfig(_config_decoder.decode(body))
+
+
 class ConfigSource(Protocol):
     """What a Client needs of its flags' origin. `install` swaps the client's whole config;
     `refresh` never raises (a failed refresh keeps the last good config)."""
@@ -93,7 +98,7 @@ class ConfigPoller:
                 f"config request answered {response.status_code}: {response.text[:200]}",
                 retry_after_seconds(response.headers.get("Retry-After")),
             )
-        compiled = CompiledConfig(_config_decoder.decode(response.content))
+        compiled = decode_config(response.content)
         if self._install is not None:
             self._install(compiled)
         self.etag = response.headers.get("etag")
