@@ -13,19 +13,16 @@ import httpx
 import msgspec
 
 from ramplight.core.evaluate import CompiledConfig
-from ramplight.core.flags import SdkConfig
 from ramplight.sdk.retry import Backoff, retry_after_seconds
 
 log = logging.getLogger("ramplight.sdk")
-
-_config_decoder = msgspec.json.Decoder(SdkConfig)
 
 Install = Callable[[CompiledConfig], None]
 
 
 def decode_config(body: bytes) -> CompiledConfig:
     """The `/sdk/config` body, decoded and ready to evaluate; raises msgspec errors on a bad body."""
-    return CompiledConfig(_config_decoder.decode(body))
+    return CompiledConfig.from_json(body)
 
 
 class ConfigSource(Protocol):
