@@ -7,6 +7,7 @@ change: the store's `listen` calls `invalidate` within a fraction of a second of
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import threading
@@ -29,8 +30,16 @@ log = logging.getLogger("ramplight.server")
 
 @dataclass(frozen=True, slots=True)
 class CachedConfig:
+    """One config version as served: its JSON, and the same gzipped once (for every poll)."""
+
     etag: str
     body: bytes
+    gzipped: bytes
+
+    @property
+    def gzip_etag(self) -> str:
+        """A representation's strong ETag changes with its content coding (RFC 9110 §8.8.3)."""
+        return self.etag[:-1] + '-gzip"'
 
 
 class ServerState:
@@ -92,7 +101,11 @@ class ServerState:
         cached = self._configs.get(environment)
         if cached is None:
             body = msgspec.json.encode(control.sdk_config(self.store, environment))
-            cached = CachedConfig(etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"', body=body)
+            cached = CachedConfig(
+                etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
+                body=body,
+                gzipped=gzip.compress(body, compresslevel=6, mtime=0),
+            )
             with self._lock:
                 self._configs[environment] = cached
         return cached
