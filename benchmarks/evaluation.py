@@ -2,6 +2,13 @@
 
     python benchmarks/evaluation.py            # 200,000 distinct units
     python benchmarks/evaluation.py --quick    # 20,000 units (smoke run)
+    python benchmarks/evaluation.py --part rules|configs   # one part only
+
+Part `simple` (below); part `rules`: a flag with 2 rules x 3 clauses (in, equals, semver_gte /
+in, equals, gte) for units that match the first rule, the second, or none, against GrowthBook's
+same conditions ($in, $eq, $vgte, $gte); part `configs`: 10,000 generated flags — decode +
+compile time and memory against json.loads of the same bytes, a random flag per call, and
+`Client()` ready time and growth against a real server, with the config's bytes raw and gzip.
 
 One JSON flag with three behavior profiles (control / candidate / fallback), one targeting rule
 (`plan` in ["enterprise"] → candidate) and an 80/20 control/candidate rollout otherwise, written
@@ -448,6 +455,421 @@ def run(n: int, sample: int, repeats: int) -> None:
     )
 
 
+# -- part rules: 2 rules x 3 clauses, semver and numeric ------------------------------------
+
+RULES_KEY = "mobile_assistant_profile"
+VERSIONS = ("2.3.9", "2.4.0", "2.4.1", "2.5.0", "v2.5.1", "2.6.0-rc.1", "2.6.0", "2.10.2", "3.0.0-beta.2")
+
+
+def rules_flag() -> dict[str, Any]:
+    return {
+        "key": RULES_KEY,
+        "type": "json",
+        "assignment_unit": "user",
+        "variations": [
+            {"key": "control", "value": CONTROL},
+            {"key": "candidate", "value": CANDIDATE},
+            {"key": "fallback", "value": FALLBACK},
+        ],
+        "environments": {
+            "production": {
+                "default_variation": "control",
+                "off_variation": "control",
+                "rules": [
+                    {
+                        "id": "mobile-beta",
+                        "clauses": [
+                            {"attribute": "plan", "op": "in", "values": ["pro", "team", "enterprise"]},
+                            {"attribute": "platform", "op": "equals", "values": ["ios"]},
+                            {"attribute": "app_version", "op": "semver_gte", "values": ["2.4.0"]},
+                        ],
+                        "variation": "candidate",
+                    },
+                    {
+                        "id": "large-eu",
+                        "clauses": [
+                            {"attribute": "country", "op": "in", "values": ["de", "fr", "nl", "se"]},
+                            {"attribute": "beta", "op": "equals", "values": [True]},
+                            {"attribute": "seats", "op": "gte", "values": [50]},
+                        ],
+                        "variation": "fallback",
+                    },
+                ],
+                "rollout": {"weights": {"control": 80, "candidate": 20}},
+            }
+        },
+    }
+
+
+def rules_growthbook_features() -> dict[str, Any]:
+    first = {
+        "plan": {"$in": ["pro", "team", "enterprise"]},
+        "platform": "ios",
+        "app_version": {"$vgte": "2.4.0"},
+    }
+    second = {"country": {"$in": ["de", "fr", "nl", "se"]}, "beta": True, "seats": {"$gte": 50}}
+    rollout = {"id": "rollout", "force": CANDIDATE, "coverage": 0.2, "hashAttribute": "id", "seed": RULES_KEY}
+    return {
+        RULES_KEY: {
+            "defaultValue": CONTROL,
+            "rules": [
+                {"id": "mobile-beta", "condition": first, "force": CANDIDATE},
+                {"id": "large-eu", "condition": second, "force": FALLBACK},
+                {**rollout, "hashVersion": 2},
+            ],
+        }
+    }
+
+
+RULE_CASES = ("first rule matches", "second rule matches", "no rule matches", "none, distinct versions")
+
+
+def rule_attributes(case: str, i: int, rng: random.Random) -> dict[str, Any]:
+    """Units for `case`; a no-match unit fails each rule at its last clause (the most work)."""
+    version = rng.choice(VERSIONS)
+    if case == RULE_CASES[0]:
+        return {
+            "plan": "team",
+            "platform": "ios",
+            "app_version": "2.5.0" if version < "2.4" else version,
+            "country": "us",
+            "beta": False,
+            "seats": 12,
+        }
+    if case == RULE_CASES[1]:
+        return {
+            "plan": "free",
+            "platform": "android",
+            "app_version": version,
+            "country": "de",
+            "beta": True,
+            "seats": 120,
+        }
+    old = "2.3.9" if case == RULE_CASES[2] else f"2.3.{i}"
+    return {"plan": "pro", "platform": "ios", "app_version": old, "country": "fr", "beta": True, "seats": 10}
+
+
+def rules_part(n: int, repeats: int) -> None:
+    from growthbook import GrowthBook
+
+    from ramplight.core.evaluate import CompiledConfig
+    from ramplight.core.flags import SdkConfig, check_flag, convert_flag, sdk_flag, stabilize
+
+    flag = convert_flag(rules_flag())
+    check_flag(flag)
+    entry = sdk_flag(stabilize(flag, None), "production")
+    assert entry is not None
+    config = CompiledConfig(SdkConfig(environment="production", flags={RULES_KEY: entry}))
+    simple = ramplight_flag()
+    simple_flag = sdk_flag(stabilize(convert_flag(simple), None), "production")
+    assert simple_flag is not None
+    simple_config = CompiledConfig(SdkConfig(environment="production", flags={FLAG_KEY: simple_flag}))
+    gb = GrowthBook(features=rules_growthbook_features())
+    ids = [f"user_{i:06d}" for i in range(n)]
+    table = Table(
+        title=f"A flag with 2 rules x 3 clauses (in, equals, semver_gte / in, equals, gte), {n:,} units"
+    )
+    for column in (
+        "case",
+        "Ramplight evals/s",
+        "p50 µs",
+        "GrowthBook evals/s",
+        "Ramplight vs GrowthBook",
+        "vs simple flag",
+    ):
+        table.add_column(column, justify="right" if column != "case" else "left")
+    simple_attrs = [{"plan": "pro"} for _ in ids]
+    simple_rate = _loop_rate(simple_config.evaluate, FLAG_KEY, ids, simple_attrs, repeats)
+    expected = {RULE_CASES[0]: "mobile-beta", RULE_CASES[1]: "large-eu"}
+    for case in RULE_CASES:
+        rng = random.Random(11)
+        attrs = [rule_attributes(case, i, rng) for i in range(n)]
+        results = {config.evaluate(RULES_KEY, u, a).rule_id for u, a in zip(ids, attrs, strict=True)}
+        assert results == {expected.get(case)}, (case, results)
+        ours = _loop_rate(config.evaluate, RULES_KEY, ids, attrs, repeats)
+        p50 = _p50_us(config.evaluate, RULES_KEY, ids, attrs)
+        gb_attrs = [{"id": u, **a} for u, a in zip(ids, attrs, strict=True)]
+        theirs = _growthbook_rate(gb, gb_attrs, repeats)
+        table.add_row(
+            case, rate(ours), f"{p50:.2f}", rate(theirs), ratio(ours, theirs), ratio(ours, simple_rate)
+        )
+    table.add_row("(simple flag: one rule, one clause)", rate(simple_rate), "", "", "", "1.00×")
+    console.print(table)
+
+
+def _loop_rate(
+    evaluate: Callable[..., Any], key: str, ids: list[str], attrs: list[Any], repeats: int
+) -> float:
+    pairs = list(zip(ids, attrs, strict=True))
+    for unit, attributes in pairs[:2000]:
+        evaluate(key, unit, attributes)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for unit, attributes in pairs:
+            evaluate(key, unit, attributes)
+        best = min(best, time.perf_counter() - started)
+    return len(pairs) / best
+
+
+def _p50_us(evaluate: Callable[..., Any], key: str, ids: list[str], attrs: list[Any]) -> float:
+    clock = time.perf_counter_ns
+    spans = []
+    for unit, attributes in list(zip(ids, attrs, strict=True))[:20_000]:
+        t0 = clock()
+        evaluate(key, unit, attributes)
+        spans.append(clock() - t0)
+    spans.sort()
+    return percentile(spans, 0.5)
+
+
+def _growthbook_rate(gb: Any, attrs: list[dict[str, Any]], repeats: int) -> float:
+    set_attributes, eval_feature = gb.set_attributes, gb.eval_feature
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for attributes in attrs:
+            set_attributes(attributes)
+            eval_feature(RULES_KEY)
+        best = min(best, time.perf_counter() - started)
+    return len(attrs) / best
+
+
+# -- part configs: 10,000 realistic flags ---------------------------------------------------
+
+
+def realistic_flags(count: int, seed: int = 3) -> list[dict[str, Any]]:
+    """Flag documents as teams write them: mostly boolean kill switches and ramps, some string
+    and JSON flags, a third with 1-3 targeting rules (in, equals, regex, semver, numeric)."""
+    rng = random.Random(seed)
+    clauses = [
+        {"attribute": "plan", "op": "in", "values": ["pro", "team", "enterprise"]},
+        {"attribute": "country", "op": "in", "values": ["de", "fr", "nl", "se", "dk"]},
+        {"attribute": "platform", "op": "equals", "values": ["ios"]},
+        {"attribute": "app_version", "op": "semver_gte", "values": ["2.4.0"]},
+        {"attribute": "seats", "op": "gte", "values": [50]},
+        {"attribute": "email", "op": "regex", "values": ["@example\\.com$"]},
+        {"attribute": "unit_id", "op": "in", "values": [f"user_{i:06d}" for i in range(8)]},
+    ]
+    flags = []
+    for i in range(count):
+        kind = rng.choices(("boolean", "string", "json"), (70, 20, 10))[0]
+        if kind == "boolean":
+            variations = [{"key": "off", "value": False}, {"key": "on", "value": True}]
+        elif kind == "string":
+            variations = [{"key": k, "value": f"{k}-copy-v{i % 7}"} for k in ("control", "candidate")]
+        else:
+            variations = [
+                {"key": "control", "value": CONTROL},
+                {"key": "candidate", "value": CANDIDATE},
+                {"key": "fallback", "value": FALLBACK},
+            ]
+        first, second = variations[0]["key"], variations[1]["key"]
+        env: dict[str, Any] = {
+            "default_variation": first,
+            "off_variation": first,
+            "enabled": rng.random() > 0.05,
+        }
+        if rng.random() < 0.6:
+            share = rng.choice((1, 5, 10, 25, 50))
+            env["rollout"] = {"weights": {first: 100 - share, second: share}}
+        if rng.random() < 0.35:
+            env["rules"] = [
+                {"id": f"rule-{r}", "clauses": rng.sample(clauses, rng.randint(1, 3)), "variation": second}
+                for r in range(rng.randint(1, 3))
+            ]
+        flags.append(
+            {
+                "key": f"team{i % 40:02d}.feature_{i:05d}",
+                "type": kind,
+                "assignment_unit": "user",
+                "description": "",
+                "variations": variations,
+                "environments": {"production": env},
+            }
+        )
+    return flags
+
+
+def sdk_config_bytes(docs: list[dict[str, Any]]) -> bytes:
+    import msgspec
+
+    from ramplight.core.flags import SdkConfig, convert_flag, sdk_flag, stabilize
+
+    flags = {}
+    for doc in docs:
+        entry = sdk_flag(msgspec.structs.replace(stabilize(convert_flag(doc), None), version=1), "production")
+        assert entry is not None
+        flags[entry.key] = entry
+    return msgspec.json.encode(SdkConfig(environment="production", flags=flags))
+
+
+def _compile(body: bytes) -> Any:
+    from ramplight.sdk import config_source
+
+    return config_source.decode_config(body)
+
+
+def _best_seconds(action: Callable[[], Any], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        gc.collect()
+        started = time.perf_counter()
+        action()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def _retained_bytes(action: Callable[[], Any]) -> tuple[Any, int]:
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    result = action()
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return result, after - before
+
+
+def configs_part(count: int, repeats: int, calls: int) -> None:
+    import gzip
+
+    docs = realistic_flags(count)
+    body = sdk_config_bytes(docs)
+    per_flag = len(body) / count
+    console.print(
+        f"[bold]{count:,} flags[/]: config {len(body) / 2**20:.1f} MiB of JSON ({per_flag:.0f} B/flag)"
+    )
+    table = Table(title=f"A {count:,}-flag config in the SDK (ratio vs json.loads of the same bytes)")
+    for column in ("step", "Ramplight", "json.loads", "ratio"):
+        table.add_column(column, justify="right" if column != "step" else "left")
+    ours_s = _best_seconds(lambda: _compile(body), repeats)
+    floor_s = _best_seconds(lambda: json.loads(body), repeats)
+    table.add_row("decode + compile, s", f"{ours_s:.3f}", f"{floor_s:.3f}", ratio(ours_s, floor_s))
+    # From a fresh copy of the body, so that what the config keeps of it is counted.
+    compiled, ours_b = _retained_bytes(lambda: _compile(bytes(bytearray(body))))
+    loaded, floor_b = _retained_bytes(lambda: json.loads(body))
+    table.add_row(
+        "memory, B/flag", f"{ours_b / count:,.0f}", f"{floor_b / count:,.0f}", ratio(ours_b, floor_b)
+    )
+    table.add_row("memory ÷ JSON bytes", f"{ours_b / len(body):.2f}", f"{floor_b / len(body):.2f}", "")
+
+    rng = random.Random(5)
+    keys = [d["key"] for d in docs]
+    picks = [
+        (
+            rng.choice(keys),
+            f"user_{i:06d}",
+            {
+                "plan": rng.choice(("free", "pro", "team")),
+                "country": "de",
+                "platform": "ios",
+                "app_version": rng.choice(VERSIONS),
+                "seats": rng.randint(1, 200),
+                "email": f"u{i}@example.com",
+            },
+        )
+        for i in range(calls)
+    ]
+
+    def every_flag_used() -> Any:
+        config = _compile(bytes(bytearray(body)))
+        for key in keys:  # compiles what is compiled on first use
+            config.evaluate(key, "user_000001", picks[0][2])
+        return config
+
+    _, used_b = _retained_bytes(every_flag_used)
+    table.add_row("memory once every flag ran, B/flag", f"{used_b / count:,.0f}", "", ratio(used_b, floor_b))
+    table.add_row("  ÷ JSON bytes", f"{used_b / len(body):.2f}", "", "")
+    compiled = every_flag_used()
+    evaluate = compiled.evaluate
+    gc.collect()
+    started = time.perf_counter()
+    for key, unit, attributes in picks:
+        evaluate(key, unit, attributes)
+    random_rate = calls / (time.perf_counter() - started)
+    one = keys[0]
+    started = time.perf_counter()
+    for _key, unit, attributes in picks:
+        evaluate(one, unit, attributes)
+    same_rate = calls / (time.perf_counter() - started)
+    table.add_row("random flag per call, evals/s", rate(random_rate), "", "")
+    table.add_row("same flag every call, evals/s", rate(same_rate), "", ratio(random_rate, same_rate))
+    console.print(table)
+    del compiled, loaded, evaluate
+
+    gzipped = len(gzip.compress(body, 6))
+    console.print(f"config bytes: raw {len(body):,}, gzip {gzipped:,} ({len(body) / gzipped:.1f}× smaller)")
+    client_ready(docs)
+
+
+_READY = """
+import json, resource, sys, time
+from ramplight import Client
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+before = rss()
+started = time.perf_counter()
+client = Client(sys.argv[1], url=sys.argv[2], poll_interval=3600, init_timeout=60)
+ready = time.perf_counter() - started
+print(json.dumps({"ready_s": ready, "ok": client.ready, "grew_mib": rss() - before, "flags": len(client._config.keys())}))
+client.close()
+"""
+
+
+def client_ready(docs: list[dict[str, Any]]) -> None:
+    import subprocess
+
+    import httpx
+
+    with (
+        tempfile.TemporaryDirectory(prefix="ramplight-bench-configs-") as tmp,
+        RamplightServer(Path(tmp) / "c.duckdb", Path(tmp) / "server.log") as server,
+    ):
+        started = time.perf_counter()
+        for i in range(0, len(docs), 2000):
+            server.admin.post("/api/apply", json={"flags": docs[i : i + 2000]}).raise_for_status()
+        loaded = time.perf_counter() - started
+        sdk_key = server.admin.post(
+            "/api/keys", json={"kind": "sdk", "name": "bench", "environment": "production"}
+        ).json()["key"]
+        sizes = {}
+        for encoding in ("identity", "gzip"):
+            with httpx.Client(base_url=server.url, trust_env=False) as http:
+                response = http.get(
+                    "/sdk/config",
+                    headers={"Authorization": f"Bearer {sdk_key}", "Accept-Encoding": encoding},
+                )
+                response.raise_for_status()
+                sizes[encoding] = (
+                    response.num_bytes_downloaded,
+                    response.headers.get("content-encoding"),
+                )
+        console.print(
+            f"server: {len(docs):,} flags applied in {loaded:.0f} s; GET /sdk/config sends "
+            f"{sizes['identity'][0]:,} B raw, {sizes['gzip'][0]:,} B when gzip is accepted "
+            f"(Content-Encoding {sizes['gzip'][1]})"
+        )
+        for attempt in range(2):
+            out = subprocess.run(
+                [sys.executable, "-c", _READY, sdk_key, server.url],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            if out.returncode != 0:
+                raise RuntimeError(out.stderr)
+            row = json.loads(out.stdout)
+            console.print(
+                f"Client() #{attempt + 1}: ready={row['ok']} after {row['ready_s']:.2f} s with {row['flags']:,} "
+                f"flags; the process grew {row['grew_mib']:.0f} MiB"
+            )
+
+
 def main() -> None:
     loopback_only()
     parser = argparse.ArgumentParser(
@@ -456,10 +878,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20,000 units: a smoke run")
     parser.add_argument("--units", type=int, help="number of distinct units (default 200,000)")
     parser.add_argument("--repeats", type=int, help="passes per SDK, the best counts (default 3; quick 1)")
+    parser.add_argument("--part", choices=("simple", "rules", "configs", "all"), default="all")
+    parser.add_argument("--flags", type=int, default=10_000, help="flags in part configs (default 10,000)")
     args = parser.parse_args()
     n = args.units or (20_000 if args.quick else 200_000)
     repeats = args.repeats or (1 if args.quick else 3)
-    run(n, sample=min(n, 2_000 if args.quick else 20_000), repeats=repeats)
+    if args.part in ("simple", "all"):
+        run(n, sample=min(n, 2_000 if args.quick else 20_000), repeats=repeats)
+    if args.part in ("rules", "all"):
+        rules_part(n, repeats)
+    if args.part in ("configs", "all"):
+        configs_part(args.flags // 10 if args.quick else args.flags, repeats, calls=n)
 
 
 if __name__ == "__main__":

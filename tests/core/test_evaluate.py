@@ -393,3 +393,49 @@ def test_a_list_valued_segment_attribute_is_simply_not_a_member() -> None:
     flag = checked(flag_doc(rules=[rule("r", clause("unit_id", "in_segment", "by_tags"))]), [by_tags])
     result = compiled(flag, segments=[by_tags]).evaluate(flag.key, "user-1", {"tags": ["beta"]})
     assert (result.variation, result.reason) == ("control", "default")
+
+
+# -- a config from JSON: each flag decoded and compiled when first used --------------------
+
+
+def as_json(*flags: Flag, segments: list[Segment] | None = None) -> CompiledConfig:
+    entries = {f.key: sdk_flag(f, ENV) for f in flags}
+    body = msgspec.json.encode(
+        SdkConfig(environment=ENV, flags=entries, segments={s.key: s for s in segments or []})
+    )  # type: ignore[arg-type]
+    return CompiledConfig.from_json(body)
+
+
+def test_a_config_from_json_answers_as_the_decoded_config_does() -> None:
+    beta = segment("beta", included=["user-1"])
+    flags = [
+        checked(flag_doc(key="ramp", rollout=rollout(control=50, candidate=50))),
+        checked(flag_doc(key="targeted", rules=[rule("r", clause("unit_id", "in_segment", "beta"))]), [beta]),
+        msgspec.structs.replace(
+            convert_flag(flag_doc(key="broken", rules=[rule("r", variation="ghost")])), version=2
+        ),
+    ]
+    decoded = compiled(*flags, segments=[beta])
+    from_json = as_json(*flags, segments=[beta])
+    assert from_json.keys() == decoded.keys() == ["ramp", "targeted", "broken"]
+    for key in [*decoded.keys(), "nope"]:
+        for unit in ("user-1", "user-2", "user-3"):
+            assert from_json.evaluate(key, unit, None, "safe") == decoded.evaluate(key, unit, None, "safe")
+    assert from_json.flag("ramp") == decoded.flag("ramp")
+
+
+def test_a_config_with_one_malformed_flag_is_refused_whole_naming_the_flag() -> None:
+    good = msgspec.json.encode(sdk_flag(checked(flag_doc(key="good")), ENV)).decode()
+    body = f'{{"environment": "{ENV}", "flags": {{"good": {good}, "bad": {{"key": "bad"}}}}}}'.encode()
+    with pytest.raises(msgspec.ValidationError, match="flag 'bad'"):
+        CompiledConfig.from_json(body)
+
+
+def test_changed_keys_name_the_flags_added_changed_or_removed() -> None:
+    a, b = checked(flag_doc(key="a")), checked(flag_doc(key="b"))
+    b2 = checked(flag_doc(key="b", default_variation="candidate"), previous=b)
+    c = checked(flag_doc(key="c"))
+    before, after = as_json(a, b), as_json(a, b2, c)
+    assert after.changed_keys(before) == ["b", "c"]
+    assert before.changed_keys(after) == ["b", "c"]
+    assert compiled(a, b2).changed_keys(before) == ["b"]

@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
+import re2
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ramplight.core.errors import ValidationError
 from ramplight.core.flags import check_flag, convert_flag
@@ -102,3 +105,12 @@ def test_a_catastrophic_pattern_that_reaches_an_sdk_breaks_only_its_flag() -> No
     flag = convert_flag(flag_doc(rules=[rule("r1", clause("name", "regex", "^(a+)+$"))]))
     result = compiled(flag).evaluate(flag.key, "u", {"name": "a" * 27 + "b"}, default="fallback")
     assert (result.reason, result.error_code, result.value) == ("error", "invalid_flag", "fallback")
+
+
+@given(
+    st.sampled_from([r"@example\.com$", r"^pro", r"(?i)beta", r"\d{3}", r"^$", r"é+", r"a|b\b"]),
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+    | st.from_regex(r"[a-z0-9@.é ]{0,20}(@example\.com|PRO|123)?", fullmatch=True),
+)
+def test_a_compiled_pattern_answers_as_re2_search_does(pattern: str, value: str) -> None:
+    assert compile_pattern(pattern)(value) is (re2.compile(pattern).search(value) is not None)

@@ -132,9 +132,13 @@ def evaluation_cases() -> list[Any]:
     ]
 
 
+@pytest.mark.parametrize("source", ["structs", "json"])
 @pytest.mark.parametrize(("config", "case"), evaluation_cases())
-def test_evaluation_vector(config: dict[str, Any], case: dict[str, Any]) -> None:
-    compiled = CompiledConfig(msgspec.convert(config, SdkConfig))
+def test_evaluation_vector(config: dict[str, Any], case: dict[str, Any], source: str) -> None:
+    if source == "json":  # as the SDK receives it: flags decoded and compiled when first used
+        compiled = CompiledConfig.from_json(msgspec.json.encode(config))
+    else:
+        compiled = CompiledConfig(msgspec.convert(config, SdkConfig))
     if "expected_type" in case:
         result = compiled.evaluate_typed(
             case["flag_key"], case["unit_id"], case["attributes"], case["default"], case["expected_type"]

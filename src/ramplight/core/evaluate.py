@@ -8,17 +8,20 @@ raises: a broken or missing flag serves the caller's default with reason `error`
 
 from __future__ import annotations
 
+import math
+import operator
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import semver
+import msgspec
 import xxhash
 
 from ramplight.core.bucketing import thresholds
-from ramplight.core.flags import Clause, Rollout, SdkConfig, SdkFlag, Segment
+from ramplight.core.flags import NUMERIC_OPS, SEMVER_OPS, Clause, Rollout, SdkConfig, SdkFlag, Segment
 from ramplight.core.regex import compile_pattern
+from ramplight.core.versions import VersionKey, parse_version, version_key
 
 Reason = Literal["rule", "rollout", "default", "off", "error"]
 ErrorCode = Literal["flag_not_found", "type_mismatch", "invalid_flag", "general"]
@@ -80,15 +83,6 @@ def _as_number(value: Any) -> float | None:
         return None
 
 
-def _as_semver(value: Any) -> semver.Version | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return semver.Version.parse(value.removeprefix("v"))
-    except ValueError:
-        return None
-
-
 def _member_slow(
     value: Any, strings: frozenset[Any], booleans: frozenset[Any], numbers: frozenset[Any]
 ) -> bool:
@@ -102,23 +96,30 @@ def _member_slow(
     return False
 
 
-_NUMERIC: dict[str, Callable[[float, float], bool]] = {
-    "lt": lambda a, b: a < b,
-    "lte": lambda a, b: a <= b,
-    "gt": lambda a, b: a > b,
-    "gte": lambda a, b: a >= b,
+# "Any clause value" is one comparison against the loosest bound: x < any(b) iff x < max(b).
+_ORDERED: dict[str, tuple[Callable[[Any, Any], bool], Callable[..., Any]]] = {
+    "lt": (operator.lt, max),
+    "lte": (operator.le, max),
+    "gt": (operator.gt, min),
+    "gte": (operator.ge, min),
+    "semver_lt": (operator.lt, max),
+    "semver_lte": (operator.le, max),
+    "semver_gt": (operator.gt, min),
+    "semver_gte": (operator.ge, min),
 }
-_SEMVER: dict[str, Callable[[int], bool]] = {
-    "semver_eq": lambda c: c == 0,
-    "semver_lt": lambda c: c < 0,
-    "semver_lte": lambda c: c <= 0,
-    "semver_gt": lambda c: c > 0,
-    "semver_gte": lambda c: c >= 0,
-}
+
+
+def _clause_version(value: Any) -> VersionKey:
+    key = parse_version(str(value))
+    if key is None:
+        raise ValueError(f"{value!r} is not a semantic version")
+    return key
 
 
 def _compile_clause(clause: Clause, segments: Mapping[str, Predicate]) -> Predicate:
-    get = _attribute_getter(clause.attribute)
+    """One predicate per clause, reading the attribute itself (one call per clause evaluated)."""
+    attribute = clause.attribute
+    by_unit = attribute == "unit_id"
     op = clause.op
     test: Predicate
     if op in ("equals", "in", "not_equals", "not_in"):
@@ -131,7 +132,7 @@ def _compile_clause(clause: Clause, segments: Mapping[str, Predicate]) -> Predic
         positive = op in ("equals", "in")
 
         def test(unit_id: str, attrs: Attributes | None) -> bool:
-            value = get(unit_id, attrs)
+            value = unit_id if by_unit else (attrs.get(attribute) if attrs else None)
             kind = value.__class__
             if kind is str:
                 found = value in strings
@@ -147,24 +148,43 @@ def _compile_clause(clause: Clause, segments: Mapping[str, Predicate]) -> Predic
         patterns = [compile_pattern(str(p)) for p in clause.values]
 
         def test(unit_id: str, attrs: Attributes | None) -> bool:
-            value = get(unit_id, attrs)
+            value = unit_id if by_unit else (attrs.get(attribute) if attrs else None)
             return isinstance(value, str) and any(matches(value) for matches in patterns)
 
-    elif op in _NUMERIC:
-        compare = _NUMERIC[op]
-        bounds = [float(v) for v in clause.values]
+    elif op in NUMERIC_OPS:
+        compare, loosest = _ORDERED[op]
+        bounds = [b for b in (float(v) for v in clause.values) if not math.isnan(b)]
+        bound = loosest(bounds) if bounds else math.nan  # a NaN bound never matches
 
         def test(unit_id: str, attrs: Attributes | None) -> bool:
-            number = _as_number(get(unit_id, attrs))
-            return number is not None and any(compare(number, b) for b in bounds)
+            value: Any = unit_id if by_unit else (attrs.get(attribute) if attrs else None)
+            kind = value.__class__
+            if kind is float:
+                return compare(value, bound)
+            if kind is int:
+                return compare(float(value), bound)
+            number = _as_number(value)
+            return number is not None and compare(number, bound)
 
-    elif op in _SEMVER:
-        accept = _SEMVER[op]
-        versions = [semver.Version.parse(str(v).removeprefix("v")) for v in clause.values]
+    elif op in SEMVER_OPS:
+        keys = [_clause_version(v) for v in clause.values]
+        if op == "semver_eq":
+            equal = frozenset(keys)
 
-        def test(unit_id: str, attrs: Attributes | None) -> bool:
-            version = _as_semver(get(unit_id, attrs))
-            return version is not None and any(accept(version.compare(v)) for v in versions)
+            def test(unit_id: str, attrs: Attributes | None) -> bool:
+                value = unit_id if by_unit else (attrs.get(attribute) if attrs else None)
+                return isinstance(value, str) and version_key(value) in equal
+
+        else:
+            compare, loosest = _ORDERED[op]
+            bound_key = loosest(keys)
+
+            def test(unit_id: str, attrs: Attributes | None) -> bool:
+                value = unit_id if by_unit else (attrs.get(attribute) if attrs else None)
+                if not isinstance(value, str):
+                    return False
+                key = version_key(value)
+                return key is not None and compare(key, bound_key)
 
     else:  # in_segment / not_in_segment
         members = [segments[k] for k in clause.values]
@@ -274,12 +294,25 @@ _EXPECTED_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+class _WireConfig(msgspec.Struct, frozen=True, gc=False):
+    """`SdkConfig` as it arrives: each flag kept as its JSON text until it is first used."""
+
+    environment: str
+    flags: dict[str, msgspec.Raw]
+    segments: dict[str, Segment] = msgspec.field(default_factory=dict)
+
+
+_wire_decoder = msgspec.json.Decoder(_WireConfig)
+_flag_decoder = msgspec.json.Decoder(SdkFlag)
+
+
 class CompiledConfig:
-    """All flags of one environment, ready for allocation-free evaluation."""
+    """All flags of one environment. A flag is compiled (and, from JSON, decoded) when it is
+    first evaluated, so a large config is ready at once and holds little more than its text."""
 
-    __slots__ = ("_broken", "_evaluators", "_flags", "environment")
+    __slots__ = ("_broken", "_evaluators", "_flags", "_raw", "_segments", "environment")
 
-    def __init__(self, config: SdkConfig) -> None:
+    def __init__(self, config: SdkConfig, raw: Mapping[str, msgspec.Raw] | None = None) -> None:
         self.environment = config.environment
         segments: dict[str, Predicate] = {}
         for key, segment in config.segments.items():
@@ -287,36 +320,76 @@ class CompiledConfig:
                 segments[key] = _compile_segment(segment)
             except (ValueError, KeyError, TypeError):
                 continue
-        self._flags = dict(config.flags)
+        self._segments = segments
+        self._raw: Mapping[str, msgspec.Raw] = raw or {}
+        self._flags: dict[str, SdkFlag] = dict(config.flags)
         self._evaluators: dict[str, Evaluator] = {}
         self._broken: dict[str, str] = {}
-        for key, flag in config.flags.items():
+
+    @classmethod
+    def from_json(cls, body: bytes) -> CompiledConfig:
+        """Decode an `SdkConfig` body; raises msgspec errors, for any flag, as decoding it whole
+        would (every flag is checked now, and decoded again when first used)."""
+        wire = _wire_decoder.decode(body)
+        for key, text in wire.flags.items():
             try:
-                self._evaluators[key] = compile_flag(flag, segments)
-            except (ValueError, KeyError, TypeError) as exc:
-                self._broken[key] = f"flag {key!r} cannot be evaluated: {exc!r}"
+                _flag_decoder.decode(text)
+            except msgspec.ValidationError as exc:
+                raise msgspec.ValidationError(f"flag {key!r}: {exc}") from exc
+        config = SdkConfig(environment=wire.environment, flags={}, segments=wire.segments)
+        return cls(config, wire.flags)
 
     def flag(self, key: str) -> SdkFlag | None:
-        return self._flags.get(key)
+        flag = self._flags.get(key)
+        if flag is None and key in self._raw:
+            flag = self._flags[key] = _flag_decoder.decode(self._raw[key])
+        return flag
 
     def keys(self) -> list[str]:
-        return list(self._flags)
+        return list(self._raw or self._flags)
+
+    def changed_keys(self, previous: CompiledConfig) -> list[str]:
+        """Keys of the flags added, changed or removed since `previous` (sorted)."""
+        changed = []
+        for key in set(previous.keys()) | set(self.keys()):
+            mine, theirs = self._raw.get(key), previous._raw.get(key)
+            same = (
+                mine == theirs
+                if mine is not None and theirs is not None
+                else self.flag(key) == previous.flag(key)
+            )
+            if not same:
+                changed.append(key)
+        return sorted(changed)
+
+    def _compile(self, key: str) -> Evaluator | None:
+        """The flag's evaluator, compiled now; None if it is missing or broken (see `_broken`)."""
+        flag = self.flag(key)
+        if flag is None or key in self._broken:
+            return None
+        try:
+            evaluator = compile_flag(flag, self._segments)
+        except (ValueError, KeyError, TypeError) as exc:
+            self._broken[key] = f"flag {key!r} cannot be evaluated: {exc!r}"
+            return None
+        self._evaluators[key] = evaluator  # two threads may both compile it: the same result
+        return evaluator
 
     def evaluate(
         self, flag_key: str, unit_id: str, attributes: Attributes | None = None, default: Any = None
     ) -> Evaluation:
-        evaluator = self._evaluators.get(flag_key)
+        evaluator = self._evaluators.get(flag_key) or self._compile(flag_key)
         if evaluator is None:
             if flag_key in self._broken:
                 return error_evaluation(
-                    flag_key, default, "invalid_flag", self._broken[flag_key], self._flags[flag_key]
+                    flag_key, default, "invalid_flag", self._broken[flag_key], self.flag(flag_key)
                 )
             return error_evaluation(flag_key, default, "flag_not_found", f"no flag {flag_key!r}")
         try:
             return evaluator(unit_id, attributes)
         except Exception as exc:  # an application must never see a flag's failure
             return error_evaluation(
-                flag_key, default, "general", f"evaluation failed: {exc!r}", self._flags[flag_key]
+                flag_key, default, "general", f"evaluation failed: {exc!r}", self.flag(flag_key)
             )
 
     def evaluate_typed(
@@ -341,6 +414,6 @@ class CompiledConfig:
                 default,
                 "type_mismatch",
                 f"flag {flag_key!r} is {type(value).__name__}, asked for {expected}",
-                self._flags[flag_key],
+                self.flag(flag_key),
             )
         return evaluation

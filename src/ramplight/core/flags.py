@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
-import semver
 
 from ramplight.core.bucketing import (
     SLOTS,
@@ -23,6 +22,7 @@ from ramplight.core.bucketing import (
 )
 from ramplight.core.errors import FieldProblem, ValidationError
 from ramplight.core.regex import pattern_problem
+from ramplight.core.versions import parse_version
 
 FlagType = Literal["boolean", "string", "number", "json"]
 ClauseOp = Literal[
@@ -263,7 +263,7 @@ def _check_clause(clause: Clause, where: str, segments: Mapping[str, Any] | None
                 problems.append(FieldProblem(f"{where}.values[{i}]", f"{clause.op} needs a number"))
     elif clause.op in SEMVER_OPS:
         for i, value in enumerate(clause.values):
-            if not isinstance(value, str) or not semver.Version.is_valid(value.removeprefix("v")):
+            if not isinstance(value, str) or parse_version(value) is None:
                 problems.append(FieldProblem(f"{where}.values[{i}]", f"{value!r} is not a semantic version"))
     elif clause.op in SEGMENT_OPS and segments is not None:
         for i, value in enumerate(clause.values):

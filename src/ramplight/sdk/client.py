@@ -188,8 +188,7 @@ class Client:
         previous, self._config = self._config, config  # one swap: never half a config
         if not self._listeners:
             return
-        keys = set(previous.keys()) | set(config.keys())
-        changed = sorted(k for k in keys if previous.flag(k) != config.flag(k))
+        changed = config.changed_keys(previous)
         for listener in self._listeners:
             try:
                 listener(changed)

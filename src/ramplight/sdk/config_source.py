@@ -17,14 +17,22 @@ import msgspec
 from httpx_sse import EventSource
 
 from ramplight.core.evaluate import CompiledConfig
-from ramplight.core.flags import SdkConfig
 from ramplight.sdk.retry import Backoff, retry_after_seconds
 
 log = logging.getLogger("ramplight.sdk")
 
-_config_decoder = msgspec.json.Decoder(SdkConfig)
-
 Install = Callable[[CompiledConfig], None]
+
+
+def decode_config(body: bytes) -> CompiledConfig:
+    """The `/sdk/config` body, decoded and ready to evaluate; raises msgspec errors on a bad body."""
+    return CompiledConfig.from_json(body)
+
+
+def _version(etag: str) -> str:
+    """The config version an ETag names: the server tags the gzipped body of a version
+    `"<hash>-gzip"` and the identity body and its stream event `"<hash>"`."""
+    return etag.removesuffix('-gzip"').strip('"')
 
 
 class ConfigSource(Protocol):
@@ -100,14 +108,14 @@ class ConfigPoller:
             )
         return self._accept(response.headers.get("etag"), response.content)
 
-    def _accept(self, etag: str | None, body: bytes | str) -> bool:
+    def _accept(self, etag: str | None, body: bytes) -> bool:
         """Install a config unless it is the one installed (a poll and the stream may both bring
         it); True if it was installed."""
         with self._installing:
-            if etag is not None and etag == self.etag:
+            if etag is not None and self.etag is not None and _version(etag) == _version(self.etag):
                 self.ready.set()
                 return False
-            compiled = CompiledConfig(_config_decoder.decode(body))
+            compiled = decode_config(body)
             if self._install is not None:
                 self._install(compiled)
             self.etag = etag
@@ -220,7 +228,7 @@ class ConfigStream(ConfigPoller):
                     if event.event != "config":
                         continue
                     self.events += 1
-                    self._accept(event.id or None, event.data)
+                    self._accept(event.id or None, event.data.encode())
             finally:
                 self._response = None
                 self.streaming = False

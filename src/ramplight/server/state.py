@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import hashlib
 import logging
 import threading
@@ -33,8 +34,16 @@ log = logging.getLogger("ramplight.server")
 
 @dataclass(frozen=True, slots=True)
 class CachedConfig:
+    """One config version as served: its JSON, and the same gzipped once (for every poll)."""
+
     etag: str
     body: bytes
+    gzipped: bytes
+
+    @property
+    def gzip_etag(self) -> str:
+        """A representation's strong ETag changes with its content coding (RFC 9110 §8.8.3)."""
+        return self.etag[:-1] + '-gzip"'
 
 
 class ConfigFeed:
@@ -151,7 +160,11 @@ class ServerState:
         if cached is None:
             generation = self._generation
             body = msgspec.json.encode(control.sdk_config(self.store, environment))
-            cached = CachedConfig(etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"', body=body)
+            cached = CachedConfig(
+                etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
+                body=body,
+                gzipped=gzip.compress(body, compresslevel=6, mtime=0),
+            )
             with self._lock:
                 # A change committed while this was built invalidated it already: do not cache
                 # the older config over the newer one (a stream would serve it until the next change).

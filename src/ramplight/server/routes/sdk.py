@@ -22,17 +22,43 @@ from ramplight.server.state import CachedConfig, ServerState
 router = APIRouter(prefix="/sdk", tags=["sdk"], dependencies=[Depends(environment_scope)])
 
 
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an Accept-Encoding header admits gzip (`gzip`, `x-gzip` or `*`, not at q=0)."""
+    for item in (accept_encoding or "").split(","):
+        coding, _, params = item.partition(";")
+        if coding.strip().lower() not in ("gzip", "x-gzip", "*"):
+            continue
+        quality = params.strip().lower().removeprefix("q=").strip() if params else "1"
+        try:
+            return float(quality) > 0
+        except ValueError:
+            return False
+    return False
+
+
 @router.get("/config", responses={304: {"description": "unchanged since If-None-Match"}})
 def sdk_config(
     st: State,
     scope: InEnvironment,
     if_none_match: Annotated[str | None, Header()] = None,
+    accept_encoding: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The environment's flags for local evaluation; poll with If-None-Match."""
+    """The environment's flags for local evaluation, gzipped when accepted; poll with
+    If-None-Match (either representation's ETag answers 304)."""
     cached = st.config(scope.environment)
-    headers = {"ETag": cached.etag, "Cache-Control": "no-cache"}
-    if if_none_match is not None and cached.etag in {t.strip() for t in if_none_match.split(",")}:
-        return Response(status_code=304, headers=headers)
+    gzipped = accepts_gzip(accept_encoding)
+    headers = {
+        "ETag": cached.gzip_etag if gzipped else cached.etag,
+        "Cache-Control": "no-cache",
+        "Vary": "Accept-Encoding",
+    }
+    if if_none_match is not None:
+        tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+        if cached.etag in tags or cached.gzip_etag in tags:
+            return Response(status_code=304, headers=headers)
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+        return Response(cached.gzipped, media_type="application/json", headers=headers)
     return Response(cached.body, media_type="application/json", headers=headers)
 
 
@@ -82,7 +108,7 @@ async def _config_events(
             cached = st.cached_config(environment)
             if cached is None:  # built off the event loop: it reads the store
                 cached = await run_in_threadpool(st.config, environment)
-            if cached.etag != last_sent:
+            if last_sent not in (cached.etag, cached.gzip_etag):  # a poll's ETag names it too
                 yield _event(cached)
                 last_sent = cached.etag
             done, _ = await asyncio.wait({change}, timeout=HEARTBEAT_SECONDS)
