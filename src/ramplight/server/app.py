@@ -21,7 +21,7 @@ from ramplight.server.errors import AdminBodyLimit, from_http_exception, from_re
 from ramplight.server.guardian import GuardianThread, Webhooks
 from ramplight.server.openapi import ERROR_RESPONSES, components
 from ramplight.server.responses import error_response
-from ramplight.server.routes import admin, ingest, ops, otlp, sdk
+from ramplight.server.routes import admin, ingest, ops, otlp, sdk, ui
 from ramplight.server.state import ServerState
 from ramplight.settings import Settings
 from ramplight.store import open_store
@@ -69,7 +69,8 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         summary="Release decisions for AI features: flags, evidence and readouts in one model.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # /docs is served from packaged assets (routes/docs.py); no ReDoc
+        redoc_url=None,
         openapi_url="/openapi.json",
         responses=ERROR_RESPONSES,
     )
@@ -98,6 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     for group in (ops.router, admin.router, sdk.router, ingest.router, otlp.router):
         app.include_router(group)
+    ui.install(app)  # the web UI (session-guarded), its static files and the offline API docs
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
