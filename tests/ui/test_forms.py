@@ -77,6 +77,6 @@ def test_the_flags_page_serves_cached_readouts_until_the_flag_changes(
     ramp = {"environment": "production", "variation": "candidate", "percent": 10}
     assert server.admin.post(f"/api/flags/{FLAG}/ramp", json=ramp).status_code == 200
     page = client.get("/").text
-    assert cache.computed == computed + 1 and "control 90 % · candidate 10 %" in page
+    assert cache.computed == computed + 1 and "control 90\u00a0% · candidate 10\u00a0%" in page
     assert "ramping" in client.get("/", params={"status": "ramping", "q": "assistant"}).text
     assert "No flags match" in client.get("/", params={"q": "no-such-flag"}).text

@@ -121,7 +121,10 @@ def serve(
         )
     if not as_json:
         console.print(
-            escape(f"Ramplight serving {settings.where} at {url} (API docs: {url}/docs). Ctrl-C stops.")
+            escape(
+                f"Ramplight serving {settings.where} at {url} (web UI: {url}/, API docs: {url}/docs). "
+                "Ctrl-C stops."
+            )
         )
     serve_forever(settings)
 

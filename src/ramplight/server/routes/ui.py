@@ -46,7 +46,7 @@ templates = Jinja2Templates(
 
 
 def _percent(value: float) -> str:
-    return f"{value:g} %"
+    return f"{value:g}\u00a0%"  # a no-break space: "5 %" never wraps apart
 
 
 def _reason(sentence: str) -> str:
