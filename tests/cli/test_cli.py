@@ -22,11 +22,12 @@ from tests.factories import RunningServer, flag_doc
 
 
 def ramplight(
-    *args: str, env: dict[str, str] | None = None, check: bool = True
+    *args: str, env: dict[str, str] | None = None, check: bool = True, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "ramplight", *args], capture_output=True, text=True, env=env, timeout=120
-    )
+        [sys.executable, "-m", "ramplight", *args],
+        capture_output=True, text=True, env=env, timeout=120, input=input,
+    )  # fmt: skip
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -507,3 +508,24 @@ def test_a_backup_of_the_file_includes_evidence_a_stopped_server_left_in_its_log
         ]
     finally:
         con.close()
+
+
+def test_users_add_reads_or_generates_a_password_and_keeps_only_its_hash(db: Path) -> None:
+    added = ramplight(
+        "users", "add", "ana", "--role", "editor", "--password-stdin", "--db", str(db),
+        input="a long enough password\n",
+    )  # fmt: skip
+    assert "user ana (editor) added" in added.stdout and "a long enough password" not in added.stdout
+    generated = json.loads(ramplight("users", "add", "bo", "--db", str(db), "--json", input="").stdout)
+    assert generated["role"] == "viewer" and len(generated["password"]) >= 20
+    refused = ramplight("users", "add", "cy", "--role", "owner", "--db", str(db), check=False, input="")
+    assert refused.returncode == 1 and "role: one of viewer, editor, approver, admin" in refused.stderr
+    from ramplight.control import users
+    from ramplight.store.duckdb import DuckDBStore
+
+    store = DuckDBStore(db)
+    try:
+        assert users.check_password(store, "ana", "a long enough password").role == "editor"
+        assert users.check_password(store, "bo", generated["password"]).role == "viewer"
+    finally:
+        store.close()

@@ -15,17 +15,19 @@ from fastapi.routing import iter_route_contexts
 
 from tests.factories import RunningServer
 
-PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/login", "/logout"}
 GROUPS = ("/api/", "/sdk/", "/ingest/", "/v1/", "/mcp")
 ADMIN = ("/api/", "/mcp")
+UI = {"/", "/flags/x", "/flags/x/actions"}
+"""The web UI's pages: a browser session guards them (an API key does not), see test below."""
 
 
 def routes(server: RunningServer) -> list[tuple[str, str]]:
     app = server.thread.server.config.app
     found = []
     for route in iter_route_contexts(app.routes):  # included routers' routes with their prefixes
-        if route.path not in PUBLIC:
-            path = re.sub(r"\{[^}]+\}", "x", route.path)
+        path = re.sub(r"\{[^}]+\}", "x", route.path)
+        if route.path not in PUBLIC and path not in UI:
             found.extend((method, path) for method in sorted((route.methods or set()) - {"HEAD", "OPTIONS"}))
     return found
 
@@ -75,3 +77,24 @@ def test_the_guard_lets_the_right_key_through(server: RunningServer) -> None:
             "/ingest/batch", json={"events": []}, headers={"Authorization": f"Bearer {sdk_key}"}
         )
         assert sent.status_code == 200 and sum(sent.json()["accepted"].values()) == 0
+
+
+def test_every_web_page_needs_a_session_and_an_api_key_is_not_one(server: RunningServer) -> None:
+    app = server.thread.server.config.app
+    pages = [
+        (method, re.sub(r"\{[^}]+\}", "x", route.path))
+        for route in iter_route_contexts(app.routes)
+        for method in sorted((route.methods or set()) - {"HEAD", "OPTIONS"})
+        if re.sub(r"\{[^}]+\}", "x", route.path) in UI
+    ]
+    assert {p for _, p in pages} == UI
+    server.create_flag(key="x")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for method, path in pages:
+            for headers in ({}, {"Authorization": f"Bearer {server.admin_key}"}):
+                answer = client.request(
+                    method, path, data={"action": "kill", "environment": "production"}, headers=headers
+                )
+                assert answer.status_code == 303, (method, path)
+                assert answer.headers["location"].startswith("/login?next="), (method, path)
+    assert server.admin.get("/api/flags/x").json()["version"] == 1  # nothing acted

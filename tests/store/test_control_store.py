@@ -8,6 +8,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ import msgspec
 import pytest
 
 from ramplight import control
+from ramplight.control import users
 from ramplight.core.audit import Decision, verify_changes, verify_decisions
 from ramplight.core.errors import AuthError, ConflictError, ValidationError
+from ramplight.core.keys import hash_key
 from ramplight.core.prices import Price
 from ramplight.core.sources import Source
 from ramplight.server.auth import authenticate
@@ -168,6 +171,53 @@ def test_keys_are_stored_hashed_and_revocation_holds(store: Any) -> None:
     control.revoke_api_key(store, key.id)
     with pytest.raises(AuthError):
         authenticate(store, plaintext)
+
+
+def test_users_keep_only_a_password_hash_and_names_are_unique(store: Any) -> None:
+    ana = users.create_user(store, "ana", "editor", "correct horse battery")
+    assert "correct horse battery" not in repr(store.list_users())
+    assert ana.password_hash.startswith("$argon2id$")
+    assert store.get_user(ana.id) == ana == store.find_user("ana")
+    assert users.check_password(store, "ana", "correct horse battery") == ana
+    for name, password in (("ana", "wrong password!"), ("nobody", "correct horse battery")):
+        with pytest.raises(AuthError, match="unknown user or wrong password"):
+            users.check_password(store, name, password)
+    with pytest.raises(ConflictError, match="already exists"):
+        users.create_user(store, "ana", "viewer", "another password")
+    with pytest.raises(ValidationError):
+        users.create_user(store, "bo", "owner", "long enough password")
+    with pytest.raises(ValidationError):
+        users.create_user(store, "bo", "viewer", "short")
+    assert [u.name for u in store.list_users()] == ["ana"]
+
+
+def test_sessions_are_stored_hashed_expire_and_end(store: Any) -> None:
+    ana = users.create_user(store, "ana", "approver", "correct horse battery")
+    token = users.start_session(store, user=ana, clock=lambda: NOW)
+    stored = store.find_session(hash_key(token))
+    assert stored is not None and stored.user_id == ana.id and stored.token_hash != token
+    seen = users.session_principal(store, token, clock=lambda: NOW + timedelta(hours=1))
+    assert seen is not None and (seen.name, seen.role, seen.actor) == ("ana", "approver", "user:ana")
+    assert seen.may("editor") and not seen.may("admin")
+    assert users.session_principal(store, token, clock=lambda: NOW + users.SESSION_TTL) is None
+    assert users.session_principal(store, "not-a-token") is None
+    # A later sign-in sweeps the expired sessions away.
+    later = users.start_session(store, user=ana, clock=lambda: NOW + timedelta(days=1))
+    assert store.find_session(hash_key(token)) is None
+    users.end_session(store, later)
+    assert store.find_session(hash_key(later)) is None
+
+
+def test_an_admin_key_session_acts_as_admin_until_the_key_is_revoked(store: Any) -> None:
+    plaintext, key = control.create_api_key(store, "admin", "ops", can_force=True)
+    token = users.start_session(store, key=key)
+    seen = users.session_principal(store, token)
+    assert seen is not None and seen.role == "admin" and seen.can_force and plaintext not in seen.actor
+    control.revoke_api_key(store, key.id)
+    assert users.session_principal(store, token) is None
+    _, sdk = control.create_api_key(store, "sdk", "web", environment="staging")
+    with pytest.raises(AuthError):
+        users.start_session(store, key=sdk)
 
 
 def test_segments_metrics_plans_and_requests_round_trip(store: Any) -> None:

@@ -21,6 +21,7 @@ import msgspec
 from ramplight import audit, control, release
 from ramplight.analysis import service as analysis
 from ramplight.analysis.readout import ReadoutOptions
+from ramplight.control import users
 from ramplight.core import otlp
 from ramplight.core.contract import ValidatedBatch, validate_batch
 from ramplight.core.errors import (
@@ -105,6 +106,10 @@ class Backend(Protocol):
     def changes(self, key: str) -> list[dict[str, Any]]: ...
     def verify_audit(self) -> dict[str, Any]: ...
     def create_key(self, kind: str, name: str, environment: str | None) -> dict[str, Any]: ...
+    def create_user(self, name: str, role: str, password: str) -> dict[str, Any]:
+        """A web UI user: {id, name, role} (the password is kept only as a hash)."""
+        ...
+
     def list_environments(self) -> list[dict[str, Any]]: ...
     def create_environment(self, key: str, name: str | None) -> dict[str, Any]: ...
     def backup(self, output: Path) -> dict[str, Any]:
@@ -292,6 +297,10 @@ class LocalBackend:
             "name": key.name,
             "key": plaintext,
         }
+
+    def create_user(self, name: str, role: str, password: str) -> dict[str, Any]:
+        user = users.create_user(self.store, name, role, password)
+        return {"id": user.id, "name": user.name, "role": user.role}
 
     def list_environments(self) -> list[dict[str, Any]]:
         return [_environment(e) for e in self.store.list_environments()]
@@ -537,6 +546,12 @@ class RemoteBackend:
             "POST", "/api/keys", json={"kind": kind, "name": name, "environment": environment}
         ).json()
         return result
+
+    def create_user(self, name: str, role: str, password: str) -> dict[str, Any]:
+        body = self._call(
+            "POST", "/api/users", json={"name": name, "role": role, "password": password}
+        ).json()
+        return {"id": body["id"], "name": body["name"], "role": body["role"]}
 
     def list_environments(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", "/api/environments").json()

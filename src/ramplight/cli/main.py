@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -44,6 +45,10 @@ sources_app = typer.Typer(
     no_args_is_help=True, help="Evidence sources: exposures and events read from your own tables."
 )
 app.add_typer(sources_app, name="sources")
+users_app = typer.Typer(
+    no_args_is_help=True, help="People who sign in to the web UI (passwords kept as argon2id hashes)."
+)
+app.add_typer(users_app, name="users")
 
 console = Console()
 err = Console(stderr=True)
@@ -116,7 +121,10 @@ def serve(
         )
     if not as_json:
         console.print(
-            escape(f"Ramplight serving {settings.where} at {url} (API docs: {url}/docs). Ctrl-C stops.")
+            escape(
+                f"Ramplight serving {settings.where} at {url} (web UI: {url}/, API docs: {url}/docs). "
+                "Ctrl-C stops."
+            )
         )
     serve_forever(settings)
 
@@ -761,6 +769,35 @@ def keys_create(
         _print_json(created)
     else:
         console.print(escape(f"{created['kind']} key {created['id']} ({created['name']}): {created['key']}"))
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="The name they sign in with")],
+    role: Annotated[str, typer.Option(help="viewer | editor | approver | admin")] = "viewer",
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin")
+    ] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Add a web UI user. The password is asked for (typed twice) on a terminal, read with
+    --password-stdin, or else generated and printed once."""
+    generated = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = generated = secrets.token_urlsafe(15)
+    with open_backend(_settings(db)) as backend:
+        created = backend.create_user(name, role, password)
+    if as_json:
+        _print_json({**created, "password": generated} if generated else created)
+        return
+    console.print(escape(f"user {created['name']} ({created['role']}) added"))
+    if generated:
+        console.print(escape(f"password (shown once, stored as a hash): {generated}"))
 
 
 @app.command()

@@ -35,7 +35,9 @@ CONTROL_TABLES: frozenset[str] = frozenset(
         "prices",
         "schema_migrations",
         "segments",
+        "sessions",
         "sources",
+        "users",
     }
 )
 """Never readable from user SQL, even if an operator lists one."""

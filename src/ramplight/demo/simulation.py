@@ -478,7 +478,9 @@ def _where_to_look(settings: Settings, url: str, admin_key: str, console: Consol
             f"  {run} sql {FLAG} --dialect clickhouse\n"
             f"  {run} flags show {FLAG} --changes\n"
             f"  {run} decisions {FLAG}\n"
-            f"  {run} kill {FLAG} --reason 'latency regression'\n" + activate + "\nCtrl-C stops the server."
+            f"  {run} kill {FLAG} --reason 'latency regression'\n"
+            + activate
+            + f"\nThe release room (web UI): {url}/ — sign in with the admin key above.\nCtrl-C stops the server."
         ),
         highlight=False,
     )

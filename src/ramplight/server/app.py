@@ -25,7 +25,7 @@ from ramplight.server.mcp import PATH as MCP_PATH
 from ramplight.server.mcp import McpEndpoint
 from ramplight.server.openapi import ERROR_RESPONSES, components
 from ramplight.server.responses import error_response
-from ramplight.server.routes import admin, ingest, ops, otlp, sdk
+from ramplight.server.routes import admin, ingest, ops, otlp, sdk, ui
 from ramplight.server.state import ServerState
 from ramplight.settings import Settings
 from ramplight.store import open_store
@@ -75,7 +75,8 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         summary="Release decisions for AI features: flags, evidence and readouts in one model.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # /docs is served from packaged assets (routes/docs.py); no ReDoc
+        redoc_url=None,
         openapi_url="/openapi.json",
         responses=ERROR_RESPONSES,
     )
@@ -106,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(group)
     # Not in the OpenAPI document: MCP describes its own tools (tools/list).
     app.router.routes.append(Route(MCP_PATH, mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False))
+    ui.install(app)  # the web UI (session-guarded), its static files and the offline API docs
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

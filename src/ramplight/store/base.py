@@ -20,6 +20,9 @@ from ramplight.core.sources import Source
 from ramplight.core.usersql import CONTROL_TABLES, EVIDENCE_TABLES
 
 EvidenceKind = Literal["exposures", "events", "evals", "spans"]
+Role = Literal["viewer", "editor", "approver", "admin"]
+ROLES: tuple[Role, ...] = ("viewer", "editor", "approver", "admin")
+"""Each role may do what the ones before it may (docs/ui.md has the matrix)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,30 @@ class ApiKey:
     revoked_at: datetime | None = None
     can_force: bool = False
     """May act against the measurement plan (recorded as forced)."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A person who signs in to the web UI: the password is kept only as an argon2id hash."""
+
+    id: str
+    name: str
+    role: Role
+    password_hash: str
+    created_at: datetime
+    disabled_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A signed-in browser: only the SHA-256 of its token is kept. It belongs to a user or to
+    an admin API key (exactly one); the role is read from that owner on every request."""
+
+    token_hash: str
+    user_id: str | None
+    key_id: str | None
+    created_at: datetime
+    expires_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +171,19 @@ class ControlStore(Protocol):
     def find_api_key(self, key_hash: str) -> ApiKey | None: ...
     def list_api_keys(self) -> list[ApiKey]: ...
     def revoke_api_key(self, key_id: str, at: datetime) -> None: ...
+    def create_user(self, user: User) -> None:
+        """Insert a user; a ConflictError when the name is taken."""
+        ...
+
+    def get_user(self, user_id: str) -> User | None: ...
+    def find_user(self, name: str) -> User | None: ...
+    def list_users(self) -> list[User]: ...
+    def create_session(self, session: Session) -> None:
+        """Insert a session (and drop the sessions that expired before it began)."""
+        ...
+
+    def find_session(self, token_hash: str) -> Session | None: ...
+    def delete_session(self, token_hash: str) -> None: ...
     def atomic(self) -> AbstractContextManager[None]:
         """The writes of this thread inside the block commit together or not at all."""
         ...

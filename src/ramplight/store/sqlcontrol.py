@@ -41,7 +41,7 @@ from ramplight.core.metrics import Metric
 from ramplight.core.plan import Plan
 from ramplight.core.prices import Price
 from ramplight.core.sources import Source
-from ramplight.store.base import ApiKey, ChangeRequest, Environment
+from ramplight.store.base import ApiKey, ChangeRequest, Environment, Session, User
 
 _flag_decoder = msgspec.json.Decoder(Flag)
 _segment_decoder = msgspec.json.Decoder(Segment)
@@ -582,3 +582,48 @@ class SqlControlPlane(ABC):
             cur.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [at, key_id]
             )
+
+    _USER_COLUMNS = "id, name, role, password_hash, created_at, disabled_at"
+
+    def create_user(self, user: User) -> None:
+        with self._transaction() as cur:
+            if cur.execute("SELECT 1 FROM users WHERE name = ?" + self._for_update, [user.name]).fetchone():
+                raise ConflictError(f"user {user.name!r} already exists")
+            cur.execute(
+                f"INSERT INTO users ({self._USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                [user.id, user.name, user.role, user.password_hash, user.created_at, user.disabled_at],
+            )
+
+    def _users(self, where: str, params: Sequence[Any]) -> list[User]:
+        rows = self._rows(f"SELECT {self._USER_COLUMNS} FROM users {where} ORDER BY name", params)
+        return [User(*row) for row in rows]
+
+    def get_user(self, user_id: str) -> User | None:
+        found = self._users("WHERE id = ?", [user_id])
+        return found[0] if found else None
+
+    def find_user(self, name: str) -> User | None:
+        found = self._users("WHERE name = ?", [name])
+        return found[0] if found else None
+
+    def list_users(self) -> list[User]:
+        return self._users("", [])
+
+    def create_session(self, session: Session) -> None:
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM sessions WHERE expires_at < ?", [session.created_at])
+            cur.execute(
+                "INSERT INTO sessions (token_hash, user_id, key_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                [session.token_hash, session.user_id, session.key_id, session.created_at, session.expires_at],
+            )
+
+    def find_session(self, token_hash: str) -> Session | None:
+        row = self._row(
+            "SELECT token_hash, user_id, key_id, created_at, expires_at FROM sessions WHERE token_hash = ?",
+            [token_hash],
+        )
+        return Session(*row) if row else None
+
+    def delete_session(self, token_hash: str) -> None:
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM sessions WHERE token_hash = ?", [token_hash])

@@ -20,6 +20,7 @@ from starlette.background import BackgroundTask
 from ramplight import audit, control, release
 from ramplight.analysis import service as analysis
 from ramplight.analysis.readout import ReadoutOptions
+from ramplight.control import users
 from ramplight.core.errors import ForbiddenError, NotFoundError, ValidationError
 from ramplight.core.flags import Flag, Segment
 from ramplight.core.gate import GateRequest, convert_gate_request
@@ -31,6 +32,7 @@ from ramplight.server.auth import Admin, State, actor, admin_key
 from ramplight.server.openapi import json_body
 from ramplight.server.responses import encode, json_response
 from ramplight.store.backup import take_backup
+from ramplight.store.base import User
 
 router = APIRouter(prefix="/api", tags=["admin"], dependencies=[Depends(admin_key)])
 
@@ -95,6 +97,14 @@ class ApplyIn(BaseModel):
     )
     dry_run: bool = False
     reason: str | None = Field(default=None, max_length=1000)
+
+
+class UserIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    role: Literal["viewer", "editor", "approver", "admin"]
+    password: str = Field(
+        min_length=users.MIN_PASSWORD, max_length=1000, description="kept only as an argon2id hash"
+    )
 
 
 class ApiKeyIn(BaseModel):
@@ -639,3 +649,28 @@ def revoke_key(key_id: str, st: State, key: Admin) -> Response:
     control.revoke_api_key(st.store, key_id)
     st.invalidate()
     return Response(status_code=204)
+
+
+# -- admin: people who sign in to the web UI -------------------------------------------
+
+
+def _user_json(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "name": user.name,
+        "role": user.role,
+        "created_at": user.created_at.isoformat(),
+        "disabled_at": user.disabled_at.isoformat() if user.disabled_at else None,
+    }
+
+
+@router.get("/users")
+def list_users(st: State, key: Admin) -> list[dict[str, Any]]:
+    return [_user_json(u) for u in st.store.list_users()]
+
+
+@router.post("/users", status_code=201)
+def create_user(body: UserIn, st: State, key: Admin) -> dict[str, Any]:
+    """A person who signs in to the web UI with this password and role (viewer, editor,
+    approver, admin; docs/ui.md). The password is kept only as an argon2id hash."""
+    return _user_json(users.create_user(st.store, body.name, body.role, body.password))

@@ -1,0 +1,122 @@
+"""The readouts the web UI shows, cached so a page view does not re-scan the evidence.
+
+A flag's judgement (readout + recommendation, `release.judge`) is kept per flag and environment
+with a stamp of what it was computed from: the flag's version, its plan's version, its decisions
+and the evidence segments loaded so far. A view whose stamp matches is served from memory; any
+change to one of them — a ramp, a decision, a guardian action, newly loaded evidence — makes
+the next view compute it again. Evidence read from the team's own tables (sources) can change
+without a new segment, so an entry is also recomputed after `max_age_s` (docs/ui.md).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ramplight import release
+from ramplight.analysis.overview import QualityMark, Status, quality_mark, release_status
+from ramplight.core.audit import Decision
+from ramplight.core.errors import RamplightError
+from ramplight.core.flags import Flag
+from ramplight.store.base import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """One flag in one environment, as the pages show it."""
+
+    candidate: str | None
+    recommendation: dict[str, Any] | None
+    readout: dict[str, Any] | None
+    quality: QualityMark
+    computed_at: datetime
+    error: str | None = None
+    """Why there is no readout (e.g. the flag is not configured for analysis)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlagRow:
+    flag: Flag
+    environment: str
+    weights: dict[str, float]
+    status: Status
+    judged: Judged
+    last_decision: Decision | None
+
+
+class ReadoutCache:
+    def __init__(self, max_age_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self.computed = 0
+        """How many judgements were computed (not served from memory): what the tests watch."""
+        self._lock = threading.Lock()
+        self._judged: dict[tuple[str, str], tuple[Hashable, float, Judged]] = {}
+        self._stale: tuple[Hashable, float, set[tuple[str, str]]] | None = None
+
+    def _fresh(self, stamp: Hashable, entry: tuple[Hashable, float, Any] | None) -> bool:
+        return entry is not None and entry[0] == stamp and self.clock() - entry[1] < self.max_age_s
+
+    def judged(self, store: Store, flag: Flag, environment: str, decisions: list[Decision]) -> Judged:
+        plan = store.get_plan(flag.key, environment)
+        stamp = (flag.version, plan.version if plan else 0, len(decisions), len(store.loaded_segments()))
+        entry = self._judged.get((flag.key, environment))
+        if entry is not None and self._fresh(stamp, entry):
+            return entry[2]
+        judged = self._judge(store, flag, environment)
+        with self._lock:
+            self.computed += 1
+            self._judged[(flag.key, environment)] = (stamp, self.clock(), judged)
+        return judged
+
+    @staticmethod
+    def _judge(store: Store, flag: Flag, environment: str) -> Judged:
+        now = datetime.now(UTC)
+        try:
+            j = release.judge(store, flag.key, environment)
+        except RamplightError as exc:
+            plan, _ = release.plan_for(store, flag, environment)
+            candidate = release.candidate_of(flag, environment, plan)
+            return Judged(candidate, None, None, QualityMark("none", "no readout"), now, exc.message)
+        return Judged(j.state.candidate, j.recommendation.to_json(), j.readout, quality_mark(j.readout), now)
+
+    def stale(self, store: Store, flags: list[Flag]) -> set[tuple[str, str]]:
+        """(flag, environment) pairs `release.stale_flags` names (one scan of the exposures)."""
+        stamp = (tuple((f.key, f.version) for f in flags), len(store.loaded_segments()))
+        if self._stale is not None and self._fresh(stamp, self._stale):
+            return self._stale[2]
+        found = {(s["flag_key"], s["environment"]) for s in release.stale_flags(store)}
+        self._stale = (stamp, self.clock(), found)
+        return found
+
+    def rows(self, store: Store, environment: str | None = None) -> list[FlagRow]:
+        """Every flag in every environment it is configured in (or only `environment`)."""
+        flags = store.list_flags()
+        stale = self.stale(store, flags)
+        rows = []
+        for flag in flags:
+            decisions = store.decisions(flag.key)
+            for env_key in flag.environments:
+                if environment is None or env_key == environment:
+                    rows.append(self.row(store, flag, env_key, decisions, (flag.key, env_key) in stale))
+        return rows
+
+    def row(
+        self, store: Store, flag: Flag, environment: str, decisions: list[Decision], stale: bool
+    ) -> FlagRow:
+        mine = [d for d in decisions if d.environment == environment]
+        judged = self.judged(store, flag, environment, mine)
+        env = flag.environments[environment]
+        weights = dict(env.rollout.weights) if env.rollout else {env.default_variation: 100.0}
+        return FlagRow(
+            flag=flag,
+            environment=environment,
+            weights=weights,
+            status=release_status(flag, environment, judged.candidate, mine, stale),
+            judged=judged,
+            last_decision=mine[-1] if mine else None,
+        )

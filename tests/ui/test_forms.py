@@ -1,0 +1,82 @@
+"""The web UI over plain HTTP: forged forms are refused, sessions are stored hashed, and the
+flags page serves readouts from its cache until something they were computed from changes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import httpx
+
+from ramplight.core.keys import hash_key
+from tests.factories import RunningServer
+
+FLAG = "support_assistant_profile"
+Signer = Callable[[str], tuple[httpx.Client, str]]
+
+
+def test_a_form_without_the_sessions_csrf_token_is_refused(
+    server: RunningServer, add_user: Callable[[str, str], None], sign_in: Signer
+) -> None:
+    server.create_flag()
+    add_user("ana", "editor")
+    client, csrf = sign_in("ana")
+    form = {"action": "kill", "environment": "production"}
+    for forged in ({}, {"csrf": "0" * 64}, {"csrf": csrf[:-1]}):
+        answer = client.post(f"/flags/{FLAG}/actions", data={**form, **forged})
+        assert answer.status_code == 403 and "no valid CSRF token" in answer.text
+    assert server.admin.get(f"/api/flags/{FLAG}").json()["version"] == 1
+    # Another user's token is no token for this session either.
+    add_user("bo", "editor")
+    _, other = sign_in("bo")
+    assert client.post(f"/flags/{FLAG}/actions", data={**form, "csrf": other}).status_code == 403
+    answer = client.post(f"/flags/{FLAG}/actions", data={**form, "csrf": csrf})
+    assert answer.status_code == 303
+    assert server.admin.get(f"/api/flags/{FLAG}").json()["version"] == 2
+
+
+def test_the_sign_in_form_needs_its_own_csrf_token_and_a_right_password(
+    server: RunningServer, add_user: Callable[[str, str], None]
+) -> None:
+    add_user("ana", "viewer")
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+        assert csrf is not None
+        forged = client.post("/login", data={"name": "ana", "password": "correct horse battery staple"})
+        assert forged.status_code == 403 and "ramplight_session" not in client.cookies
+        wrong = client.post(
+            "/login", data={"csrf": csrf.group(1), "name": "ana", "password": "wrong password"}
+        )
+        assert wrong.status_code == 401 and "unknown user or wrong password" in wrong.text
+        away = client.post(
+            "/login",
+            data={"csrf": csrf.group(1), "name": "ana", "password": "correct horse battery staple",
+                  "next": "//elsewhere.example/"},
+        )  # fmt: skip
+        assert away.status_code == 303 and away.headers["location"] == "/"
+        cookie = away.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=lax" in cookie
+        token = client.cookies["ramplight_session"]
+    store = server.thread.server.config.app.state.ramplight.store
+    assert store.find_session(hash_key(token)) is not None
+    assert token not in repr(store.find_session(hash_key(token)))
+
+
+def test_the_flags_page_serves_cached_readouts_until_the_flag_changes(
+    server: RunningServer, add_user: Callable[[str, str], None], sign_in: Signer
+) -> None:
+    server.create_flag()
+    add_user("ana", "viewer")
+    client, _ = sign_in("ana")
+    cache = server.thread.server.config.app.state.ramplight.ui_readouts
+    computed = cache.computed
+    for _ in range(3):
+        assert FLAG in client.get("/").text
+    assert client.get(f"/flags/{FLAG}").status_code == 200
+    assert cache.computed == computed  # served from memory: nothing changed
+    ramp = {"environment": "production", "variation": "candidate", "percent": 10}
+    assert server.admin.post(f"/api/flags/{FLAG}/ramp", json=ramp).status_code == 200
+    page = client.get("/").text
+    assert cache.computed == computed + 1 and "control 90\u00a0% · candidate 10\u00a0%" in page
+    assert "ramping" in client.get("/", params={"status": "ramping", "q": "assistant"}).text
+    assert "No flags match" in client.get("/", params={"q": "no-such-flag"}).text
