@@ -13,6 +13,8 @@ import operator
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any, Literal
 
 import msgspec
@@ -22,6 +24,7 @@ from ramplight.core.bucketing import thresholds
 from ramplight.core.flags import NUMERIC_OPS, SEMVER_OPS, Clause, Rollout, SdkConfig, SdkFlag, Segment
 from ramplight.core.regex import compile_pattern
 from ramplight.core.versions import VersionKey, parse_version, version_key
+from ramplight.core.versions import _cache as versions_cache
 
 Reason = Literal["rule", "rollout", "default", "off", "error"]
 ErrorCode = Literal["flag_not_found", "type_mismatch", "invalid_flag", "general"]
@@ -243,46 +246,158 @@ def compile_flag(flag: SdkFlag, segments: Mapping[str, Predicate]) -> Evaluator:
         return _constant(result(flag.off_variation, "off"))
 
     prefix = f"{flag.salt}:"
-    hash64 = xxhash.xxh3_64_intdigest
 
-    def split(rollout: Rollout, reason: Reason, rule_id: str | None) -> Evaluator:
+    def split(rollout: Rollout, reason: Reason, rule_id: str | None) -> Split:
         uppers, variations = thresholds(rollout.allocation())
-        results = tuple(result(v, reason, rule_id) for v in variations)
+        return Split(prefix, uppers, tuple(result(v, reason, rule_id) for v in variations))
+
+    fallthrough: Split | Evaluation
+    if flag.rollout is not None:
+        fallthrough = split(flag.rollout, "rollout", None)
+    else:
+        fallthrough = result(flag.default_variation, "default")
+    if not flag.rules:
+        if isinstance(fallthrough, Evaluation):
+            return _constant(fallthrough)
+        return fallthrough.evaluator()
+    return _generate_rules(flag, segments, result, split, fallthrough)
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A rollout compiled: the unit's hashed position picks `results[bisect(uppers, position)]`."""
+
+    prefix: str
+    uppers: tuple[int, ...]
+    results: tuple[Evaluation, ...]
+
+    def evaluator(self) -> Evaluator:
+        prefix, uppers, results = self.prefix, self.uppers, self.results
         if len(results) == 1:
             return _constant(results[0])
+        hash64 = xxhash.xxh3_64_intdigest
 
         def pick(unit_id: str, attrs: Attributes | None) -> Evaluation:
             return results[bisect_right(uppers, hash64((prefix + unit_id).encode()))]
 
         return pick
 
-    fallthrough: Evaluator
-    if flag.rollout is not None:
-        fallthrough = split(flag.rollout, "rollout", None)
-    else:
-        fallthrough = _constant(result(flag.default_variation, "default"))
 
-    rules: list[tuple[tuple[Predicate, ...], Evaluator]] = []
+_SYMBOL = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+_MISS = object()
+_VERSION_OF_V = "(k0 if (k0 := _vget(v, _MISS)) is not _MISS else _vk(v))"
+"""The version key of the attribute `v`: from the parse cache without a call when it is there."""
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_GENERATED_GLOBALS: dict[str, Any] = {
+    "__builtins__": {},  # the generated text calls only what is listed here
+    "_EMPTY": _EMPTY,
+    "_member_slow": _member_slow,
+    "_as_number": _as_number,
+    "_vk": version_key,
+    "_vget": versions_cache.get,  # the parse cache, read inline; a miss parses through _vk
+    "_MISS": _MISS,
+    "_isinstance": isinstance,
+    "_bisect": bisect_right,
+    "_hash": xxhash.xxh3_64_intdigest,
+    "_isstr": str,
+    "_float": float,
+    "_int": int,
+    "_bool": bool,
+}
+
+
+@lru_cache(maxsize=4096)
+def _factory(source: str) -> Callable[..., Evaluator]:
+    """The factory of flags of one shape (the same operators in the same places): the text
+    names only its parameters and the helpers above, never a flag's values."""
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<ramplight flag rules>", "exec"), _GENERATED_GLOBALS, namespace)
+    factory: Callable[..., Evaluator] = namespace["factory"]
+    return factory
+
+
+def _generate_rules(
+    flag: SdkFlag,
+    segments: Mapping[str, Predicate],
+    result: Callable[..., Evaluation],
+    split: Callable[[Rollout, Reason, str | None], Split],
+    fallthrough: Split | Evaluation,
+) -> Evaluator:
+    """The flag's rules as one generated Python function: each rule one `and` chain of inline
+    clause tests (a clause costs a few bytecodes, not a call), then the fallthrough.
+
+    Only identifiers appear in the generated text; every value (attribute names, sets, bounds,
+    patterns, results) is an argument of the generated factory, so nothing a flag contains is
+    ever parsed as code, and flags of one shape share one code object: a flag costs a function
+    and its closure cells. `_compile_clause` remains the reference: each clause is also compiled
+    by it (which validates it the same way) and a property test checks both agree.
+    """
+    values: list[Any] = []
+
+    def bind(value: Any) -> str:
+        values.append(value)
+        return f"_c{len(values) - 1}"
+
+    def test(clause: Clause) -> str:
+        checked = _compile_clause(clause, segments)  # validates; regex and segments run through it
+        op = clause.op
+        fetch = "unit_id" if clause.attribute == "unit_id" else f"g({bind(clause.attribute)})"
+        if op in ("equals", "in", "not_equals", "not_in"):
+            strs = bind(frozenset(v for v in clause.values if isinstance(v, str)))
+            bools = bind(frozenset(v for v in clause.values if isinstance(v, bool)))
+            nums = bind(
+                frozenset(v for v in clause.values if isinstance(v, int | float) and not isinstance(v, bool))
+            )
+            found = (
+                f"(v in {strs} if (c := (v := {fetch}).__class__) is _isstr else v in {bools} if c is _bool "
+                f"else v in {nums} if c is _int or c is _float else _member_slow(v, {strs}, {bools}, {nums}))"
+            )
+            expr = found if op in ("equals", "in") else f"(not {found} and v is not None)"
+        elif op in NUMERIC_OPS:
+            bounds = [b for b in (float(v) for v in clause.values) if not math.isnan(b)]
+            loosest = max if op in ("lt", "lte") else min
+            bound = bind(loosest(bounds) if bounds else math.nan)  # a NaN bound never matches
+            sym = _SYMBOL[op]
+            expr = (
+                f"(v {sym} {bound} if (c := (v := {fetch}).__class__) is _float else _float(v) {sym} {bound} "
+                f"if c is _int else ((x := _as_number(v)) is not None and x {sym} {bound}))"
+            )
+        elif op == "semver_eq":
+            keys = bind(frozenset(_clause_version(v) for v in clause.values))
+            expr = f"(_isinstance(v := {fetch}, _isstr) and {_VERSION_OF_V} in {keys})"
+        elif op in SEMVER_OPS:
+            versions = [_clause_version(v) for v in clause.values]
+            plain = op.removeprefix("semver_")
+            bound = bind(max(versions) if plain in ("lt", "lte") else min(versions))
+            expr = (
+                f"(_isinstance(v := {fetch}, _isstr) and (k := {_VERSION_OF_V}) is not None "
+                f"and k {_SYMBOL[plain]} {bound})"
+            )
+        else:  # regex, in_segment, not_in_segment: their own predicate (negation included)
+            return f"{bind(checked)}(unit_id, attrs)"
+        return f"(not {expr})" if clause.negate else expr
+
+    def serve(what: Split | Evaluation) -> str:
+        if isinstance(what, Evaluation):
+            return f"return {bind(what)}"
+        if len(what.results) == 1:
+            return f"return {bind(what.results[0])}"
+        results, uppers, prefix = bind(what.results), bind(what.uppers), bind(what.prefix)
+        return f"return {results}[_bisect({uppers}, _hash(({prefix} + unit_id).encode()))]"
+
+    lines = ["    def evaluate(unit_id, attrs):", "        g = (attrs or _EMPTY).get"]
     for rule in flag.rules:
-        predicates = tuple(_compile_clause(c, segments) for c in rule.clauses)
         if rule.rollout is not None:
-            serve = split(rule.rollout, "rule", rule.id)
+            served = serve(split(rule.rollout, "rule", rule.id))
         else:
-            serve = _constant(result(rule.variation or flag.default_variation, "rule", rule.id))
-        rules.append((predicates, serve))
-    if not rules:
-        return fallthrough
-    compiled_rules = tuple(rules)
-
-    def evaluate(unit_id: str, attrs: Attributes | None) -> Evaluation:
-        for predicates, serve in compiled_rules:
-            for predicate in predicates:
-                if not predicate(unit_id, attrs):
-                    break
-            else:
-                return serve(unit_id, attrs)
-        return fallthrough(unit_id, attrs)
-
+            served = serve(result(rule.variation or flag.default_variation, "rule", rule.id))
+        condition = " and ".join(test(c) for c in rule.clauses) if rule.clauses else "True"
+        lines += [f"        if {condition}:", f"            {served}"]
+    lines.append(f"        {serve(fallthrough)}")
+    lines.append("    return evaluate")
+    parameters = ", ".join(f"_c{i}" for i in range(len(values)))
+    factory = _factory(f"def factory({parameters}):\n" + "\n".join(lines))
+    evaluate: Evaluator = factory(*values)
     return evaluate
 
 
@@ -306,11 +421,18 @@ _wire_decoder = msgspec.json.Decoder(_WireConfig)
 _flag_decoder = msgspec.json.Decoder(SdkFlag)
 
 
+@dataclass(frozen=True, slots=True)
+class FlagFacts:
+    assignment_unit: str
+    default_variation: str
+    values: Mapping[str, Any]
+
+
 class CompiledConfig:
     """All flags of one environment. A flag is compiled (and, from JSON, decoded) when it is
     first evaluated, so a large config is ready at once and holds little more than its text."""
 
-    __slots__ = ("_broken", "_evaluators", "_flags", "_raw", "_segments", "environment")
+    __slots__ = ("_broken", "_evaluators", "_facts", "_flags", "_raw", "_segments", "environment")
 
     def __init__(self, config: SdkConfig, raw: Mapping[str, msgspec.Raw] | None = None) -> None:
         self.environment = config.environment
@@ -325,6 +447,7 @@ class CompiledConfig:
         self._flags: dict[str, SdkFlag] = dict(config.flags)
         self._evaluators: dict[str, Evaluator] = {}
         self._broken: dict[str, str] = {}
+        self._facts: dict[str, FlagFacts] = {}
 
     @classmethod
     def from_json(cls, body: bytes) -> CompiledConfig:
@@ -340,10 +463,25 @@ class CompiledConfig:
         return cls(config, wire.flags)
 
     def flag(self, key: str) -> SdkFlag | None:
+        """The flag as configured (decoded from its text each time for a config from JSON: an
+        evaluated flag keeps only its evaluator and `facts`, not its decoded form)."""
         flag = self._flags.get(key)
         if flag is None and key in self._raw:
-            flag = self._flags[key] = _flag_decoder.decode(self._raw[key])
+            flag = _flag_decoder.decode(self._raw[key])
         return flag
+
+    def facts(self, key: str) -> FlagFacts | None:
+        """What the SDK needs of a flag besides its evaluation (its unit, default and values),
+        kept once asked for; None for an unknown flag."""
+        facts = self._facts.get(key)
+        if facts is None:
+            flag = self.flag(key)
+            if flag is None:
+                return None
+            facts = self._facts[key] = FlagFacts(
+                flag.assignment_unit, flag.default_variation, {v.key: v.value for v in flag.variations}
+            )
+        return facts
 
     def keys(self) -> list[str]:
         return list(self._raw or self._flags)

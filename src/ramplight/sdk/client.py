@@ -218,21 +218,16 @@ class Client:
 
     def assignment_unit(self, flag_key: str) -> str | None:
         """The unit `flag_key` is assigned by (conversation, user, …); None for an unknown flag."""
-        flag = self._config.flag(flag_key)
-        return flag.assignment_unit if flag is not None else None
+        facts = self._config.facts(flag_key)
+        return facts.assignment_unit if facts is not None else None
 
     def _variation_value(self, flag_key: str, variation: str, default: Any) -> Any:
-        flag = self._config.flag(flag_key)
-        if flag is None:
-            return default
-        for v in flag.variations:
-            if v.key == variation:
-                return v.value
-        return default
+        facts = self._config.facts(flag_key)
+        return facts.values.get(variation, default) if facts is not None else default
 
     def _default_variation(self, flag_key: str) -> str | None:
-        flag = self._config.flag(flag_key)
-        return flag.default_variation if flag is not None else None
+        facts = self._config.facts(flag_key)
+        return facts.default_variation if facts is not None else None
 
     # -- evaluation ---------------------------------------------------------------------
 
@@ -313,9 +308,9 @@ class Client:
         if assignment_unit is not None:
             return assignment_unit
         if flag_key is not None:
-            flag = self._config.flag(flag_key)
-            if flag is not None:
-                return flag.assignment_unit
+            facts = self._config.facts(flag_key)
+            if facts is not None:
+                return facts.assignment_unit
         return self.default_assignment_unit
 
     def track(
