@@ -107,11 +107,11 @@ def test_timeline_markers_and_series_points_sit_at_their_times() -> None:
     events = [charts.Event(start + timedelta(hours=1), "change", "ramp to 20 %")]
     root = parse(charts.timeline_chart(events, start, end, width=416))
     (circle,) = root.findall(".//s:circle", NS)
-    assert float(circle.get("cx", "")) == pytest.approx(16 + 384 / 4)
+    assert float(circle.get("cx", "")) == pytest.approx(40 + 336 / 4)
     points = {"control": [(start, 10.0), (end, 20.0)]}
     chart = parse(charts.series_chart("m", points, start, end, width=416))
     dots = chart.findall(".//s:g[@class='series']/s:circle", NS)
-    assert [float(d.get("cx", "")) for d in dots] == pytest.approx([56, 400])
+    assert [float(d.get("cx", "")) for d in dots] == pytest.approx([56, 376])
     assert float(dots[0].get("cy", "")) > float(dots[1].get("cy", ""))  # higher value, higher up
 
 

@@ -20,6 +20,7 @@ VERDICTS = {
     "ruled_out": ("#1b6b3a", "harm ruled out"),
     "detected": ("#b3261e", "harm detected"),
     "inconclusive": ("#56606b", "inconclusive"),
+    "none": ("#56606b", "no guardrail"),
 }
 SERIES_COLOURS = ("#1f5fa8", "#b35c00", "#6b3fa0", "#1b6b3a", "#b3261e", "#56606b")
 EVENT_SHAPES = {"kill": "#b3261e", "decision": "#1f5fa8", "guardian": "#8a5a00", "eval_gate": "#6b3fa0"}
@@ -105,8 +106,8 @@ def interval_plot(
     if hi == lo:
         lo, hi = lo - 0.01, hi + 0.01
     ticks = nice_ticks(lo, hi)
-    scale = Scale(ticks[0], ticks[-1], 12, width - 12)
-    height = 74
+    scale = Scale(ticks[0], ticks[-1], 24, width - 24)
+    height = 84
     body: list[str] = []
     axis_y = 50
     body.append(
@@ -178,7 +179,7 @@ def _time_ticks(start: datetime, end: datetime, scale: Scale) -> list[tuple[floa
     return out
 
 
-def _time_range(moments: Sequence[datetime]) -> tuple[datetime, datetime]:
+def time_range(moments: Sequence[datetime]) -> tuple[datetime, datetime]:
     start, end = min(moments), max(moments)
     if (end - start).total_seconds() < 60:
         end = datetime.fromtimestamp(start.timestamp() + 3600, tz=start.tzinfo)
@@ -187,7 +188,7 @@ def _time_range(moments: Sequence[datetime]) -> tuple[datetime, datetime]:
 
 def timeline_chart(events: Sequence[Event], start: datetime, end: datetime, width: float = 720) -> Markup:
     """The events as markers on a time axis from `start` to `end` (UTC times as ticks)."""
-    scale = Scale(start.timestamp(), end.timestamp(), 16, width - 16)
+    scale = Scale(start.timestamp(), end.timestamp(), 40, width - 40)
     axis_y = 40
     body = [
         f'<line class="axis" x1="{_x(scale.x0)}" x2="{_x(scale.x1)}" y1="{axis_y}" y2="{axis_y}" stroke="#8a949e"/>'
@@ -226,7 +227,7 @@ def series_chart(
         lo, hi = lo - abs(lo) * 0.05 - 1e-9, hi + abs(hi) * 0.05 + 1e-9
     ticks = nice_ticks(lo, hi, 4)
     height, top, bottom = 170, 10, 130
-    xs = Scale(start.timestamp(), end.timestamp(), 56, width - 16)
+    xs = Scale(start.timestamp(), end.timestamp(), 56, width - 40)
     ys = Scale(ticks[0], ticks[-1], bottom, top)
     body = [
         f'<line class="axis" x1="{_x(xs.x0)}" x2="{_x(xs.x1)}" y1="{bottom}" y2="{bottom}" stroke="#8a949e"/>'
