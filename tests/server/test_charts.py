@@ -118,3 +118,59 @@ def test_timeline_markers_and_series_points_sit_at_their_times() -> None:
 def test_nice_ticks_cover_the_range_with_round_steps() -> None:
     assert charts.nice_ticks(-0.0125, 0.06) == pytest.approx([-0.02, 0.0, 0.02, 0.04, 0.06])
     assert charts.nice_ticks(0, 7) == pytest.approx([0, 2, 4, 6, 8])
+
+
+def test_the_metric_rows_put_the_margin_on_the_side_where_harm_is() -> None:
+    from ramplight.server import room
+
+    fixed = {"difference": -3.0, "ci_low": -5.0, "ci_high": -1.0, "relative": -0.03,
+             "relative_ci_low": -0.05, "relative_ci_high": -0.01}  # fmt: skip
+    readout = {
+        "metrics": [
+            {"key": "conversion", "direction": "increase",
+             "variations": [{"variation": "control", "units": 10, "mean": 1.0},
+                            {"variation": "candidate", "units": 10, "mean": 0.97},
+                            {"variation": "fallback", "units": 0, "mean": None}],
+             "comparisons": [{"variation": "candidate", "vs": "control", "fixed": fixed}]},
+            {"key": "<tokens>", "direction": "decrease", "variations": [],
+             "comparisons": [{"variation": "candidate", "vs": "control", "fixed": fixed}]},
+        ]
+    }  # fmt: skip
+    recommendation = {
+        "guardrails": [{"metric": "conversion", "status": "breached", "margin": 0.02, "margin_type": "relative",
+                        "harm": 0.03, "harm_low": 0.01, "harm_high": 0.05}],
+        "goals": [{"metric": "<tokens>"}],
+    }  # fmt: skip
+    conversion, tokens = room.metric_rows(readout, recommendation, "candidate")
+    assert (conversion.kind, conversion.verdict, tokens.kind, tokens.verdict) == (
+        "guardrail", "detected", "primary", "none",
+    )  # fmt: skip
+    assert [m[0] for m in conversion.means] == ["control", "candidate"]  # no unexposed variation
+    root = parse(conversion.plot)
+    margin = root.find("s:line[@class='margin']", NS)
+    assert margin is not None and float(margin.get("x1", "")) == pytest.approx(x_of(root, -0.02), abs=0.01)
+    assert conversion.margin == "2\u00a0% (harm below)"
+    assert "&lt;tokens&gt;" in tokens.plot
+
+
+def test_the_timeline_view_names_kills_decisions_and_guardian_actions() -> None:
+    from ramplight.server import room
+
+    timeline = {
+        "events": [
+            {"ts": "2026-01-01T10:00:00+00:00", "kind": "change", "action": "ramp", "actor": "ana",
+             "reason": "wider", "weights": {"control": 80.0, "candidate": 20.0}},
+            {"ts": "2026-01-01T11:00:00+00:00", "kind": "change", "action": "kill", "actor": "bo", "reason": None},
+            {"ts": "2026-01-01T12:00:00+00:00", "kind": "decision", "action": "rollback",
+             "actor": "guardian", "reason": None, "recommended": "roll back: latency"},
+        ],
+        "series": {"m": [{"hour": "2026-01-01T10:00:00+00:00", "variation": "control", "mean": 1.0}]},
+    }  # fmt: skip
+    view = room.timeline_view(timeline)
+    assert [(e.kind, e.what) for e in view["entries"]] == [
+        ("guardian", "decision: rollback"), ("kill", "killed"), ("change", "ramp: control 80 % · candidate 20 %"),
+    ]  # fmt: skip
+    assert view["entries"][0].reason == "roll back: latency"
+    assert len(parse(view["chart"]).findall(".//s:g", NS)) == 3
+    assert [metric for metric, _ in view["series"]] == ["m"]
+    assert room.timeline_view(None)["entries"] == []
