@@ -3,9 +3,12 @@ flag's page, acting from it, and the server's refusals."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import WebDriverWait
@@ -14,6 +17,27 @@ from tests.factories import RunningServer
 from tests.ui.conftest import PASSWORD
 
 FLAG = "support_assistant_profile"
+
+
+def send_traffic(server: RunningServer, units: int, candidate_slowdown: float, extra: str) -> None:
+    """`units` conversations split by the flag's weights, each with a latency and an `extra` event."""
+    rng = random.Random(7)
+    share = weights(server).get("candidate", 0) / 100
+    now = datetime.now(UTC).isoformat()
+    exposures, events = [], []
+    for i in range(units):
+        unit = f"c{i}"
+        variation = "candidate" if rng.random() < share else "control"
+        exposures.append({"ts": now, "flag_key": FLAG, "assignment_unit": "conversation", "unit_id": unit,
+                          "assigned_variation": variation, "served_variation": variation})  # fmt: skip
+        slow = 1 + candidate_slowdown if variation == "candidate" else 1
+        for name, value in (("latency_ms", rng.gauss(1000, 100) * slow), (extra, rng.gauss(300, 30))):
+            events.append({"ts": now, "name": name, "unit_id": unit, "assignment_unit": "conversation",
+                           "value": value})  # fmt: skip
+    headers = {"Authorization": f"Bearer {server.sdk_key()}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as sdk:
+        response = sdk.post("/ingest/batch", json={"exposures": exposures, "events": events})
+        assert response.status_code == 200 and not response.json()["rejected"]
 
 
 def wait(browser: Any, condition: Any) -> Any:
@@ -130,3 +154,50 @@ def test_the_api_docs_render_with_no_network(server: RunningServer, browser: Any
         "/docs-static/favicon.png",
     ):
         assert server.admin.get(asset).status_code == 200, asset
+
+
+def test_the_flag_page_draws_the_metrics_the_timeline_the_sql_and_the_audit(
+    server: RunningServer, browser: Any, add_user: Callable[[str, str], None]
+) -> None:
+    server.create_flag()
+    ramp = {"environment": "production", "variation": "candidate", "percent": 10, "reason": "first widening"}
+    ramped = server.admin.post(f"/api/flags/{FLAG}/ramp", json=ramp)
+    assert ramped.status_code == 200, ramped.text
+    for key in ("latency_ms", "tokens"):
+        metric = {"type": "event", "event": key, "aggregation": "mean", "direction": "decrease"}
+        assert server.admin.put(f"/api/metrics/{key}", json=metric).status_code == 200
+    plan = {"guardrails": [{"metric": "latency_ms", "margin": 0.05}], "candidate": "candidate",
+            "goals": [{"metric": "tokens"}]}  # fmt: skip
+    assert server.admin.put(f"/api/flags/{FLAG}/plans/production", json=plan).status_code == 200
+    send_traffic(server, 600, candidate_slowdown=0.01, extra="tokens")
+
+    add_user("ana", "viewer")
+    sign_in(browser, server, "ana")
+    browser.get(f"{server.url}/flags/{FLAG}")
+    table = wait(browser, seen.presence_of_element_located((By.CSS_SELECTOR, "table.metrics")))
+    rows = table.find_elements(By.CSS_SELECTOR, "tbody tr.metric-row")
+    assert sorted(r.find_element(By.TAG_NAME, "th").text for r in rows) == ["latency_ms", "tokens"]
+    for row in rows:
+        (plot,) = row.find_elements(By.CSS_SELECTOR, "svg.interval-plot")
+        assert plot.find_elements(By.CSS_SELECTOR, "line.zero") and plot.find_elements(
+            By.CSS_SELECTOR, "line.fixed"
+        )
+    latency = next(r for r in rows if r.find_element(By.TAG_NAME, "th").text == "latency_ms")
+    assert "guardrail" in latency.text and "5 % (harm above)" in latency.text
+    assert latency.find_elements(By.CSS_SELECTOR, "svg line.margin")
+    assert latency.find_elements(By.CSS_SELECTOR, "svg line.sequential")
+    assert any(w in latency.text for w in ("harm ruled out", "harm detected", "inconclusive"))
+
+    timeline = browser.find_element(By.CSS_SELECTOR, "section[aria-labelledby=timeline-title]")
+    assert timeline.find_elements(By.CSS_SELECTOR, "svg.timeline-chart g.event")
+    assert timeline.find_elements(By.CSS_SELECTOR, "svg.series-chart")  # hourly means per variation
+    assert "control 90 % · candidate 10 %" in timeline.text and "first widening" in timeline.text
+
+    sql = browser.find_element(By.CSS_SELECTOR, "details.sql")
+    sql.find_element(By.TAG_NAME, "summary").click()
+    assert "SELECT" in sql.find_element(By.TAG_NAME, "pre").text
+    assert sql.get_attribute("innerText") and server.admin.get(
+        f"/api/flags/{FLAG}/sql"
+    ).text.strip().startswith(sql.find_element(By.TAG_NAME, "pre").text.strip()[:40])
+    audit = browser.find_element(By.CSS_SELECTOR, "section[aria-labelledby=audit-title]")
+    assert "✓ verified" in audit.text and "ramp" in audit.text

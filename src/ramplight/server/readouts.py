@@ -15,14 +15,17 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from ramplight import release
+from ramplight.analysis import service as analysis
 from ramplight.analysis.overview import QualityMark, Status, quality_mark, release_status
 from ramplight.core.audit import Decision
 from ramplight.core.errors import RamplightError
 from ramplight.core.flags import Flag
 from ramplight.store.base import Store
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,10 @@ class Judged:
     computed_at: datetime
     error: str | None = None
     """Why there is no readout (e.g. the flag is not configured for analysis)."""
+    timeline: dict[str, Any] | None = None
+    """`release.release_timeline`: events and hourly series, computed with the readout."""
+    sql: str | None = None
+    """The readout's SQL as `GET /api/flags/{key}/sql` returns it (`analysis.readout_sql`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +53,13 @@ class FlagRow:
     status: Status
     judged: Judged
     last_decision: Decision | None
+
+
+def _or_none(compute: Callable[[], T]) -> T | None:
+    try:
+        return compute()
+    except RamplightError:
+        return None
 
 
 class ReadoutCache:
@@ -76,13 +90,26 @@ class ReadoutCache:
     @staticmethod
     def _judge(store: Store, flag: Flag, environment: str) -> Judged:
         now = datetime.now(UTC)
+        # The timeline's hourly series scan the evidence too: computed here, cached with the readout.
+        timeline = _or_none(lambda: release.release_timeline(store, flag.key, environment))
+        sql = _or_none(lambda: analysis.readout_sql(store, flag.key, environment))
         try:
             j = release.judge(store, flag.key, environment)
         except RamplightError as exc:
             plan, _ = release.plan_for(store, flag, environment)
             candidate = release.candidate_of(flag, environment, plan)
-            return Judged(candidate, None, None, QualityMark("none", "no readout"), now, exc.message)
-        return Judged(j.state.candidate, j.recommendation.to_json(), j.readout, quality_mark(j.readout), now)
+            none = QualityMark("none", "no readout")
+            return Judged(candidate, None, None, none, now, exc.message, timeline, sql)
+        return Judged(
+            j.state.candidate,
+            j.recommendation.to_json(),
+            j.readout,
+            quality_mark(j.readout),
+            now,
+            None,
+            timeline,
+            sql,
+        )
 
     def stale(self, store: Store, flags: list[Flag]) -> set[tuple[str, str]]:
         """(flag, environment) pairs `release.stale_flags` names (one scan of the exposures)."""

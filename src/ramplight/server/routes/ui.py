@@ -19,11 +19,12 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader
 
-from ramplight import control, release
+from ramplight import audit, control, release
 from ramplight.analysis.overview import STATUSES
 from ramplight.control import users
 from ramplight.control.users import Principal
 from ramplight.core.errors import AuthError, ForbiddenError, NotFoundError, RamplightError, ValidationError
+from ramplight.server import room
 from ramplight.server.readouts import ReadoutCache
 from ramplight.server.routes import docs
 from ramplight.server.sessions import (
@@ -55,11 +56,23 @@ def _reason(sentence: str) -> str:
     return rest if rest and head in release.ACTIONS else sentence
 
 
-def _when(value: datetime) -> str:
+def _when(value: datetime | str) -> str:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-templates.env.filters.update(percent=_percent, reason=_reason, when=_when)
+def _num(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+,.4g}" if signed else f"{value:,.4g}"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:+.2g}\u00a0%"
+
+
+templates.env.filters.update(percent=_percent, reason=_reason, when=_when, num=_num, pct=_pct)
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -245,8 +258,25 @@ def _flag_page(
         "error": error,
         "decisions": [d for d in st.store.decisions(flag.key) if d.environment == environment][-10:][::-1],
         "may_act": me.may("editor"),
+        **_room(st.store, flag.key, environment, row.judged),
     }
     return _page(request, "flag.html", context, me, status_code)
+
+
+def _room(store: Any, flag_key: str, environment: str, judged: Any) -> dict[str, Any]:
+    """The metric table, the timeline and the SQL from the cached judgement (no new scan), and
+    the flag's audit entries with the chains' verification (`audit.verify`, as /api/audit/verify)."""
+    metrics = (
+        room.metric_rows(judged.readout, judged.recommendation, judged.candidate) if judged.readout else []
+    )
+    history = [c for c in audit.flag_history(store, flag_key) if c.get("environment") in (None, environment)]
+    return {
+        "metrics": metrics,
+        "timeline": room.timeline_view(judged.timeline),
+        "sql": judged.sql,
+        "audit_entries": history[-10:][::-1],
+        "audit_check": audit.verify(store),
+    }
 
 
 @router.get("/flags/{flag_key}")

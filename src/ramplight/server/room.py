@@ -1,0 +1,193 @@
+"""What the release room's metric table and timeline show, built from a cached judgement (the
+readout, its recommendation and the release timeline): plain data and SVG, no I/O."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from markupsafe import Markup
+
+from ramplight.server import charts
+
+GUARD_VERDICTS = {"breached": "detected", "safe": "ruled_out"}
+MAX_SERIES_CHARTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class MetricRow:
+    key: str
+    kind: str  # primary, guardrail or secondary
+    means: list[tuple[str, float | None, int]]  # (variation, mean, units)
+    variation: str | None  # the compared variation
+    vs: str | None
+    difference: float | None
+    fixed: tuple[float, float] | None
+    sequential: tuple[float, float] | None
+    relative: tuple[float | None, tuple[float, float] | None, tuple[float, float] | None]
+    margin: str | None
+    verdict: str  # ruled_out, detected, inconclusive
+    verdict_text: str
+    plot: Markup
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    ts: datetime
+    kind: str
+    what: str
+    who: str
+    reason: str
+
+
+def _pair(d: dict[str, Any] | None, lo: str, hi: str) -> tuple[float, float] | None:
+    if not d or d.get(lo) is None or d.get(hi) is None:
+        return None
+    a, b = float(d[lo]), float(d[hi])
+    return (a, b) if math.isfinite(a) and math.isfinite(b) else None
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:.3g}\u00a0%"
+
+
+def metric_rows(
+    readout: dict[str, Any], recommendation: dict[str, Any] | None, candidate: str | None
+) -> list[MetricRow]:
+    """One row per metric of the readout: the candidate's comparison (the first otherwise)."""
+    rec = recommendation or {}
+    guards = {g["metric"]: g for g in rec.get("guardrails", [])}
+    goals = {g["metric"] for g in rec.get("goals", [])}
+    rows = []
+    for metric in readout.get("metrics", []):
+        key = metric["key"]
+        comparisons = metric.get("comparisons") or []
+        comp = next(
+            (c for c in comparisons if c.get("variation") == candidate), comparisons[0] if comparisons else {}
+        )
+        fixed_d, seq_d = comp.get("fixed"), comp.get("sequential")
+        guard = guards.get(key)
+        kind = "guardrail" if guard else "primary" if key in goals else "secondary"
+        relative = guard is None or guard.get("margin_type", "relative") == "relative"
+        lo, hi = ("relative_ci_low", "relative_ci_high") if relative else ("ci_low", "ci_high")
+        point_key = "relative" if relative else "difference"
+        point = (fixed_d or seq_d or {}).get(point_key)
+        margin_at: float | None = None
+        margin_text = None
+        if guard is not None:
+            sign = -1.0 if metric.get("direction") == "increase" else 1.0
+            harm = guard.get("harm")
+            if harm is not None and point is not None and point != 0:
+                sign = 1.0 if math.isclose(harm, point, rel_tol=1e-6) else -1.0
+            margin_at = sign * float(guard["margin"])
+            margin_text = (_pct(guard["margin"]) if relative else f"{guard['margin']:g}") + (
+                " (harm above)" if sign > 0 else " (harm below)"
+            )
+        status = (guard or {}).get("status")
+        verdict = GUARD_VERDICTS.get(status or "", "inconclusive") if guard else "none"
+        verdict_text = {
+            "breached": "harm detected: beyond the margin",
+            "safe": "harm ruled out: within the margin",
+            "no_harm_found": "inconclusive: no harm found at adequate power",
+            "unproven": "inconclusive: not yet shown within the margin",
+            "no_data": "inconclusive: no data yet",
+        }.get(status or "", "inconclusive" if guard else "no guardrail")
+        fixed_r, seq_r = _pair(fixed_d, lo, hi), _pair(seq_d, lo, hi)
+        plot = charts.interval_plot(
+            key,
+            estimate=float(point) if point is not None else None,
+            fixed=fixed_r,
+            sequential=seq_r,
+            margin=margin_at,
+            unit="%" if relative else "",
+            verdict=verdict,
+        )
+        rows.append(
+            MetricRow(
+                key=key,
+                kind=kind,
+                means=[
+                    (v["variation"], v.get("mean"), v.get("units", 0))
+                    for v in metric.get("variations", [])
+                    if v.get("units")
+                ],
+                variation=comp.get("variation"),
+                vs=comp.get("vs"),
+                difference=(fixed_d or {}).get("difference"),
+                fixed=_pair(fixed_d, "ci_low", "ci_high"),
+                sequential=_pair(seq_d, "ci_low", "ci_high"),
+                relative=(
+                    (fixed_d or {}).get("relative"),
+                    _pair(fixed_d, "relative_ci_low", "relative_ci_high"),
+                    _pair(seq_d, "relative_ci_low", "relative_ci_high"),
+                ),
+                margin=margin_text,
+                verdict=verdict,
+                verdict_text=verdict_text,
+                plot=plot,
+            )
+        )
+    return rows
+
+
+def _ts(value: str) -> datetime:
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _describe(event: dict[str, Any]) -> tuple[str, str]:
+    """(marker kind, what happened in words)."""
+    kind, action = event.get("kind"), event.get("action")
+    if kind == "change":
+        weights = event.get("weights")
+        ramp = " · ".join(f"{k} {v:g} %" for k, v in (weights or {}).items() if v)
+        if action == "kill":
+            return "kill", "killed"
+        what = f"{action}: {ramp}" if ramp and action != "plan" else str(action)
+        if action == "plan":
+            what = "plan edited"
+        return "change", what
+    if kind == "decision":
+        forced = " (forced)" if event.get("forced") else ""
+        marker = "guardian" if str(event.get("actor", "")).startswith("guardian") else "decision"
+        return marker, f"decision: {action}{forced}"
+    if kind == "eval_gate":
+        return "eval_gate", f"eval gate {action}"
+    return str(kind), str(action)
+
+
+def timeline_view(timeline: dict[str, Any] | None) -> dict[str, Any]:
+    """The timeline chart, its events as a list (newest first), and up to three series charts."""
+    if not timeline:
+        return {"entries": [], "chart": None, "series": []}
+    entries = []
+    for event in timeline.get("events", []):
+        marker, what = _describe(event)
+        reason = event.get("reason") or event.get("recommended") or ""
+        entries.append(
+            TimelineEntry(_ts(event["ts"]), marker, what, str(event.get("actor") or ""), str(reason))
+        )
+    points: dict[str, dict[str, list[tuple[datetime, float]]]] = {}
+    for metric, rows in (timeline.get("series") or {}).items():
+        per: dict[str, list[tuple[datetime, float]]] = {}
+        for row in rows:
+            if row.get("mean") is not None:
+                per.setdefault(str(row["variation"]), []).append((_ts(row["hour"]), float(row["mean"])))
+        if per:
+            points[metric] = per
+        if len(points) == MAX_SERIES_CHARTS:
+            break
+    moments = [e.ts for e in entries] + [t for per in points.values() for pts in per.values() for t, _ in pts]
+    if not moments:
+        return {"entries": [], "chart": None, "series": []}
+    start, end = charts.time_range(moments)
+    events = [charts.Event(e.ts, e.kind, f"{e.ts:%Y-%m-%d %H:%M} UTC: {e.what} by {e.who}") for e in entries]
+    return {
+        "entries": entries[::-1],
+        "chart": charts.timeline_chart(events, start, end) if events else None,
+        "series": [
+            (metric, charts.series_chart(metric, per, start, end, events)) for metric, per in points.items()
+        ],
+    }
