@@ -153,7 +153,7 @@ class GuardianThread:
         self,
         store: Store,
         interval_s: float,
-        flush: Callable[[], None],
+        flush: Callable[[], object],
         webhooks: Webhooks,
         after_action: Callable[[], None],
     ) -> None:

@@ -233,7 +233,7 @@ def get_readout(
     and each metric against control (effect, confidence and always-valid intervals, guardrails).
     Computed from the evidence now; the SQL behind it is get_sql's."""
     st = _caller(ctx).state
-    st.catch_up()
+    behind = st.catch_up()
     options = ReadoutOptions(segment=segment, phase=phase, served=served, bayes=bayes)
     report = release.report(st.store, flag_key, environment, None, options)
     return Readout(
@@ -250,7 +250,7 @@ def get_readout(
         metrics=report.get("metrics", []),
         correction=report.get("correction"),
         drift=report.get("drift"),
-        loading=st.loading(),
+        loading=behind,
     )
 
 

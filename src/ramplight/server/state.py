@@ -120,16 +120,20 @@ class ServerState:
 
     CATCH_UP_SECONDS = 10.0
 
-    def catch_up(self) -> None:
+    def catch_up(self) -> dict[str, Any] | None:
         """Load what was acknowledged before a readout; when loading is far behind, wait at most
-        CATCH_UP_SECONDS and go on with what is loaded (`loading()` says how far behind)."""
+        CATCH_UP_SECONDS and go on with what is loaded. Returns how far behind the evidence is
+        *as the readout starts* (None: everything acknowledged is loaded) — asked after the
+        readout, a load that finished meanwhile would hide that it ran on part of the evidence."""
         try:
             self.log.flush(timeout=self.CATCH_UP_SECONDS)
+            return None
         except TimeoutError:
             pressure = self.log.pressure()
             log.warning("readout on partly loaded evidence: %d bytes waiting", pressure.backlog_bytes)
         except Exception:
             log.exception("readout on partly loaded evidence: a segment failed to load")
+        return self.loading()
 
     def loading(self) -> dict[str, Any] | None:
         """How far loading is behind, when it is; None when everything acknowledged is loaded."""

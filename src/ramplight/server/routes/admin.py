@@ -280,10 +280,9 @@ def report(
 ) -> dict[str, Any]:
     """The readout (docs/readout.md): the recommendation first, then data quality, phases and
     each metric vs control."""
-    st.catch_up()
+    behind = st.catch_up()
     options = ReadoutOptions(segment=segment, phase=phase, served=served, bayes=bayes, traces=traces)
     result = release.report(st.store, flag_key, environment, metric, options)
-    behind = st.loading()
     return {**result, "loading": behind} if behind else result
 
 
