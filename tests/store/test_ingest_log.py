@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 from ramplight.core.contract import validate_batch
+from ramplight.core.errors import StoreError
 from ramplight.store.duckdb import DuckDBStore
 from ramplight.store.identity import IdentityIndex, admit_batch, build_index
 from ramplight.store.log import IngestLog, encode_items
@@ -93,7 +94,7 @@ def test_flush_makes_everything_acknowledged_visible_in_the_store(
     log.flush()
     assert [store.count(k) for k in ("exposures", "events", "evals")] == [1, 1, 1]
     assert segment_dirs(log_dir) == []
-    assert store.loaded_segments() == {"000000000001.seg"}
+    assert store.loaded_segments() == {f"{log.log_id}/000000000001.seg"}
 
 
 def test_concurrent_appends_from_threads_are_all_loaded_exactly_once(
@@ -152,6 +153,44 @@ def test_a_retried_identical_item_is_stored_once(make_log: MakeLog, store: DuckD
     assert unit_ids(store) == ["user-1"]
 
 
+def test_two_logs_over_one_store_each_load_their_own_segments(tmp_path: Path, store: DuckDBStore) -> None:
+    """Two servers, each with its own log, sharing one evidence database: both number their
+    segments from 1, and neither's segment may be taken for the other's already-loaded one."""
+    first = IngestLog(tmp_path / "a.log", store, segment_seconds=3600)
+    second = IngestLog(tmp_path / "b.log", store, segment_seconds=3600)
+    try:
+        assert first.log_id != second.log_id
+        first.append(encode_items({"exposures": exposures("user-a")}), 1).result(timeout=30)
+        first.flush()
+        second.append(encode_items({"exposures": exposures("user-b")}), 1).result(timeout=30)
+        second.flush()
+        assert unit_ids(store) == ["user-a", "user-b"]
+        assert store.loaded_segments() == {
+            f"{first.log_id}/000000000001.seg",
+            f"{second.log_id}/000000000001.seg",
+        }
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_log_keeps_its_id_across_restarts_and_refuses_a_damaged_one(
+    make_log: MakeLog, log_dir: Path, store: DuckDBStore
+) -> None:
+    log = make_log()
+    log.append(encode_items({"exposures": exposures("user-1")}), 1).result(timeout=30)
+    log.close()
+    again = make_log()
+    assert again.log_id == log.log_id == (log_dir / "log-id").read_text().strip()
+    again.append(encode_items({"exposures": exposures("user-2")}), 1).result(timeout=30)
+    again.close()
+    # Numbering goes on after what this log already loaded: no name is reused.
+    assert store.loaded_segments() == {f"{log.log_id}/000000000001.seg", f"{log.log_id}/000000000002.seg"}
+    (log_dir / "log-id").write_text("not-an-id\n")
+    with pytest.raises(StoreError, match="log-id: not a log id"):
+        IngestLog(log_dir, store)
+
+
 # -- recovery -----------------------------------------------------------------------------
 
 
@@ -177,13 +216,13 @@ def test_segments_left_by_a_crash_are_trimmed_sealed_and_loaded_on_start(
     log.flush()
     assert unit_ids(store) == ["user-1", "user-2"]
     assert unit_ids(store, "events") == ["a", "b"]
-    assert store.loaded_segments() == {"000000000004.seg", "000000000005.seg"}
+    assert store.loaded_segments() == {f"{log.log_id}/000000000004.seg", f"{log.log_id}/000000000005.seg"}
     assert segment_dirs(log_dir) == []
 
     log.append(encode_items({"exposures": exposures("user-3")}), 1).result(timeout=30)
     log.flush()
     assert unit_ids(store) == ["user-1", "user-2", "user-3"]
-    assert "000000000006.seg" in store.loaded_segments()
+    assert f"{log.log_id}/000000000006.seg" in store.loaded_segments()
 
 
 def test_an_open_segment_holding_only_a_torn_line_recovers_to_nothing(

@@ -6,6 +6,11 @@ file per evidence kind); sealing renames it to `NNNNNNNNNNNN.seg/`; the loader l
 segments in order (the store records each one in the same transaction) and deletes them. On
 start, open segments are trimmed to their last complete line, sealed and replayed.
 
+Each log directory has a random id (`log-id`, written once). The store records a segment as
+`<log id>/<segment>`: several servers, each with its own log, load into one shared evidence
+database (PostgreSQL, ClickHouse) without one's `000000000001.seg` being taken for another's
+already-loaded segment and skipped.
+
 Bounded: past `max_backlog_bytes` of sealed-but-unloaded data, or when the oldest of it is older
 than `max_backlog_seconds`, `pressure()` says so and ingestion answers 503 with Retry-After
 instead of growing the log. A segment that fails to load `dead_letter_after` times is moved to
@@ -19,10 +24,12 @@ import contextlib
 import logging
 import os
 import queue
+import re
 import shutil
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -30,6 +37,7 @@ from pathlib import Path
 
 import msgspec
 
+from ramplight.core.errors import StoreError
 from ramplight.store.base import EvidenceKind, Store
 
 log = logging.getLogger("ramplight.ingest")
@@ -85,6 +93,28 @@ def _trim_partial_line(path: Path) -> None:
             os.fsync(handle.fileno())
 
 
+def _log_id(directory: Path) -> str:
+    """The directory's id, created (durably) the first time; see the module docstring."""
+    path = directory / "log-id"
+    try:
+        value = path.read_text().strip()
+    except FileNotFoundError:
+        value = ""
+    if value:
+        if not re.fullmatch(r"[0-9a-f]{32}", value):
+            raise StoreError(f"{path}: not a log id ({value[:40]!r}); restore it or move the log aside")
+        return value
+    value = uuid.uuid4().hex
+    staged = directory / "log-id.tmp"
+    with staged.open("w") as handle:
+        handle.write(value + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    staged.rename(path)
+    _fsync_dir(directory)
+    return value
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -127,6 +157,7 @@ class IngestLog:
         self._load_error: BaseException | None = None
         self._closing = False
         directory.mkdir(parents=True, exist_ok=True)
+        self.log_id = _log_id(directory)
         self._next_seq = self._recover() + 1
         self._writer = threading.Thread(target=self._write_loop, name="ramplight-log", daemon=True)
         self._loader = threading.Thread(target=self._load_loop, name="ramplight-load", daemon=True)
@@ -203,8 +234,11 @@ class IngestLog:
             self._backlog[path.name] = (size, 0, path.stat().st_mtime)
         self._sealed_seq = highest
         # Names already loaded (and deleted) must never be reused: the store would skip them.
+        prefix = f"{self.log_id}/"
         for name in self.store.loaded_segments():
-            stem = name.split(".", 1)[0]
+            if not name.startswith(prefix):
+                continue  # another log's (or, before log ids, this store's unprefixed names)
+            stem = name[len(prefix) :].split(".", 1)[0]
             if stem.isdigit():
                 highest = max(highest, int(stem))
         return highest
@@ -399,7 +433,7 @@ class IngestLog:
                 try:
                     started = time.monotonic()
                     if files:
-                        self.store.load_segment(path.name, files)
+                        self.store.load_segment(f"{self.log_id}/{path.name}", files)
                     shutil.rmtree(path)
                     self._done(path.name, time.monotonic() - started)
                 except BaseException as exc:
