@@ -24,7 +24,7 @@ from ramplight.analysis.overview import STATUSES
 from ramplight.control import users
 from ramplight.control.users import Principal
 from ramplight.core.errors import AuthError, ForbiddenError, NotFoundError, RamplightError, ValidationError
-from ramplight.server import room
+from ramplight.server import editing, room
 from ramplight.server.readouts import ReadoutCache
 from ramplight.server.routes import docs
 from ramplight.server.sessions import (
@@ -86,6 +86,10 @@ DONE = {
     "rollback": "Rolled back: everyone is served the control again.",
     "kill": "Killed: everyone is served the off variation.",
     "restore": "Restored: the flag serves its rollout again.",
+    "created": "Created: the flag serves its first variation to everyone; ramp it below.",
+    "ramped": "Ramped: the new weights are served now.",
+    "saved_config": "Saved: the targeting and rollout are served now.",
+    "saved_plan": "Saved: the measurement plan applies from the next readout.",
 }
 
 
@@ -238,6 +242,7 @@ def _flag_page(
     done: str | None = None,
     error: str | None = None,
     status_code: int = 200,
+    edit: editing.Editor | None = None,
 ) -> Response:
     st = state(request)
     flag = st.store.get_flag(flag_key)
@@ -258,6 +263,8 @@ def _flag_page(
         "error": error,
         "decisions": [d for d in st.store.decisions(flag.key) if d.environment == environment][-10:][::-1],
         "may_act": me.may("editor"),
+        "edit": edit or editing.editor(st.store, flag, environment),
+        "stamp": editing.page_stamp(st.store, flag, environment),
         **_room(st.store, flag.key, environment, row.judged),
     }
     return _page(request, "flag.html", context, me, status_code)
@@ -340,6 +347,9 @@ def act(
 def install(app: FastAPI) -> None:
     """The web UI, its static files, and the API docs from packaged assets (no CDN)."""
     app.include_router(docs.router)
+    from ramplight.server.routes import ui_edit
+
+    app.include_router(ui_edit.router)  # before /flags/{flag_key}: /flags/new is a page of its own
     app.include_router(router)
     app.mount("/static", StaticFiles(packages=[("ramplight.server", "static")]), name="static")
     app.mount(docs.ASSETS_URL, StaticFiles(directory=str(docs.ASSETS)), name="docs-static")
