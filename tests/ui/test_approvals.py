@@ -8,8 +8,10 @@ from typing import Any
 
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as seen
+from selenium.webdriver.support.ui import Select
 
 from tests.factories import RunningServer
+from tests.ui.conftest import PASSWORD
 from tests.ui.test_release_room import FLAG, sign_in, wait, weights
 
 APPROVED_PLAN = {
@@ -141,3 +143,53 @@ def test_promote_and_clean_up_from_the_flag_page(
     assert states == ["promote", "cleanup"]
     changes = browser.find_element(By.CSS_SELECTOR, "section[aria-labelledby=audit-title]").text
     assert "archive" in changes
+
+
+def test_an_admin_adds_a_user_on_the_users_page_who_then_signs_in(
+    server: RunningServer, browser: Any, add_user: Callable[[str, str], None]
+) -> None:
+    server.create_flag()
+    add_user("ada", "admin")
+    sign_in(browser, server, "ada")
+    browser.find_element(By.LINK_TEXT, "Users").click()
+    table = wait(browser, seen.presence_of_element_located((By.CSS_SELECTOR, "table.users")))
+    assert "ada (you)" in table.text and "admin" in table.text
+    ada = browser.find_element(By.ID, "user-ada").text
+    assert "never" not in ada  # she signed in just now
+
+    # Two passwords that differ are refused, and the name and role are kept for another try.
+    browser.find_element(By.ID, "new-name").send_keys("bea")
+    Select(browser.find_element(By.ID, "new-role")).select_by_visible_text("approver")
+    browser.find_element(By.ID, "new-password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "new-password-again").send_keys(PASSWORD + "!")
+    browser.find_element(By.XPATH, "//button[text()='Add user']").click()
+    assert alert(browser) == "Refused: password: the two passwords differ"
+    assert browser.find_element(By.ID, "new-name").get_attribute("value") == "bea"
+    browser.find_element(By.ID, "new-password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "new-password-again").send_keys(PASSWORD)
+    browser.find_element(By.XPATH, "//button[text()='Add user']").click()
+    assert notice(browser).startswith("Added")
+    bea = browser.find_element(By.ID, "user-bea").text
+    assert "approver" in bea and "never" in bea and "active" in bea
+    sign_out(browser)
+
+    sign_in(browser, server, "bea")
+    assert browser.find_element(By.CSS_SELECTOR, ".who").text.startswith("bea approver")
+    assert not browser.find_elements(By.LINK_TEXT, "Users")  # the nav shows it to admins only
+    browser.get(server.url + "/users")
+    assert alert(browser) == "Only admins manage users: your role (approver) may not."
+    sign_out(browser)
+
+    # Her role changes, then she is disabled: her session ends and she cannot sign in.
+    sign_in(browser, server, "ada")
+    browser.get(server.url + "/users")
+    row = wait(browser, seen.presence_of_element_located((By.ID, "user-bea")))
+    Select(row.find_element(By.TAG_NAME, "select")).select_by_visible_text("viewer")
+    row.find_element(By.XPATH, ".//button[text()='Change role']").click()
+    assert notice(browser).startswith("Role changed")
+    row = browser.find_element(By.ID, "user-bea")
+    assert "viewer" in row.text and "never" not in row.text  # her sign-in is shown
+    row.find_element(By.XPATH, ".//button[text()='Disable']").click()
+    assert notice(browser).startswith("Disabled")
+    assert "disabled" in browser.find_element(By.ID, "user-bea").text
+    assert [u["disabled_at"] is not None for u in server.admin.get("/api/users").json()] == [False, True]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import httpx
 
 from tests.factories import RunningServer
+from tests.ui.conftest import PASSWORD
 from tests.ui.test_approvals import APPROVED_PLAN
 
 FLAG = "support_assistant_profile"
@@ -104,3 +105,67 @@ def test_forcing_promote_or_clean_up_needs_the_force_permission_and_a_reason(
     (decision,) = server.admin.get(f"/api/flags/{FLAG}/decisions").json()
     assert (decision["state"], decision["forced"], decision["actor"]) == ("cleanup", True, "user:ada")
     assert server.admin.get(f"/api/flags/{FLAG}").json()["archived"]
+
+
+def test_the_users_forms_need_the_csrf_token_and_an_admin(
+    server: RunningServer, add_user: Callable[[str, str], None], sign_in: Signer
+) -> None:
+    add_user("ada", "admin")
+    add_user("apu", "approver")
+    new = {"name": "cy", "role": "editor", "password": PASSWORD, "password_again": PASSWORD}
+    apu, apu_csrf = sign_in("apu")
+    assert apu.get("/users").status_code == 403
+    answer = apu.post("/users", data={**new, "csrf": apu_csrf})
+    assert answer.status_code == 403 and "Only admins manage users" in answer.text
+    ada, csrf = sign_in("ada")
+    for forged in FORGERIES:
+        answer = ada.post("/users", data={**new, **forged})
+        assert answer.status_code == 403 and "no valid CSRF token" in answer.text
+    assert [u["name"] for u in server.admin.get("/api/users").json()] == ["ada", "apu"]
+
+    short = ada.post("/users", data={**new, "password": "short", "password_again": "short", "csrf": csrf})
+    assert short.status_code == 422 and "password: at least 10 characters" in short.text
+    taken = ada.post("/users", data={**new, "name": "apu", "csrf": csrf})
+    assert taken.status_code == 409 and "user &#39;apu&#39; already exists" in taken.text
+    assert ada.post("/users", data={**new, "csrf": csrf}).status_code == 303
+    cy = next(u for u in server.admin.get("/api/users").json() if u["name"] == "cy")
+    assert cy["role"] == "editor"
+
+    # Changing a user: the same token and role checks.
+    change = f"/users/{cy['id']}"
+    answer = apu.post(change, data={"change": "role", "role": "admin", "csrf": apu_csrf})
+    assert answer.status_code == 403 and "Only admins manage users" in answer.text
+    assert ada.post(change, data={"change": "role", "role": "admin"}).status_code == 403
+    bad = ada.post(change, data={"change": "role", "role": "owner", "csrf": csrf})
+    assert bad.status_code == 422 and "one of viewer, editor, approver, admin" in bad.text
+    assert ada.post("/users/nobody", data={"change": "disabled", "csrf": csrf}).status_code == 404
+    me = next(u for u in server.admin.get("/api/users").json() if u["name"] == "ada")
+    own = ada.post(f"/users/{me['id']}", data={"change": "disabled", "csrf": csrf})
+    assert own.status_code == 409 and "disable yourself" in own.text
+    assert ada.post(change, data={"change": "role", "role": "approver", "csrf": csrf}).status_code == 303
+    assert next(u for u in server.admin.get("/api/users").json() if u["name"] == "cy")["role"] == "approver"
+
+
+def test_a_disabled_users_session_stops_working_at_once(
+    server: RunningServer, add_user: Callable[[str, str], None], sign_in: Signer
+) -> None:
+    server.create_flag()
+    add_user("ada", "admin")
+    add_user("ana", "editor")
+    ana, ana_csrf = sign_in("ana")
+    ada, csrf = sign_in("ada")
+    (user,) = [u for u in server.admin.get("/api/users").json() if u["name"] == "ana"]
+    assert ada.post(f"/users/{user['id']}", data={"change": "disabled", "csrf": csrf}).status_code == 303
+    assert ana.get("/").status_code == 303  # back to the sign-in page
+    kill = {"action": "kill", "environment": "production", "csrf": ana_csrf}
+    assert ana.post(f"/flags/{FLAG}/actions", data=kill).headers["location"].startswith("/login")
+    assert server.admin.get(f"/api/flags/{FLAG}").json()["version"] == 1
+    with httpx.Client(base_url=server.url, timeout=60) as again:
+        form = again.get("/login").text
+        token = form.split('name="csrf" value="')[1].split('"')[0]
+        answer = again.post("/login", data={"csrf": token, "name": "ana", "password": PASSWORD})
+        assert answer.status_code == 401
+    # Enabled again, she signs in anew (her old session stays ended).
+    assert ada.post(f"/users/{user['id']}", data={"change": "enabled", "csrf": csrf}).status_code == 303
+    assert ana.get("/").status_code == 303
+    sign_in("ana")

@@ -39,6 +39,7 @@ from ramplight.server.sessions import (
     set_session,
     state,
 )
+from ramplight.store.base import ROLES
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(
@@ -478,6 +479,106 @@ def decide_request(
     except RamplightError as exc:
         return _requests_page(request, me, error=_message(exc), status_code=exc.status_code)
     return RedirectResponse(f"/requests?done={done}", status_code=303)
+
+
+# -- users (admins only) ------------------------------------------------------------------
+
+USERS_DONE = {
+    "added": "Added: they can sign in now.",
+    "role": "Role changed: it applies to their next request, in every open session.",
+    "disabled": "Disabled: their sessions have ended and they can no longer sign in.",
+    "enabled": "Enabled: they can sign in again.",
+}
+ADMINS_ONLY = "Only admins manage users: your role ({role}) may not."
+
+
+def _users_page(
+    request: Request,
+    me: Principal,
+    done: str | None = None,
+    error: str | None = None,
+    status_code: int = 200,
+    entered: dict[str, str] | None = None,
+) -> Response:
+    context = {
+        "users": state(request).store.list_users(),
+        "roles": ROLES,
+        "min_password": users.MIN_PASSWORD,
+        "done": USERS_DONE.get(done or ""),
+        "error": error,
+        "entered": entered or {"name": "", "role": "viewer"},
+    }
+    return _page(request, "users.html", context, me, status_code)
+
+
+@router.get("/users")
+def users_page(request: Request, done: str | None = None) -> Response:
+    """Every user with their role, when they were added and last signed in; add, change, disable."""
+    me = principal(request)
+    if me is None:
+        return _to_login(request)
+    if not me.may("admin"):
+        return _refused(request, me, ADMINS_ONLY.format(role=me.role), 403)
+    return _users_page(request, me, done)
+
+
+@router.post("/users")
+def add_user(
+    request: Request,
+    name: Annotated[str, Form(max_length=100)] = "",
+    role: Annotated[str, Form(max_length=20)] = "",
+    password: Annotated[str, Form(max_length=1000)] = "",
+    password_again: Annotated[str, Form(max_length=1000)] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """Add a user (`users.create_user`, as `POST /api/users` and `ramplight users add`)."""
+    me = principal(request)
+    if me is None:
+        return _to_login(request)
+    if forged := _forged(request, me, csrf):
+        return forged
+    if not me.may("admin"):
+        return _refused(request, me, ADMINS_ONLY.format(role=me.role), 403)
+    try:
+        if password != password_again:
+            raise ValidationError.at("password", "the two passwords differ")
+        users.create_user(state(request).store, name.strip(), role, password)
+    except RamplightError as exc:
+        entered = {"name": name, "role": role}
+        return _users_page(request, me, error=_message(exc), status_code=exc.status_code, entered=entered)
+    return RedirectResponse("/users?done=added", status_code=303)
+
+
+@router.post("/users/{user_id}")
+def change_user(
+    request: Request,
+    user_id: str,
+    change: Annotated[str, Form(max_length=20)] = "",
+    role: Annotated[str, Form(max_length=20)] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """Change a user's role, or disable or enable them (`users.change_user`); disabling ends
+    their sessions at once. Admins may not demote or disable themselves."""
+    me = principal(request)
+    if me is None:
+        return _to_login(request)
+    if forged := _forged(request, me, csrf):
+        return forged
+    if not me.may("admin"):
+        return _refused(request, me, ADMINS_ONLY.format(role=me.role), 403)
+    store = state(request).store
+    try:
+        if change == "role":
+            users.change_user(store, user_id, role=role, by_id=me.id)
+        elif change in ("disabled", "enabled"):
+            users.change_user(store, user_id, disabled=change == "disabled", by_id=me.id)
+        else:
+            raise ValidationError.at("change", "role, disabled or enabled")
+    except NotFoundError as exc:
+        return _refused(request, me, exc.message, 404)
+    except RamplightError as exc:
+        return _users_page(request, me, error=_message(exc), status_code=exc.status_code)
+    return RedirectResponse(f"/users?done={change}", status_code=303)
 
 
 def install(app: FastAPI) -> None:
