@@ -169,3 +169,31 @@ def test_a_disabled_users_session_stops_working_at_once(
     assert ada.post(f"/users/{user['id']}", data={"change": "enabled", "csrf": csrf}).status_code == 303
     assert ana.get("/").status_code == 303
     sign_in("ana")
+
+
+def test_a_request_needing_two_approvals_waits_for_a_second_approver(
+    server: RunningServer, add_user: Callable[[str, str], None], sign_in: Signer
+) -> None:
+    server.create_flag()
+    plan = {**APPROVED_PLAN, "approvers": 2}
+    assert server.admin.put(f"/api/flags/{FLAG}/plans/production", json=plan).status_code == 200
+    for name, role in (("ana", "editor"), ("apu", "approver"), ("abe", "approver")):
+        add_user(name, role)
+    ana, ana_csrf = sign_in("ana")
+    form = {"action": "expand", "environment": "production", "csrf": ana_csrf}
+    assert ana.post(f"/flags/{FLAG}/requests", data=form).status_code == 303
+    assert "needs 2 approvals" in ana.get(f"/flags/{FLAG}").text
+    (request,) = requests_of(server)
+    approve = f"/requests/{request['request_id']}/approve"
+    apu, apu_csrf = sign_in("apu")
+    answer = apu.post(approve, data={"csrf": apu_csrf})
+    assert answer.status_code == 303 and answer.headers["location"] == "/requests?done=approved"
+    page = apu.get("/requests?done=approved").text
+    assert "waits for more approvals" in page and "1 of 2" in page and "(user:apu)" in page
+    twice = apu.post(approve, data={"csrf": apu_csrf})
+    assert twice.status_code == 409 and "you have already approved this change request" in twice.text
+    assert server.admin.get(f"/api/flags/{FLAG}").json()["version"] == 1
+    abe, abe_csrf = sign_in("abe")
+    assert abe.post(approve, data={"csrf": abe_csrf}).headers["location"] == "/requests?done=applied"
+    (decision,) = server.admin.get(f"/api/flags/{FLAG}/decisions").json()
+    assert decision["actor"] == "user:ana, approved by user:apu, user:abe"
