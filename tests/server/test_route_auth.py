@@ -18,7 +18,16 @@ from tests.factories import RunningServer
 PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/login", "/logout"}
 GROUPS = ("/api/", "/sdk/", "/ingest/", "/v1/", "/mcp")
 ADMIN = ("/api/", "/mcp")
-UI = {"/", "/flags/x", "/flags/x/actions"}
+UI = {
+    "/",
+    "/flags/x",
+    "/flags/x/actions",
+    "/flags/x/requests",
+    "/requests",
+    "/requests/x/x",
+    "/users",
+    "/users/x",
+}
 """The web UI's pages: a browser session guards them (an API key does not), see test below."""
 
 
