@@ -1,9 +1,11 @@
-"""The web UI: sign-in, the flags page and a page per flag, rendered on the server (Jinja2).
+"""The web UI: sign-in, the flags page, a page per flag, the change requests and (for admins)
+the users, rendered on the server (Jinja2).
 
 Every page needs a session (`server/sessions.py`); every POST carries the session's CSRF token;
 the role is checked here, on the server, before anything acts. Actions call the same functions
-as the admin API (`release.decide_action`, `control.kill`, `control.restore`), so the plan's
-refusals (409), the forcing rule and the audit trail are the same. None of these routes is in
+as the admin API (`release.decide_action`, `control.kill`, `control.restore`, `release.propose`,
+`release.approve`, `release.reject`, `users.create_user`), so the plan's refusals (409), the
+forcing rule and the audit trail are the same. None of these routes is in
 the OpenAPI schema.
 """
 
