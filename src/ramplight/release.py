@@ -857,7 +857,7 @@ def approve(
     if approver_id == request.proposer_id:
         raise ForbiddenError("the proposer cannot approve their own change request")
     if any(a["id"] == approver_id for a in request.approvals):
-        raise ConflictError("this key has already approved the request")
+        raise ConflictError("you have already approved this change request")
     approvals = [*request.approvals, {"id": approver_id, "by": approver, "ts": clock().isoformat()}]
     if len(approvals) < request.required:
         updated = replace(request, approvals=approvals)

@@ -18,7 +18,20 @@ from tests.factories import RunningServer
 PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/login", "/logout"}
 GROUPS = ("/api/", "/sdk/", "/ingest/", "/v1/", "/mcp")
 ADMIN = ("/api/", "/mcp")
-UI = {"/", "/flags/x", "/flags/x/actions", "/flags/new", "/flags/x/ramp", "/flags/x/edit", "/flags/x/stamp"}
+UI = {
+    "/",
+    "/flags/x",
+    "/flags/x/actions",
+    "/flags/x/requests",
+    "/requests",
+    "/requests/x/x",
+    "/users",
+    "/users/x",
+    "/flags/new",
+    "/flags/x/ramp",
+    "/flags/x/edit",
+    "/flags/x/stamp",
+}
 """The web UI's pages: a browser session guards them (an API key does not), see test below."""
 UI_JSON = {"/flags/x/stamp"}
 """Asked by the pages' script, not navigated to: 401 instead of the redirect to sign in."""

@@ -18,7 +18,7 @@ import pytest
 from ramplight import control
 from ramplight.control import users
 from ramplight.core.audit import Decision, verify_changes, verify_decisions
-from ramplight.core.errors import AuthError, ConflictError, ValidationError
+from ramplight.core.errors import AuthError, ConflictError, NotFoundError, ValidationError
 from ramplight.core.keys import hash_key
 from ramplight.core.prices import Price
 from ramplight.core.sources import Source
@@ -206,6 +206,38 @@ def test_sessions_are_stored_hashed_expire_and_end(store: Any) -> None:
     assert store.find_session(hash_key(token)) is None
     users.end_session(store, later)
     assert store.find_session(hash_key(later)) is None
+
+
+def test_a_users_role_changes_and_disabling_ends_their_sessions(store: Any) -> None:
+    ana = users.create_user(store, "ana", "editor", "correct horse battery")
+    admin = users.create_user(store, "ada", "admin", "correct horse battery")
+    assert ana.last_sign_in_at is None
+    token = users.start_session(store, user=ana, clock=lambda: NOW)
+    assert store.get_user(ana.id).last_sign_in_at == NOW  # the users page shows it
+    promoted = users.change_user(store, ana.id, role="approver", by_id=admin.id)
+    assert store.get_user(ana.id) == promoted and promoted.role == "approver"
+    seen = users.session_principal(store, token, clock=lambda: NOW + timedelta(hours=1))
+    assert seen is not None and seen.role == "approver"  # the role is read on every request
+
+    users.change_user(store, ana.id, disabled=True, by_id=admin.id, clock=lambda: NOW)
+    assert store.get_user(ana.id).disabled_at == NOW
+    assert store.find_session(hash_key(token)) is None  # deleted with the disabling, not only ignored
+    with pytest.raises(AuthError):
+        users.check_password(store, "ana", "correct horse battery")
+    enabled = users.change_user(store, ana.id, disabled=False, by_id=admin.id)
+    assert enabled.disabled_at is None and users.check_password(store, "ana", "correct horse battery")
+
+    with pytest.raises(ConflictError, match="your own role"):
+        users.change_user(store, admin.id, role="viewer", by_id=admin.id)
+    with pytest.raises(ConflictError, match="disable yourself"):
+        users.change_user(store, admin.id, disabled=True, by_id=admin.id)
+    with pytest.raises(ValidationError):
+        users.change_user(store, ana.id, role="owner")
+    with pytest.raises(NotFoundError):
+        users.change_user(store, "nobody", role="viewer")
+    with pytest.raises(NotFoundError):
+        store.update_user(dataclasses.replace(ana, id="nobody"))
+    assert [(u.name, u.role) for u in store.list_users()] == [("ada", "admin"), ("ana", "approver")]
 
 
 def test_an_admin_key_session_acts_as_admin_until_the_key_is_revoked(store: Any) -> None:

@@ -6,14 +6,14 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from ramplight.control.common import Clock, utcnow
-from ramplight.core.errors import AuthError, ValidationError
+from ramplight.core.errors import AuthError, ConflictError, NotFoundError, ValidationError
 from ramplight.core.keys import hash_key
 from ramplight.store.base import ROLES, ApiKey, Role, Session, User
 from ramplight.store.base import ControlStore as Store
@@ -45,6 +45,39 @@ def create_user(store: Store, name: str, role: str, password: str, clock: Clock 
     )
     store.create_user(user)
     return user
+
+
+def change_user(
+    store: Store,
+    user_id: str,
+    *,
+    role: str | None = None,
+    disabled: bool | None = None,
+    by_id: str | None = None,
+    clock: Clock = utcnow,
+) -> User:
+    """Change a user's role, or disable (True) or re-enable (False) them. Disabling ends their
+    sessions at once. `by_id`, the admin making the change, may not demote or disable
+    themselves (nobody locks themselves out by a slip)."""
+    user = store.get_user(user_id)
+    if user is None:
+        raise NotFoundError(f"no user {user_id!r}")
+    if role is not None and role not in ROLES:
+        raise ValidationError.at("role", f"one of {', '.join(ROLES)}")
+    if by_id == user.id and (disabled or (role is not None and role != user.role)):
+        raise ConflictError("you may not change your own role or disable yourself: ask another admin")
+    changed = replace(
+        user,
+        role=role if role is not None else user.role,  # checked against ROLES above
+        disabled_at=user.disabled_at
+        if disabled is None
+        else (user.disabled_at or clock())
+        if disabled
+        else None,
+    )
+    if changed != user:
+        store.update_user(changed)
+    return changed
 
 
 def check_password(store: Store, name: str, password: str) -> User:

@@ -58,6 +58,8 @@ class User:
     password_hash: str
     created_at: datetime
     disabled_at: datetime | None = None
+    last_sign_in_at: datetime | None = None
+    """When a session was last started for them (None: never signed in)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +180,14 @@ class ControlStore(Protocol):
     def get_user(self, user_id: str) -> User | None: ...
     def find_user(self, name: str) -> User | None: ...
     def list_users(self) -> list[User]: ...
+    def update_user(self, user: User) -> None:
+        """Store the user's `role` and `disabled_at` (a NotFoundError when there is no such user);
+        disabling also deletes the user's sessions, in the same transaction."""
+        ...
+
     def create_session(self, session: Session) -> None:
-        """Insert a session (and drop the sessions that expired before it began)."""
+        """Insert a session (and drop the sessions that expired before it began); a user's
+        session sets their `last_sign_in_at`."""
         ...
 
     def find_session(self, token_hash: str) -> Session | None: ...

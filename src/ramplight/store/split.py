@@ -45,6 +45,7 @@ CONTROL = frozenset(
         "get_user",
         "find_user",
         "list_users",
+        "update_user",
         "create_session",
         "find_session",
         "delete_session",

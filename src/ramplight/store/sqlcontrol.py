@@ -34,7 +34,7 @@ from ramplight.core.audit import (
     decision_mac,
     make_head,
 )
-from ramplight.core.errors import ConflictError
+from ramplight.core.errors import ConflictError, NotFoundError
 from ramplight.core.flags import Flag, Segment
 from ramplight.core.gate import GateRecord
 from ramplight.core.metrics import Metric
@@ -583,16 +583,36 @@ class SqlControlPlane(ABC):
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [at, key_id]
             )
 
-    _USER_COLUMNS = "id, name, role, password_hash, created_at, disabled_at"
+    _USER_COLUMNS = "id, name, role, password_hash, created_at, disabled_at, last_sign_in_at"
 
     def create_user(self, user: User) -> None:
         with self._transaction() as cur:
             if cur.execute("SELECT 1 FROM users WHERE name = ?" + self._for_update, [user.name]).fetchone():
                 raise ConflictError(f"user {user.name!r} already exists")
             cur.execute(
-                f"INSERT INTO users ({self._USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-                [user.id, user.name, user.role, user.password_hash, user.created_at, user.disabled_at],
+                f"INSERT INTO users ({self._USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    user.id,
+                    user.name,
+                    user.role,
+                    user.password_hash,
+                    user.created_at,
+                    user.disabled_at,
+                    user.last_sign_in_at,
+                ],
             )
+
+    def update_user(self, user: User) -> None:
+        """Replace the user's role and `disabled_at`; disabling deletes their sessions too."""
+        with self._transaction() as cur:
+            if not cur.execute("SELECT 1 FROM users WHERE id = ?" + self._for_update, [user.id]).fetchone():
+                raise NotFoundError(f"no user {user.id!r}")
+            cur.execute(
+                "UPDATE users SET role = ?, disabled_at = ? WHERE id = ?",
+                [user.role, user.disabled_at, user.id],
+            )
+            if user.disabled_at is not None:
+                cur.execute("DELETE FROM sessions WHERE user_id = ?", [user.id])
 
     def _users(self, where: str, params: Sequence[Any]) -> list[User]:
         rows = self._rows(f"SELECT {self._USER_COLUMNS} FROM users {where} ORDER BY name", params)
@@ -616,6 +636,10 @@ class SqlControlPlane(ABC):
                 "INSERT INTO sessions (token_hash, user_id, key_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
                 [session.token_hash, session.user_id, session.key_id, session.created_at, session.expires_at],
             )
+            if session.user_id is not None:
+                cur.execute(
+                    "UPDATE users SET last_sign_in_at = ? WHERE id = ?", [session.created_at, session.user_id]
+                )
 
     def find_session(self, token_hash: str) -> Session | None:
         row = self._row(

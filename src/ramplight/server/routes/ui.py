@@ -1,9 +1,11 @@
-"""The web UI: sign-in, the flags page and a page per flag, rendered on the server (Jinja2).
+"""The web UI: sign-in, the flags page, a page per flag, the change requests and (for admins)
+the users, rendered on the server (Jinja2).
 
 Every page needs a session (`server/sessions.py`); every POST carries the session's CSRF token;
 the role is checked here, on the server, before anything acts. Actions call the same functions
-as the admin API (`release.decide_action`, `control.kill`, `control.restore`), so the plan's
-refusals (409), the forcing rule and the audit trail are the same. None of these routes is in
+as the admin API (`release.decide_action`, `control.kill`, `control.restore`, `release.propose`,
+`release.approve`, `release.reject`, `users.create_user`), so the plan's refusals (409), the
+forcing rule and the audit trail are the same. None of these routes is in
 the OpenAPI schema.
 """
 
@@ -39,6 +41,7 @@ from ramplight.server.sessions import (
     set_session,
     state,
 )
+from ramplight.store.base import ROLES
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(
@@ -72,25 +75,41 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:+.2g}\u00a0%"
 
 
-templates.env.filters.update(percent=_percent, reason=_reason, when=_when, num=_num, pct=_pct)
+def _age(value: datetime) -> str:
+    """How long ago, coarsely: "5 min", "3 h", "2 d"."""
+    seconds = max(0, int((datetime.now(UTC) - value).total_seconds()))
+    if seconds < 3600:
+        return f"{seconds // 60}\u00a0min"
+    if seconds < 86400:
+        return f"{seconds // 3600}\u00a0h"
+    return f"{seconds // 86400}\u00a0d"
+
+
+templates.env.filters.update(percent=_percent, reason=_reason, when=_when, num=_num, pct=_pct, age=_age)
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-ACTIONS = ("expand", "pause", "rollback", "kill", "restore")
+ACTIONS = ("expand", "pause", "rollback", "promote", "cleanup", "kill", "restore")
+PROPOSABLE = ("expand", "promote")
+"""The actions a plan with `approvers` sends through a change request (`release.refusal`)."""
 DONE = {
     "expand": "Expanded: the decision is recorded.",
     "pause": "Paused: the ramp keeps its weights and may not grow.",
     "rollback": "Rolled back: everyone is served the control again.",
+    "promote": "Promoted: the candidate is the default and serves everyone.",
+    "cleanup": "Cleaned up: the flag is archived (the losing branch is named in the audit log).",
     "kill": "Killed: everyone is served the off variation.",
     "restore": "Restored: the flag serves its rollout again.",
     "created": "Created: the flag serves its first variation to everyone; ramp it below.",
     "ramped": "Ramped: the new weights are served now.",
     "saved_config": "Saved: the targeting and rollout are served now.",
     "saved_plan": "Saved: the measurement plan applies from the next readout.",
+    "proposed": "Proposed: the change request waits for approval on the Requests page.",
 }
+FORGED = "This form was not sent from a Ramplight page (no valid CSRF token)."
 
 
 def _cache(request: Request) -> ReadoutCache:
@@ -115,6 +134,13 @@ def _page(
 
 def _refused(request: Request, me: Principal | None, message: str, status_code: int) -> Response:
     return _page(request, "refused.html", {"message": message}, me, status_code)
+
+
+def _forged(request: Request, me: Principal, csrf: str) -> Response | None:
+    """The 403 page when the form does not carry this session's CSRF token (None: it does)."""
+    if csrf_ok(request.cookies.get(SESSION_COOKIE), csrf):
+        return None
+    return _refused(request, me, FORGED, 403)
 
 
 def _safe_next(target: str | None) -> str:
@@ -191,9 +217,7 @@ def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
     me = principal(request)
     token = request.cookies.get(SESSION_COOKIE)
     if me is not None and not csrf_ok(token, csrf):
-        return _refused(
-            request, me, "This form was not sent from a Ramplight page (no valid CSRF token).", 403
-        )
+        return _refused(request, me, FORGED, 403)
     users.end_session(state(request).store, token)
     response = RedirectResponse("/login", status_code=303)
     clear_session(response)
@@ -265,6 +289,12 @@ def _flag_page(
         "may_act": me.may("editor"),
         "edit": edit or editing.editor(st.store, flag, environment),
         "stamp": editing.page_stamp(st.store, flag, environment),
+        "approvals_needed": release.plan_for(st.store, flag, environment)[0].approvers,
+        "pending": [
+            r
+            for r in st.store.list_requests(flag.key)
+            if r.environment == environment and r.state == "proposed"
+        ],
         **_room(st.store, flag.key, environment, row.judged),
     }
     return _page(request, "flag.html", context, me, status_code)
@@ -306,14 +336,14 @@ def act(
     force: Annotated[bool, Form()] = False,
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
-    """Act on the flag from its page; a refusal is shown on the page with its reason."""
+    """Act on the flag from its page (as `POST /api/flags/{key}/decisions` and `ramplight decide`
+    do: expand, pause, roll back, promote, clean up; or kill, restore); a refusal is shown on the
+    page with its reason."""
     me = principal(request)
     if me is None:
         return _to_login(request)
-    if not csrf_ok(request.cookies.get(SESSION_COOKIE), csrf):
-        return _refused(
-            request, me, "This form was not sent from a Ramplight page (no valid CSRF token).", 403
-        )
+    if forged := _forged(request, me, csrf):
+        return forged
     st = state(request)
     try:
         if not me.may("editor"):
@@ -342,6 +372,222 @@ def act(
     st.invalidate()
     query = urlencode({"environment": environment, "done": action})
     return RedirectResponse(f"/flags/{quote(flag_key)}?{query}", status_code=303)
+
+
+@router.post("/flags/{flag_key}/requests")
+def propose(
+    request: Request,
+    flag_key: str,
+    action: Annotated[str, Form(max_length=20)] = "",
+    environment: Annotated[str, Form(max_length=100)] = "",
+    reason: Annotated[str, Form(max_length=1000)] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """Open a change request for an expansion or promotion the plan sends to approvers
+    (`release.propose`, as `POST /api/flags/{key}/requests`)."""
+    me = principal(request)
+    if me is None:
+        return _to_login(request)
+    if forged := _forged(request, me, csrf):
+        return forged
+    st = state(request)
+    try:
+        if not me.may("editor"):
+            raise ForbiddenError(
+                f"your role ({me.role}) may look but not propose: that needs editor or above"
+            )
+        if action not in PROPOSABLE:
+            raise ValidationError.at("action", "expand or promote")
+        release.propose(st.store, flag_key, environment, action, me.id, me.actor, reason.strip() or None)
+    except NotFoundError as exc:
+        return _refused(request, me, exc.message, 404)
+    except RamplightError as exc:
+        return _flag_page(
+            request, me, flag_key, environment, error=_message(exc), status_code=exc.status_code
+        )
+    query = urlencode({"environment": environment, "done": "proposed"})
+    return RedirectResponse(f"/flags/{quote(flag_key)}?{query}", status_code=303)
+
+
+# -- change requests ----------------------------------------------------------------------
+
+REQUEST_DONE = {
+    "applied": "Approved and applied: the decision is recorded on the flag.",
+    "approved": "Approved: the request waits for more approvals.",
+    "rejected": "Rejected: nothing changes on the flag.",
+}
+
+
+def _requests_page(
+    request: Request,
+    me: Principal,
+    done: str | None = None,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    everything = state(request).store.list_requests()
+    pending = sorted((r for r in everything if r.state == "proposed"), key=lambda r: r.proposed_at)
+    decided = sorted(
+        (r for r in everything if r.state != "proposed" and r.decided_at is not None),
+        key=lambda r: r.decided_at or r.proposed_at,
+        reverse=True,
+    )
+    context = {
+        "pending": pending,
+        "decided": decided[:20],
+        "may_approve": me.may("approver"),
+        "done": REQUEST_DONE.get(done or ""),
+        "error": error,
+    }
+    return _page(request, "requests.html", context, me, status_code)
+
+
+@router.get("/requests")
+def requests_page(request: Request, done: str | None = None) -> Response:
+    """Pending change requests, with Approve and Reject for approvers; then the decided ones."""
+    me = principal(request)
+    if me is None:
+        return _to_login(request)
+    return _requests_page(request, me, done)
+
+
+@router.post("/requests/{request_id}/{verdict}")
+def decide_request(
+    request: Request,
+    request_id: str,
+    verdict: str,
+    reason: Annotated[str, Form(max_length=1000)] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """Approve (`release.approve`: the last required approval applies the action, checked
+    against the plan again) or reject (`release.reject`) a change request."""
+    me = principal(request)
+    if me is None:
+        return _to_login(request)
+    if forged := _forged(request, me, csrf):
+        return forged
+    if verdict not in ("approve", "reject"):
+        return _refused(request, me, "Approve or reject: nothing else is done to a request.", 404)
+    if not me.may("approver"):
+        return _refused(
+            request,
+            me,
+            f"Your role ({me.role}) may not approve or reject change requests: that needs approver or admin.",
+            403,
+        )
+    st = state(request)
+    try:
+        if verdict == "approve":
+            st.catch_up()
+            answer = release.approve(st.store, request_id, me.id, me.actor)
+            st.invalidate()
+            done = "applied" if answer["state"] == "applied" else "approved"
+        else:
+            release.reject(st.store, request_id, me.id, me.actor, reason.strip() or None)
+            done = "rejected"
+    except RamplightError as exc:
+        return _requests_page(request, me, error=_message(exc), status_code=exc.status_code)
+    return RedirectResponse(f"/requests?done={done}", status_code=303)
+
+
+# -- users (admins only) ------------------------------------------------------------------
+
+USERS_DONE = {
+    "added": "Added: they can sign in now.",
+    "role": "Role changed: it applies to their next request, in every open session.",
+    "disabled": "Disabled: their sessions have ended and they can no longer sign in.",
+    "enabled": "Enabled: they can sign in again.",
+}
+ADMINS_ONLY = "Only admins manage users: your role ({role}) may not."
+
+
+def _users_page(
+    request: Request,
+    me: Principal,
+    done: str | None = None,
+    error: str | None = None,
+    status_code: int = 200,
+    entered: dict[str, str] | None = None,
+) -> Response:
+    context = {
+        "users": state(request).store.list_users(),
+        "roles": ROLES,
+        "min_password": users.MIN_PASSWORD,
+        "done": USERS_DONE.get(done or ""),
+        "error": error,
+        "entered": entered or {"name": "", "role": "viewer"},
+    }
+    return _page(request, "users.html", context, me, status_code)
+
+
+@router.get("/users")
+def users_page(request: Request, done: str | None = None) -> Response:
+    """Every user with their role, when they were added and last signed in; add, change, disable."""
+    me = principal(request)
+    if me is None:
+        return _to_login(request)
+    if not me.may("admin"):
+        return _refused(request, me, ADMINS_ONLY.format(role=me.role), 403)
+    return _users_page(request, me, done)
+
+
+@router.post("/users")
+def add_user(
+    request: Request,
+    name: Annotated[str, Form(max_length=100)] = "",
+    role: Annotated[str, Form(max_length=20)] = "",
+    password: Annotated[str, Form(max_length=1000)] = "",
+    password_again: Annotated[str, Form(max_length=1000)] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """Add a user (`users.create_user`, as `POST /api/users` and `ramplight users add`)."""
+    me = principal(request)
+    if me is None:
+        return _to_login(request)
+    if forged := _forged(request, me, csrf):
+        return forged
+    if not me.may("admin"):
+        return _refused(request, me, ADMINS_ONLY.format(role=me.role), 403)
+    try:
+        if password != password_again:
+            raise ValidationError.at("password", "the two passwords differ")
+        users.create_user(state(request).store, name.strip(), role, password)
+    except RamplightError as exc:
+        entered = {"name": name, "role": role}
+        return _users_page(request, me, error=_message(exc), status_code=exc.status_code, entered=entered)
+    return RedirectResponse("/users?done=added", status_code=303)
+
+
+@router.post("/users/{user_id}")
+def change_user(
+    request: Request,
+    user_id: str,
+    change: Annotated[str, Form(max_length=20)] = "",
+    role: Annotated[str, Form(max_length=20)] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """Change a user's role, or disable or enable them (`users.change_user`); disabling ends
+    their sessions at once. Admins may not demote or disable themselves."""
+    me = principal(request)
+    if me is None:
+        return _to_login(request)
+    if forged := _forged(request, me, csrf):
+        return forged
+    if not me.may("admin"):
+        return _refused(request, me, ADMINS_ONLY.format(role=me.role), 403)
+    store = state(request).store
+    try:
+        if change == "role":
+            users.change_user(store, user_id, role=role, by_id=me.id)
+        elif change in ("disabled", "enabled"):
+            users.change_user(store, user_id, disabled=change == "disabled", by_id=me.id)
+        else:
+            raise ValidationError.at("change", "role, disabled or enabled")
+    except NotFoundError as exc:
+        return _refused(request, me, exc.message, 404)
+    except RamplightError as exc:
+        return _users_page(request, me, error=_message(exc), status_code=exc.status_code)
+    return RedirectResponse(f"/users?done={change}", status_code=303)
 
 
 def install(app: FastAPI) -> None:
