@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("pyproject.toml","rb").read()).hexdigest()[:12])')
 
-.PHONY: demo serve test lint bench test-typescript
+.PHONY: demo serve test lint bench test-typescript screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,14 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: lint
+	@# axe-core for the web UI's accessibility check, from its lockfile (one package).
+	@if command -v npm >/dev/null; then cd tests/ui/axe && npm ci --silent --no-audit --no-fund; fi
 	$(VENV)/bin/pytest
+
+# Pictures of every page over the demo's data, for docs/ and the README.
+screenshots: $(STAMP)
+	cd tests/ui/axe && npm ci --silent --no-audit --no-fund
+	RAMPLIGHT_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest tests/ui/test_accessibility.py -q
 
 # The TypeScript SDK's own suite (Node.js 20 + npm): every spec vector, real local HTTP servers.
 test-typescript:
