@@ -48,8 +48,7 @@ def test_an_editor_creates_a_flag_ramps_it_reads_it_out_and_rolls_it_back_in_the
     variations.send_keys("control: {profile: v1}\ncandidate: {profile: v2}\n")
     browser.find_element(By.CSS_SELECTOR, "#type option[value=json]").click()
     browser.find_element(By.CSS_SELECTOR, "form[aria-label='New flag'] button[type=submit]").click()
-    notice = wait(browser, seen.presence_of_element_located((By.CSS_SELECTOR, ".notice")))
-    assert notice.text.startswith("Created")
+    wait(browser, seen.text_to_be_present_in_element((By.CSS_SELECTOR, ".notice"), "Created"))
     flag = server.admin.get(f"/api/flags/{FLAG}").json()
     assert (flag["type"], flag["assignment_unit"], flag["version"]) == ("json", "conversation", 1)
     assert [v["value"] for v in flag["variations"]] == [{"profile": "v1"}, {"profile": "v2"}]
@@ -62,8 +61,7 @@ def test_an_editor_creates_a_flag_ramps_it_reads_it_out_and_rolls_it_back_in_the
     share.send_keys("10")
     browser.find_element(By.ID, "ramp-reason").send_keys("first stage")
     browser.find_element(By.CSS_SELECTOR, "form[aria-labelledby=ramp-title] button").click()
-    notice = wait(browser, seen.presence_of_element_located((By.CSS_SELECTOR, ".notice")))
-    assert notice.text.startswith("Ramped")
+    wait(browser, seen.text_to_be_present_in_element((By.CSS_SELECTOR, ".notice"), "Ramped"))
     assert weights(server) == {"control": 90, "candidate": 10}
     assert "control 90 % · candidate 10 %" in browser.find_element(By.CSS_SELECTOR, ".facts").text
 
@@ -73,8 +71,10 @@ def test_an_editor_creates_a_flag_ramps_it_reads_it_out_and_rolls_it_back_in_the
     plan = browser.find_element(By.ID, "plan-text")
     plan.send_keys("candidate: candidate\nguardrails:\n- metric: latency_ms\n  margin: 0.05\n")
     browser.find_element(By.CSS_SELECTOR, "form[aria-labelledby=plan-title] button").click()
-    notice = wait(browser, seen.presence_of_element_located((By.CSS_SELECTOR, ".notice")))
-    assert notice.text.startswith("Saved: the measurement plan")
+    wait(
+        browser,
+        seen.text_to_be_present_in_element((By.CSS_SELECTOR, ".notice"), "Saved: the measurement plan"),
+    )
     assert "latency_ms" in server.admin.get(f"/api/flags/{FLAG}/plans/production").text
 
     # Evidence arrives (the candidate half a second slower); the page reads it out and recommends.
@@ -85,12 +85,13 @@ def test_an_editor_creates_a_flag_ramps_it_reads_it_out_and_rolls_it_back_in_the
     latency = table.find_element(By.CSS_SELECTOR, "tbody tr.metric-row")
     assert latency.find_element(By.TAG_NAME, "th").text == "latency_ms" and "harm detected" in latency.text
     recommendation = browser.find_element(By.CSS_SELECTOR, "section[aria-labelledby=rec-title]").text
+    said = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "section[aria-labelledby=rec-title] li")]
+    assert said and len(said) == len(set(said))  # a breached guardrail is a reason and a blocker: told once
     assert "roll back" in recommendation.lower() or "rollback" in recommendation.lower()
 
     browser.find_element(By.ID, "reason").send_keys("half a second slower")
     browser.find_element(By.CSS_SELECTOR, "button[value=rollback]").click()
-    notice = wait(browser, seen.presence_of_element_located((By.CSS_SELECTOR, ".notice")))
-    assert notice.text.startswith("Rolled back")
+    wait(browser, seen.text_to_be_present_in_element((By.CSS_SELECTOR, ".notice"), "Rolled back"))
     assert weights(server) == {"control": 100, "candidate": 0}
     timeline = browser.find_element(By.CSS_SELECTOR, "section[aria-labelledby=timeline-title]").text
     assert "rollback" in timeline.lower() and "ramp" in timeline.lower()

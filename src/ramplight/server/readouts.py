@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from ramplight import release
+from ramplight import audit, release
 from ramplight.analysis import service as analysis
 from ramplight.analysis.overview import QualityMark, Status, quality_mark, release_status
 from ramplight.core.audit import Decision
@@ -71,6 +71,7 @@ class ReadoutCache:
         self._lock = threading.Lock()
         self._judged: dict[tuple[str, str], tuple[Hashable, float, Judged]] = {}
         self._stale: tuple[Hashable, float, set[tuple[str, str]]] | None = None
+        self._audit: tuple[Hashable, float, dict[str, Any]] | None = None
 
     def _fresh(self, stamp: Hashable, entry: tuple[Hashable, float, Any] | None) -> bool:
         return entry is not None and entry[0] == stamp and self.clock() - entry[1] < self.max_age_s
@@ -118,6 +119,18 @@ class ReadoutCache:
             return self._stale[2]
         found = {(s["flag_key"], s["environment"]) for s in release.stale_flags(store)}
         self._stale = (stamp, self.clock(), found)
+        return found
+
+    def audit_check(self, store: Store, extra: Hashable = ()) -> dict[str, Any]:
+        """`audit.verify` (both chains, every MAC), redone when a chain's logged head moved, when
+        `extra` (the page's flag version and decisions) did, or after `max_age_s`: a view does
+        not re-verify the whole history, and a row altered in place shows within `max_age_s`."""
+        heads = tuple((h.chain, h.seq, h.hash) for h in store.audit_heads() or [])
+        stamp = (heads, extra)
+        if self._audit is not None and self._fresh(stamp, self._audit):
+            return self._audit[2]
+        found = audit.verify(store)
+        self._audit = (stamp, self.clock(), found)
         return found
 
     def rows(self, store: Store, environment: str | None = None) -> list[FlagRow]:

@@ -296,13 +296,14 @@ def _flag_page(
             if r.environment == environment and r.state == "proposed"
         ],
         **_room(st.store, flag.key, environment, row.judged),
+        "audit_check": cache.audit_check(st.store, (flag.version, len(st.store.decisions(flag.key)))),
     }
     return _page(request, "flag.html", context, me, status_code)
 
 
 def _room(store: Any, flag_key: str, environment: str, judged: Any) -> dict[str, Any]:
     """The metric table, the timeline and the SQL from the cached judgement (no new scan), and
-    the flag's audit entries with the chains' verification (`audit.verify`, as /api/audit/verify)."""
+    the flag's audit entries (the chains' verification is cached: `ReadoutCache.audit_check`)."""
     metrics = (
         room.metric_rows(judged.readout, judged.recommendation, judged.candidate) if judged.readout else []
     )
@@ -312,7 +313,6 @@ def _room(store: Any, flag_key: str, environment: str, judged: Any) -> dict[str,
         "timeline": room.timeline_view(judged.timeline),
         "sql": judged.sql,
         "audit_entries": history[-10:][::-1],
-        "audit_check": audit.verify(store),
     }
 
 
