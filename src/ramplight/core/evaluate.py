@@ -119,6 +119,29 @@ def _clause_version(value: Any) -> VersionKey:
     return key
 
 
+_NONE: frozenset[Any] = frozenset()
+_STRING_SETS: dict[frozenset[str], frozenset[str]] = {}
+_STRING_SETS_MAX = 65_536
+
+
+def _value_sets(values: list[Any]) -> tuple[frozenset[Any], frozenset[Any], frozenset[Any]]:
+    """A clause's values as (strings, booleans, numbers): one set per type, since a boolean never
+    equals a number (True == 1 in Python, not in other SDKs). An empty set is one shared object,
+    and equal string sets are shared between clauses (many flags test `plan in [pro, team]`):
+    at 10,000 flags these sets were a fifth of the SDK's memory."""
+    strings = frozenset(v for v in values if isinstance(v, str)) or _NONE
+    booleans = frozenset(v for v in values if isinstance(v, bool)) or _NONE
+    numbers = frozenset(v for v in values if isinstance(v, int | float) and not isinstance(v, bool)) or _NONE
+    if strings:
+        shared = _STRING_SETS.get(strings)
+        if shared is None:
+            if len(_STRING_SETS) >= _STRING_SETS_MAX:
+                _STRING_SETS.clear()
+            shared = _STRING_SETS[strings] = strings
+        strings = shared
+    return strings, booleans, numbers
+
+
 def _compile_clause(clause: Clause, segments: Mapping[str, Predicate]) -> Predicate:
     """One predicate per clause, reading the attribute itself (one call per clause evaluated)."""
     attribute = clause.attribute
@@ -126,12 +149,7 @@ def _compile_clause(clause: Clause, segments: Mapping[str, Predicate]) -> Predic
     op = clause.op
     test: Predicate
     if op in ("equals", "in", "not_equals", "not_in"):
-        # One set per type: a boolean never equals a number (True == 1 in Python, not in other SDKs).
-        strings = frozenset(v for v in clause.values if isinstance(v, str))
-        booleans = frozenset(v for v in clause.values if isinstance(v, bool))
-        numbers = frozenset(
-            v for v in clause.values if isinstance(v, int | float) and not isinstance(v, bool)
-        )
+        strings, booleans, numbers = _value_sets(clause.values)
         positive = op in ("equals", "in")
 
         def test(unit_id: str, attrs: Attributes | None) -> bool:
@@ -292,6 +310,7 @@ _GENERATED_GLOBALS: dict[str, Any] = {
     "__builtins__": {},  # the generated text calls only what is listed here
     "_EMPTY": _EMPTY,
     "_member_slow": _member_slow,
+    "_NONE": _NONE,
     "_as_number": _as_number,
     "_vk": version_key,
     "_vget": versions_cache.get,  # the parse cache, read inline; a miss parses through _vk
@@ -343,15 +362,16 @@ def _generate_rules(
         op = clause.op
         fetch = "unit_id" if clause.attribute == "unit_id" else f"g({bind(clause.attribute)})"
         if op in ("equals", "in", "not_equals", "not_in"):
-            strs = bind(frozenset(v for v in clause.values if isinstance(v, str)))
-            bools = bind(frozenset(v for v in clause.values if isinstance(v, bool)))
-            nums = bind(
-                frozenset(v for v in clause.values if isinstance(v, int | float) and not isinstance(v, bool))
-            )
-            found = (
-                f"(v in {strs} if (c := (v := {fetch}).__class__) is _isstr else v in {bools} if c is _bool "
-                f"else v in {nums} if c is _int or c is _float else _member_slow(v, {strs}, {bools}, {nums}))"
-            )
+            sets = _value_sets(clause.values)
+            if not sets[1] and not sets[2]:  # strings only (the usual case): a shorter text
+                strs = bind(sets[0])
+                found = f"(v in {strs} if (v := {fetch}).__class__ is _isstr else _member_slow(v, {strs}, _NONE, _NONE))"
+            else:
+                strs, bools, nums = (bind(values) for values in sets)
+                found = (
+                    f"(v in {strs} if (c := (v := {fetch}).__class__) is _isstr else v in {bools} if c is _bool "
+                    f"else v in {nums} if c is _int or c is _float else _member_slow(v, {strs}, {bools}, {nums}))"
+                )
             expr = found if op in ("equals", "in") else f"(not {found} and v is not None)"
         elif op in NUMERIC_OPS:
             bounds = [b for b in (float(v) for v in clause.values) if not math.isnan(b)]
