@@ -14,7 +14,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from types import MappingProxyType
+from types import CodeType, FunctionType, MappingProxyType
 from typing import Any, Literal
 
 import msgspec
@@ -326,13 +326,13 @@ _GENERATED_GLOBALS: dict[str, Any] = {
 
 
 @lru_cache(maxsize=4096)
-def _factory(source: str) -> Callable[..., Evaluator]:
-    """The factory of flags of one shape (the same operators in the same places): the text
-    names only its parameters and the helpers above, never a flag's values."""
+def _shape(source: str) -> CodeType:
+    """The code of flags of one shape (the same operators in the same places): the text names
+    only its parameters and the helpers above, never a flag's values."""
     namespace: dict[str, Any] = {}
     exec(compile(source, "<ramplight flag rules>", "exec"), _GENERATED_GLOBALS, namespace)
-    factory: Callable[..., Evaluator] = namespace["factory"]
-    return factory
+    code: CodeType = namespace["evaluate"].__code__
+    return code
 
 
 def _generate_rules(
@@ -348,7 +348,7 @@ def _generate_rules(
     Only identifiers appear in the generated text; every value (attribute names, sets, bounds,
     patterns, results) is an argument of the generated factory, so nothing a flag contains is
     ever parsed as code, and flags of one shape share one code object: a flag costs a function
-    and its closure cells. `_compile_clause` remains the reference: each clause is also compiled
+    and the tuple of its values. `_compile_clause` remains the reference: each clause is also compiled
     by it (which validates it the same way) and a property test checks both agree.
     """
     values: list[Any] = []
@@ -405,19 +405,21 @@ def _generate_rules(
         results, uppers, prefix = bind(what.results), bind(what.uppers), bind(what.prefix)
         return f"return {results}[_bisect({uppers}, _hash(({prefix} + unit_id).encode()))]"
 
-    lines = ["    def evaluate(unit_id, attrs):", "        g = (attrs or _EMPTY).get"]
+    lines = ["    g = (attrs or _EMPTY).get"]
     for rule in flag.rules:
         if rule.rollout is not None:
             served = serve(split(rule.rollout, "rule", rule.id))
         else:
             served = serve(result(rule.variation or flag.default_variation, "rule", rule.id))
         condition = " and ".join(test(c) for c in rule.clauses) if rule.clauses else "True"
-        lines += [f"        if {condition}:", f"            {served}"]
-    lines.append(f"        {serve(fallthrough)}")
-    lines.append("    return evaluate")
-    parameters = ", ".join(f"_c{i}" for i in range(len(values)))
-    factory = _factory(f"def factory({parameters}):\n" + "\n".join(lines))
-    evaluate: Evaluator = factory(*values)
+        lines += [f"    if {condition}:", f"        {served}"]
+    lines.append(f"    {serve(fallthrough)}")
+    # The values are the function's defaults, never passed by a caller (an evaluator is called
+    # with the unit and its attributes only): one tuple per flag, read with LOAD_FAST, where
+    # closure cells cost a cell object per value.
+    parameters = "".join(f", _c{i}=None" for i in range(len(values)))
+    code = _shape(f"def evaluate(unit_id, attrs{parameters}):\n" + "\n".join(lines))
+    evaluate: Evaluator = FunctionType(code, _GENERATED_GLOBALS, "evaluate", tuple(values))
     return evaluate
 
 
