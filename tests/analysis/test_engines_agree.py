@@ -134,6 +134,8 @@ SPECS: dict[str, Callable[[ReadoutSpec], ReadoutSpec]] = {
     "segment": lambda spec: replace(spec, segment="plan"),
     "numeric_segment": lambda spec: replace(spec, segment="tier"),
     "no_phases": lambda spec: replace(spec, phase_starts=()),
+    # As of a moment (the difference-over-time checkpoints): between the second and third phase.
+    "until": lambda spec: replace(spec, until=T0 + timedelta(days=3)),
 }
 
 

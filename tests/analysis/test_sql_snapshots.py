@@ -87,6 +87,9 @@ CASES: dict[str, Callable[[], exp.Expr]] = {
     "quantile_counts": lambda: q.readout_query(spec(LATENCY, quantiles=(P95,)), KNOWN),
     "quantile_values": lambda: q.quantile_query(spec(LATENCY), P95, [0.9, 0.95, 0.99], 0.95),
     "segment": lambda: q.readout_query(spec(LATENCY, segment="plan"), KNOWN),
+    "until": lambda: q.readout_query(
+        spec(LATENCY, FAITHFULNESS, LLM_ERRORS, REFUNDS, until=T0 + timedelta(days=3)), KNOWN
+    ),
     "served": lambda: q.readout_query(spec(LATENCY, served=True), KNOWN),
     "served_assigned_counts": lambda: q.assigned_counts_query(spec(LATENCY, served=True)),
     "phases": lambda: q.readout_query(spec(LATENCY, phase_starts=PHASES), KNOWN),

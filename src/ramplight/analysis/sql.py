@@ -168,6 +168,14 @@ class ReadoutSpec:
     quantiles: tuple[Metric, ...] = ()
     """Event-level quantile metrics: their events per unit are counted in the readout's statement
     (`q0_n`, …), which sets each quantile's density bandwidth before its own statement runs."""
+    until: datetime | None = None
+    """The evidence as of this moment: only exposures, events, evals and spans stamped before it
+    (a span by its end) are read. None: all of it (the statements are then unchanged)."""
+
+
+def _before(spec: ReadoutSpec, ts: exp.Expr) -> exp.Expr | None:
+    """`ts < until` when the spec reads the evidence as of a moment, else nothing."""
+    return None if spec.until is None else exp.LT(this=ts, expression=_ts(spec.until))
 
 
 def per_unit_metrics(metrics: Sequence[Metric], known: dict[str, Metric]) -> list[Metric]:
@@ -191,15 +199,17 @@ def _user_sql(sql: str) -> exp.Query:
     return tree
 
 
-def _user_metric_source(metric: Metric) -> exp.Select:
+def _user_metric_source(metric: Metric, spec: ReadoutSpec) -> exp.Select:
     """SELECT unit_id (as text), ts, value FROM (the metric's SQL)."""
     user = _user_sql(metric.sql or "").copy()
-    return exp.select(
+    query = exp.select(
         _as(exp.cast(_col("unit_id"), exp.DataType.build("VARCHAR"), copy=False), "unit_id"),
         _col("ts"),
         _as(exp.cast(_col("value"), _DOUBLE, copy=False), "value"),
         copy=False,
     ).from_(_subquery(user, "user_metric"), copy=False)
+    cutoff = _before(spec, _col("ts"))
+    return query if cutoff is None else query.where(cutoff, copy=False)
 
 
 def _event_value(metric: Metric, table: str | None) -> exp.Expr:
@@ -231,6 +241,7 @@ def _quantile_source(metric: Metric, spec: ReadoutSpec) -> exp.Select:
                 _eq(_col("environment"), _str(spec.environment)),
                 _eq(_col("name"), _str(metric.event)),
                 _eq(_col("assignment_unit"), _str(spec.assignment_unit)),
+                _before(spec, _col("ts")),
             ),
             copy=False,
         )
@@ -264,7 +275,7 @@ def _in(column: exp.Expr, values: Sequence[str]) -> exp.In:
 def _group_source(
     group: str, members: Sequence[Metric], spec: ReadoutSpec, quality: bool, quantiles: Sequence[Metric] = ()
 ) -> exp.Select:
-    env = _eq(_col("environment"), _str(spec.environment))
+    env = _and(_eq(_col("environment"), _str(spec.environment)), _before(spec, _col("ts")))
     if group == "events":
         names = sorted({m.event or "" for m in [*members, *quantiles]})
         unit = _eq(_col("assignment_unit"), _str(spec.assignment_unit))
@@ -295,7 +306,7 @@ def _group_source(
     (metric,) = members
     if metric.type == "claim":
         return _claim_source(metric, spec)
-    return _user_metric_source(metric)
+    return _user_metric_source(metric, spec)
 
 
 def _claim_source(metric: Metric, spec: ReadoutSpec) -> exp.Select:
@@ -328,6 +339,7 @@ def _claim_source(metric: Metric, spec: ReadoutSpec) -> exp.Select:
             _eq(_col("name", "e"), _str(metric.event or "")),
             _eq(_col("assignment_unit", "e"), _str(spec.assignment_unit)),
             _not_null(_col("trace_id", "e")),
+            _before(spec, _col("ts", "e")),
         ),
         copy=False,
     )
@@ -384,7 +396,11 @@ def _eval_source(spec: ReadoutSpec, names: Sequence[str]) -> exp.Select:
         on = _eq(_col("trace_id", alias), trace.copy())
         query = _join(query, _subquery(_trace_units(spec, table), alias), on, "LEFT")
     return query.where(
-        _and(_eq(_col("environment", "e"), _str(spec.environment)), _in(_col("name", "e"), list(names))),
+        _and(
+            _eq(_col("environment", "e"), _str(spec.environment)),
+            _in(_col("name", "e"), list(names)),
+            _before(spec, _col("ts", "e")),
+        ),
         copy=False,
     )
 
@@ -453,7 +469,10 @@ def _span_source(spec: ReadoutSpec, extra: Sequence[str] = ()) -> exp.Select:
     for alias, table in (("rt", "spans"), ("xt", "exposures")):
         on = _eq(_col("trace_id", "sp"), _col("trace_id", alias))
         query = _join(query, _subquery(_trace_units(spec, table), alias), on, "LEFT")
-    return query.where(_eq(_col("environment", "sp"), _str(spec.environment)), copy=False)
+    return query.where(
+        _and(_eq(_col("environment", "sp"), _str(spec.environment)), _before(spec, _col("end_ts", "sp"))),
+        copy=False,
+    )
 
 
 TRACE_LEVELS = (0.5, 0.95)
@@ -963,6 +982,7 @@ def _units_ctes(spec: ReadoutSpec) -> list[exp.CTE]:
             _and(
                 _eq(_col("environment"), _str(spec.environment)),
                 _eq(_col("flag_key"), _str(spec.flag_key)),
+                _before(spec, ts.copy()),
             ),
             copy=False,
         )
