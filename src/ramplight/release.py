@@ -15,10 +15,11 @@ from typing import Any, Literal
 import msgspec
 
 from ramplight import audit, control
+from ramplight.analysis import checkpoints
 from ramplight.analysis import service as analysis
 from ramplight.analysis.execute import fetch as analysis_fetch
 from ramplight.analysis.readout import ReadoutOptions
-from ramplight.analysis.sql import eval_run_query
+from ramplight.analysis.sql import eval_run_query, evidence_bounds_query
 from ramplight.analysis.timeline import timeline
 from ramplight.control.prices import apply_prices
 from ramplight.core.audit import Decision, FlagChange
@@ -255,6 +256,55 @@ def release_timeline(store: Store, flag_key: str, environment: str) -> dict[str,
     flag = _flag_in(store, flag_key, environment)
     plan, _ = plan_for(store, flag, environment)
     return timeline(store, flag, environment, _series_metrics(store, plan, None))
+
+
+def difference_series(
+    store: Store,
+    flag_key: str,
+    environment: str,
+    max_points: int = checkpoints.MAX_CHECKPOINTS,
+    latest: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The candidate-vs-control difference of each of the plan's goals and guardrails at up to
+    `max_points` checkpoints from the first exposure to the last evidence (ramp steps and evenly
+    spaced moments): one readout as of each (`ReadoutOptions.until`), with the plan's options.
+    The last checkpoint reads all the evidence; `latest`, the current readout of the same plan
+    (the page's cached judgement), stands in for it instead of a readout of its own."""
+    flag = _flag_in(store, flag_key, environment)
+    plan, source = plan_for(store, flag, environment)
+    keys = _plan_metric_keys(plan)
+    candidate = candidate_of(flag, environment, plan)
+    empty: dict[str, Any] = {"candidate": candidate, "checkpoints": [], "metrics": {k: [] for k in keys}}
+    if not keys:
+        return empty
+    (bounds,) = analysis_fetch(store, evidence_bounds_query(flag.key, environment, flag.assignment_unit))
+    first = bounds["first_exposure"]
+    if first is None:
+        return empty
+    last = max(t for t in (bounds["last_exposure"], bounds["last_event"]) if t is not None)
+    first, last = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (first, last))
+    steps = [p.start for p in phases_from_changes(store.flag_changes(flag.key), environment)]
+    options = _plan_options(plan, source, ReadoutOptions(alpha=plan.alpha))
+    moments = checkpoints.checkpoint_times(first, last, steps, max_points)
+    out: dict[str, Any] = {
+        "candidate": candidate,
+        "first": first.isoformat(),
+        "checkpoints": [],
+        "metrics": {k: [] for k in keys},
+    }
+    for moment in moments:
+        final = moment == moments[-1]
+        if final and latest is not None:
+            readout: Mapping[str, Any] = latest
+        else:
+            until = None if final else moment
+            readout = analysis.report(store, flag.key, environment, keys, replace(options, until=until))
+        out["checkpoints"].append({"ts": moment.isoformat(), "step": moment in steps, "final": final})
+        for key in keys:
+            point = checkpoints.comparison_point(readout, key, candidate)
+            if point is not None:
+                out["metrics"][key].append({"ts": moment.isoformat(), **point})
+    return out
 
 
 def _series_metrics(store: Store, plan: Plan, metric_keys: list[str] | None) -> list[Metric]:

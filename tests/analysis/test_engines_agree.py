@@ -163,6 +163,8 @@ STATEMENTS: dict[str, Callable[[Engines], exp.Expr]] = {
     "fallback_reasons": lambda e: q.fallback_reasons_query(FLAG, "production"),
     "v1_event_name_metrics": lambda e: q.event_name_metrics_query(FLAG, "production", "conversation"),
     "timeline_units": lambda e: q.timeline_units_query(FLAG, "production"),
+    "evidence_bounds": lambda e: q.evidence_bounds_query(FLAG, "production", "conversation"),
+    "trace_summary_until": lambda e: q.trace_summary_query(replace(e.spec, until=T0 + timedelta(days=3))),
     "timeline_event_series": lambda e: q.timeline_series_query(FLAG, "production", "events", "latency_ms"),
     "timeline_eval_series": lambda e: q.timeline_series_query(FLAG, "production", "evals", "faithfulness"),
     "trace_summary": lambda e: q.trace_summary_query(replace(e.spec, prices=(("gpt-5", 1.25, 10.0),))),

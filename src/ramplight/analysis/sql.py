@@ -1291,6 +1291,25 @@ def _distinct_count(column: exp.Expr) -> exp.Count:
     return exp.Count(this=exp.Distinct(expressions=[column]))
 
 
+def evidence_bounds_query(flag_key: str, environment: str, assignment_unit: str) -> exp.Select:
+    """When the flag's evidence began and last grew: its first and last exposure, and the last
+    event of its unit in the environment (where the difference-over-time checkpoints lie)."""
+
+    def scalar(aggregate: type[exp.Min] | type[exp.Max], table: str, where: exp.Expr) -> exp.Expr:
+        query = exp.select(aggregate(this=_col("ts")), copy=False).from_(table, copy=False)
+        return query.where(where, copy=False).subquery()
+
+    events = _and(
+        _eq(_col("environment"), _str(environment)), _eq(_col("assignment_unit"), _str(assignment_unit))
+    )
+    return exp.select(
+        _as(scalar(exp.Min, "exposures", _flag_exposures(flag_key, environment)), "first_exposure"),
+        _as(scalar(exp.Max, "exposures", _flag_exposures(flag_key, environment)), "last_exposure"),
+        _as(scalar(exp.Max, "events", events), "last_event"),
+        copy=False,
+    )
+
+
 @lru_cache(maxsize=64)
 def fallback_reasons_query(flag_key: str, environment: str) -> exp.Select:
     """Units per assigned variation and fallback reason among exposures served something else."""

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ramplight import release
 from ramplight.analysis import service as analysis
@@ -46,6 +46,16 @@ class Judged:
 
 
 @dataclass(frozen=True, slots=True)
+class Cached(Generic[T]):
+    """A cached piece of a flag page's evidence, when and how long it took to compute."""
+
+    value: T | None
+    error: str | None
+    computed_at: datetime
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class FlagRow:
     flag: Flag
     environment: str
@@ -71,13 +81,49 @@ class ReadoutCache:
         self._lock = threading.Lock()
         self._judged: dict[tuple[str, str], tuple[Hashable, float, Judged]] = {}
         self._stale: tuple[Hashable, float, set[tuple[str, str]]] | None = None
+        self._evidence: dict[tuple[str, str, Hashable], tuple[Hashable, float, Any]] = {}
+        self.computed_evidence = 0
+        """How many evidence entries were computed (not served from memory)."""
 
     def _fresh(self, stamp: Hashable, entry: tuple[Hashable, float, Any] | None) -> bool:
         return entry is not None and entry[0] == stamp and self.clock() - entry[1] < self.max_age_s
 
-    def judged(self, store: Store, flag: Flag, environment: str, decisions: list[Decision]) -> Judged:
+    @staticmethod
+    def _stamp(store: Store, flag: Flag, environment: str, decisions: list[Decision]) -> Hashable:
         plan = store.get_plan(flag.key, environment)
-        stamp = (flag.version, plan.version if plan else 0, len(decisions), len(store.loaded_segments()))
+        return (flag.version, plan.version if plan else 0, len(decisions), len(store.loaded_segments()))
+
+    def evidence(
+        self,
+        name: Hashable,
+        store: Store,
+        flag: Flag,
+        environment: str,
+        decisions: list[Decision],
+        compute: Callable[[], T],
+    ) -> Cached[T]:
+        """More of the page's evidence (the difference over time, a segment review, the evals and
+        traces): computed by `compute`, kept under the same stamp as the judgement and recomputed
+        when it changes; a RamplightError is kept as the entry's error."""
+        stamp = self._stamp(store, flag, environment, decisions)
+        key = (flag.key, environment, name)
+        entry = self._evidence.get(key)
+        if entry is not None and self._fresh(stamp, entry):
+            kept: Cached[T] = entry[2]
+            return kept
+        started = time.perf_counter()
+        try:
+            cached: Cached[T] = Cached(compute(), None, datetime.now(UTC), 0.0)
+        except RamplightError as exc:
+            cached = Cached(None, exc.message, datetime.now(UTC), 0.0)
+        cached = Cached(cached.value, cached.error, cached.computed_at, time.perf_counter() - started)
+        with self._lock:
+            self.computed_evidence += 1
+            self._evidence[key] = (stamp, self.clock(), cached)
+        return cached
+
+    def judged(self, store: Store, flag: Flag, environment: str, decisions: list[Decision]) -> Judged:
+        stamp = self._stamp(store, flag, environment, decisions)
         entry = self._judged.get((flag.key, environment))
         if entry is not None and self._fresh(stamp, entry):
             return entry[2]

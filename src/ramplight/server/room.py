@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from markupsafe import Markup
@@ -31,6 +31,10 @@ class MetricRow:
     verdict: str  # ruled_out, detected, inconclusive
     verdict_text: str
     plot: Markup
+    margin_at: float | None = None
+    """The margin as a signed value on the plot's axis: where harm begins."""
+    unit: str = "%"
+    """"%": the plot and the margin are relative differences; "": in the metric's units."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +131,8 @@ def metric_rows(
                 verdict=verdict,
                 verdict_text=verdict_text,
                 plot=plot,
+                margin_at=margin_at,
+                unit="%" if relative else "",
             )
         )
     return rows
@@ -191,3 +197,118 @@ def timeline_view(timeline: dict[str, Any] | None) -> dict[str, Any]:
             (metric, charts.series_chart(metric, per, start, end, events)) for metric, per in points.items()
         ],
     }
+
+
+@dataclass(frozen=True, slots=True)
+class DifferencePoint:
+    ts: datetime
+    units: int
+    estimate: float | None
+    fixed: tuple[float, float] | None
+    sequential: tuple[float, float] | None
+
+
+@dataclass(frozen=True, slots=True)
+class DifferenceView:
+    """One goal or guardrail over time: the chart, the same figures as rows, and the smallest
+    harm the current stage could detect."""
+
+    key: str
+    kind: str
+    unit: str
+    chart: Markup
+    points: list[DifferencePoint]
+    detectable: str
+
+
+def _tuple(pair: list[float] | None) -> tuple[float, float] | None:
+    if not pair or not all(math.isfinite(v) for v in pair):
+        return None
+    return (pair[0], pair[1])
+
+
+def _detectable(
+    row: MetricRow, guard: dict[str, Any] | None, latest: dict[str, Any] | None, alpha: float
+) -> str:
+    """The smallest harm the stage could detect now: the decision engine's figure for a guardrail
+    (the readout's minimum detectable effect in the margin's units), else the readout's MDE."""
+    if guard is not None:
+        mde = guard.get("smallest_detectable_harm")
+    else:
+        mde = abs(latest["mde_relative"]) if latest and latest.get("mde_relative") is not None else None
+    if mde is None or not math.isfinite(mde):
+        return "The smallest detectable harm is not known yet (too few units to compare)."
+    size = _pct(mde) if row.unit == "%" else f"{mde:.4g}"
+    units = f"{latest['units']:,}" if latest else "the"
+    text = (
+        f"Smallest {'harm' if guard is not None else 'effect'} this stage could detect now: {size} "
+        f"(80\u00a0% power, two-sided α = {alpha:g}, fixed-horizon, at the {units} units compared)"
+    )
+    if guard is not None and guard.get("margin") is not None:
+        margin = float(guard["margin"])
+        margin_text = _pct(margin) if row.unit == "%" else f"{margin:g}"
+        text += (
+            f"; the margin is {margin_text}: "
+            + ("a harm the size of the margin would likely be seen." if mde <= margin else
+               "a harm the size of the margin could still go unseen.")
+        )  # fmt: skip
+    else:
+        text += "."
+    return text
+
+
+def difference_views(
+    series: dict[str, Any] | None,
+    rows: list[MetricRow],
+    recommendation: dict[str, Any] | None,
+    events: list[TimelineEntry],
+    alpha: float,
+) -> list[DifferenceView]:
+    """A chart per goal and guardrail of `series` (`release.difference_series`) with the
+    release's events as markers on the same time axis."""
+    if not series or not series.get("checkpoints"):
+        return []
+    guards = {g["metric"]: g for g in (recommendation or {}).get("guardrails", [])}
+    by_key = {r.key: r for r in rows}
+    marks = [charts.Event(e.ts, e.kind, f"{e.ts:%Y-%m-%d %H:%M:%S} UTC: {e.what} by {e.who}") for e in events]
+    moments = [_ts(c["ts"]) for c in series["checkpoints"]] + [_ts(series["first"])]
+    moments += [e.ts for e in events]
+    start, end = min(moments), max(moments)
+    pad = max((end - start) * 0.02, timedelta(seconds=1))  # the first and last points stay inside
+    start, end = start - pad, end + pad
+    views = []
+    for key, raw in series.get("metrics", {}).items():
+        row = by_key.get(key)
+        if row is None or row.kind not in ("guardrail", "primary"):
+            continue
+        relative = row.unit == "%"
+        points = [
+            DifferencePoint(
+                _ts(p["ts"]),
+                int(p["units"]),
+                p["relative"] if relative else p["difference"],
+                _tuple(p["relative_fixed"] if relative else p["fixed"]),
+                _tuple(p["relative_sequential"] if relative else p["sequential"]),
+            )
+            for p in raw
+        ]
+        chart = charts.difference_chart(
+            key,
+            [charts.DiffPoint(p.ts, p.estimate, p.fixed, p.sequential, p.units) for p in points],
+            start,
+            end,
+            margin=row.margin_at,
+            events=marks,
+            unit=row.unit,
+        )
+        views.append(
+            DifferenceView(
+                key,
+                row.kind,
+                row.unit,
+                chart,
+                points,
+                _detectable(row, guards.get(key), raw[-1] if raw else None, alpha),
+            )
+        )
+    return views

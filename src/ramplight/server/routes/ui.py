@@ -259,6 +259,7 @@ def _flag_page(
         "decisions": [d for d in st.store.decisions(flag.key) if d.environment == environment][-10:][::-1],
         "may_act": me.may("editor"),
         **_room(st.store, flag.key, environment, row.judged),
+        **_evidence(cache, st.store, flag, environment, row),
     }
     return _page(request, "flag.html", context, me, status_code)
 
@@ -277,6 +278,28 @@ def _room(store: Any, flag_key: str, environment: str, judged: Any) -> dict[str,
         "audit_entries": history[-10:][::-1],
         "audit_check": audit.verify(store),
     }
+
+
+def _evidence(cache: ReadoutCache, store: Any, flag: Any, environment: str, row: Any) -> dict[str, Any]:
+    """The evidence beyond the latest readout, each cached under the judgement's stamp: the
+    difference over time of each goal and guardrail (one readout per checkpoint)."""
+    judged = row.judged
+    decisions = [d for d in store.decisions(flag.key) if d.environment == environment]
+    if judged.readout is None:
+        return {"differences": [], "series": None}
+    series = cache.evidence(
+        "difference_series",
+        store,
+        flag,
+        environment,
+        decisions,
+        lambda: release.difference_series(store, flag.key, environment, latest=judged.readout),
+    )
+    plan, _ = release.plan_for(store, flag, environment)
+    rows = room.metric_rows(judged.readout, judged.recommendation, judged.candidate)
+    entries = room.timeline_view(judged.timeline)["entries"][::-1]
+    differences = room.difference_views(series.value, rows, judged.recommendation, entries, plan.alpha)
+    return {"differences": differences, "series": series}
 
 
 @router.get("/flags/{flag_key}")
