@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -19,7 +21,7 @@ from ramplight.analysis import checkpoints
 from ramplight.analysis import service as analysis
 from ramplight.analysis.execute import fetch as analysis_fetch
 from ramplight.analysis.readout import ReadoutOptions
-from ramplight.analysis.sql import eval_run_query, evidence_bounds_query
+from ramplight.analysis.sql import attributes_sample_query, eval_run_query, evidence_bounds_query
 from ramplight.analysis.timeline import timeline
 from ramplight.control.prices import apply_prices
 from ramplight.core.audit import Decision, FlagChange
@@ -305,6 +307,53 @@ def difference_series(
             if point is not None:
                 out["metrics"][key].append({"ts": moment.isoformat(), **point})
     return out
+
+
+SEGMENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_SEGMENT_VALUES = 50
+
+
+def segment_attributes(store: Store, flag_key: str, environment: str) -> list[dict[str, Any]]:
+    """The targeting attributes a segment review can split the flag's units by: those of its
+    latest exposures (a sample of 2,000) with plain values (text, numbers, booleans) and at most
+    50 distinct ones, each with how many values it takes there."""
+    flag = _flag_in(store, flag_key, environment)
+    values: dict[str, set[str]] = {}
+    for row in analysis_fetch(store, attributes_sample_query(flag.key, environment)):
+        attrs = row["attributes"]
+        if isinstance(attrs, str | bytes):
+            try:
+                attrs = json.loads(attrs)
+            except ValueError:
+                continue
+        if not isinstance(attrs, dict):
+            continue
+        for name, value in attrs.items():
+            if isinstance(value, str | int | float | bool) and SEGMENT_NAME.fullmatch(name):
+                values.setdefault(name, set()).add(str(value))
+    return [
+        {"attribute": name, "values": len(seen)}
+        for name, seen in sorted(values.items())
+        if len(seen) <= MAX_SEGMENT_VALUES
+    ]
+
+
+def segment_review(store: Store, flag_key: str, environment: str, attribute: str) -> dict[str, Any]:
+    """The plan's goals and guardrails per value of a targeting attribute (`ReadoutOptions.segment`,
+    with the plan's options): exploratory — the Holm-adjusted p-values count every segment."""
+    flag = _flag_in(store, flag_key, environment)
+    names = [a["attribute"] for a in segment_attributes(store, flag.key, environment)]
+    if attribute not in names:
+        listed = ", ".join(names) or "none"
+        raise ValidationError.at(
+            "segment", f"no attribute {attribute!r} among the flag's exposures (attributes: {listed})"
+        )
+    plan, source = plan_for(store, flag, environment)
+    keys = _plan_metric_keys(plan)
+    if not keys:
+        raise ValidationError.at("segment", "the plan names no goal or guardrail to review by segment")
+    options = _plan_options(plan, source, ReadoutOptions(alpha=plan.alpha, segment=attribute))
+    return analysis.report(store, flag.key, environment, keys, options)
 
 
 def _series_metrics(store: Store, plan: Plan, metric_keys: list[str] | None) -> list[Metric]:

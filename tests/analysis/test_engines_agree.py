@@ -164,6 +164,10 @@ STATEMENTS: dict[str, Callable[[Engines], exp.Expr]] = {
     "v1_event_name_metrics": lambda e: q.event_name_metrics_query(FLAG, "production", "conversation"),
     "timeline_units": lambda e: q.timeline_units_query(FLAG, "production"),
     "evidence_bounds": lambda e: q.evidence_bounds_query(FLAG, "production", "conversation"),
+    # Attributes as text: each engine returns its JSON type differently (str, dict).
+    "attributes_sample": lambda e: exp.select(exp.func("COUNT", exp.Star()).as_("n")).from_(
+        q.attributes_sample_query(FLAG, "production").subquery("a")
+    ),
     "trace_summary_until": lambda e: q.trace_summary_query(replace(e.spec, until=T0 + timedelta(days=3))),
     "timeline_event_series": lambda e: q.timeline_series_query(FLAG, "production", "events", "latency_ms"),
     "timeline_eval_series": lambda e: q.timeline_series_query(FLAG, "production", "evals", "faithfulness"),

@@ -101,6 +101,7 @@ CASES: dict[str, Callable[[], exp.Expr]] = {
     "v1_event_name_metrics": lambda: q.event_name_metrics_query(FLAG, ENV, UNIT),
     "timeline_units": lambda: q.timeline_units_query(FLAG, ENV),
     "evidence_bounds": lambda: q.evidence_bounds_query(FLAG, ENV, UNIT),
+    "attributes_sample": lambda: q.attributes_sample_query(FLAG, ENV),
     "timeline_series": lambda: q.timeline_series_query(FLAG, ENV, "evals", "faithfulness"),
     "drift_numeric_by_day": lambda: drift_query(spec(phase_starts=PHASES), INPUT_CHARS, "control"),
     "drift_categorical_by_phase": lambda: drift_query(spec(phase_starts=PHASES), MODEL, "control", 1),

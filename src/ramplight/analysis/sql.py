@@ -1310,6 +1310,18 @@ def evidence_bounds_query(flag_key: str, environment: str, assignment_unit: str)
     )
 
 
+def attributes_sample_query(flag_key: str, environment: str, limit: int = 2000) -> exp.Select:
+    """The targeting attributes of the flag's latest exposures that carry any (a sample): which
+    attributes a segment review can split by."""
+    return (
+        exp.select(_col("attributes"), copy=False)
+        .from_("exposures", copy=False)
+        .where(_and(_flag_exposures(flag_key, environment), _not_null(_col("attributes"))), copy=False)
+        .order_by(exp.Ordered(this=_col("ts"), desc=True), copy=False)
+        .limit(limit, copy=False)
+    )
+
+
 @lru_cache(maxsize=64)
 def fallback_reasons_query(flag_key: str, environment: str) -> exp.Select:
     """Units per assigned variation and fallback reason among exposures served something else."""

@@ -21,6 +21,7 @@ VERDICTS = {
     "detected": ("#b3261e", "harm detected"),
     "inconclusive": ("#56606b", "inconclusive"),
     "none": ("#56606b", "no guardrail"),
+    "exploratory": ("#56606b", "exploratory"),
 }
 SERIES_COLOURS = ("#1f5fa8", "#b35c00", "#6b3fa0", "#1b6b3a", "#b3261e", "#56606b")
 EVENT_SHAPES = {"kill": "#b3261e", "decision": "#1f5fa8", "guardian": "#8a5a00", "eval_gate": "#6b3fa0"}
@@ -89,13 +90,15 @@ def interval_plot(
     unit: str = "%",
     verdict: str = "inconclusive",
     width: float = 360,
+    domain: tuple[float, float] | None = None,
 ) -> Markup:
     """One comparison on one axis: a zero line, the fixed-horizon interval (thick bar), the
     always-valid interval (thin bar above it), the point estimate, the guardrail margin (dashed,
     at the value where harm begins) and the verdict in words. `unit` "%" means the numbers are
-    relative (0.05 is 5 %)."""
+    relative (0.05 is 5 %). `domain`: values the axis must cover too (plots side by side, e.g.
+    one per segment, share one scale)."""
     colour, words = VERDICTS.get(verdict, VERDICTS["inconclusive"])
-    numbers = [0.0]
+    numbers = [0.0, *(v for v in domain or () if math.isfinite(v))]
     for pair in (fixed, sequential):
         if pair is not None:
             numbers.extend(v for v in pair if math.isfinite(v))

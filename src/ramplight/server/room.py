@@ -312,3 +312,96 @@ def difference_views(
             )
         )
     return views
+
+
+MAX_SEGMENT_ROWS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRow:
+    value: str
+    units: int
+    estimate: float | None
+    fixed: tuple[float, float] | None
+    sequential: tuple[float, float] | None
+    p_holm: float | None
+    plot: Markup
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentView:
+    """One goal or guardrail split by a targeting attribute: a row per value (most units first)."""
+
+    key: str
+    kind: str
+    unit: str
+    rows: list[SegmentRow]
+    hidden: int
+    """Values left out (beyond the first MAX_SEGMENT_ROWS by units)."""
+
+
+def segment_views(
+    readout: dict[str, Any] | None, metric_rows_: list[MetricRow], candidate: str | None
+) -> list[SegmentView]:
+    """Per goal and guardrail of the page's metric table, the candidate's difference in each
+    segment of a segmented readout (`release.segment_review`), in the table's units (relative
+    when its margin is), each with an interval plot on one scale shared by the metric's segments."""
+    if not readout:
+        return []
+    by_key = {r.key: r for r in metric_rows_ if r.kind in ("guardrail", "primary")}
+    entries: dict[str, list[dict[str, Any]]] = {}
+    for entry in readout.get("metrics", []):
+        if entry.get("key") in by_key:
+            entries.setdefault(entry["key"], []).append(entry)
+    views = []
+    for key, row in by_key.items():
+        relative = row.unit == "%"
+        lo, hi = ("relative_ci_low", "relative_ci_high") if relative else ("ci_low", "ci_high")
+        found = []
+        for entry in entries.get(key, []):
+            comparisons = entry.get("comparisons") or []
+            comp = next((c for c in comparisons if c.get("variation") == candidate), None)
+            fixed_d, seq_d = (comp or {}).get("fixed") or {}, (comp or {}).get("sequential") or {}
+            compared = {candidate, (comp or {}).get("vs")}
+            units = sum(
+                int(v.get("units") or 0) for v in entry.get("variations", []) if v["variation"] in compared
+            )
+            value = entry.get("segment")
+            found.append(
+                (
+                    "(not set)" if value is None else str(value),
+                    units,
+                    fixed_d.get("relative" if relative else "difference"),
+                    _pair(fixed_d, lo, hi),
+                    _pair(seq_d, lo, hi),
+                    fixed_d.get("p_value_holm"),
+                )
+            )
+        found.sort(key=lambda f: -f[1])
+        shown = found[:MAX_SEGMENT_ROWS]
+        bounds = [v for f in shown for pair in (f[3], f[4]) if pair for v in pair]
+        domain = (min(bounds), max(bounds)) if bounds else None
+        rows = [
+            SegmentRow(
+                value,
+                units,
+                estimate,
+                fixed,
+                seq,
+                p_holm,
+                charts.interval_plot(
+                    f"{key} where {value}",
+                    estimate=estimate,
+                    fixed=fixed,
+                    sequential=seq,
+                    margin=row.margin_at,
+                    unit=row.unit,
+                    verdict="exploratory",
+                    width=300,
+                    domain=domain,
+                ),
+            )
+            for value, units, estimate, fixed, seq, p_holm in shown
+        ]
+        views.append(SegmentView(key, row.kind, row.unit, rows, len(found) - len(shown)))
+    return views

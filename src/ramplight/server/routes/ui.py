@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -238,6 +238,7 @@ def _flag_page(
     done: str | None = None,
     error: str | None = None,
     status_code: int = 200,
+    segment: str | None = None,
 ) -> Response:
     st = state(request)
     flag = st.store.get_flag(flag_key)
@@ -259,7 +260,7 @@ def _flag_page(
         "decisions": [d for d in st.store.decisions(flag.key) if d.environment == environment][-10:][::-1],
         "may_act": me.may("editor"),
         **_room(st.store, flag.key, environment, row.judged),
-        **_evidence(cache, st.store, flag, environment, row),
+        **_evidence(cache, st.store, flag, environment, row, segment),
     }
     return _page(request, "flag.html", context, me, status_code)
 
@@ -280,13 +281,16 @@ def _room(store: Any, flag_key: str, environment: str, judged: Any) -> dict[str,
     }
 
 
-def _evidence(cache: ReadoutCache, store: Any, flag: Any, environment: str, row: Any) -> dict[str, Any]:
+def _evidence(
+    cache: ReadoutCache, store: Any, flag: Any, environment: str, row: Any, segment: str | None
+) -> dict[str, Any]:
     """The evidence beyond the latest readout, each cached under the judgement's stamp: the
-    difference over time of each goal and guardrail (one readout per checkpoint)."""
+    difference over time of each goal and guardrail (one readout per checkpoint) and the segment
+    review (one readout split by the chosen attribute; the first candidate by default)."""
     judged = row.judged
     decisions = [d for d in store.decisions(flag.key) if d.environment == environment]
     if judged.readout is None:
-        return {"differences": [], "series": None}
+        return {"differences": [], "series": None, "segments": None}
     series = cache.evidence(
         "difference_series",
         store,
@@ -299,17 +303,40 @@ def _evidence(cache: ReadoutCache, store: Any, flag: Any, environment: str, row:
     rows = room.metric_rows(judged.readout, judged.recommendation, judged.candidate)
     entries = room.timeline_view(judged.timeline)["entries"][::-1]
     differences = room.difference_views(series.value, rows, judged.recommendation, entries, plan.alpha)
-    return {"differences": differences, "series": series}
+
+    def memo(name: Any, compute: Any) -> Any:
+        return cache.evidence(name, store, flag, environment, decisions, compute)
+
+    attributes = memo("segment_attributes", lambda: release.segment_attributes(store, flag.key, environment))
+    names = [a["attribute"] for a in attributes.value or []]
+    chosen = segment.strip() if segment else (names[0] if names else None)
+    review = (
+        memo(("segments", chosen), lambda: release.segment_review(store, flag.key, environment, chosen))
+        if chosen
+        else None
+    )
+    segments = {
+        "attributes": attributes.value or [],
+        "chosen": chosen,
+        "error": review.error if review else None,
+        "views": room.segment_views(review.value, rows, judged.candidate) if review else [],
+        "computed": review,
+    }
+    return {"differences": differences, "series": series, "segments": segments}
 
 
 @router.get("/flags/{flag_key}")
 def flag_page(
-    request: Request, flag_key: str, environment: str | None = None, done: str | None = None
+    request: Request,
+    flag_key: str,
+    environment: str | None = None,
+    done: str | None = None,
+    segment: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
     me = principal(request)
     if me is None:
         return _to_login(request)
-    return _flag_page(request, me, flag_key, environment, done=done)
+    return _flag_page(request, me, flag_key, environment, done=done, segment=segment)
 
 
 @router.post("/flags/{flag_key}/actions")
