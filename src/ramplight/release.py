@@ -20,9 +20,17 @@ from ramplight import audit, control
 from ramplight.analysis import checkpoints
 from ramplight.analysis import service as analysis
 from ramplight.analysis.execute import fetch as analysis_fetch
-from ramplight.analysis.readout import ReadoutOptions
-from ramplight.analysis.sql import attributes_sample_query, eval_run_query, evidence_bounds_query
+from ramplight.analysis.readout import ReadoutOptions, build_readout
+from ramplight.analysis.sql import (
+    attributes_sample_query,
+    eval_names_query,
+    eval_run_query,
+    evidence_bounds_query,
+    representative_traces_query,
+    trace_spans_query,
+)
 from ramplight.analysis.timeline import timeline
+from ramplight.analysis.waterfall import span_tree
 from ramplight.control.prices import apply_prices
 from ramplight.core.audit import Decision, FlagChange
 from ramplight.core.decision import Recommendation, ReleaseState, decide, evidence_from_readout, stage_index
@@ -354,6 +362,56 @@ def segment_review(store: Store, flag_key: str, environment: str, attribute: str
         raise ValidationError.at("segment", "the plan names no goal or guardrail to review by segment")
     options = _plan_options(plan, source, ReadoutOptions(alpha=plan.alpha, segment=attribute))
     return analysis.report(store, flag.key, environment, keys, options)
+
+
+def evals_and_traces(store: Store, flag_key: str, environment: str) -> dict[str, Any]:
+    """What the flag page shows of the LLM evidence per variation: every eval score of the
+    environment (by name and evaluator, at most 12) read out as an eval metric (per-unit mean
+    score, joined to units as eval metrics are), the readout's trace summary, and for each
+    variation its representative slow trace (the root span at the 95th percentile of duration)
+    as a span tree with its critical path (`analysis.waterfall`)."""
+    flag = _flag_in(store, flag_key, environment)
+    plan, _ = plan_for(store, flag, environment)
+    names = analysis_fetch(store, eval_names_query(environment))
+    evals = [
+        Metric(
+            key=f"{row['name']} · {row['evaluator']}" if row["evaluator"] else str(row["name"]),
+            type="eval",
+            eval=str(row["name"]),
+            evaluator=row["evaluator"],
+            description=f"{row['scores']:,} scores in {environment}",
+        )
+        for row in names
+    ]
+    options = ReadoutOptions(alpha=plan.alpha, traces=True)
+    readout = build_readout(store, flag, environment, evals, {m.key: m for m in evals}, options)
+    traces = readout.get("traces") or {}
+    waterfalls: dict[str, Any] = {}
+    if traces:
+        spec, _ = analysis.spec_for(store, flag.key, environment, [])
+        chosen: dict[str, dict[str, Any]] = {}
+        for row in analysis_fetch(store, representative_traces_query(spec)):
+            chosen.setdefault(row["variation"], row)
+        spans: dict[str, list[dict[str, Any]]] = {}
+        if chosen:
+            ids = [str(r["trace_id"]) for r in chosen.values()]
+            for row in analysis_fetch(store, trace_spans_query(environment, ids)):
+                spans.setdefault(str(row["trace_id"]), []).append(row)
+        for variation, row in chosen.items():
+            waterfalls[variation] = {
+                "trace_id": row["trace_id"],
+                "duration_ms": float(row["duration_ms"]),
+                "rank": int(row["duration_rank"]),
+                "roots": int(row["roots"]),
+                "spans": span_tree(spans.get(str(row["trace_id"]), [])),
+            }
+    return {
+        "control": flag.environments[environment].default_variation,
+        "evals": [m for m in readout["metrics"] if m.get("type") == "eval"] if evals else [],
+        "traces": traces,
+        "waterfalls": waterfalls,
+        "alpha": plan.alpha,
+    }
 
 
 def _series_metrics(store: Store, plan: Plan, metric_keys: list[str] | None) -> list[Metric]:

@@ -164,6 +164,9 @@ STATEMENTS: dict[str, Callable[[Engines], exp.Expr]] = {
     "v1_event_name_metrics": lambda e: q.event_name_metrics_query(FLAG, "production", "conversation"),
     "timeline_units": lambda e: q.timeline_units_query(FLAG, "production"),
     "evidence_bounds": lambda e: q.evidence_bounds_query(FLAG, "production", "conversation"),
+    "eval_names": lambda e: q.eval_names_query("production"),
+    "representative_traces": lambda e: q.representative_traces_query(e.spec),
+    "trace_spans": lambda e: q.trace_spans_query("production", ["c3", "c4", "t5"]),
     # Attributes as text: each engine returns its JSON type differently (str, dict).
     "attributes_sample": lambda e: exp.select(exp.func("COUNT", exp.Star()).as_("n")).from_(
         q.attributes_sample_query(FLAG, "production").subquery("a")

@@ -66,3 +66,21 @@ def test_the_segment_review_splits_the_plans_metrics_by_an_exposure_attribute(pl
         assert per_segment == next(v for v in whole["variations"] if v["variation"] == variation)["units"]
     with pytest.raises(ValidationError, match=r"no attribute 'region'.*attributes: plan, tier"):
         release.segment_review(planned, FLAG, "production", "region")
+
+
+def test_eval_scores_and_traces_per_variation_with_a_representative_slow_trace(planned: DuckDBStore) -> None:
+    found = release.evals_and_traces(planned, FLAG, "production")
+    keys = [m["key"] for m in found["evals"]]
+    assert keys == ["faithfulness · llm_judge", "faithfulness · human"]  # most scored first
+    # The same figures as the dataset's own eval metric (faithfulness by the LLM judge).
+    defined = release.judge(planned, FLAG, "production", ["faithfulness"]).readout
+    (mine,) = [m for m in defined["metrics"] if m["key"] == "faithfulness"]
+    assert found["evals"][0]["variations"] == mine["variations"]
+    assert set(found["traces"]) == {"control", "candidate"}
+    for variation, waterfall in found["waterfalls"].items():
+        # The root at the 95th percentile by duration (nearest rank), and its tree.
+        assert waterfall["rank"] == -(-waterfall["roots"] * 95 // 100)
+        roots = [s for s in waterfall["spans"] if s.depth == 0]
+        assert all(r.on_critical_path for r in roots if r.span_id)  # a path from every root
+        assert any(r.duration_ms == pytest.approx(waterfall["duration_ms"]) for r in roots)
+        assert variation in found["traces"]

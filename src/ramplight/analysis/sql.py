@@ -670,6 +670,77 @@ def critical_path_query(spec: ReadoutSpec) -> exp.Select:
     return query
 
 
+def eval_names_query(environment: str, limit: int = 12) -> exp.Select:
+    """The eval scores of the environment by name and evaluator, most scored first: which evals
+    the flag page reads out per variation."""
+    return (
+        exp.select(_col("name"), _col("evaluator"), _as(exp.Count(this=exp.Star()), "scores"), copy=False)
+        .from_("evals", copy=False)
+        .where(_and(_eq(_col("environment"), _str(environment)), _not_null(_col("score"))), copy=False)
+        .group_by(_col("name"), _col("evaluator"), copy=False)
+        .order_by(exp.Ordered(this=_col("scores"), desc=True), _col("name"), _col("evaluator"), copy=False)
+        .limit(limit, copy=False)
+    )
+
+
+def representative_traces_query(spec: ReadoutSpec, level: float = 0.95) -> exp.Select:
+    """Per variation, the root spans of the readout's units ranked by duration (ties by trace id),
+    from the one at the `level` quantile up (nearest rank): the first is the variation's
+    representative slow trace (what a waterfall shows), the rest ride along to cap nothing."""
+    ranked = exp.Window(
+        this=exp.RowNumber(),
+        partition_by=[_col("variation")],
+        order=exp.Order(
+            expressions=[exp.Ordered(this=_col("duration_ms")), exp.Ordered(this=_col("trace_id"))]
+        ),
+    )
+    total = exp.Window(this=exp.Count(this=exp.Star()), partition_by=[_col("variation")])
+    roots = (
+        exp.select(
+            _col("variation"),
+            _col("trace_id"),
+            _col("duration_ms"),
+            _as(ranked, "duration_rank"),
+            _as(total, "roots"),
+            copy=False,
+        )
+        .from_(_subquery(_trace_rows(spec), "r"), copy=False)
+        .where(_and(_col("root"), _not_null(_col("duration_ms"))), copy=False)
+    )
+    # rank ≥ level × roots, in whole numbers (no dialect's division or rounding involved).
+    scale = 10_000
+    at_level = exp.GTE(
+        this=_product(_col("duration_rank"), _num(scale)),
+        expression=_product(_col("roots"), _num(round(level * scale))),
+    )
+    query = (
+        exp.select(
+            _col("variation"), _col("trace_id"), _col("duration_ms"), _col("duration_rank"), _col("roots")
+        )
+        .from_(_subquery(roots, "ranked"), copy=False)
+        .where(at_level, copy=False)
+        .order_by(_col("variation"), _col("duration_rank"), copy=False)
+    )
+    return _with(_units_ctes(spec), query)
+
+
+def trace_spans_query(environment: str, trace_ids: Sequence[str], limit: int = 2000) -> exp.Select:
+    """Every span of the given traces (a waterfall's rows), by trace and start."""
+    return (
+        exp.select(
+            *(_col(c) for c in ("trace_id", "span_id", "parent_span_id", "name", "start_ts", "end_ts")),
+            *(_col(c) for c in ("duration_ms", "status", "gen_ai_model", "input_tokens", "output_tokens")),
+            copy=False,
+        )
+        .from_("spans", copy=False)
+        .where(
+            _and(_eq(_col("environment"), _str(environment)), _in(_col("trace_id"), trace_ids)), copy=False
+        )
+        .order_by(_col("trace_id"), _col("start_ts"), _col("span_id"), copy=False)
+        .limit(limit, copy=False)
+    )
+
+
 def eval_run_query(environment: str, run_id: str) -> exp.Select:
     """An offline evaluation run's scores (`evals` rows with its `run_id`) as the eval gate reads
     them: the item (the score's unit, else the judged response, else its trace), the variation

@@ -408,3 +408,57 @@ def difference_chart(
         f'<text class="legend" x="{_x(xs.x0)}" y="{height - 6}" font-size="10" fill="#56606b">dots: estimate · band: always-valid interval · whiskers: fixed-horizon interval · dashed red: margin · dotted: release events</text>'
     )
     return _svg(width, height, label, body, "difference-chart")
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One span of a waterfall: its name, depth in the tree and offsets (ms) from the trace start."""
+
+    name: str
+    depth: int
+    start_ms: float
+    end_ms: float
+    critical: bool
+    error: bool = False
+
+
+def waterfall_chart(title: str, bars: Sequence[Bar], width: float = 720) -> Markup:
+    """A trace's span tree as a waterfall: one row per span (depth first), its name indented by
+    depth at the left, a bar from its start to its end on a millisecond axis; the spans on the
+    critical path (the ones that set the end-to-end time) are filled dark and marked, the
+    others light; an error is outlined in red and says so in its title."""
+    row, top, label_w = 18, 8, 220
+    end = max((b.end_ms for b in bars), default=1.0) or 1.0
+    ticks = nice_ticks(0.0, end, 5)
+    xs = Scale(0.0, ticks[-1], label_w, width - 40)
+    height = top + row * len(bars) + 30
+    axis_y = top + row * len(bars) + 4
+    body = [
+        f'<line class="axis" x1="{_x(xs.x0)}" x2="{_x(xs.x1)}" y1="{axis_y}" y2="{axis_y}" stroke="#8a949e"/>'
+    ]
+    for t in ticks:
+        tx = _x(xs(t))
+        body.append(
+            f'<line class="grid" data-value="{t!r}" x1="{tx}" x2="{tx}" y1="{top}" y2="{axis_y}" stroke="#e4e7eb"/>'
+        )
+        body.append(
+            f'<text class="tick-label" x="{tx}" y="{axis_y + 14}" font-size="10" text-anchor="middle" fill="#56606b">{escape(f"{t:g} ms")}</text>'
+        )
+    for i, bar in enumerate(bars):
+        y = top + i * row
+        fill = "#1f5fa8" if bar.critical else "#b9cce4"
+        stroke = ' stroke="#b3261e" stroke-width="1.5"' if bar.error else ""
+        x0, x1 = xs(bar.start_ms), xs(bar.end_ms)
+        words = f"{bar.name}: {bar.start_ms:,.0f}–{bar.end_ms:,.0f} ms ({bar.end_ms - bar.start_ms:,.0f} ms)"
+        words += ", on the critical path" if bar.critical else ""
+        words += ", error" if bar.error else ""
+        cls = "span critical" if bar.critical else "span"
+        body.append(
+            f'<g class="{cls}" data-depth="{bar.depth}">'
+            f'<text x="{_x(4 + 12 * bar.depth)}" y="{y + 12}" font-size="10" fill="#1d232b">{escape(bar.name[:40])}</text>'
+            f'<rect x="{_x(x0)}" y="{y + 3}" width="{_x(max(x1 - x0, 1.0))}" height="{row - 6}" fill="{fill}"{stroke}>'
+            f"<title>{escape(words)}</title></rect></g>"
+        )
+    critical = [b.name for b in bars if b.critical]
+    label = f"{title}: {len(bars)} spans over {end:,.0f} ms; critical path: {' → '.join(critical) or 'none'}"
+    return _svg(width, height, label, body, "waterfall-chart")

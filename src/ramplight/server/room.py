@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from statistics import NormalDist
 from typing import Any
 
 from markupsafe import Markup
@@ -405,3 +406,126 @@ def segment_views(
         ]
         views.append(SegmentView(key, row.kind, row.unit, rows, len(found) - len(shown)))
     return views
+
+
+@dataclass(frozen=True, slots=True)
+class EvalVariation:
+    variation: str
+    units: int
+    mean: float | None
+    interval: tuple[float, float] | None
+    """The mean's normal (z) interval at the plan's alpha."""
+
+
+@dataclass(frozen=True, slots=True)
+class EvalView:
+    key: str
+    description: str
+    variations: list[EvalVariation]
+    relative: float | None
+    relative_interval: tuple[float, float] | None
+    """The candidate vs the control, fixed-horizon (the readout's comparison)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRow:
+    variation: str
+    units: int
+    traced_units: int
+    traces: int
+    p50_ms: float | None
+    p95_ms: float | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    cost_per_trace: float | None
+    unpriced_spans: int
+    cancelled_share: float | None
+    cancelled_cost_share: float | None
+    critical_path: list[tuple[str, float | None]]
+    """Span names most often on the critical path, with the share of traces."""
+
+
+@dataclass(frozen=True, slots=True)
+class WaterfallView:
+    variation: str
+    trace_id: str
+    duration_ms: float
+    rank: int
+    roots: int
+    chart: Markup
+    spans: list[Any]
+
+
+def evidence_views(found: dict[str, Any] | None, candidate: str | None) -> dict[str, Any]:
+    """The eval scores, trace summary and waterfalls per variation (`release.evals_and_traces`)."""
+    if not found:
+        return {"evals": [], "traces": [], "waterfalls": []}
+    z = NormalDist().inv_cdf(1 - float(found.get("alpha", 0.05)) / 2)
+    evals = []
+    for metric in found.get("evals", []):
+        variations = []
+        for v in metric.get("variations", []):
+            units, mean, sd = int(v.get("units") or 0), v.get("mean"), v.get("stddev")
+            if not units:
+                continue
+            half = z * sd / math.sqrt(units) if sd is not None and units > 1 else None
+            interval = (mean - half, mean + half) if mean is not None and half is not None else None
+            variations.append(EvalVariation(v["variation"], units, mean, interval))
+        comparisons = metric.get("comparisons") or []
+        comp = next((c for c in comparisons if c.get("variation") == candidate), None)
+        fixed = (comp or {}).get("fixed") or {}
+        evals.append(
+            EvalView(
+                metric["key"],
+                metric.get("description") or "",
+                variations,
+                fixed.get("relative"),
+                _pair(fixed, "relative_ci_low", "relative_ci_high"),
+            )
+        )
+    traces = []
+    for variation, t in (found.get("traces") or {}).items():
+        root: dict[str, Any] = next((s for s in t.get("spans", []) if s.get("root")), {})
+        cancel = t.get("cancellation") or {}
+        traces.append(
+            TraceRow(
+                variation=variation,
+                units=int(t.get("units") or 0),
+                traced_units=int(t.get("traced_units") or 0),
+                traces=int(t.get("traces") or 0),
+                p50_ms=root.get("latency_p50_ms"),
+                p95_ms=root.get("latency_p95_ms"),
+                input_tokens=sum(int(s.get("input_tokens") or 0) for s in t.get("spans", [])),
+                output_tokens=sum(int(s.get("output_tokens") or 0) for s in t.get("spans", [])),
+                cost_usd=t.get("cost_usd"),
+                cost_per_trace=t.get("cost_per_trace"),
+                unpriced_spans=int(t.get("spans_without_cost") or 0),
+                cancelled_share=cancel.get("cancelled_share"),
+                cancelled_cost_share=cancel.get("cost_share"),
+                critical_path=[
+                    (c["name"], c.get("share"))
+                    for c in sorted(t.get("critical_path", []), key=lambda c: -(c.get("share") or 0))[:4]
+                ],
+            )
+        )
+    waterfalls = []
+    for variation, w in (found.get("waterfalls") or {}).items():
+        spans = w.get("spans") or []
+        bars = [
+            charts.Bar(s.name, s.depth, s.start_ms, s.end_ms, s.on_critical_path, s.status == "error")
+            for s in spans
+        ]
+        title = f"{variation}: trace {w['trace_id']} ({w['duration_ms']:,.0f} ms, slower than {w['rank'] - 1:,} of {w['roots']:,} traces)"
+        waterfalls.append(
+            WaterfallView(
+                variation,
+                str(w["trace_id"]),
+                float(w["duration_ms"]),
+                int(w["rank"]),
+                int(w["roots"]),
+                charts.waterfall_chart(title, bars),
+                spans,
+            )
+        )
+    return {"evals": evals, "traces": traces, "waterfalls": waterfalls}

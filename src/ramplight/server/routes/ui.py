@@ -290,7 +290,7 @@ def _evidence(
     judged = row.judged
     decisions = [d for d in store.decisions(flag.key) if d.environment == environment]
     if judged.readout is None:
-        return {"differences": [], "series": None, "segments": None}
+        return {"differences": [], "series": None, "segments": None, "llm": room.evidence_views(None, None)}
     series = cache.evidence(
         "difference_series",
         store,
@@ -322,7 +322,16 @@ def _evidence(
         "views": room.segment_views(review.value, rows, judged.candidate) if review else [],
         "computed": review,
     }
-    return {"differences": differences, "series": series, "segments": segments}
+    llm = memo("evals_and_traces", lambda: release.evals_and_traces(store, flag.key, environment))
+    return {
+        "differences": differences,
+        "series": series,
+        "segments": segments,
+        "llm": room.evidence_views(llm.value, judged.candidate),
+        "llm_computed": llm if llm.value else None,
+        "llm_alpha": plan.alpha,
+        "llm_control": (llm.value or {}).get("control", "the control"),
+    }
 
 
 @router.get("/flags/{flag_key}")
