@@ -80,3 +80,27 @@ def test_the_flags_page_serves_cached_readouts_until_the_flag_changes(
     assert cache.computed == computed + 1 and "control 90\u00a0% · candidate 10\u00a0%" in page
     assert "ramping" in client.get("/", params={"status": "ramping", "q": "assistant"}).text
     assert "No flags match" in client.get("/", params={"q": "no-such-flag"}).text
+
+
+def test_the_flag_pages_evidence_is_cached_with_the_readout(
+    server: RunningServer, add_user: Callable[[str, str], None], sign_in: Signer
+) -> None:
+    server.create_flag()
+    metric = {"type": "event", "event": "latency_ms", "aggregation": "mean", "direction": "decrease"}
+    assert server.admin.put("/api/metrics/latency_ms", json=metric).status_code == 200
+    plan = {"guardrails": [{"metric": "latency_ms", "margin": 0.05}], "candidate": "candidate"}
+    assert server.admin.put(f"/api/flags/{FLAG}/plans/production", json=plan).status_code == 200
+    add_user("ana", "viewer")
+    client, _ = sign_in("ana")
+    cache = server.thread.server.config.app.state.ramplight.ui_readouts
+    assert client.get(f"/flags/{FLAG}").status_code == 200
+    computed = cache.computed_evidence
+    assert computed >= 2  # the difference series, the attributes, the eval and trace evidence
+    for _ in range(3):
+        assert "Difference over time" in client.get(f"/flags/{FLAG}").text
+    assert cache.computed_evidence == computed  # served from memory: nothing changed
+    decision = {"environment": "production", "action": "pause", "reason": "look closer"}
+    answer = server.admin.post(f"/api/flags/{FLAG}/decisions", json=decision)
+    assert answer.status_code in (200, 201), answer.text
+    assert client.get(f"/flags/{FLAG}").status_code == 200
+    assert cache.computed_evidence > computed  # a decision changed the stamp: computed again

@@ -67,7 +67,7 @@ def metric_rows(
     goals = {g["metric"] for g in rec.get("goals", [])}
     rows = []
     for metric in readout.get("metrics", []):
-        key = metric["key"]
+        key = metric.get("key") or metric["name"]  # v1 readouts (no metric defined) name them
         comparisons = metric.get("comparisons") or []
         comp = next(
             (c for c in comparisons if c.get("variation") == candidate), comparisons[0] if comparisons else {}
@@ -472,6 +472,8 @@ def evidence_views(found: dict[str, Any] | None, candidate: str | None) -> dict[
             half = z * sd / math.sqrt(units) if sd is not None and units > 1 else None
             interval = (mean - half, mean + half) if mean is not None and half is not None else None
             variations.append(EvalVariation(v["variation"], units, mean, interval))
+        if not variations:
+            continue  # scores of the environment none of which joins this flag's units
         comparisons = metric.get("comparisons") or []
         comp = next((c for c in comparisons if c.get("variation") == candidate), None)
         fixed = (comp or {}).get("fixed") or {}
