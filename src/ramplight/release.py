@@ -22,6 +22,7 @@ from ramplight.analysis import service as analysis
 from ramplight.analysis.execute import fetch as analysis_fetch
 from ramplight.analysis.readout import ReadoutOptions, build_readout
 from ramplight.analysis.sql import (
+    any_span_query,
     attributes_sample_query,
     eval_names_query,
     eval_run_query,
@@ -383,6 +384,16 @@ def evals_and_traces(store: Store, flag_key: str, environment: str) -> dict[str,
         )
         for row in names
     ]
+    control_variation = flag.environments[environment].default_variation
+    if not evals and not analysis_fetch(store, any_span_query(environment)):
+        # Nothing to show: no readout (the section says how to send evals and spans).
+        return {
+            "control": control_variation,
+            "evals": [],
+            "traces": {},
+            "waterfalls": {},
+            "alpha": plan.alpha,
+        }
     options = ReadoutOptions(alpha=plan.alpha, traces=True)
     readout = build_readout(store, flag, environment, evals, {m.key: m for m in evals}, options)
     traces = readout.get("traces") or {}
@@ -406,7 +417,7 @@ def evals_and_traces(store: Store, flag_key: str, environment: str) -> dict[str,
                 "spans": span_tree(spans.get(str(row["trace_id"]), [])),
             }
     return {
-        "control": flag.environments[environment].default_variation,
+        "control": control_variation,
         "evals": [m for m in readout["metrics"] if m.get("type") == "eval"] if evals else [],
         "traces": traces,
         "waterfalls": waterfalls,

@@ -103,6 +103,7 @@ CASES: dict[str, Callable[[], exp.Expr]] = {
     "evidence_bounds": lambda: q.evidence_bounds_query(FLAG, ENV, UNIT),
     "attributes_sample": lambda: q.attributes_sample_query(FLAG, ENV),
     "eval_names": lambda: q.eval_names_query(ENV),
+    "any_span": lambda: q.any_span_query(ENV),
     "representative_traces": lambda: q.representative_traces_query(spec(LATENCY)),
     "trace_spans": lambda: q.trace_spans_query(ENV, ["t1", "t2"]),
     "timeline_series": lambda: q.timeline_series_query(FLAG, ENV, "evals", "faithfulness"),

@@ -670,6 +670,16 @@ def critical_path_query(spec: ReadoutSpec) -> exp.Select:
     return query
 
 
+def any_span_query(environment: str) -> exp.Select:
+    """One span of the environment, if there is any (whether a trace summary can show anything)."""
+    return (
+        exp.select(_col("span_id"), copy=False)
+        .from_("spans", copy=False)
+        .where(_eq(_col("environment"), _str(environment)), copy=False)
+        .limit(1, copy=False)
+    )
+
+
 def eval_names_query(environment: str, limit: int = 12) -> exp.Select:
     """The eval scores of the environment by name and evaluator, most scored first: which evals
     the flag page reads out per variation."""
