@@ -80,6 +80,9 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 ACTIONS = ("expand", "pause", "rollback", "kill", "restore")
+SERIES_WAIT_S = 5.0
+"""How long a flag page waits for its difference series (one readout per checkpoint) before it
+shows the previous one, or says it is being computed (docs/ui.md: ~25 s at a million units)."""
 DONE = {
     "expand": "Expanded: the decision is recorded.",
     "pause": "Paused: the ramp keeps its weights and may not grow.",
@@ -298,6 +301,7 @@ def _evidence(
         environment,
         decisions,
         lambda: release.difference_series(store, flag.key, environment, latest=judged.readout),
+        wait_s=SERIES_WAIT_S,
     )
     plan, _ = release.plan_for(store, flag, environment)
     rows = room.metric_rows(judged.readout, judged.recommendation, judged.candidate)
