@@ -262,9 +262,9 @@ def _flag_page(
         "error": error,
         "decisions": [d for d in st.store.decisions(flag.key) if d.environment == environment][-10:][::-1],
         "may_act": me.may("editor"),
-        **_room(st.store, flag.key, environment, row.judged),
-        **_evidence(cache, st.store, flag, environment, row, segment),
     }
+    shown = _room(st.store, flag.key, environment, row.judged)
+    context |= shown | _evidence(cache, st.store, flag, environment, row, shown, segment)
     return _page(request, "flag.html", context, me, status_code)
 
 
@@ -285,11 +285,18 @@ def _room(store: Any, flag_key: str, environment: str, judged: Any) -> dict[str,
 
 
 def _evidence(
-    cache: ReadoutCache, store: Any, flag: Any, environment: str, row: Any, segment: str | None
+    cache: ReadoutCache,
+    store: Any,
+    flag: Any,
+    environment: str,
+    row: Any,
+    shown: dict[str, Any],
+    segment: str | None,
 ) -> dict[str, Any]:
     """The evidence beyond the latest readout, each cached under the judgement's stamp: the
-    difference over time of each goal and guardrail (one readout per checkpoint) and the segment
-    review (one readout split by the chosen attribute; the first candidate by default)."""
+    difference over time of each goal and guardrail (one readout per checkpoint), the segment
+    review (one readout split by the chosen attribute; the first candidate by default) and the
+    eval scores and traces per variation. `shown`: the metric rows and timeline of `_room`."""
     judged = row.judged
     decisions = [d for d in store.decisions(flag.key) if d.environment == environment]
     if judged.readout is None:
@@ -304,8 +311,8 @@ def _evidence(
         wait_s=SERIES_WAIT_S,
     )
     plan, _ = release.plan_for(store, flag, environment)
-    rows = room.metric_rows(judged.readout, judged.recommendation, judged.candidate)
-    entries = room.timeline_view(judged.timeline)["entries"][::-1]
+    rows = shown["metrics"]
+    entries = shown["timeline"]["entries"][::-1]  # oldest first
     differences = room.difference_views(series.value, rows, judged.recommendation, entries, plan.alpha)
 
     def memo(name: Any, compute: Any) -> Any:
@@ -314,15 +321,20 @@ def _evidence(
     attributes = memo("segment_attributes", lambda: release.segment_attributes(store, flag.key, environment))
     names = [a["attribute"] for a in attributes.value or []]
     chosen = segment.strip() if segment else (names[0] if names else None)
+    refused = None
+    if chosen is not None and chosen not in names:
+        # Refused before anything is computed or kept: the cache holds one entry per attribute.
+        listed = ", ".join(names) or "none"
+        refused = f"no attribute {chosen!r} among the flag's exposures (attributes: {listed})"
     review = (
         memo(("segments", chosen), lambda: release.segment_review(store, flag.key, environment, chosen))
-        if chosen
+        if chosen and refused is None
         else None
     )
     segments = {
         "attributes": attributes.value or [],
         "chosen": chosen,
-        "error": review.error if review else None,
+        "error": refused or (review.error if review else None),
         "views": room.segment_views(review.value, rows, judged.candidate) if review else [],
         "computed": review,
     }
