@@ -4,10 +4,12 @@ flags page serves readouts from its cache until something they were computed fro
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx
+import pytest
 
 from ramplight.core.keys import hash_key
 from tests.factories import RunningServer
@@ -137,3 +139,27 @@ def test_the_segment_review_takes_only_an_attribute_the_exposures_carry(
         assert "No segment review: no attribute" in page and "(attributes: region)" in page
     assert cache.computed_evidence == computed  # refused before anything is computed or kept
     assert client.get(f"/flags/{FLAG}", params={"segment": "x" * 65}).status_code == 422
+
+
+def test_a_series_not_ready_within_the_wait_is_announced_then_shown(
+    server: RunningServer,
+    add_user: Callable[[str, str], None],
+    sign_in: Signer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ramplight.server.routes import ui
+
+    monkeypatch.setattr(ui, "SERIES_WAIT_S", 0.0)  # as if the flag were large: no wait at all
+    server.create_flag()
+    metric = {"type": "event", "event": "latency_ms", "aggregation": "mean", "direction": "decrease"}
+    assert server.admin.put("/api/metrics/latency_ms", json=metric).status_code == 200
+    plan = {"guardrails": [{"metric": "latency_ms", "margin": 0.05}], "candidate": "candidate"}
+    assert server.admin.put(f"/api/flags/{FLAG}/plans/production", json=plan).status_code == 200
+    add_user("ana", "viewer")
+    client, _ = sign_in("ana")
+    first = client.get(f"/flags/{FLAG}").text
+    assert "The difference over time is being computed" in first and 'href="">Reload the page</a>' in first
+    deadline = time.monotonic() + 60
+    while "being computed" in client.get(f"/flags/{FLAG}").text:
+        assert time.monotonic() < deadline, "the series was never computed"
+        time.sleep(0.2)

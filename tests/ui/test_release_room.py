@@ -267,7 +267,16 @@ def test_the_flag_page_shows_the_difference_over_time_the_segments_and_the_llm_e
     add_user("ana", "viewer")
     sign_in(browser, server, "ana")
     browser.get(f"{server.url}/flags/{FLAG}")
-    wait(browser, seen.presence_of_element_located((By.ID, "diff-title")))
+
+    def charted(driver: Any) -> bool:
+        """The series is computed on the server's worker: on a busy machine the page may say it is
+        still being computed (it waits 5 s); reload until it is drawn."""
+        if driver.find_elements(By.CSS_SELECTOR, "svg.difference-chart"):
+            return True
+        driver.refresh()
+        return False
+
+    WebDriverWait(browser, 90, poll_frequency=2).until(charted)
     # Page order: the decision first, then the metrics and the evidence behind them.
     order = [h.get_attribute("id") for h in browser.find_elements(By.CSS_SELECTOR, "section > h2")]
     assert order.index("rec-title") < order.index("metrics-title") < order.index("diff-title")

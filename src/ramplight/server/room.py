@@ -240,10 +240,10 @@ def _detectable(
     if mde is None or not math.isfinite(mde):
         return "The smallest detectable harm is not known yet (too few units to compare)."
     size = _pct(mde) if row.unit == "%" else f"{mde:.4g}"
-    units = f"{latest['units']:,}" if latest else "the"
+    units = f"the {latest['units']:,}" if latest else "the"
     text = (
         f"Smallest {'harm' if guard is not None else 'effect'} this stage could detect now: {size} "
-        f"(80\u00a0% power, two-sided α = {alpha:g}, fixed-horizon, at the {units} units compared)"
+        f"(80\u00a0% power, two-sided α = {alpha:g}, fixed-horizon, at {units} units compared)"
     )
     if guard is not None and guard.get("margin") is not None:
         margin = float(guard["margin"])
