@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -15,11 +17,21 @@ from typing import Any, Literal
 import msgspec
 
 from ramplight import audit, control
+from ramplight.analysis import checkpoints
 from ramplight.analysis import service as analysis
 from ramplight.analysis.execute import fetch as analysis_fetch
-from ramplight.analysis.readout import ReadoutOptions
-from ramplight.analysis.sql import eval_run_query
+from ramplight.analysis.readout import ReadoutOptions, build_readout
+from ramplight.analysis.sql import (
+    any_span_query,
+    attributes_sample_query,
+    eval_names_query,
+    eval_run_query,
+    evidence_bounds_query,
+    representative_traces_query,
+    trace_spans_query,
+)
 from ramplight.analysis.timeline import timeline
+from ramplight.analysis.waterfall import span_tree
 from ramplight.control.prices import apply_prices
 from ramplight.core.audit import Decision, FlagChange
 from ramplight.core.decision import Recommendation, ReleaseState, decide, evidence_from_readout, stage_index
@@ -255,6 +267,162 @@ def release_timeline(store: Store, flag_key: str, environment: str) -> dict[str,
     flag = _flag_in(store, flag_key, environment)
     plan, _ = plan_for(store, flag, environment)
     return timeline(store, flag, environment, _series_metrics(store, plan, None))
+
+
+def difference_series(
+    store: Store,
+    flag_key: str,
+    environment: str,
+    max_points: int = checkpoints.MAX_CHECKPOINTS,
+    latest: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The candidate-vs-control difference of each of the plan's goals and guardrails at up to
+    `max_points` checkpoints from the first exposure to the last evidence (ramp steps and evenly
+    spaced moments): one readout as of each (`ReadoutOptions.until`), with the plan's options.
+    The last checkpoint reads all the evidence; `latest`, the current readout of the same plan
+    (the page's cached judgement), stands in for it instead of a readout of its own."""
+    flag = _flag_in(store, flag_key, environment)
+    plan, source = plan_for(store, flag, environment)
+    keys = _plan_metric_keys(plan)
+    candidate = candidate_of(flag, environment, plan)
+    empty: dict[str, Any] = {"candidate": candidate, "checkpoints": [], "metrics": {k: [] for k in keys}}
+    if not keys:
+        return empty
+    (bounds,) = analysis_fetch(store, evidence_bounds_query(flag.key, environment, flag.assignment_unit))
+    first = bounds["first_exposure"]
+    if first is None:
+        return empty
+    last = max(t for t in (bounds["last_exposure"], bounds["last_event"]) if t is not None)
+    first, last = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (first, last))
+    steps = [p.start for p in phases_from_changes(store.flag_changes(flag.key), environment)]
+    options = _plan_options(plan, source, ReadoutOptions(alpha=plan.alpha))
+    moments = checkpoints.checkpoint_times(first, last, steps, max_points)
+    out: dict[str, Any] = {
+        "candidate": candidate,
+        "first": first.isoformat(),
+        "checkpoints": [],
+        "metrics": {k: [] for k in keys},
+    }
+    for moment in moments:
+        final = moment == moments[-1]
+        if final and latest is not None:
+            readout: Mapping[str, Any] = latest
+        else:
+            until = None if final else moment
+            readout = analysis.report(store, flag.key, environment, keys, replace(options, until=until))
+        out["checkpoints"].append({"ts": moment.isoformat(), "step": moment in steps, "final": final})
+        for key in keys:
+            point = checkpoints.comparison_point(readout, key, candidate)
+            if point is not None:
+                out["metrics"][key].append({"ts": moment.isoformat(), **point})
+    return out
+
+
+SEGMENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_SEGMENT_VALUES = 50
+
+
+def segment_attributes(store: Store, flag_key: str, environment: str) -> list[dict[str, Any]]:
+    """The targeting attributes a segment review can split the flag's units by: those of its
+    latest exposures (a sample of 2,000) with plain values (text, numbers, booleans) and at most
+    50 distinct ones, each with how many values it takes there."""
+    flag = _flag_in(store, flag_key, environment)
+    values: dict[str, set[str]] = {}
+    for row in analysis_fetch(store, attributes_sample_query(flag.key, environment)):
+        attrs = row["attributes"]
+        if isinstance(attrs, str | bytes):
+            try:
+                attrs = json.loads(attrs)
+            except ValueError:
+                continue
+        if not isinstance(attrs, dict):
+            continue
+        for name, value in attrs.items():
+            if isinstance(value, str | int | float | bool) and SEGMENT_NAME.fullmatch(name):
+                values.setdefault(name, set()).add(str(value))
+    return [
+        {"attribute": name, "values": len(seen)}
+        for name, seen in sorted(values.items())
+        if len(seen) <= MAX_SEGMENT_VALUES
+    ]
+
+
+def segment_review(store: Store, flag_key: str, environment: str, attribute: str) -> dict[str, Any]:
+    """The plan's goals and guardrails per value of a targeting attribute (`ReadoutOptions.segment`,
+    with the plan's options): exploratory — the Holm-adjusted p-values count every segment."""
+    flag = _flag_in(store, flag_key, environment)
+    names = [a["attribute"] for a in segment_attributes(store, flag.key, environment)]
+    if attribute not in names:
+        listed = ", ".join(names) or "none"
+        raise ValidationError.at(
+            "segment", f"no attribute {attribute!r} among the flag's exposures (attributes: {listed})"
+        )
+    plan, source = plan_for(store, flag, environment)
+    keys = _plan_metric_keys(plan)
+    if not keys:
+        raise ValidationError.at("segment", "the plan names no goal or guardrail to review by segment")
+    options = _plan_options(plan, source, ReadoutOptions(alpha=plan.alpha, segment=attribute))
+    return analysis.report(store, flag.key, environment, keys, options)
+
+
+def evals_and_traces(store: Store, flag_key: str, environment: str) -> dict[str, Any]:
+    """What the flag page shows of the LLM evidence per variation: every eval score of the
+    environment (by name and evaluator, at most 12) read out as an eval metric (per-unit mean
+    score, joined to units as eval metrics are), the readout's trace summary, and for each
+    variation its representative slow trace (the root span at the 95th percentile of duration)
+    as a span tree with its critical path (`analysis.waterfall`)."""
+    flag = _flag_in(store, flag_key, environment)
+    plan, _ = plan_for(store, flag, environment)
+    names = analysis_fetch(store, eval_names_query(environment))
+    evals = [
+        Metric(
+            key=f"{row['name']} · {row['evaluator']}" if row["evaluator"] else str(row["name"]),
+            type="eval",
+            eval=str(row["name"]),
+            evaluator=row["evaluator"],
+            description=f"{row['scores']:,} scores in {environment}",
+        )
+        for row in names
+    ]
+    control_variation = flag.environments[environment].default_variation
+    if not evals and not analysis_fetch(store, any_span_query(environment)):
+        # Nothing to show: no readout (the section says how to send evals and spans).
+        return {
+            "control": control_variation,
+            "evals": [],
+            "traces": {},
+            "waterfalls": {},
+            "alpha": plan.alpha,
+        }
+    options = ReadoutOptions(alpha=plan.alpha, traces=True)
+    readout = build_readout(store, flag, environment, evals, {m.key: m for m in evals}, options)
+    traces = readout.get("traces") or {}
+    waterfalls: dict[str, Any] = {}
+    if traces:
+        spec, _ = analysis.spec_for(store, flag.key, environment, [])
+        chosen: dict[str, dict[str, Any]] = {}
+        for row in analysis_fetch(store, representative_traces_query(spec)):
+            chosen.setdefault(row["variation"], row)
+        spans: dict[str, list[dict[str, Any]]] = {}
+        if chosen:
+            ids = [str(r["trace_id"]) for r in chosen.values()]
+            for row in analysis_fetch(store, trace_spans_query(environment, ids)):
+                spans.setdefault(str(row["trace_id"]), []).append(row)
+        for variation, row in chosen.items():
+            waterfalls[variation] = {
+                "trace_id": row["trace_id"],
+                "duration_ms": float(row["duration_ms"]),
+                "rank": int(row["duration_rank"]),
+                "roots": int(row["roots"]),
+                "spans": span_tree(spans.get(str(row["trace_id"]), [])),
+            }
+    return {
+        "control": control_variation,
+        "evals": [m for m in readout["metrics"] if m.get("type") == "eval"] if evals else [],
+        "traces": traces,
+        "waterfalls": waterfalls,
+        "alpha": plan.alpha,
+    }
 
 
 def _series_metrics(store: Store, plan: Plan, metric_keys: list[str] | None) -> list[Metric]:

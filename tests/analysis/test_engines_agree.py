@@ -134,6 +134,8 @@ SPECS: dict[str, Callable[[ReadoutSpec], ReadoutSpec]] = {
     "segment": lambda spec: replace(spec, segment="plan"),
     "numeric_segment": lambda spec: replace(spec, segment="tier"),
     "no_phases": lambda spec: replace(spec, phase_starts=()),
+    # As of a moment (the difference-over-time checkpoints): between the second and third phase.
+    "until": lambda spec: replace(spec, until=T0 + timedelta(days=3)),
 }
 
 
@@ -161,6 +163,15 @@ STATEMENTS: dict[str, Callable[[Engines], exp.Expr]] = {
     "fallback_reasons": lambda e: q.fallback_reasons_query(FLAG, "production"),
     "v1_event_name_metrics": lambda e: q.event_name_metrics_query(FLAG, "production", "conversation"),
     "timeline_units": lambda e: q.timeline_units_query(FLAG, "production"),
+    "evidence_bounds": lambda e: q.evidence_bounds_query(FLAG, "production", "conversation"),
+    "eval_names": lambda e: q.eval_names_query("production"),
+    "representative_traces": lambda e: q.representative_traces_query(e.spec),
+    "trace_spans": lambda e: q.trace_spans_query("production", ["c3", "c4", "t5"]),
+    # Attributes as text: each engine returns its JSON type differently (str, dict).
+    "attributes_sample": lambda e: exp.select(exp.func("COUNT", exp.Star()).as_("n")).from_(
+        q.attributes_sample_query(FLAG, "production").subquery("a")
+    ),
+    "trace_summary_until": lambda e: q.trace_summary_query(replace(e.spec, until=T0 + timedelta(days=3))),
     "timeline_event_series": lambda e: q.timeline_series_query(FLAG, "production", "events", "latency_ms"),
     "timeline_eval_series": lambda e: q.timeline_series_query(FLAG, "production", "evals", "faithfulness"),
     "trace_summary": lambda e: q.trace_summary_query(replace(e.spec, prices=(("gpt-5", 1.25, 10.0),))),

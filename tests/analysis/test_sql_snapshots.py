@@ -87,6 +87,9 @@ CASES: dict[str, Callable[[], exp.Expr]] = {
     "quantile_counts": lambda: q.readout_query(spec(LATENCY, quantiles=(P95,)), KNOWN),
     "quantile_values": lambda: q.quantile_query(spec(LATENCY), P95, [0.9, 0.95, 0.99], 0.95),
     "segment": lambda: q.readout_query(spec(LATENCY, segment="plan"), KNOWN),
+    "until": lambda: q.readout_query(
+        spec(LATENCY, FAITHFULNESS, LLM_ERRORS, REFUNDS, until=T0 + timedelta(days=3)), KNOWN
+    ),
     "served": lambda: q.readout_query(spec(LATENCY, served=True), KNOWN),
     "served_assigned_counts": lambda: q.assigned_counts_query(spec(LATENCY, served=True)),
     "phases": lambda: q.readout_query(spec(LATENCY, phase_starts=PHASES), KNOWN),
@@ -97,6 +100,12 @@ CASES: dict[str, Callable[[], exp.Expr]] = {
     "fallback_reasons": lambda: q.fallback_reasons_query(FLAG, ENV),
     "v1_event_name_metrics": lambda: q.event_name_metrics_query(FLAG, ENV, UNIT),
     "timeline_units": lambda: q.timeline_units_query(FLAG, ENV),
+    "evidence_bounds": lambda: q.evidence_bounds_query(FLAG, ENV, UNIT),
+    "attributes_sample": lambda: q.attributes_sample_query(FLAG, ENV),
+    "eval_names": lambda: q.eval_names_query(ENV),
+    "any_span": lambda: q.any_span_query(ENV),
+    "representative_traces": lambda: q.representative_traces_query(spec(LATENCY)),
+    "trace_spans": lambda: q.trace_spans_query(ENV, ["t1", "t2"]),
     "timeline_series": lambda: q.timeline_series_query(FLAG, ENV, "evals", "faithfulness"),
     "drift_numeric_by_day": lambda: drift_query(spec(phase_starts=PHASES), INPUT_CHARS, "control"),
     "drift_categorical_by_phase": lambda: drift_query(spec(phase_starts=PHASES), MODEL, "control", 1),

@@ -4,6 +4,7 @@ flag's page, acting from it, and the server's refusals."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import httpx
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as seen
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.factories import RunningServer
 from tests.ui.conftest import PASSWORD
@@ -201,3 +202,139 @@ def test_the_flag_page_draws_the_metrics_the_timeline_the_sql_and_the_audit(
     ).text.strip().startswith(sql.find_element(By.TAG_NAME, "pre").text.strip()[:40])
     audit = browser.find_element(By.CSS_SELECTOR, "section[aria-labelledby=audit-title]")
     assert "✓ verified" in audit.text and "ramp" in audit.text
+
+
+def send_demo_like_evidence(server: RunningServer, units: range) -> None:
+    """Conversations, stamped as they are sent, with a targeting attribute, a latency and a tokens
+    event each, an LLM judge score for every third, and a two-span trace (the root names the unit;
+    the model call inherits it) over OTLP for every fourth."""
+    rng = random.Random(units.start)
+    share = weights(server).get("candidate", 0) / 100
+    exposures, events, evals, spans = [], [], [], []
+    for i in units:
+        unit, at = f"c{i}", datetime.now(UTC)
+        time.sleep(0.004)  # the checkpoints need the evidence spread over time
+        variation = "candidate" if rng.random() < share else "control"
+        ts = at.isoformat()
+        exposures.append({"ts": ts, "flag_key": FLAG, "assignment_unit": "conversation", "unit_id": unit,
+                          "assigned_variation": variation, "served_variation": variation,
+                          "attributes": {"plan": ("free", "pro", "enterprise")[i % 3]}})  # fmt: skip
+        slow = 1.03 if variation == "candidate" else 1.0
+        for name, value in (("latency_ms", rng.gauss(1000, 100) * slow), ("tokens", rng.gauss(300, 30))):
+            events.append({"ts": ts, "name": name, "unit_id": unit, "assignment_unit": "conversation",
+                           "value": value})  # fmt: skip
+        if i % 3 == 0:
+            evals.append({"ts": ts, "name": "faithfulness", "score": min(1.0, rng.gauss(0.8, 0.1)),
+                          "evaluator": "llm_judge", "unit_id": unit})  # fmt: skip
+        if i % 4 == 0:
+            trace, began = f"{i + 1:032x}", int(at.timestamp() * 1e9) + 1_000_000
+            took = int(rng.uniform(400, 1500) * slow * 1e6)
+            spans.append({"traceId": trace, "spanId": f"{2 * i + 1:016x}", "name": "invoke_agent",
+                          "startTimeUnixNano": str(began), "endTimeUnixNano": str(began + took),
+                          "attributes": [{"key": "feature_flag.context.id", "value": {"stringValue": unit}}]})  # fmt: skip
+            spans.append({"traceId": trace, "spanId": f"{2 * i + 2:016x}", "parentSpanId": f"{2 * i + 1:016x}",
+                          "name": "chat", "startTimeUnixNano": str(began + 50_000_000),
+                          "endTimeUnixNano": str(began + took - 1_000_000),
+                          "attributes": [{"key": "gen_ai.usage.output_tokens", "value": {"intValue": "120"}},
+                                         {"key": "gen_ai.usage.cost", "value": {"doubleValue": 0.002}}]})  # fmt: skip
+    headers = {"Authorization": f"Bearer {server.sdk_key()}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as sdk:
+        response = sdk.post("/ingest/batch", json={"exposures": exposures, "events": events, "evals": evals})
+        assert response.status_code == 200 and not response.json()["rejected"], response.text
+        otlp = {"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"scope": {"name": "t"}, "spans": spans}]}]}  # fmt: skip
+        response = sdk.post("/v1/traces", json=otlp)
+        assert response.status_code == 200 and response.json() == {}, response.text
+
+
+def test_the_flag_page_shows_the_difference_over_time_the_segments_and_the_llm_evidence(
+    server: RunningServer, browser: Any, add_user: Callable[[str, str], None]
+) -> None:
+    server.create_flag(
+        environments={"production": {"default_variation": "control", "off_variation": "control",
+                                     "rollout": {"weights": {"control": 80, "candidate": 20}}}}
+    )  # fmt: skip
+    for key in ("latency_ms", "tokens"):
+        metric = {"type": "event", "event": key, "aggregation": "mean", "direction": "decrease"}
+        assert server.admin.put(f"/api/metrics/{key}", json=metric).status_code == 200
+    send_demo_like_evidence(server, range(0, 200))
+    ramp = {"environment": "production", "variation": "candidate", "percent": 50, "reason": "wider"}
+    assert server.admin.post(f"/api/flags/{FLAG}/ramp", json=ramp).status_code == 200
+    plan = {"guardrails": [{"metric": "latency_ms", "margin": 0.05}], "candidate": "candidate",
+            "goals": [{"metric": "tokens"}]}  # fmt: skip
+    assert server.admin.put(f"/api/flags/{FLAG}/plans/production", json=plan).status_code == 200
+    send_demo_like_evidence(server, range(200, 400))
+
+    add_user("ana", "viewer")
+    sign_in(browser, server, "ana")
+    browser.get(f"{server.url}/flags/{FLAG}")
+
+    def charted(driver: Any) -> bool:
+        """The series is computed on the server's worker: on a busy machine the page may say it is
+        still being computed (it waits 5 s); reload until it is drawn."""
+        if driver.find_elements(By.CSS_SELECTOR, "svg.difference-chart"):
+            return True
+        driver.refresh()
+        return False
+
+    WebDriverWait(browser, 90, poll_frequency=2).until(charted)
+    # Page order: the decision first, then the metrics and the evidence behind them.
+    order = [h.get_attribute("id") for h in browser.find_elements(By.CSS_SELECTOR, "section > h2")]
+    assert order.index("rec-title") < order.index("metrics-title") < order.index("diff-title")
+    assert order.index("diff-title") < order.index("segments-title") < order.index("llm-title")
+    assert order.index("llm-title") < order.index("timeline-title")
+
+    latency = browser.find_element(By.ID, "difference-latency_ms")
+    chart = latency.find_element(By.CSS_SELECTOR, "svg.difference-chart")
+    assert chart.get_attribute("role") == "img"
+    assert "latency_ms: difference over time at" in (chart.get_attribute("aria-label") or "")
+    assert chart.find_elements(By.CSS_SELECTOR, "line.margin") and chart.find_elements(
+        By.CSS_SELECTOR, "line.zero"
+    )
+    assert len(chart.find_elements(By.CSS_SELECTOR, "circle.estimate")) >= 2
+    assert chart.find_elements(By.CSS_SELECTOR, "polygon.band")
+    assert chart.find_elements(By.CSS_SELECTOR, "line.event-marker.event-change")  # the ramp
+    assert "Smallest harm this stage could detect now:" in latency.text
+    assert browser.find_element(By.ID, "difference-tokens").find_elements(
+        By.CSS_SELECTOR, "svg.difference-chart"
+    )
+
+    segments = browser.find_element(By.CSS_SELECTOR, "section[aria-labelledby=segments-title]")
+    assert "Exploratory." in segments.text
+    table = segments.find_element(By.CSS_SELECTOR, "table.segments[data-metric=latency_ms]")
+    values = sorted(
+        r.find_element(By.TAG_NAME, "th").text for r in table.find_elements(By.CSS_SELECTOR, "tr.segment-row")
+    )
+    assert values == ["enterprise", "free", "pro"]
+    assert table.find_elements(By.CSS_SELECTOR, "svg.interval-plot line.margin")
+    # The attribute is chosen with a plain GET form: the choice is in the address.
+    Select(segments.find_element(By.ID, "segment")).select_by_value("plan")
+    segments.find_element(By.CSS_SELECTOR, "form.segment-form button").click()
+    wait(browser, seen.url_contains("segment=plan"))
+
+    llm = browser.find_element(By.CSS_SELECTOR, "section[aria-labelledby=llm-title]")
+    evals = llm.find_element(By.CSS_SELECTOR, "table.evals")
+    assert "faithfulness · llm_judge" in evals.text and "control" in evals.text and "candidate" in evals.text
+    traces = llm.find_element(By.CSS_SELECTOR, "table.traces")
+    assert {r.find_element(By.TAG_NAME, "th").text for r in traces.find_elements(By.CSS_SELECTOR, "tr.trace-row")} == {
+        "control", "candidate",
+    }  # fmt: skip
+    waterfalls = llm.find_elements(By.CSS_SELECTOR, "figure.waterfall svg.waterfall-chart")
+    assert len(waterfalls) == 2
+    critical = waterfalls[0].find_elements(By.CSS_SELECTOR, "g.span.critical")
+    assert [g.get_attribute("data-depth") for g in critical] == ["0", "1"]  # invoke_agent → chat
+    assert "critical path: invoke_agent → chat" in (waterfalls[0].get_attribute("aria-label") or "")
+
+
+def test_without_evals_or_spans_the_page_says_how_to_send_them(
+    server: RunningServer, browser: Any, add_user: Callable[[str, str], None]
+) -> None:
+    server.create_flag()
+    send_traffic(server, 50, candidate_slowdown=0.0, extra="tokens")
+    add_user("ana", "viewer")
+    sign_in(browser, server, "ana")
+    browser.get(f"{server.url}/flags/{FLAG}")
+    llm = wait(
+        browser, seen.presence_of_element_located((By.CSS_SELECTOR, "section[aria-labelledby=llm-title]"))
+    )
+    assert "No evals or spans yet" in llm.text and "/v1/traces" in llm.text
+    assert not llm.find_elements(By.CSS_SELECTOR, "table")

@@ -85,6 +85,9 @@ class ReadoutOptions:
     units a plan expects at the end of the stage. None: each comparison's current units."""
     drift: tuple[DriftProperty, ...] = ()
     """Properties whose distribution shift is read out (`drift`; a plan's `drift:` list)."""
+    until: datetime | None = None
+    """Read the evidence as of this moment (the difference-over-time checkpoints): exposures,
+    events, evals and spans before it, and the flag's phases begun by then. None: all of it."""
 
 
 def _finite(value: float | None) -> float | None:
@@ -357,7 +360,11 @@ def build_readout(
     """The v2 readout; without metric definitions the v1 per-event-name metrics are used."""
     if environment not in flag.environments:
         raise NotFoundError(f"flag {flag.key!r} is not configured in environment {environment!r}")
-    phases = phases_from_changes(store.flag_changes(flag.key), environment)
+    changes = store.flag_changes(flag.key)
+    if options.until is not None:
+        changes = [c for c in changes if c.ts <= options.until]
+        now = now or options.until
+    phases = phases_from_changes(changes, environment)
     if options.sequential_tuning is not None and not (
         math.isfinite(options.sequential_tuning) and options.sequential_tuning > 0
     ):
@@ -378,6 +385,7 @@ def build_readout(
         variations=tuple(flag.variation_keys()),
         quantiles=tuple(m for m in metrics if m.type == "quantile" and m.span_field is None),
         prices=price_table(store),
+        until=options.until,
     )
     statement = readout_query(spec, dict(known))
     user = user_sql_metrics(per_unit_metrics(spec.metrics, dict(known)))

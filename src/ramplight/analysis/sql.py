@@ -168,6 +168,14 @@ class ReadoutSpec:
     quantiles: tuple[Metric, ...] = ()
     """Event-level quantile metrics: their events per unit are counted in the readout's statement
     (`q0_n`, …), which sets each quantile's density bandwidth before its own statement runs."""
+    until: datetime | None = None
+    """The evidence as of this moment: only exposures, events, evals and spans stamped before it
+    (a span by its end) are read. None: all of it (the statements are then unchanged)."""
+
+
+def _before(spec: ReadoutSpec, ts: exp.Expr) -> exp.Expr | None:
+    """`ts < until` when the spec reads the evidence as of a moment, else nothing."""
+    return None if spec.until is None else exp.LT(this=ts, expression=_ts(spec.until))
 
 
 def per_unit_metrics(metrics: Sequence[Metric], known: dict[str, Metric]) -> list[Metric]:
@@ -191,15 +199,17 @@ def _user_sql(sql: str) -> exp.Query:
     return tree
 
 
-def _user_metric_source(metric: Metric) -> exp.Select:
+def _user_metric_source(metric: Metric, spec: ReadoutSpec) -> exp.Select:
     """SELECT unit_id (as text), ts, value FROM (the metric's SQL)."""
     user = _user_sql(metric.sql or "").copy()
-    return exp.select(
+    query = exp.select(
         _as(exp.cast(_col("unit_id"), exp.DataType.build("VARCHAR"), copy=False), "unit_id"),
         _col("ts"),
         _as(exp.cast(_col("value"), _DOUBLE, copy=False), "value"),
         copy=False,
     ).from_(_subquery(user, "user_metric"), copy=False)
+    cutoff = _before(spec, _col("ts"))
+    return query if cutoff is None else query.where(cutoff, copy=False)
 
 
 def _event_value(metric: Metric, table: str | None) -> exp.Expr:
@@ -231,6 +241,7 @@ def _quantile_source(metric: Metric, spec: ReadoutSpec) -> exp.Select:
                 _eq(_col("environment"), _str(spec.environment)),
                 _eq(_col("name"), _str(metric.event)),
                 _eq(_col("assignment_unit"), _str(spec.assignment_unit)),
+                _before(spec, _col("ts")),
             ),
             copy=False,
         )
@@ -264,7 +275,7 @@ def _in(column: exp.Expr, values: Sequence[str]) -> exp.In:
 def _group_source(
     group: str, members: Sequence[Metric], spec: ReadoutSpec, quality: bool, quantiles: Sequence[Metric] = ()
 ) -> exp.Select:
-    env = _eq(_col("environment"), _str(spec.environment))
+    env = _and(_eq(_col("environment"), _str(spec.environment)), _before(spec, _col("ts")))
     if group == "events":
         names = sorted({m.event or "" for m in [*members, *quantiles]})
         unit = _eq(_col("assignment_unit"), _str(spec.assignment_unit))
@@ -295,7 +306,7 @@ def _group_source(
     (metric,) = members
     if metric.type == "claim":
         return _claim_source(metric, spec)
-    return _user_metric_source(metric)
+    return _user_metric_source(metric, spec)
 
 
 def _claim_source(metric: Metric, spec: ReadoutSpec) -> exp.Select:
@@ -328,6 +339,7 @@ def _claim_source(metric: Metric, spec: ReadoutSpec) -> exp.Select:
             _eq(_col("name", "e"), _str(metric.event or "")),
             _eq(_col("assignment_unit", "e"), _str(spec.assignment_unit)),
             _not_null(_col("trace_id", "e")),
+            _before(spec, _col("ts", "e")),
         ),
         copy=False,
     )
@@ -384,7 +396,11 @@ def _eval_source(spec: ReadoutSpec, names: Sequence[str]) -> exp.Select:
         on = _eq(_col("trace_id", alias), trace.copy())
         query = _join(query, _subquery(_trace_units(spec, table), alias), on, "LEFT")
     return query.where(
-        _and(_eq(_col("environment", "e"), _str(spec.environment)), _in(_col("name", "e"), list(names))),
+        _and(
+            _eq(_col("environment", "e"), _str(spec.environment)),
+            _in(_col("name", "e"), list(names)),
+            _before(spec, _col("ts", "e")),
+        ),
         copy=False,
     )
 
@@ -453,7 +469,10 @@ def _span_source(spec: ReadoutSpec, extra: Sequence[str] = ()) -> exp.Select:
     for alias, table in (("rt", "spans"), ("xt", "exposures")):
         on = _eq(_col("trace_id", "sp"), _col("trace_id", alias))
         query = _join(query, _subquery(_trace_units(spec, table), alias), on, "LEFT")
-    return query.where(_eq(_col("environment", "sp"), _str(spec.environment)), copy=False)
+    return query.where(
+        _and(_eq(_col("environment", "sp"), _str(spec.environment)), _before(spec, _col("end_ts", "sp"))),
+        copy=False,
+    )
 
 
 TRACE_LEVELS = (0.5, 0.95)
@@ -649,6 +668,87 @@ def critical_path_query(spec: ReadoutSpec) -> exp.Select:
     ]
     query.set("with_", exp.With(expressions=ctes, recursive=True))
     return query
+
+
+def any_span_query(environment: str) -> exp.Select:
+    """One span of the environment, if there is any (whether a trace summary can show anything)."""
+    return (
+        exp.select(_col("span_id"), copy=False)
+        .from_("spans", copy=False)
+        .where(_eq(_col("environment"), _str(environment)), copy=False)
+        .limit(1, copy=False)
+    )
+
+
+def eval_names_query(environment: str, limit: int = 12) -> exp.Select:
+    """The eval scores of the environment by name and evaluator, most scored first: which evals
+    the flag page reads out per variation."""
+    return (
+        exp.select(_col("name"), _col("evaluator"), _as(exp.Count(this=exp.Star()), "scores"), copy=False)
+        .from_("evals", copy=False)
+        .where(_and(_eq(_col("environment"), _str(environment)), _not_null(_col("score"))), copy=False)
+        .group_by(_col("name"), _col("evaluator"), copy=False)
+        .order_by(exp.Ordered(this=_col("scores"), desc=True), _col("name"), _col("evaluator"), copy=False)
+        .limit(limit, copy=False)
+    )
+
+
+def representative_traces_query(spec: ReadoutSpec, level: float = 0.95) -> exp.Select:
+    """Per variation, the root spans of the readout's units ranked by duration (ties by trace id),
+    from the one at the `level` quantile up (nearest rank): the first is the variation's
+    representative slow trace (what a waterfall shows), the rest ride along to cap nothing."""
+    ranked = exp.Window(
+        this=exp.RowNumber(),
+        partition_by=[_col("variation")],
+        order=exp.Order(
+            expressions=[exp.Ordered(this=_col("duration_ms")), exp.Ordered(this=_col("trace_id"))]
+        ),
+    )
+    total = exp.Window(this=exp.Count(this=exp.Star()), partition_by=[_col("variation")])
+    roots = (
+        exp.select(
+            _col("variation"),
+            _col("trace_id"),
+            _col("duration_ms"),
+            _as(ranked, "duration_rank"),
+            _as(total, "roots"),
+            copy=False,
+        )
+        .from_(_subquery(_trace_rows(spec), "r"), copy=False)
+        .where(_and(_col("root"), _not_null(_col("duration_ms"))), copy=False)
+    )
+    # rank ≥ level × roots, in whole numbers (no dialect's division or rounding involved).
+    scale = 10_000
+    at_level = exp.GTE(
+        this=_product(_col("duration_rank"), _num(scale)),
+        expression=_product(_col("roots"), _num(round(level * scale))),
+    )
+    query = (
+        exp.select(
+            _col("variation"), _col("trace_id"), _col("duration_ms"), _col("duration_rank"), _col("roots")
+        )
+        .from_(_subquery(roots, "ranked"), copy=False)
+        .where(at_level, copy=False)
+        .order_by(_col("variation"), _col("duration_rank"), copy=False)
+    )
+    return _with(_units_ctes(spec), query)
+
+
+def trace_spans_query(environment: str, trace_ids: Sequence[str], limit: int = 2000) -> exp.Select:
+    """Every span of the given traces (a waterfall's rows), by trace and start."""
+    return (
+        exp.select(
+            *(_col(c) for c in ("trace_id", "span_id", "parent_span_id", "name", "start_ts", "end_ts")),
+            *(_col(c) for c in ("duration_ms", "status", "gen_ai_model", "input_tokens", "output_tokens")),
+            copy=False,
+        )
+        .from_("spans", copy=False)
+        .where(
+            _and(_eq(_col("environment"), _str(environment)), _in(_col("trace_id"), trace_ids)), copy=False
+        )
+        .order_by(_col("trace_id"), _col("start_ts"), _col("span_id"), copy=False)
+        .limit(limit, copy=False)
+    )
 
 
 def eval_run_query(environment: str, run_id: str) -> exp.Select:
@@ -963,6 +1063,7 @@ def _units_ctes(spec: ReadoutSpec) -> list[exp.CTE]:
             _and(
                 _eq(_col("environment"), _str(spec.environment)),
                 _eq(_col("flag_key"), _str(spec.flag_key)),
+                _before(spec, ts.copy()),
             ),
             copy=False,
         )
@@ -1269,6 +1370,37 @@ def _flag_exposures(flag_key: str, environment: str) -> exp.Expr:
 
 def _distinct_count(column: exp.Expr) -> exp.Count:
     return exp.Count(this=exp.Distinct(expressions=[column]))
+
+
+def evidence_bounds_query(flag_key: str, environment: str, assignment_unit: str) -> exp.Select:
+    """When the flag's evidence began and last grew: its first and last exposure, and the last
+    event of its unit in the environment (where the difference-over-time checkpoints lie)."""
+
+    def scalar(aggregate: type[exp.Min] | type[exp.Max], table: str, where: exp.Expr) -> exp.Expr:
+        query = exp.select(aggregate(this=_col("ts")), copy=False).from_(table, copy=False)
+        return query.where(where, copy=False).subquery()
+
+    events = _and(
+        _eq(_col("environment"), _str(environment)), _eq(_col("assignment_unit"), _str(assignment_unit))
+    )
+    return exp.select(
+        _as(scalar(exp.Min, "exposures", _flag_exposures(flag_key, environment)), "first_exposure"),
+        _as(scalar(exp.Max, "exposures", _flag_exposures(flag_key, environment)), "last_exposure"),
+        _as(scalar(exp.Max, "events", events), "last_event"),
+        copy=False,
+    )
+
+
+def attributes_sample_query(flag_key: str, environment: str, limit: int = 2000) -> exp.Select:
+    """The targeting attributes of the flag's latest exposures that carry any (a sample): which
+    attributes a segment review can split by."""
+    return (
+        exp.select(_col("attributes"), copy=False)
+        .from_("exposures", copy=False)
+        .where(_and(_flag_exposures(flag_key, environment), _not_null(_col("attributes"))), copy=False)
+        .order_by(exp.Ordered(this=_col("ts"), desc=True), copy=False)
+        .limit(limit, copy=False)
+    )
 
 
 @lru_cache(maxsize=64)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ramplight import audit, release
 from ramplight.analysis import service as analysis
@@ -46,6 +47,18 @@ class Judged:
 
 
 @dataclass(frozen=True, slots=True)
+class Cached(Generic[T]):
+    """A cached piece of a flag page's evidence, when and how long it took to compute."""
+
+    value: T | None
+    error: str | None
+    computed_at: datetime
+    seconds: float
+    pending: bool = False
+    """A newer one is being computed (this is the one from before the change, if any)."""
+
+
+@dataclass(frozen=True, slots=True)
 class FlagRow:
     flag: Flag
     environment: str
@@ -72,13 +85,92 @@ class ReadoutCache:
         self._judged: dict[tuple[str, str], tuple[Hashable, float, Judged]] = {}
         self._stale: tuple[Hashable, float, set[tuple[str, str]]] | None = None
         self._audit: tuple[Hashable, float, dict[str, Any]] | None = None
+        self._evidence: dict[tuple[str, str, Hashable], tuple[Hashable, float, Any]] = {}
+        self._running: dict[tuple[str, str, Hashable], tuple[Hashable, threading.Event]] = {}
+        self._worker: ThreadPoolExecutor | None = None
+        self.computed_evidence = 0
+        """How many evidence entries were computed (not served from memory)."""
 
     def _fresh(self, stamp: Hashable, entry: tuple[Hashable, float, Any] | None) -> bool:
         return entry is not None and entry[0] == stamp and self.clock() - entry[1] < self.max_age_s
 
-    def judged(self, store: Store, flag: Flag, environment: str, decisions: list[Decision]) -> Judged:
+    @staticmethod
+    def _stamp(store: Store, flag: Flag, environment: str, decisions: list[Decision]) -> Hashable:
         plan = store.get_plan(flag.key, environment)
-        stamp = (flag.version, plan.version if plan else 0, len(decisions), len(store.loaded_segments()))
+        return (flag.version, plan.version if plan else 0, len(decisions), len(store.loaded_segments()))
+
+    def evidence(
+        self,
+        name: Hashable,
+        store: Store,
+        flag: Flag,
+        environment: str,
+        decisions: list[Decision],
+        compute: Callable[[], T],
+        wait_s: float | None = None,
+    ) -> Cached[T]:
+        """More of the page's evidence (the difference over time, a segment review, the evals and
+        traces): computed by `compute`, kept under the same stamp as the judgement and recomputed
+        when it changes; a RamplightError is kept as the entry's error.
+
+        With `wait_s`, the computation runs on the cache's worker thread (once per entry and stamp) and
+        the view waits for it at most that long: past it, the view gets the entry computed before
+        the change, if any, marked `pending` (a large flag's series takes tens of seconds; the page
+        says so rather than hang), and a later view the new one."""
+        stamp = self._stamp(store, flag, environment, decisions)
+        key = (flag.key, environment, name)
+        entry = self._evidence.get(key)
+        if entry is not None and self._fresh(stamp, entry):
+            kept: Cached[T] = entry[2]
+            return kept
+        if wait_s is None:
+            return self._compute_evidence(key, stamp, compute)
+        with self._lock:
+            running = self._running.get(key)
+            if running is None or running[0] != stamp:
+                done = threading.Event()
+                self._running[key] = (stamp, done)
+                if self._worker is None:
+                    # One long-lived thread: the store keeps a cursor per thread, and one
+                    # computation at a time spares the machine the pages are served from.
+                    self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ramplight-evidence")
+                self._worker.submit(self._compute_evidence, key, stamp, compute, done)
+            else:
+                done = running[1]
+        done.wait(wait_s)
+        entry = self._evidence.get(key)
+        if entry is not None and self._fresh(stamp, entry):
+            ready: Cached[T] = entry[2]
+            return ready
+        before: Cached[T] | None = entry[2] if entry is not None else None
+        if before is None:
+            return Cached(None, None, datetime.now(UTC), 0.0, pending=True)
+        return Cached(before.value, before.error, before.computed_at, before.seconds, pending=True)
+
+    def _compute_evidence(
+        self, key: tuple[str, str, Hashable], stamp: Hashable, compute: Callable[[], T], done: Any = None
+    ) -> Cached[T]:
+        started = time.perf_counter()
+        try:
+            try:
+                value: T | None = compute()
+                error = None
+            except RamplightError as exc:
+                value, error = None, exc.message
+            cached = Cached(value, error, datetime.now(UTC), time.perf_counter() - started)
+            with self._lock:
+                self.computed_evidence += 1
+                self._evidence[key] = (stamp, self.clock(), cached)
+            return cached
+        finally:
+            if done is not None:
+                with self._lock:
+                    if self._running.get(key, (None, None))[1] is done:
+                        del self._running[key]
+                done.set()
+
+    def judged(self, store: Store, flag: Flag, environment: str, decisions: list[Decision]) -> Judged:
+        stamp = self._stamp(store, flag, environment, decisions)
         entry = self._judged.get((flag.key, environment))
         if entry is not None and self._fresh(stamp, entry):
             return entry[2]

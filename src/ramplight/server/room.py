@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from statistics import NormalDist
 from typing import Any
 
 from markupsafe import Markup
@@ -31,6 +32,10 @@ class MetricRow:
     verdict: str  # ruled_out, detected, inconclusive
     verdict_text: str
     plot: Markup
+    margin_at: float | None = None
+    """The margin as a signed value on the plot's axis: where harm begins."""
+    unit: str = "%"
+    """"%": the plot and the margin are relative differences; "": in the metric's units."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +67,7 @@ def metric_rows(
     goals = {g["metric"] for g in rec.get("goals", [])}
     rows = []
     for metric in readout.get("metrics", []):
-        key = metric["key"]
+        key = metric.get("key") or metric["name"]  # v1 readouts (no metric defined) name them
         comparisons = metric.get("comparisons") or []
         comp = next(
             (c for c in comparisons if c.get("variation") == candidate), comparisons[0] if comparisons else {}
@@ -127,6 +132,8 @@ def metric_rows(
                 verdict=verdict,
                 verdict_text=verdict_text,
                 plot=plot,
+                margin_at=margin_at,
+                unit="%" if relative else "",
             )
         )
     return rows
@@ -191,3 +198,336 @@ def timeline_view(timeline: dict[str, Any] | None) -> dict[str, Any]:
             (metric, charts.series_chart(metric, per, start, end, events)) for metric, per in points.items()
         ],
     }
+
+
+@dataclass(frozen=True, slots=True)
+class DifferencePoint:
+    ts: datetime
+    units: int
+    estimate: float | None
+    fixed: tuple[float, float] | None
+    sequential: tuple[float, float] | None
+
+
+@dataclass(frozen=True, slots=True)
+class DifferenceView:
+    """One goal or guardrail over time: the chart, the same figures as rows, and the smallest
+    harm the current stage could detect."""
+
+    key: str
+    kind: str
+    unit: str
+    chart: Markup
+    points: list[DifferencePoint]
+    detectable: str
+
+
+def _tuple(pair: list[float] | None) -> tuple[float, float] | None:
+    if not pair or not all(math.isfinite(v) for v in pair):
+        return None
+    return (pair[0], pair[1])
+
+
+def _detectable(
+    row: MetricRow, guard: dict[str, Any] | None, latest: dict[str, Any] | None, alpha: float
+) -> str:
+    """The smallest harm the stage could detect now: the decision engine's figure for a guardrail
+    (the readout's minimum detectable effect in the margin's units), else the readout's MDE."""
+    if guard is not None:
+        mde = guard.get("smallest_detectable_harm")
+    else:
+        mde = abs(latest["mde_relative"]) if latest and latest.get("mde_relative") is not None else None
+    if mde is None or not math.isfinite(mde):
+        return "The smallest detectable harm is not known yet (too few units to compare)."
+    size = _pct(mde) if row.unit == "%" else f"{mde:.4g}"
+    units = f"the {latest['units']:,}" if latest else "the"
+    text = (
+        f"Smallest {'harm' if guard is not None else 'effect'} this stage could detect now: {size} "
+        f"(80\u00a0% power, two-sided α = {alpha:g}, fixed-horizon, at {units} units compared)"
+    )
+    if guard is not None and guard.get("margin") is not None:
+        margin = float(guard["margin"])
+        margin_text = _pct(margin) if row.unit == "%" else f"{margin:g}"
+        text += (
+            f"; the margin is {margin_text}: "
+            + ("a harm the size of the margin would likely be seen." if mde <= margin else
+               "a harm the size of the margin could still go unseen.")
+        )  # fmt: skip
+    else:
+        text += "."
+    return text
+
+
+def difference_views(
+    series: dict[str, Any] | None,
+    rows: list[MetricRow],
+    recommendation: dict[str, Any] | None,
+    events: list[TimelineEntry],
+    alpha: float,
+) -> list[DifferenceView]:
+    """A chart per goal and guardrail of `series` (`release.difference_series`) with the
+    release's events as markers on the same time axis."""
+    if not series or not series.get("checkpoints"):
+        return []
+    guards = {g["metric"]: g for g in (recommendation or {}).get("guardrails", [])}
+    by_key = {r.key: r for r in rows}
+    marks = [charts.Event(e.ts, e.kind, f"{e.ts:%Y-%m-%d %H:%M:%S} UTC: {e.what} by {e.who}") for e in events]
+    moments = [_ts(c["ts"]) for c in series["checkpoints"]] + [_ts(series["first"])]
+    moments += [e.ts for e in events]
+    start, end = min(moments), max(moments)
+    pad = max((end - start) * 0.02, timedelta(seconds=1))  # the first and last points stay inside
+    start, end = start - pad, end + pad
+    views = []
+    for key, raw in series.get("metrics", {}).items():
+        row = by_key.get(key)
+        if row is None or row.kind not in ("guardrail", "primary"):
+            continue
+        relative = row.unit == "%"
+        points = [
+            DifferencePoint(
+                _ts(p["ts"]),
+                int(p["units"]),
+                p["relative"] if relative else p["difference"],
+                _tuple(p["relative_fixed"] if relative else p["fixed"]),
+                _tuple(p["relative_sequential"] if relative else p["sequential"]),
+            )
+            for p in raw
+        ]
+        chart = charts.difference_chart(
+            key,
+            [charts.DiffPoint(p.ts, p.estimate, p.fixed, p.sequential, p.units) for p in points],
+            start,
+            end,
+            margin=row.margin_at,
+            events=marks,
+            unit=row.unit,
+        )
+        views.append(
+            DifferenceView(
+                key,
+                row.kind,
+                row.unit,
+                chart,
+                points,
+                _detectable(row, guards.get(key), raw[-1] if raw else None, alpha),
+            )
+        )
+    return views
+
+
+MAX_SEGMENT_ROWS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRow:
+    value: str
+    units: int
+    estimate: float | None
+    fixed: tuple[float, float] | None
+    sequential: tuple[float, float] | None
+    p_holm: float | None
+    plot: Markup
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentView:
+    """One goal or guardrail split by a targeting attribute: a row per value (most units first)."""
+
+    key: str
+    kind: str
+    unit: str
+    rows: list[SegmentRow]
+    hidden: int
+    """Values left out (beyond the first MAX_SEGMENT_ROWS by units)."""
+
+
+def segment_views(
+    readout: dict[str, Any] | None, metric_rows_: list[MetricRow], candidate: str | None
+) -> list[SegmentView]:
+    """Per goal and guardrail of the page's metric table, the candidate's difference in each
+    segment of a segmented readout (`release.segment_review`), in the table's units (relative
+    when its margin is), each with an interval plot on one scale shared by the metric's segments."""
+    if not readout:
+        return []
+    by_key = {r.key: r for r in metric_rows_ if r.kind in ("guardrail", "primary")}
+    entries: dict[str, list[dict[str, Any]]] = {}
+    for entry in readout.get("metrics", []):
+        if entry.get("key") in by_key:
+            entries.setdefault(entry["key"], []).append(entry)
+    views = []
+    for key, row in by_key.items():
+        relative = row.unit == "%"
+        lo, hi = ("relative_ci_low", "relative_ci_high") if relative else ("ci_low", "ci_high")
+        found = []
+        for entry in entries.get(key, []):
+            comparisons = entry.get("comparisons") or []
+            comp = next((c for c in comparisons if c.get("variation") == candidate), None)
+            fixed_d, seq_d = (comp or {}).get("fixed") or {}, (comp or {}).get("sequential") or {}
+            compared = {candidate, (comp or {}).get("vs")}
+            units = sum(
+                int(v.get("units") or 0) for v in entry.get("variations", []) if v["variation"] in compared
+            )
+            value = entry.get("segment")
+            found.append(
+                (
+                    "(not set)" if value is None else str(value),
+                    units,
+                    fixed_d.get("relative" if relative else "difference"),
+                    _pair(fixed_d, lo, hi),
+                    _pair(seq_d, lo, hi),
+                    fixed_d.get("p_value_holm"),
+                )
+            )
+        found.sort(key=lambda f: -f[1])
+        shown = found[:MAX_SEGMENT_ROWS]
+        bounds = [v for f in shown for pair in (f[3], f[4]) if pair for v in pair]
+        domain = (min(bounds), max(bounds)) if bounds else None
+        rows = [
+            SegmentRow(
+                value,
+                units,
+                estimate,
+                fixed,
+                seq,
+                p_holm,
+                charts.interval_plot(
+                    f"{key} where {value}",
+                    estimate=estimate,
+                    fixed=fixed,
+                    sequential=seq,
+                    margin=row.margin_at,
+                    unit=row.unit,
+                    verdict="exploratory",
+                    width=300,
+                    domain=domain,
+                ),
+            )
+            for value, units, estimate, fixed, seq, p_holm in shown
+        ]
+        views.append(SegmentView(key, row.kind, row.unit, rows, len(found) - len(shown)))
+    return views
+
+
+@dataclass(frozen=True, slots=True)
+class EvalVariation:
+    variation: str
+    units: int
+    mean: float | None
+    interval: tuple[float, float] | None
+    """The mean's normal (z) interval at the plan's alpha."""
+
+
+@dataclass(frozen=True, slots=True)
+class EvalView:
+    key: str
+    description: str
+    variations: list[EvalVariation]
+    relative: float | None
+    relative_interval: tuple[float, float] | None
+    """The candidate vs the control, fixed-horizon (the readout's comparison)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRow:
+    variation: str
+    units: int
+    traced_units: int
+    traces: int
+    p50_ms: float | None
+    p95_ms: float | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    cost_per_trace: float | None
+    unpriced_spans: int
+    cancelled_share: float | None
+    cancelled_cost_share: float | None
+    critical_path: list[tuple[str, float | None]]
+    """Span names most often on the critical path, with the share of traces."""
+
+
+@dataclass(frozen=True, slots=True)
+class WaterfallView:
+    variation: str
+    trace_id: str
+    duration_ms: float
+    rank: int
+    roots: int
+    chart: Markup
+    spans: list[Any]
+
+
+def evidence_views(found: dict[str, Any] | None, candidate: str | None) -> dict[str, Any]:
+    """The eval scores, trace summary and waterfalls per variation (`release.evals_and_traces`)."""
+    if not found:
+        return {"evals": [], "traces": [], "waterfalls": []}
+    z = NormalDist().inv_cdf(1 - float(found.get("alpha", 0.05)) / 2)
+    evals = []
+    for metric in found.get("evals", []):
+        variations = []
+        for v in metric.get("variations", []):
+            units, mean, sd = int(v.get("units") or 0), v.get("mean"), v.get("stddev")
+            if not units:
+                continue
+            half = z * sd / math.sqrt(units) if sd is not None and units > 1 else None
+            interval = (mean - half, mean + half) if mean is not None and half is not None else None
+            variations.append(EvalVariation(v["variation"], units, mean, interval))
+        if not variations:
+            continue  # scores of the environment none of which joins this flag's units
+        comparisons = metric.get("comparisons") or []
+        comp = next((c for c in comparisons if c.get("variation") == candidate), None)
+        fixed = (comp or {}).get("fixed") or {}
+        evals.append(
+            EvalView(
+                metric["key"],
+                metric.get("description") or "",
+                variations,
+                fixed.get("relative"),
+                _pair(fixed, "relative_ci_low", "relative_ci_high"),
+            )
+        )
+    traces = []
+    for variation, t in (found.get("traces") or {}).items():
+        root: dict[str, Any] = next((s for s in t.get("spans", []) if s.get("root")), {})
+        cancel = t.get("cancellation") or {}
+        traces.append(
+            TraceRow(
+                variation=variation,
+                units=int(t.get("units") or 0),
+                traced_units=int(t.get("traced_units") or 0),
+                traces=int(t.get("traces") or 0),
+                p50_ms=root.get("latency_p50_ms"),
+                p95_ms=root.get("latency_p95_ms"),
+                input_tokens=sum(int(s.get("input_tokens") or 0) for s in t.get("spans", [])),
+                output_tokens=sum(int(s.get("output_tokens") or 0) for s in t.get("spans", [])),
+                cost_usd=t.get("cost_usd"),
+                cost_per_trace=t.get("cost_per_trace"),
+                unpriced_spans=int(t.get("spans_without_cost") or 0),
+                cancelled_share=cancel.get("cancelled_share"),
+                cancelled_cost_share=cancel.get("cost_share"),
+                critical_path=[
+                    (c["name"], c.get("share"))
+                    for c in sorted(t.get("critical_path", []), key=lambda c: -(c.get("share") or 0))[:4]
+                ],
+            )
+        )
+    waterfalls = []
+    for variation, w in (found.get("waterfalls") or {}).items():
+        spans = w.get("spans") or []
+        bars = [
+            charts.Bar(s.name, s.depth, s.start_ms, s.end_ms, s.on_critical_path, s.status == "error")
+            for s in spans
+        ]
+        title = f"{variation}: trace {w['trace_id']} ({w['duration_ms']:,.0f} ms, slower than {w['rank'] - 1:,} of {w['roots']:,} traces)"
+        waterfalls.append(
+            WaterfallView(
+                variation,
+                str(w["trace_id"]),
+                float(w["duration_ms"]),
+                int(w["rank"]),
+                int(w["roots"]),
+                charts.waterfall_chart(title, bars),
+                spans,
+            )
+        )
+    return {"evals": evals, "traces": traces, "waterfalls": waterfalls}

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -95,6 +95,9 @@ SECURITY_HEADERS = {
 ACTIONS = ("expand", "pause", "rollback", "promote", "cleanup", "kill", "restore")
 PROPOSABLE = ("expand", "promote")
 """The actions a plan with `approvers` sends through a change request (`release.refusal`)."""
+SERIES_WAIT_S = 5.0
+"""How long a flag page waits for its difference series (one readout per checkpoint) before it
+shows the previous one, or says it is being computed (docs/ui.md: ~25 s at a million units)."""
 DONE = {
     "expand": "Expanded: the decision is recorded.",
     "pause": "Paused: the ramp keeps its weights and may not grow.",
@@ -267,6 +270,7 @@ def _flag_page(
     error: str | None = None,
     status_code: int = 200,
     edit: editing.Editor | None = None,
+    segment: str | None = None,
 ) -> Response:
     st = state(request)
     flag = st.store.get_flag(flag_key)
@@ -295,9 +299,10 @@ def _flag_page(
             for r in st.store.list_requests(flag.key)
             if r.environment == environment and r.state == "proposed"
         ],
-        **_room(st.store, flag.key, environment, row.judged),
         "audit_check": cache.audit_check(st.store, (flag.version, len(st.store.decisions(flag.key)))),
     }
+    shown = _room(st.store, flag.key, environment, row.judged)
+    context |= shown | _evidence(cache, st.store, flag, environment, row, shown, segment)
     return _page(request, "flag.html", context, me, status_code)
 
 
@@ -316,14 +321,84 @@ def _room(store: Any, flag_key: str, environment: str, judged: Any) -> dict[str,
     }
 
 
+def _evidence(
+    cache: ReadoutCache,
+    store: Any,
+    flag: Any,
+    environment: str,
+    row: Any,
+    shown: dict[str, Any],
+    segment: str | None,
+) -> dict[str, Any]:
+    """The evidence beyond the latest readout, each cached under the judgement's stamp: the
+    difference over time of each goal and guardrail (one readout per checkpoint), the segment
+    review (one readout split by the chosen attribute; the first candidate by default) and the
+    eval scores and traces per variation. `shown`: the metric rows and timeline of `_room`."""
+    judged = row.judged
+    decisions = [d for d in store.decisions(flag.key) if d.environment == environment]
+    if judged.readout is None:
+        return {"differences": [], "series": None, "segments": None, "llm": room.evidence_views(None, None)}
+    series = cache.evidence(
+        "difference_series",
+        store,
+        flag,
+        environment,
+        decisions,
+        lambda: release.difference_series(store, flag.key, environment, latest=judged.readout),
+        wait_s=SERIES_WAIT_S,
+    )
+    plan, _ = release.plan_for(store, flag, environment)
+    rows = shown["metrics"]
+    entries = shown["timeline"]["entries"][::-1]  # oldest first
+    differences = room.difference_views(series.value, rows, judged.recommendation, entries, plan.alpha)
+
+    def memo(name: Any, compute: Any) -> Any:
+        return cache.evidence(name, store, flag, environment, decisions, compute)
+
+    attributes = memo("segment_attributes", lambda: release.segment_attributes(store, flag.key, environment))
+    names = [a["attribute"] for a in attributes.value or []]
+    chosen = segment.strip() if segment else (names[0] if names else None)
+    refused = None
+    if chosen is not None and chosen not in names:
+        # Refused before anything is computed or kept: the cache holds one entry per attribute.
+        listed = ", ".join(names) or "none"
+        refused = f"no attribute {chosen!r} among the flag's exposures (attributes: {listed})"
+    review = (
+        memo(("segments", chosen), lambda: release.segment_review(store, flag.key, environment, chosen))
+        if chosen and refused is None
+        else None
+    )
+    segments = {
+        "attributes": attributes.value or [],
+        "chosen": chosen,
+        "error": refused or (review.error if review else None),
+        "views": room.segment_views(review.value, rows, judged.candidate) if review else [],
+        "computed": review,
+    }
+    llm = memo("evals_and_traces", lambda: release.evals_and_traces(store, flag.key, environment))
+    return {
+        "differences": differences,
+        "series": series,
+        "segments": segments,
+        "llm": room.evidence_views(llm.value, judged.candidate),
+        "llm_computed": llm if llm.value else None,
+        "llm_alpha": plan.alpha,
+        "llm_control": (llm.value or {}).get("control", "the control"),
+    }
+
+
 @router.get("/flags/{flag_key}")
 def flag_page(
-    request: Request, flag_key: str, environment: str | None = None, done: str | None = None
+    request: Request,
+    flag_key: str,
+    environment: str | None = None,
+    done: str | None = None,
+    segment: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
     me = principal(request)
     if me is None:
         return _to_login(request)
-    return _flag_page(request, me, flag_key, environment, done=done)
+    return _flag_page(request, me, flag_key, environment, done=done, segment=segment)
 
 
 @router.post("/flags/{flag_key}/actions")

@@ -1,0 +1,6 @@
+SELECT
+  span_id
+FROM spans
+WHERE
+  environment = 'production'
+LIMIT 1;

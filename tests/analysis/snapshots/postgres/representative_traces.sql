@@ -1,0 +1,116 @@
+WITH exposed AS MATERIALIZED (
+  SELECT
+    unit_id,
+    ROW_NUMBER() OVER () AS uid,
+    MIN(ts) AS first_ts,
+    MIN(assigned_variation) = MAX(assigned_variation) AS one_variation,
+    MIN(assigned_variation) AS assigned,
+    (
+      ARRAY_AGG(served_variation ORDER BY ts) FILTER(WHERE
+        NOT served_variation IS NULL)
+    )[1] AS served,
+    MAX(CASE WHEN served_variation <> assigned_variation THEN 1 ELSE 0 END) AS fell_back,
+    CAST(NULL AS VARCHAR) AS segment,
+    COUNT(CASE WHEN ts < CAST('2026-11-01T00:00:00+00:00' AS TIMESTAMPTZ) THEN 1 END) AS early_exposures
+  FROM exposures
+  WHERE
+    environment = 'production' AND flag_key = 'support_assistant_profile'
+  GROUP BY
+    unit_id
+), units AS (
+  SELECT
+    unit_id,
+    uid,
+    first_ts,
+    assigned AS variation,
+    assigned AS assigned_variation,
+    fell_back,
+    segment,
+    0 AS phase
+  FROM exposed
+  WHERE
+    one_variation AND first_ts >= CAST('2026-11-01T00:00:00+00:00' AS TIMESTAMPTZ)
+)
+SELECT
+  variation,
+  trace_id,
+  duration_ms,
+  duration_rank,
+  roots
+FROM (
+  SELECT
+    variation,
+    trace_id,
+    duration_ms,
+    ROW_NUMBER() OVER (PARTITION BY variation ORDER BY duration_ms, trace_id) AS duration_rank,
+    COUNT(*) OVER (PARTITION BY variation) AS roots
+  FROM (
+    SELECT
+      u.variation,
+      s.name,
+      s.parent_span_id IS NULL AS root,
+      s.trace_id,
+      s.duration_ms,
+      s.status,
+      s.input_tokens,
+      s.output_tokens,
+      s.cost_usd,
+      s.gen_ai_model
+    FROM units AS u
+    JOIN (
+      SELECT
+        COALESCE(sp.unit_id, rt.trace_unit, xt.trace_unit) AS unit_id,
+        sp.end_ts AS ts,
+        sp.name,
+        sp.status,
+        sp.duration_ms,
+        sp.input_tokens,
+        sp.output_tokens,
+        CAST(sp.cost_usd AS DOUBLE PRECISION) AS cost_usd,
+        sp.trace_id AS trace_id,
+        sp.parent_span_id AS parent_span_id,
+        sp.gen_ai_model AS gen_ai_model
+      FROM spans AS sp
+      LEFT JOIN (
+        SELECT
+          trace_id,
+          MIN(unit_id) AS trace_unit
+        FROM spans
+        WHERE
+          environment = 'production'
+          AND NOT unit_id IS NULL
+          AND NOT trace_id IS NULL
+          AND parent_span_id IS NULL
+        GROUP BY
+          trace_id
+      ) AS rt
+        ON sp.trace_id = rt.trace_id
+      LEFT JOIN (
+        SELECT
+          trace_id,
+          MIN(unit_id) AS trace_unit
+        FROM exposures
+        WHERE
+          environment = 'production'
+          AND NOT unit_id IS NULL
+          AND NOT trace_id IS NULL
+          AND flag_key = 'support_assistant_profile'
+        GROUP BY
+          trace_id
+      ) AS xt
+        ON sp.trace_id = xt.trace_id
+      WHERE
+        sp.environment = 'production'
+    ) AS s
+      ON s.unit_id = u.unit_id
+    WHERE
+      s.ts >= u.first_ts
+  ) AS r
+  WHERE
+    root AND NOT duration_ms IS NULL
+) AS ranked
+WHERE
+  duration_rank * 10000 >= roots * 9500
+ORDER BY
+  variation,
+  duration_rank;
