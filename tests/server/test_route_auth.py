@@ -31,6 +31,8 @@ UI = {
     "/flags/x/ramp",
     "/flags/x/edit",
     "/flags/x/stamp",
+    "/flags/x/decisions/x",
+    "/flags/x/decisions/x/replay",
 }
 """The web UI's pages: a browser session guards them (an API key does not), see test below."""
 UI_JSON = {"/flags/x/stamp"}

@@ -98,6 +98,22 @@ def test_an_editor_creates_a_flag_ramps_it_reads_it_out_and_rolls_it_back_in_the
     decisions = browser.find_element(By.CSS_SELECTOR, "section[aria-labelledby=dec-title] tbody").text
     assert "rollback" in decisions and "user:ana" in decisions and "half a second slower" in decisions
 
+    # The decision's own page: the evidence it was made on, and a replay on today's data.
+    browser.find_element(By.CSS_SELECTOR, "section[aria-labelledby=dec-title] tbody tr a").click()
+    wait(browser, seen.presence_of_element_located((By.ID, "then-title")))
+    facts = browser.find_element(By.CSS_SELECTOR, "dl.facts").text
+    assert "control 90 % · candidate 10 % → control 100 %" in facts and "half a second slower" in facts
+    row = browser.find_element(By.CSS_SELECTOR, "table.metrics tbody tr.metric-row")
+    assert "latency_ms" in row.text and "harm detected" in row.text  # the snapshot, not today's readout
+    assert (
+        "Exposed units"
+        in browser.find_element(By.CSS_SELECTOR, "section[aria-labelledby=dq-then-title]").text
+    )
+    browser.find_element(By.CSS_SELECTOR, "section[aria-labelledby=replay-title] button").click()
+    wait(
+        browser, seen.text_to_be_present_in_element((By.CSS_SELECTOR, ".notice"), "The figures are the same")
+    )
+
 
 def test_the_page_reloads_itself_when_someone_else_changes_the_release(
     server: RunningServer, browser: Any, add_user: Callable[[str, str], None]
@@ -213,6 +229,28 @@ def test_a_stale_ramp_is_refused_and_says_who_moved_the_flag(
         data={**read, "version": "2", "variation": "candidate", "percent": "lots"},
     )
     assert bad.status_code == 422 and "percent: is &#39;lots&#39;; a number from 0 to 100" in bad.text
+
+
+def test_a_decision_page_is_signed_in_only_and_its_replay_needs_the_csrf_token(
+    server: RunningServer, add_user: Callable[[str, str], None], sign_in: SignIn
+) -> None:
+    server.create_flag()
+    decided = server.admin.post(
+        f"/api/flags/{FLAG}/decisions",
+        json={"environment": "production", "action": "pause", "reason": "hold"},
+    )
+    assert decided.status_code == 201, decided.text
+    decision_id = decided.json()["decision_id"]
+    add_user("vic", "viewer")
+    viewer, csrf = sign_in("vic")
+    page = viewer.get(f"/flags/{FLAG}/decisions/{decision_id}")
+    assert page.status_code == 200 and "pause" in page.text and "hold" in page.text
+    assert "made without metric definitions: there is nothing to replay" in page.text
+    assert viewer.get(f"/flags/{FLAG}/decisions/nope").status_code == 404
+    forged = viewer.post(f"/flags/{FLAG}/decisions/{decision_id}/replay", data={"csrf": "forged"})
+    assert forged.status_code == 403 and "no valid CSRF token" in forged.text
+    nothing = viewer.post(f"/flags/{FLAG}/decisions/{decision_id}/replay", data={"csrf": csrf})
+    assert nothing.status_code == 422 and "nothing to replay" in nothing.text
 
 
 def test_viewers_and_forms_without_the_csrf_token_cannot_create_ramp_or_edit(

@@ -668,8 +668,9 @@ def change_user(
 def install(app: FastAPI) -> None:
     """The web UI, its static files, and the API docs from packaged assets (no CDN)."""
     app.include_router(docs.router)
-    from ramplight.server.routes import ui_edit
+    from ramplight.server.routes import ui_decisions, ui_edit
 
+    app.include_router(ui_decisions.router)
     app.include_router(ui_edit.router)  # before /flags/{flag_key}: /flags/new is a page of its own
     app.include_router(router)
     app.mount("/static", StaticFiles(packages=[("ramplight.server", "static")]), name="static")
