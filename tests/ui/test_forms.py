@@ -141,6 +141,34 @@ def test_the_segment_review_takes_only_an_attribute_the_exposures_carry(
     assert client.get(f"/flags/{FLAG}", params={"segment": "x" * 65}).status_code == 422
 
 
+def test_the_segment_review_opens_on_the_attribute_the_plan_names(
+    server: RunningServer, add_user: Callable[[str, str], None], sign_in: Signer
+) -> None:
+    server.create_flag()
+    metric = {"type": "event", "event": "latency_ms", "aggregation": "mean", "direction": "decrease"}
+    assert server.admin.put("/api/metrics/latency_ms", json=metric).status_code == 200
+    plan = {"guardrails": [{"metric": "latency_ms", "margin": 0.05}], "candidate": "candidate",
+            "segments": ["missing", "tier"]}  # fmt: skip
+    assert server.admin.put(f"/api/flags/{FLAG}/plans/production", json=plan).status_code == 200
+    assert server.admin.get(f"/api/flags/{FLAG}/plans/production").json()["segments"] == ["missing", "tier"]
+    exposures = [
+        {"ts": datetime.now(UTC).isoformat(), "flag_key": FLAG, "assignment_unit": "conversation", "unit_id": f"c{i}",
+         "assigned_variation": ("control", "candidate")[i % 2], "served_variation": ("control", "candidate")[i % 2],
+         "attributes": {"region": ("eu", "us")[i % 2], "tier": ("gold", "silver", "bronze")[i % 3]}}
+        for i in range(60)
+    ]  # fmt: skip
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.sdk_key()}"}) as sdk:
+        answer = sdk.post("/ingest/batch", json={"exposures": exposures})
+    assert answer.status_code == 200 and not answer.json()["rejected"], answer.text
+    assert server.thread.server.config.app.state.ramplight.catch_up() is None
+    add_user("ana", "viewer")
+    client, _ = sign_in("ana")
+    page = client.get(f"/flags/{FLAG}").text  # "region" sorts first, but the plan names "tier"
+    assert '<option value="tier" selected>tier (3 values)</option>' in page
+    chosen = client.get(f"/flags/{FLAG}", params={"segment": "region"}).text  # the form still chooses
+    assert '<option value="region" selected>region (2 values)</option>' in chosen
+
+
 def test_a_series_not_ready_within_the_wait_is_announced_then_shown(
     server: RunningServer,
     add_user: Callable[[str, str], None],

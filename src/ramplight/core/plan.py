@@ -118,6 +118,9 @@ class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_default
     cleanup_after_days: float = 14.0
     drift: list[DriftProperty] = msgspec.field(default_factory=list)
     """Properties whose distribution the readout compares between variations and over time."""
+    segments: list[str] = msgspec.field(default_factory=list)
+    """Exposure attributes the release room reviews the metrics by (the first is shown first);
+    exploratory: no decision reads them."""
     version: int = 0
 
     def effective_gates(self) -> list[Gate]:

@@ -357,7 +357,8 @@ def _evidence(
 
     attributes = memo("segment_attributes", lambda: release.segment_attributes(store, flag.key, environment))
     names = [a["attribute"] for a in attributes.value or []]
-    chosen = segment.strip() if segment else (names[0] if names else None)
+    named = [a for a in plan.segments if a in names]  # the plan's, in its order, when exposures carry them
+    chosen = segment.strip() if segment else (named[0] if named else names[0] if names else None)
     refused = None
     if chosen is not None and chosen not in names:
         # Refused before anything is computed or kept: the cache holds one entry per attribute.
