@@ -47,6 +47,7 @@ def axe_source() -> str:
 class Demo:
     url: str
     request_id: str
+    decision_id: str
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             "approvers": 1,
         }
         release.save_plan(store, plan, None, "user:eve")
+        (rollback,) = [d for d in store.decisions(FLAG) if d.state == "rollback"]
         request = release.propose(
             store, "answer_model_route", "production", "expand", "user:eve", "eve",
             "latency and cost hold at 10 %", percent=25,
@@ -95,7 +97,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         store.close()
     server = ServerThread(settings).start()
     try:
-        yield Demo(server.url, request["request_id"])
+        yield Demo(server.url, request["request_id"], rollback.decision_id)
     finally:
         server.stop()
 
@@ -137,8 +139,11 @@ def violations(browser: Any) -> list[dict[str, Any]]:
 
 
 def photograph(browser: Any, name: str, directory: Path) -> Path:
-    """The whole page, not only the window: the window grows to the document's height first."""
+    """The whole page, not only the window: the window grows to the document's height first
+    (of a page taller than the window, the first screenful is kept too, as `NAME-top.png`)."""
     height = browser.execute_script("return document.documentElement.scrollHeight")
+    if int(height) > 900:
+        browser.save_screenshot(str(directory / f"{name}-top.png"))
     browser.set_window_size(1280, min(max(int(height), 600), 8000))
     path = directory / f"{name}.png"
     browser.save_screenshot(str(path))
@@ -148,7 +153,7 @@ def photograph(browser: Any, name: str, directory: Path) -> Path:
 
 PAGES = [
     ("flags", "/", "table.flags"),
-    ("flag", f"/flags/{FLAG}", "table.metrics"),
+    ("flag", f"/flags/{FLAG}", "svg.difference-chart"),
     ("flag-approval", "/flags/answer_model_route", "#act-title"),
     ("new-flag", "/flags/new", "#variations"),
     ("requests", "/requests", "h1"),
@@ -172,9 +177,19 @@ def test_every_page_has_no_serious_accessibility_violation_and_is_photographed(
     chrome.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
     WebDriverWait(chrome, 30).until(seen.presence_of_element_located((By.CSS_SELECTOR, "table.flags")))
 
-    for name, path, ready in PAGES:
+    pages = [*PAGES, ("decision", f"/flags/{FLAG}/decisions/{demo.decision_id}", "table.metrics")]
+    for name, path, ready in pages:
         chrome.get(demo.url + path)
-        WebDriverWait(chrome, 60).until(seen.presence_of_element_located((By.CSS_SELECTOR, ready)))
+
+        def drawn(driver: Any, ready: str = ready) -> bool:
+            """The difference series is computed on the server's worker (the page waits 5 s for
+            it, then says it is being computed): reload until it is drawn."""
+            if driver.find_elements(By.CSS_SELECTOR, ready):
+                return True
+            driver.refresh()
+            return False
+
+        WebDriverWait(chrome, 120, poll_frequency=2).until(drawn)
         problems[name] = violations(chrome)
         shot = photograph(chrome, name, directory)
         assert shot.stat().st_size > 10_000, f"{name}: the picture is blank"
