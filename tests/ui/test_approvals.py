@@ -153,6 +153,14 @@ def test_promote_and_clean_up_from_the_flag_page(
     assert states == ["promote", "cleanup"]
     changes = browser.find_element(By.CSS_SELECTOR, "section[aria-labelledby=audit-title]").text
     assert "archive" in changes
+    # Gone from the flags, but still found: the flags page lists it as archived, with a link back.
+    browser.get(server.url + "/")
+    assert FLAG not in browser.find_element(By.CSS_SELECTOR, "table.flags").text
+    archived = browser.find_element(By.CSS_SELECTOR, "details.archived")
+    archived.find_element(By.TAG_NAME, "summary").click()
+    assert archived.find_element(By.TAG_NAME, "summary").text.startswith("1 archived flag ")
+    archived.find_element(By.LINK_TEXT, FLAG).click()
+    wait(browser, seen.text_to_be_present_in_element((By.TAG_NAME, "h1"), "archived"))
 
 
 def test_an_admin_adds_a_user_on_the_users_page_who_then_signs_in(

@@ -54,8 +54,23 @@ def _pair(d: dict[str, Any] | None, lo: str, hi: str) -> tuple[float, float] | N
     return (a, b) if math.isfinite(a) and math.isfinite(b) else None
 
 
+def percent_text(value: float, signed: bool = False, digits: int = 3) -> str:
+    """A share as a percentage with `digits` significant digits and never an exponent: 0.05 →
+    "5 %", 1.0 → "100 %", 12.5 → "1,250 %", 0.000123 → "0.0123 %" (a no-break space before %)."""
+    x = value * 100
+    sign = "+" if signed and x > 0 else ""
+    if not math.isfinite(x):
+        return f"{sign}{x}\u00a0%"
+    if x == 0 or abs(x) >= 10 ** (digits - 1):
+        text = f"{x:,.0f}"
+    else:
+        decimals = digits - 1 - math.floor(math.log10(abs(x)))
+        text = f"{x:,.{decimals}f}".rstrip("0").rstrip(".")
+    return f"{sign}{text}\u00a0%"
+
+
 def _pct(value: float) -> str:
-    return f"{value * 100:.3g}\u00a0%"
+    return percent_text(value)
 
 
 def metric_rows(

@@ -72,7 +72,7 @@ def _num(value: float | None, signed: bool = False) -> str:
 
 
 def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:+.2g}\u00a0%"
+    return "–" if value is None else room.percent_text(value, signed=True, digits=2)
 
 
 def _age(value: datetime) -> str:
@@ -254,6 +254,11 @@ def flags_page(request: Request, q: str = "", environment: str = "", status: str
         "environments": environments,
         "statuses": STATUSES,
         "filters": {"q": q, "environment": environment, "status": status},
+        "archived": [
+            f
+            for f in st.store.list_flags(include_archived=True)
+            if f.archived and (not needle or needle in f.key.lower() or needle in f.description.lower())
+        ],
     }
     return _page(request, "flags.html", context, me)
 
