@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -508,6 +509,55 @@ def test_a_backup_of_the_file_includes_evidence_a_stopped_server_left_in_its_log
         ]
     finally:
         con.close()
+
+
+def test_users_list_and_set_change_roles_and_disable_here_and_through_a_server(
+    db: Path, make_server: Callable[..., RunningServer]
+) -> None:
+    ramplight(
+        "users",
+        "add",
+        "ana",
+        "--role",
+        "editor",
+        "--password-stdin",
+        "--db",
+        str(db),
+        input="a long enough password\n",
+    )
+    listed = json.loads(ramplight("users", "list", "--db", str(db), "--json").stdout)
+    assert [(u["name"], u["role"], u["disabled_at"], u["last_sign_in_at"]) for u in listed] == [
+        ("ana", "editor", None, None)
+    ]
+    assert "password" not in json.dumps(listed) and "hash" not in json.dumps(listed)
+    changed = ramplight("users", "set", "ana", "--role", "approver", "--db", str(db))
+    assert "user ana: approver, active" in changed.stdout
+    nothing = ramplight("users", "set", "ana", "--db", str(db), check=False)
+    assert nothing.returncode == 1 and "give --role, --disable or --enable" in nothing.stderr
+    unknown = ramplight("users", "set", "nobody", "--disable", "--db", str(db), check=False)
+    assert unknown.returncode == 1 and "no user 'nobody'" in unknown.stderr
+
+    server = make_server(db=db)  # the same database, served: the CLI goes through the API
+    env = cli_env(RAMPLIGHT_URL=server.url, RAMPLIGHT_ADMIN_KEY=server.admin_key)
+    session = users_session(server, "ana", "a long enough password")
+    disabled = json.loads(ramplight("users", "set", "ana", "--disable", "--json", env=env).stdout)
+    assert disabled["role"] == "approver" and disabled["disabled_at"] is not None
+    assert session.get("/").status_code == 303  # the session ended at once: back to sign-in
+    assert server.admin.patch("/api/users/ana", json={"role": "owner"}).status_code == 422
+    enabled = server.admin.patch("/api/users/ana", json={"disabled": False}).json()
+    assert enabled["disabled_at"] is None and enabled["last_sign_in_at"] is not None
+    session.close()
+
+
+def users_session(server: RunningServer, name: str, password: str) -> httpx.Client:
+    """A browser-like client signed in to the web UI through its form."""
+    client = httpx.Client(base_url=server.url, timeout=30)
+    form = client.get("/login").text
+    token = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert token is not None
+    answer = client.post("/login", data={"csrf": token.group(1), "name": name, "password": password})
+    assert answer.status_code == 303 and client.get("/").status_code == 200
+    return client
 
 
 def test_users_add_reads_or_generates_a_password_and_keeps_only_its_hash(db: Path) -> None:

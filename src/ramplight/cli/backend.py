@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -108,6 +109,14 @@ class Backend(Protocol):
     def create_key(self, kind: str, name: str, environment: str | None) -> dict[str, Any]: ...
     def create_user(self, name: str, role: str, password: str) -> dict[str, Any]:
         """A web UI user: {id, name, role} (the password is kept only as a hash)."""
+        ...
+
+    def list_users(self) -> list[dict[str, Any]]:
+        """Web UI users: id, name, role, created_at, disabled_at, last_sign_in_at (no hashes)."""
+        ...
+
+    def change_user(self, name: str, role: str | None, disabled: bool | None) -> dict[str, Any]:
+        """Change a user's role or disable/re-enable them; the user as `list_users` shows it."""
         ...
 
     def list_environments(self) -> list[dict[str, Any]]: ...
@@ -301,6 +310,15 @@ class LocalBackend:
     def create_user(self, name: str, role: str, password: str) -> dict[str, Any]:
         user = users.create_user(self.store, name, role, password)
         return {"id": user.id, "name": user.name, "role": user.role}
+
+    def list_users(self) -> list[dict[str, Any]]:
+        return [users.user_json(u) for u in self.store.list_users()]
+
+    def change_user(self, name: str, role: str | None, disabled: bool | None) -> dict[str, Any]:
+        user = self.store.find_user(name)
+        if user is None:
+            raise NotFoundError(f"no user {name!r}")
+        return users.user_json(users.change_user(self.store, user.id, role=role, disabled=disabled))
 
     def list_environments(self) -> list[dict[str, Any]]:
         return [_environment(e) for e in self.store.list_environments()]
@@ -552,6 +570,15 @@ class RemoteBackend:
             "POST", "/api/users", json={"name": name, "role": role, "password": password}
         ).json()
         return {"id": body["id"], "name": body["name"], "role": body["role"]}
+
+    def list_users(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/api/users").json()
+        return result
+
+    def change_user(self, name: str, role: str | None, disabled: bool | None) -> dict[str, Any]:
+        change = {k: v for k, v in (("role", role), ("disabled", disabled)) if v is not None}
+        result: dict[str, Any] = self._call("PATCH", f"/api/users/{quote(name, safe='')}", json=change).json()
+        return result
 
     def list_environments(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", "/api/environments").json()

@@ -800,6 +800,51 @@ def users_add(
         console.print(escape(f"password (shown once, stored as a hash): {generated}"))
 
 
+@users_app.command("list")
+def users_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Web UI users with their role, whether they are disabled, and their last sign-in."""
+    with open_backend(_settings(db)) as backend:
+        found = backend.list_users()
+    if as_json:
+        _print_json(found)
+        return
+    table = Table(title="Web UI users")
+    for column in ("name", "role", "added", "last sign-in", "state"):
+        table.add_column(column)
+    for u in found:
+        table.add_row(
+            escape(u["name"]), u["role"], u["created_at"][:16].replace("T", " "),
+            (u["last_sign_in_at"] or "never")[:16].replace("T", " "),
+            "disabled" if u["disabled_at"] else "active",
+        )  # fmt: skip
+    console.print(table)
+
+
+@users_app.command("set")
+def users_set(
+    name: Annotated[str, typer.Argument(help="The user's sign-in name")],
+    role: Annotated[str | None, typer.Option(help="viewer | editor | approver | admin")] = None,
+    disable: Annotated[
+        bool | None,
+        typer.Option(
+            "--disable/--enable", help="Refuse sign-in and end every session at once, or allow again"
+        ),
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a web UI user's role, or disable / re-enable them."""
+    if role is None and disable is None:
+        raise ValidationError.at("options", "give --role, --disable or --enable")
+    with open_backend(_settings(db)) as backend:
+        changed = backend.change_user(name, role, disable)
+    if as_json:
+        _print_json(changed)
+        return
+    state = "disabled" if changed["disabled_at"] else "active"
+    console.print(escape(f"user {changed['name']}: {changed['role']}, {state}"))
+
+
 @app.command()
 def backup(
     file: Annotated[Path, typer.Argument(help="The archive to write (a tar; refused if it exists)")],

@@ -8,6 +8,7 @@ import secrets
 import uuid
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -163,3 +164,15 @@ def session_principal(store: Store, token: str | None, clock: Clock = utcnow) ->
 def end_session(store: Store, token: str | None) -> None:
     if token:
         store.delete_session(hash_key(token))
+
+
+def user_json(user: User) -> dict[str, Any]:
+    """A user as the API and the CLI show them: never the password hash."""
+    return {
+        "id": user.id,
+        "name": user.name,
+        "role": user.role,
+        "created_at": user.created_at.isoformat(),
+        "disabled_at": user.disabled_at.isoformat() if user.disabled_at else None,
+        "last_sign_in_at": user.last_sign_in_at.isoformat() if user.last_sign_in_at else None,
+    }

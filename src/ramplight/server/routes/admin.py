@@ -32,7 +32,6 @@ from ramplight.server.auth import Admin, State, actor, admin_key
 from ramplight.server.openapi import json_body
 from ramplight.server.responses import encode, json_response
 from ramplight.store.backup import take_backup
-from ramplight.store.base import User
 
 router = APIRouter(prefix="/api", tags=["admin"], dependencies=[Depends(admin_key)])
 
@@ -104,6 +103,13 @@ class UserIn(BaseModel):
     role: Literal["viewer", "editor", "approver", "admin"]
     password: str = Field(
         min_length=users.MIN_PASSWORD, max_length=1000, description="kept only as an argon2id hash"
+    )
+
+
+class UserChangeIn(BaseModel):
+    role: Literal["viewer", "editor", "approver", "admin"] | None = None
+    disabled: bool | None = Field(
+        default=None, description="true: sign-in refused and every session ended at once; false: re-enabled"
     )
 
 
@@ -653,23 +659,22 @@ def revoke_key(key_id: str, st: State, key: Admin) -> Response:
 # -- admin: people who sign in to the web UI -------------------------------------------
 
 
-def _user_json(user: User) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "name": user.name,
-        "role": user.role,
-        "created_at": user.created_at.isoformat(),
-        "disabled_at": user.disabled_at.isoformat() if user.disabled_at else None,
-    }
-
-
 @router.get("/users")
 def list_users(st: State, key: Admin) -> list[dict[str, Any]]:
-    return [_user_json(u) for u in st.store.list_users()]
+    return [users.user_json(u) for u in st.store.list_users()]
 
 
 @router.post("/users", status_code=201)
 def create_user(body: UserIn, st: State, key: Admin) -> dict[str, Any]:
     """A person who signs in to the web UI with this password and role (viewer, editor,
     approver, admin; docs/ui.md). The password is kept only as an argon2id hash."""
-    return _user_json(users.create_user(st.store, body.name, body.role, body.password))
+    return users.user_json(users.create_user(st.store, body.name, body.role, body.password))
+
+
+@router.patch("/users/{name}")
+def change_user(name: str, body: UserChangeIn, st: State, key: Admin) -> dict[str, Any]:
+    """Change a user's role, or disable / re-enable them (disabling ends their sessions)."""
+    user = st.store.find_user(name)
+    if user is None:
+        raise NotFoundError(f"no user {name!r}")
+    return users.user_json(users.change_user(st.store, user.id, role=body.role, disabled=body.disabled))
