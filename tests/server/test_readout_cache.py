@@ -3,6 +3,8 @@ history, a new change is verified at once, and a row altered in place shows with
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,4 +45,56 @@ def test_the_audit_check_is_cached_until_a_head_moves_or_it_is_old(
         tampered = cache.audit_check(store)
         assert tampered["ok"] is False and tampered["flag_changes"]["first_break"]["seq"] == 2
     finally:
+        store.close()
+
+
+def test_the_evidence_worker_runs_only_the_newest_stamp_and_reports_a_failure(tmp_path: Path) -> None:
+    """Changes while a long computation runs queue one job per change; the superseded ones are
+    skipped (the queue never outgrows one job per entry), and a store failure is said on the
+    page instead of leaving it "being computed" forever."""
+    store = DuckDBStore(tmp_path / "ramplight.duckdb")
+    cache = ReadoutCache()
+    try:
+        control.ensure_default_environments(store)
+        control.create_flag(store, flag_doc("checkout_copy"), "user:ana")
+        release_first = threading.Event()
+        ran: list[int] = []
+
+        def compute(n: int) -> Any:
+            def run() -> int:
+                if n == 1:
+                    release_first.wait(30)
+                ran.append(n)
+                return n
+
+            return run
+
+        def ask(n: int) -> Any:
+            flag = store.get_flag("checkout_copy")
+            assert flag is not None
+            return cache.evidence("series", store, flag, "production", [], compute(n), wait_s=0.0)
+
+        assert ask(1).pending  # running, blocked
+        control.kill(store, "checkout_copy", "production", "user:ana")  # a change: a new stamp
+        assert ask(2).pending  # queued behind the first
+        control.restore(store, "checkout_copy", "production", "user:ana")  # and another
+        assert ask(3).pending
+        release_first.set()
+        deadline = time.monotonic() + 30
+        while ran[-1:] != [3] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ran == [1, 3]  # the job for the second stamp was superseded before it ran
+        assert ask(3).value == 3
+
+        def broken() -> int:
+            raise KeyError("column vanished")
+
+        control.kill(store, "checkout_copy", "production", "user:ana")
+        flag = store.get_flag("checkout_copy")
+        assert flag is not None
+        failed = cache.evidence("series", store, flag, "production", [], broken, wait_s=30)
+        assert failed.value is None and not failed.pending
+        assert failed.error == "could not be computed (KeyError); the server log has the details"
+    finally:
+        cache.close()
         store.close()

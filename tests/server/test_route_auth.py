@@ -27,7 +27,7 @@ UI = {
     "/requests/x/x",
     "/users",
     "/users/x",
-    "/flags/new",
+    "/new-flag",
     "/flags/x/ramp",
     "/flags/x/edit",
     "/flags/x/stamp",

@@ -240,6 +240,18 @@ def test_a_users_role_changes_and_disabling_ends_their_sessions(store: Any) -> N
     assert [(u.name, u.role) for u in store.list_users()] == [("ada", "admin"), ("ana", "approver")]
 
 
+def test_two_admins_changing_one_user_at_once_never_undo_each_other(store: Any) -> None:
+    """Admin 1 reads bo to change his role; admin 2 disables him meanwhile: admin 1's write is
+    refused instead of storing the stale `disabled_at` (which would re-enable bo)."""
+    bo = users.create_user(store, "bo", "viewer", "correct horse battery")
+    read_by_first = store.get_user(bo.id)
+    users.change_user(store, bo.id, disabled=True, clock=lambda: NOW)  # the second admin
+    with pytest.raises(ConflictError, match="changed meanwhile"):
+        store.update_user(dataclasses.replace(read_by_first, role="editor"), previous=read_by_first)
+    now = store.get_user(bo.id)
+    assert (now.role, now.disabled_at) == ("viewer", NOW)
+
+
 def test_an_admin_key_session_acts_as_admin_until_the_key_is_revoked(store: Any) -> None:
     plaintext, key = control.create_api_key(store, "admin", "ops", can_force=True)
     token = users.start_session(store, key=key)

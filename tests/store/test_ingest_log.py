@@ -191,6 +191,24 @@ def test_a_log_keeps_its_id_across_restarts_and_refuses_a_damaged_one(
         IngestLog(log_dir, store)
 
 
+def test_a_segment_loaded_before_log_ids_is_not_loaded_again_after_the_upgrade(
+    make_log: MakeLog, log_dir: Path, store: DuckDBStore, write_segment: Callable[..., dict[str, Path]]
+) -> None:
+    """A process stopped between loading 000000000001.seg (recorded by its bare name, before log
+    ids) and deleting it: the upgraded log neither loads it twice nor reuses its number."""
+    files = write_segment(exposures=exposures("user-1"))
+    assert store.load_segment("000000000001.seg", files) == 1  # as the old log recorded it
+    left = log_dir / "000000000001.seg"
+    left.mkdir(parents=True)
+    (left / "exposures.ndjson").write_bytes(files["exposures"].read_bytes())
+    log = make_log()
+    log.append(encode_items({"exposures": exposures("user-2")}), 1).result(timeout=30)
+    log.flush()
+    assert unit_ids(store) == ["user-1", "user-2"]  # user-1 once
+    assert store.loaded_segments() == {"000000000001.seg", f"{log.log_id}/000000000002.seg"}
+    assert segment_dirs(log_dir) == []
+
+
 # -- recovery -----------------------------------------------------------------------------
 
 

@@ -155,7 +155,7 @@ PAGES = [
     ("flags", "/", "table.flags"),
     ("flag", f"/flags/{FLAG}", "svg.difference-chart"),
     ("flag-approval", "/flags/answer_model_route", "#act-title"),
-    ("new-flag", "/flags/new", "#variations"),
+    ("new-flag", "/new-flag", "#variations"),
     ("requests", "/requests", "h1"),
     ("users", "/users", "h1"),
 ]

@@ -32,10 +32,10 @@ def form_fields(page: str, form_action: str, what: str | None = None) -> dict[st
     raise AssertionError(f"no form posting to {form_action} ({what}) on the page")
 
 
-def test_an_editor_creates_a_flag_ramps_it_reads_it_out_and_rolls_it_back_in_the_browser(
+def test_a_release_owner_creates_a_flag_ramps_it_reads_it_out_and_rolls_it_back_in_the_browser(
     server: RunningServer, browser: Any, add_user: Callable[[str, str], None]
 ) -> None:
-    add_user("ana", "editor")
+    add_user("ana", "admin")  # an admin: the plan is written on the page too
     sign_in(browser, server, "ana")
     browser.find_element(By.LINK_TEXT, "New flag").click()
     wait(browser, seen.presence_of_element_located((By.ID, "variations")))
@@ -136,7 +136,7 @@ def test_a_stale_edit_is_refused_with_the_other_persons_change_and_the_text_kept
     server: RunningServer, add_user: Callable[[str, str], None], sign_in: SignIn
 ) -> None:
     server.create_flag()
-    add_user("ana", "editor")
+    add_user("ana", "admin")
     client, _ = sign_in("ana")
     page = client.get(f"/flags/{FLAG}").text
     read = form_fields(page, f"/flags/{FLAG}/edit", "config")
@@ -188,7 +188,7 @@ def test_a_plan_is_written_from_the_page_and_a_bad_one_is_refused_with_where_and
     server: RunningServer, add_user: Callable[[str, str], None], sign_in: SignIn
 ) -> None:
     server.create_flag()
-    add_user("ana", "editor")
+    add_user("ana", "admin")
     client, _ = sign_in("ana")
     read = form_fields(client.get(f"/flags/{FLAG}").text, f"/flags/{FLAG}/edit", "plan")
     assert (read["version"], read["base"]) == ("0", "")
@@ -208,6 +208,32 @@ def test_a_plan_is_written_from_the_page_and_a_bad_one_is_refused_with_where_and
     assert plan["candidate"] == "candidate" and [s["percent"] for s in plan["stages"]] == [5, 100]
     shown = form_fields(client.get(f"/flags/{FLAG}").text, f"/flags/{FLAG}/edit", "plan")
     assert shown["version"] == str(plan["version"]) and "min_units: 100" in shown["base"]
+
+
+def test_an_editor_ramps_through_the_plans_checks_but_cannot_rewrite_rollout_or_plan_past_them(
+    server: RunningServer, add_user: Callable[[str, str], None], sign_in: SignIn
+) -> None:
+    server.create_flag()
+    plan = {"candidate": "candidate", "approvers": 1}
+    assert server.admin.put(f"/api/flags/{FLAG}/plans/production", json=plan).status_code == 200
+    add_user("eve", "editor")
+    client, _ = sign_in("eve")
+    page = client.get(f"/flags/{FLAG}").text
+    assert "Rewriting the targeting, rollout or plan is for admins" in page
+    ramp = form_fields(page, f"/flags/{FLAG}/ramp")
+    grown = client.post(f"/flags/{FLAG}/ramp", data={**ramp, "variation": "candidate", "percent": "100"})
+    assert grown.status_code == 409  # the plan's approvals apply to a ramp
+    config = form_fields(page, f"/flags/{FLAG}/edit", "config")
+    everyone = config["base"].replace("candidate: 5", "candidate: 100").replace("control: 95", "control: 0")
+    refused = client.post(f"/flags/{FLAG}/edit", data={**config, "text": everyone})
+    assert refused.status_code == 403 and "needs an admin" in refused.text
+    plan_form = form_fields(page, f"/flags/{FLAG}/edit", "plan")
+    loosened = client.post(
+        f"/flags/{FLAG}/edit", data={**plan_form, "text": "candidate: candidate\napprovers: 0\n"}
+    )
+    assert loosened.status_code == 403
+    assert weights(server) == {"control": 95, "candidate": 5}
+    assert server.admin.get(f"/api/flags/{FLAG}/plans/production").json()["approvers"] == 1
 
 
 def test_a_stale_ramp_is_refused_and_says_who_moved_the_flag(
@@ -265,7 +291,7 @@ def test_viewers_and_forms_without_the_csrf_token_cannot_create_ramp_or_edit(
     assert 'name="text" rows=' in page and "readonly" in page  # shown, not editable
     read = form_fields(page, f"/flags/{FLAG}/ramp")
     posts = [
-        ("/flags/new", {"key": "another", "variations": "off: false\non: true\n"}),
+        ("/new-flag", {"key": "another", "variations": "off: false\non: true\n"}),
         (f"/flags/{FLAG}/ramp", {**read, "variation": "candidate", "percent": "50"}),
         (f"/flags/{FLAG}/edit", {**read, "what": "config", "text": "enabled: false\n"}),
     ]
@@ -285,13 +311,13 @@ def test_creating_a_flag_that_exists_or_has_bad_variations_says_why_and_keeps_th
     add_user("ana", "editor")
     client, csrf = sign_in("ana")
     form = {"csrf": csrf, "key": FLAG, "type": "json", "unit": "conversation", "environments": "production"}
-    taken = client.post("/flags/new", data={**form, "variations": "a: 1\nb: 2\n"})
+    taken = client.post("/new-flag", data={**form, "variations": "a: 1\nb: 2\n"})
     assert taken.status_code == 409 and "already exists" in taken.text
     assert 'value="conversation"' in taken.text  # the form is kept
-    empty = client.post("/flags/new", data={**form, "key": "fresh", "variations": ""})
+    empty = client.post("/new-flag", data={**form, "key": "fresh", "variations": ""})
     assert empty.status_code == 422 and "variations: at least one" in empty.text
     created = client.post(
-        "/flags/new", data={**form, "key": "fresh", "type": "boolean", "variations": "off: false\non: true\n"}
+        "/new-flag", data={**form, "key": "fresh", "type": "boolean", "variations": "off: false\non: true\n"}
     )
     assert created.status_code == 303
     assert created.headers["location"] == "/flags/fresh?environment=production&done=created#edit"
@@ -299,6 +325,28 @@ def test_creating_a_flag_that_exists_or_has_bad_variations_says_why_and_keeps_th
     production = doc["environments"]["production"]
     assert (production["default_variation"], production["off_variation"]) == ("off", "off")
     assert production["rollout"]["weights"] == {"off": 100}
+
+
+def test_yaml_aliases_and_a_non_integer_version_are_refused_with_the_text_kept(
+    server: RunningServer, add_user: Callable[[str, str], None], sign_in: SignIn
+) -> None:
+    server.create_flag()
+    add_user("ada", "admin")
+    client, csrf = sign_in("ada")
+    laughs = "lol: [&a [x, x, x, x, x, x, x, x, x, x], &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]]\n"
+    bomb = client.post(
+        "/new-flag",
+        data={"csrf": csrf, "key": "laughs", "type": "json", "unit": "user_id", "variations": laughs},
+    )
+    assert bomb.status_code == 422 and "aliases (*name) are not accepted" in bomb.text
+    assert server.admin.get("/api/flags/laughs").status_code == 404
+    read = form_fields(client.get(f"/flags/{FLAG}").text, f"/flags/{FLAG}/edit", "config")
+    aliased = client.post(f"/flags/{FLAG}/edit", data={**read, "text": read["base"] + "x: &y 1\nz: *y\n"})
+    assert aliased.status_code == 422 and "aliases (*name) are not accepted" in aliased.text
+    wrong = client.post(f"/flags/{FLAG}/edit", data={**read, "version": "abc", "text": "enabled: false\n"})
+    assert wrong.status_code == 422 and "version: is &#39;abc&#39;" in wrong.text
+    assert "enabled: false" in wrong.text and wrong.headers["content-type"].startswith("text/html")
+    assert server.admin.get(f"/api/flags/{FLAG}").json()["version"] == 1
 
 
 def test_the_stamp_moves_with_the_release_and_the_evidence(

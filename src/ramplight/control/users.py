@@ -77,7 +77,7 @@ def change_user(
         else None,
     )
     if changed != user:
-        store.update_user(changed)
+        store.update_user(changed, previous=user)
     return changed
 
 

@@ -66,6 +66,9 @@ def create_app(settings: Settings) -> FastAPI:
                 yield
         finally:
             gc.unfreeze()  # an app stopped in a longer-lived process (tests, the demo) is garbage
+            pages = getattr(state, "ui_readouts", None)
+            if pages is not None:
+                pages.close()  # the web UI's evidence worker: nothing queued runs on a closed store
             guardian.close()
             ingest_log.close()
             store.close()

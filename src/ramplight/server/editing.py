@@ -112,6 +112,24 @@ def diff(before: str, after: str, label: str) -> str:
     return "".join(lines) or "(the text is the same; only the version moved)\n"
 
 
+class _NoAliases(yaml.SafeLoader):
+    """YAML without anchors and aliases: a line of nested aliases expands to gigabytes once the
+    document is encoded (a "billion laughs"); nobody writes a flag or a plan with them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.YAMLError(
+                f"aliases (*name) are not accepted (line {mark.line + 1}, column {mark.column + 1})"
+            )
+        node = super().compose_node(parent, index)
+        return node
+
+
+def _load(text: str) -> Any:
+    return yaml.load(text, Loader=_NoAliases)
+
+
 def parse_variations(text: str) -> list[dict[str, Any]]:
     """`key: value` lines, the key taken as written (YAML would read `on`/`off` as booleans) and
     the value as YAML (`false`, `3`, `{profile: v2}`); blank lines and `#` comments are skipped."""
@@ -123,7 +141,7 @@ def parse_variations(text: str) -> list[dict[str, Any]]:
         if not colon or not key.strip():
             raise ValidationError.at("variations", f"line {number} is {line.strip()!r}; write `key: value`")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = _load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or str(exc)
             raise ValidationError.at(
@@ -150,7 +168,7 @@ def last_change(
 
 def parse_yaml(text: str, field: str) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(text) if text.strip() else {}
+        doc = _load(text) if text.strip() else {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -10,6 +10,7 @@ without a new segment, so an entry is also recomputed after `max_age_s` (docs/ui
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -26,6 +27,7 @@ from ramplight.core.errors import RamplightError
 from ramplight.core.flags import Flag
 from ramplight.store.base import Store
 
+log = logging.getLogger("ramplight.server")
 T = TypeVar("T")
 
 
@@ -84,7 +86,7 @@ class ReadoutCache:
         self._lock = threading.Lock()
         self._judged: dict[tuple[str, str], tuple[Hashable, float, Judged]] = {}
         self._stale: tuple[Hashable, float, set[tuple[str, str]]] | None = None
-        self._audit: tuple[Hashable, float, dict[str, Any]] | None = None
+        self._audit: dict[Hashable, tuple[Hashable, float, dict[str, Any]]] = {}
         self._evidence: dict[tuple[str, str, Hashable], tuple[Hashable, float, Any]] = {}
         self._running: dict[tuple[str, str, Hashable], tuple[Hashable, threading.Event]] = {}
         self._worker: ThreadPoolExecutor | None = None
@@ -152,11 +154,24 @@ class ReadoutCache:
     ) -> Cached[T]:
         started = time.perf_counter()
         try:
+            if done is not None:
+                with self._lock:
+                    current = self._running.get(key)
+                if current is not None and current[1] is not done:
+                    # Superseded while queued (new evidence or a change since): only the newest
+                    # stamp's computation runs, so the queue never outgrows one job per entry.
+                    return Cached(None, None, datetime.now(UTC), 0.0, pending=True)
             try:
                 value: T | None = compute()
                 error = None
             except RamplightError as exc:
                 value, error = None, exc.message
+            except Exception as exc:  # a store or engine failure: said on the page, logged here
+                log.exception("computing %s for %s in %s failed", key[2], key[0], key[1])
+                value, error = (
+                    None,
+                    f"could not be computed ({type(exc).__name__}); the server log has the details",
+                )
             cached = Cached(value, error, datetime.now(UTC), time.perf_counter() - started)
             with self._lock:
                 self.computed_evidence += 1
@@ -168,6 +183,13 @@ class ReadoutCache:
                     if self._running.get(key, (None, None))[1] is done:
                         del self._running[key]
                 done.set()
+
+    def close(self) -> None:
+        """Stop the evidence worker: queued computations are dropped, a running one finishes."""
+        with self._lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.shutdown(wait=False, cancel_futures=True)
 
     def judged(self, store: Store, flag: Flag, environment: str, decisions: list[Decision]) -> Judged:
         stamp = self._stamp(store, flag, environment, decisions)
@@ -213,16 +235,19 @@ class ReadoutCache:
         self._stale = (stamp, self.clock(), found)
         return found
 
-    def audit_check(self, store: Store, extra: Hashable = ()) -> dict[str, Any]:
-        """`audit.verify` (both chains, every MAC), redone when a chain's logged head moved, when
-        `extra` (the page's flag version and decisions) did, or after `max_age_s`: a view does
-        not re-verify the whole history, and a row altered in place shows within `max_age_s`."""
+    def audit_check(self, store: Store, page: Hashable = (), extra: Hashable = ()) -> dict[str, Any]:
+        """`audit.verify` (both chains, every MAC), kept per `page` (a flag's), redone when a
+        chain's logged head moved, when `extra` (that flag's version and decisions) did, or after
+        `max_age_s`: a view does not re-verify the whole history, and a row altered in place
+        shows within `max_age_s`."""
         heads = tuple((h.chain, h.seq, h.hash) for h in store.audit_heads() or [])
         stamp = (heads, extra)
-        if self._audit is not None and self._fresh(stamp, self._audit):
-            return self._audit[2]
+        entry = self._audit.get(page)
+        if entry is not None and self._fresh(stamp, entry):
+            return entry[2]
         found = audit.verify(store)
-        self._audit = (stamp, self.clock(), found)
+        with self._lock:
+            self._audit[page] = (stamp, self.clock(), found)
         return found
 
     def rows(self, store: Store, environment: str | None = None) -> list[FlagRow]:

@@ -180,9 +180,11 @@ class ControlStore(Protocol):
     def get_user(self, user_id: str) -> User | None: ...
     def find_user(self, name: str) -> User | None: ...
     def list_users(self) -> list[User]: ...
-    def update_user(self, user: User) -> None:
+    def update_user(self, user: User, previous: User | None = None) -> None:
         """Store the user's `role` and `disabled_at` (a NotFoundError when there is no such user);
-        disabling also deletes the user's sessions, in the same transaction."""
+        disabling also deletes the user's sessions, in the same transaction. With `previous` (the
+        user as read), a ConflictError when their role or `disabled_at` changed meanwhile: two
+        admins' changes never silently undo each other (a role change re-enabling a user)."""
         ...
 
     def create_session(self, session: Session) -> None:

@@ -158,6 +158,7 @@ class IngestLog:
         self._closing = False
         directory.mkdir(parents=True, exist_ok=True)
         self.log_id = _log_id(directory)
+        self._legacy_loaded: set[str] = set()
         self._next_seq = self._recover() + 1
         self._writer = threading.Thread(target=self._write_loop, name="ramplight-log", daemon=True)
         self._loader = threading.Thread(target=self._load_loop, name="ramplight-load", daemon=True)
@@ -236,9 +237,16 @@ class IngestLog:
         # Names already loaded (and deleted) must never be reused: the store would skip them.
         prefix = f"{self.log_id}/"
         for name in self.store.loaded_segments():
-            if not name.startswith(prefix):
-                continue  # another log's (or, before log ids, this store's unprefixed names)
-            stem = name[len(prefix) :].split(".", 1)[0]
+            if "/" not in name:
+                # Recorded before log ids: a segment of that name still here was loaded, and the
+                # process stopped before deleting it (it must not load again under a new name);
+                # new segments are numbered past these names, so none is ever taken for one.
+                self._legacy_loaded.add(name)
+                stem = name.split(".", 1)[0]
+            elif name.startswith(prefix):
+                stem = name[len(prefix) :].split(".", 1)[0]
+            else:
+                continue  # another log's
             if stem.isdigit():
                 highest = max(highest, int(stem))
         return highest
@@ -432,7 +440,7 @@ class IngestLog:
                 }
                 try:
                     started = time.monotonic()
-                    if files:
+                    if files and path.name not in self._legacy_loaded:
                         self.store.load_segment(f"{self.log_id}/{path.name}", files)
                     shutil.rmtree(path)
                     self._done(path.name, time.monotonic() - started)

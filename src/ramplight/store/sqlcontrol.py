@@ -602,11 +602,20 @@ class SqlControlPlane(ABC):
                 ],
             )
 
-    def update_user(self, user: User) -> None:
-        """Replace the user's role and `disabled_at`; disabling deletes their sessions too."""
+    def update_user(self, user: User, previous: User | None = None) -> None:
+        """Replace the user's role and `disabled_at` (compared with `previous` first, under the
+        row's lock); disabling deletes their sessions too."""
         with self._transaction() as cur:
-            if not cur.execute("SELECT 1 FROM users WHERE id = ?" + self._for_update, [user.id]).fetchone():
+            found = cur.execute(
+                "SELECT role, disabled_at FROM users WHERE id = ?" + self._for_update, [user.id]
+            ).fetchone()
+            if not found:
                 raise NotFoundError(f"no user {user.id!r}")
+            if previous is not None and (found[0], found[1]) != (previous.role, previous.disabled_at):
+                raise ConflictError(
+                    f"user {user.name!r} was changed meanwhile (now {found[0]}"
+                    f"{', disabled' if found[1] is not None else ''}): look again, then change"
+                )
             cur.execute(
                 "UPDATE users SET role = ?, disabled_at = ? WHERE id = ?",
                 [user.role, user.disabled_at, user.id],

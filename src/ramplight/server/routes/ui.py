@@ -304,7 +304,9 @@ def _flag_page(
             for r in st.store.list_requests(flag.key)
             if r.environment == environment and r.state == "proposed"
         ],
-        "audit_check": cache.audit_check(st.store, (flag.version, len(st.store.decisions(flag.key)))),
+        "audit_check": cache.audit_check(
+            st.store, flag.key, (flag.version, len(st.store.decisions(flag.key)))
+        ),
     }
     shown = _room(st.store, flag.key, environment, row.judged)
     context |= shown | _evidence(cache, st.store, flag, environment, row, shown, segment)
@@ -677,7 +679,7 @@ def install(app: FastAPI) -> None:
     from ramplight.server.routes import ui_decisions, ui_edit
 
     app.include_router(ui_decisions.router)
-    app.include_router(ui_edit.router)  # before /flags/{flag_key}: /flags/new is a page of its own
+    app.include_router(ui_edit.router)
     app.include_router(router)
     app.mount("/static", StaticFiles(packages=[("ramplight.server", "static")]), name="static")
     app.mount(docs.ASSETS_URL, StaticFiles(directory=str(docs.ASSETS)), name="docs-static")

@@ -80,6 +80,8 @@ def replay(request: Request, flag_key: str, decision_id: str, csrf: Annotated[st
     if not csrf_ok(request.cookies.get(SESSION_COOKIE), csrf):
         return ui._refused(request, me, ui.FORGED, 403)
     st = state(request)
+    if not any(d.decision_id == decision_id for d in st.store.decisions(flag_key)):
+        return ui._refused(request, me, f"Flag {flag_key!r} has no decision {decision_id!r}.", 404)
     try:
         st.catch_up()
         answer = release.replay(st.store, decision_id)

@@ -1,6 +1,10 @@
 """The web UI's editors: a new flag, a ramp, an environment's targeting and rollout, and the
 measurement plan — with optimistic concurrency.
 
+Roles: an editor creates flags and ramps them (the ramp runs the plan's checks); rewriting an
+environment's targeting and rollout or its plan is for admins, as the admin API's PUTs are,
+because those writes are not checked against the plan (approvals, stages, the forcing rule).
+
 Every edit form carries the version it was read at and the text it started from. When someone
 else changed the flag (or plan) meanwhile, the store refuses the write (409) and the page shows
 the edit again, untouched, beside the other person's change: who, when, why, and a diff from the
@@ -33,6 +37,7 @@ from ramplight.server import editing
 from ramplight.server.editing import Editor, Stale, editor
 from ramplight.server.routes import ui
 from ramplight.server.sessions import SESSION_COOKIE, csrf_ok, principal, state
+from ramplight.store.base import Role
 
 router = APIRouter(include_in_schema=False)
 
@@ -43,17 +48,37 @@ NOT_FROM_PAGE = "This form was not sent from a Ramplight page (no valid CSRF tok
 # -- routes ---------------------------------------------------------------------------------
 
 
-def _guard(request: Request, csrf: str) -> tuple[Principal | None, Response | None]:
-    """The signed-in editor, or the answer to send instead (sign in, CSRF refusal, role refusal)."""
+def _guard(request: Request, csrf: str, role: Role = "editor") -> tuple[Principal | None, Response | None]:
+    """The signed-in user with `role` or above, or the answer to send instead (sign in, CSRF
+    refusal, role refusal)."""
     me = principal(request)
     if me is None:
         return None, ui._to_login(request)
     if not csrf_ok(request.cookies.get(SESSION_COOKIE), csrf):
         return me, ui._refused(request, me, NOT_FROM_PAGE, 403)
-    if not me.may("editor"):
-        message = f"your role ({me.role}) may look but not edit: editing needs editor or above"
+    if not me.may(role):
+        message = (
+            f"your role ({me.role}) may look but not edit: editing needs editor or above"
+            if not me.may("editor")
+            else f"your role ({me.role}) may ramp and act but not rewrite the targeting, rollout or plan: "
+            "that needs an admin (as PUT /api/flags and the plans API need an admin key), since it changes "
+            "what the plan's checks, approvals and forcing rule would otherwise refuse"
+        )
         return me, ui._refused(request, me, message, 403)
     return me, None
+
+
+def _version(text: str) -> int:
+    """The version a form was read at (0: none yet)."""
+    try:
+        value = int(text.strip() or "0")
+    except ValueError:
+        raise ValidationError.at(
+            "version", f"is {text!r}; the integer version the form was read at"
+        ) from None
+    if value < 0:
+        raise ValidationError.at("version", f"is {value}; versions start at 1 (0: no plan yet)")
+    return value
 
 
 def _back(flag_key: str, environment: str, done: str) -> RedirectResponse:
@@ -61,7 +86,7 @@ def _back(flag_key: str, environment: str, done: str) -> RedirectResponse:
     return RedirectResponse(f"/flags/{quote(flag_key)}?{query}#edit", status_code=303)
 
 
-@router.get("/flags/new")
+@router.get("/new-flag")
 def new_flag_form(request: Request) -> Response:
     me = principal(request)
     if me is None:
@@ -91,7 +116,7 @@ def _new_flag_page(
     return ui._page(request, "new_flag.html", context, me, status_code)
 
 
-@router.post("/flags/new")
+@router.post("/new-flag")
 def create_flag(
     request: Request,
     csrf: Annotated[str, Form()] = "",
@@ -157,7 +182,7 @@ def ramp(
     environment: Annotated[str, Form(max_length=100)] = "",
     variation: Annotated[str, Form(max_length=200)] = "",
     percent: Annotated[str, Form(max_length=20)] = "",
-    version: Annotated[int, Form()] = 0,
+    version_text: Annotated[str, Form(alias="version", max_length=20)] = "0",
     reason: Annotated[str, Form(max_length=1000)] = "",
     force: Annotated[bool, Form()] = False,
 ) -> Response:
@@ -166,7 +191,9 @@ def ramp(
     if refused is not None or me is None:
         return refused or ui._to_login(request)
     st = state(request)
+    version = 0
     try:
+        version = _version(version_text)
         try:
             share = float(percent)
         except ValueError:
@@ -206,11 +233,13 @@ def edit(
     environment: Annotated[str, Form(max_length=100)] = "",
     text: Annotated[str, Form(max_length=1_000_000)] = "",
     base: Annotated[str, Form(max_length=1_000_000)] = "",
-    version: Annotated[int, Form()] = 0,
+    version_text: Annotated[str, Form(alias="version", max_length=20)] = "0",
     reason: Annotated[str, Form(max_length=1000)] = "",
 ) -> Response:
-    """Save the environment's targeting and rollout (`what=config`) or its plan (`what=plan`)."""
-    me, refused = _guard(request, csrf)
+    """Save the environment's targeting and rollout (`what=config`) or its plan (`what=plan`):
+    admins only. These write the flag or the plan directly, past the plan's ramp checks, its
+    approvals and the forcing rule, exactly as the admin API does; an editor ramps with Ramp."""
+    me, refused = _guard(request, csrf, "admin")
     if refused is not None or me is None:
         return refused or ui._to_login(request)
     if what not in ("config", "plan"):
@@ -222,7 +251,9 @@ def edit(
     if environment not in flag.environments and what == "config":
         return ui._refused(request, me, f"Flag {flag_key!r} is not configured in {environment!r}.", 404)
     why = reason.strip() or None
+    version = 0
     try:
+        version = _version(version_text)
         doc = editing.parse_yaml(text, what)
         if what == "config":
             current = msgspec.to_builtins(flag)
