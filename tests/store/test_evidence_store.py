@@ -77,7 +77,7 @@ def test_a_segment_loads_once_with_one_row_per_identity(
     files = write_segment(exposures=[a, b, b, c], events=[event])
     assert evidence.load_segment("000000000001.seg", files) == 4
     assert evidence.load_segment("000000000001.seg", files) == 0
-    assert evidence.loaded_segments() == {"000000000001.seg"}
+    assert evidence.loaded_segments() == {"000000000001.seg"} and evidence.segments_loaded() == 1
     assert (
         evidence.count("exposures"),
         evidence.count("events"),

@@ -184,5 +184,5 @@ def page_stamp(store: Store, flag: Flag, environment: str) -> dict[str, Any]:
     decisions = sum(1 for d in store.decisions(flag.key) if d.environment == environment)
     return {
         "release": f"{flag.version}.{plan.version if plan else 0}.{decisions}",
-        "evidence": len(store.loaded_segments()),
+        "evidence": store.segments_loaded(),
     }

@@ -99,7 +99,7 @@ class ReadoutCache:
     @staticmethod
     def _stamp(store: Store, flag: Flag, environment: str, decisions: list[Decision]) -> Hashable:
         plan = store.get_plan(flag.key, environment)
-        return (flag.version, plan.version if plan else 0, len(decisions), len(store.loaded_segments()))
+        return (flag.version, plan.version if plan else 0, len(decisions), store.segments_loaded())
 
     def evidence(
         self,
@@ -228,7 +228,7 @@ class ReadoutCache:
 
     def stale(self, store: Store, flags: list[Flag]) -> set[tuple[str, str]]:
         """(flag, environment) pairs `release.stale_flags` names (one scan of the exposures)."""
-        stamp = (tuple((f.key, f.version) for f in flags), len(store.loaded_segments()))
+        stamp = (tuple((f.key, f.version) for f in flags), store.segments_loaded())
         if self._stale is not None and self._fresh(stamp, self._stale):
             return self._stale[2]
         found = {(s["flag_key"], s["environment"]) for s in release.stale_flags(store)}

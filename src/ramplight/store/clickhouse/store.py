@@ -178,6 +178,10 @@ class ClickHouseEvidenceStore:
         with self._lock:
             return {r[0] for r in self._client.query("SELECT name FROM ingest_segments").result_rows}
 
+    def segments_loaded(self) -> int:
+        with self._lock:
+            return int(self._client.query("SELECT count() FROM ingest_segments").result_rows[0][0])
+
     def identities(self) -> tuple[Any, Any]:
         import numpy as np
 

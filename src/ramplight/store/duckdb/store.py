@@ -543,6 +543,9 @@ class DuckDBStore(SqlControlPlane):
     def loaded_segments(self) -> set[str]:
         return {r[0] for r in self.query("SELECT name FROM ingest_segments")}
 
+    def segments_loaded(self) -> int:
+        return int(self.query("SELECT count(*) FROM ingest_segments")[0][0])
+
     def count(self, kind: EvidenceKind, environment: str | None = None) -> int:
         if kind not in EVIDENCE_COLUMNS:
             raise ValueError(f"unknown evidence kind {kind!r}")

@@ -261,6 +261,10 @@ class PostgresEvidenceStore:
     def loaded_segments(self) -> set[str]:
         return {r[0] for r in self._connection().execute("SELECT name FROM ingest_segments").fetchall()}
 
+    def segments_loaded(self) -> int:
+        row = self._connection().execute("SELECT count(*) FROM ingest_segments").fetchone()
+        return int(row[0]) if row else 0
+
     def identities(self) -> tuple[Any, Any]:
         import numpy as np
 
