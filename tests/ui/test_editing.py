@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import yaml
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import WebDriverWait
@@ -129,7 +130,10 @@ def test_the_page_reloads_itself_when_someone_else_changes_the_release(
     )
     assert answer.status_code == 200
     # No click: the page's script sees the release moved (it polls every 10 s) and reloads.
-    WebDriverWait(browser, 30).until(lambda b: "killed" in b.find_element(By.TAG_NAME, "h1").text)
+    # (The heading read while the page reloads goes stale: such a read is tried again.)
+    WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda b: "killed" in b.find_element(By.TAG_NAME, "h1").text
+    )
 
 
 def test_a_stale_edit_is_refused_with_the_other_persons_change_and_the_text_kept(
