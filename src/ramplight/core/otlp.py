@@ -612,6 +612,23 @@ def accept_spans(
     return ValidatedBatch(kinds={"spans": accepted}, problems=(), environment=environment, received_at=now)
 
 
+def judge_traces(
+    body: bytes, json: bool, policy: AttributePolicy, environment: str, now: datetime
+) -> tuple[DecodedTraces, int, ValidatedBatch]:
+    """A whole trace request decoded and judged as far as it can be without the server's state:
+    (what was decoded, without the rows, which would cost more to send than they saved;
+    how many spans; the spans' identities, payload hashes and log lines). What a span-decoding
+    worker process does (server/span_workers.py); the identity check and the log stay in the
+    server. Exposures say `assignment_unit` "unknown": the server sets it from its flags."""
+    decoded = (decode_json if json else decode_protobuf)(body, policy)
+    validated = accept_spans(decoded.spans, environment, now, decoded.canonicals)
+    count = len(decoded.spans)
+    decoded.spans = []
+    decoded.canonicals = []
+    validated.kinds["spans"].items.clear()
+    return decoded, count, validated
+
+
 # -- flag evaluations and evaluation results: exposures and evals ---------------------------------
 
 FLAG_EVALUATION_NAMES = ("feature_flag.evaluation", "feature_flag")

@@ -67,6 +67,8 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             gc.unfreeze()  # an app stopped in a longer-lived process (tests, the demo) is garbage
             guardian.close()
+            if state.span_workers is not None:
+                state.span_workers.close()
             ingest_log.close()
             store.close()
 
