@@ -134,19 +134,29 @@ class RamplightServer:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "ramplight", "serve", "--db", str(self.db), "--port", str(self.port)]
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time so far of the server process and its live children (the OTLP
+    def _ticks(self) -> tuple[int, int]:
+        """CPU clock ticks so far of the server process and of its live children (the OTLP
         span-decoding workers)."""
-        total = 0
+        own = children = 0
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 pid, rest = stat.read_text().split(" ", 1)
             except OSError:
                 continue  # a process that ended meanwhile
             fields = rest.rsplit(")", 1)[1].split()
-            if int(pid) == self.process.pid or int(fields[1]) == self.process.pid:
-                total += int(fields[11]) + int(fields[12])
-        return total / os.sysconf("SC_CLK_TCK")
+            if int(pid) == self.process.pid:
+                own += int(fields[11]) + int(fields[12])
+            elif int(fields[1]) == self.process.pid:
+                children += int(fields[11]) + int(fields[12])
+        return own, children
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time so far of the server process and its live children."""
+        return sum(self._ticks()) / os.sysconf("SC_CLK_TCK")
+
+    def workers_cpu_seconds(self) -> float:
+        """User + system CPU time so far of the server's live child processes (span decoding)."""
+        return self._ticks()[1] / os.sysconf("SC_CLK_TCK")
 
     def loop_cpu_seconds(self) -> float:
         """User + system CPU time so far of the server's main thread, which runs the event loop."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 
@@ -50,6 +50,7 @@ class SpanWorkers:
         self.workers = workers
         self._args = (allow, deny)
         self._pool: ProcessPoolExecutor | None = None
+        self._starting: list[Future[int]] = []
         self._lock = threading.Lock()
         self.restarts = 0
         """Pools replaced after a worker died."""
@@ -63,6 +64,9 @@ class SpanWorkers:
                     initializer=_start,
                     initargs=self._args,
                 )
+                # One process a task while none is idle: all start now, and requests wait until
+                # they have (a request would otherwise wait behind a later one's start).
+                self._starting = [self._pool.submit(int) for _ in range(self.workers)]
             return self._pool
 
     def _discard(self, pool: ProcessPoolExecutor) -> None:
@@ -83,6 +87,9 @@ class SpanWorkers:
     ) -> tuple[otlp.DecodedTraces, int, ValidatedBatch]:
         pool = self._executor()
         try:
+            if self._starting:
+                await asyncio.gather(*map(asyncio.wrap_future, self._starting))
+                self._starting = []
             result = await asyncio.wrap_future(pool.submit(_judge, body, json, environment, now))
         except BrokenProcessPool:
             self._discard(pool)
