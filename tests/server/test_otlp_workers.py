@@ -217,3 +217,30 @@ def test_a_worker_that_dies_fails_only_its_request_with_503_and_loses_nothing_ac
         assert workers.pids() != [pid]
     ((spans, distinct),) = _stored(server, "SELECT count(*), count(DISTINCT span_id) FROM spans")
     assert spans == distinct == 200
+
+
+def test_where_no_worker_can_start_requests_are_decoded_in_the_servers_thread(
+    make_server: Callable[..., RunningServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    alone = SpanWorkers(1, ALLOW, DENY)
+    with monkeypatch.context() as patch:
+        patch.setattr("concurrent.futures.ProcessPoolExecutor.submit", refuse)
+        assert asyncio.run(alone.judge(_request(0, 4), False, "production", NOW)) is None
+    assert alone.unavailable
+    assert asyncio.run(alone.judge(_request(0, 4), False, "production", NOW)) is None  # not retried
+    alone.close()
+
+    server = make_server(otlp_workers=1, otlp_worker_min_bytes=0)
+    server.create_flag()
+    _state(server).span_workers.unavailable = True
+    headers = {"Authorization": f"Bearer {server.sdk_key()}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
+        answer = _post(client, _request(0, 100))
+        assert answer.status_code == 200, answer.text
+        assert ExportTraceServiceResponse.FromString(answer.content).partial_success.rejected_spans == 0
+    assert _state(server).span_workers.pids() == []
+    ((spans,),) = _stored(server, "SELECT count(*) FROM spans")
+    assert spans == 100

@@ -12,6 +12,7 @@ anything of them was admitted or written, and the next request starts a new pool
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -21,6 +22,8 @@ from datetime import datetime
 from ramplight.core import otlp
 from ramplight.core.contract import ValidatedBatch
 from ramplight.core.errors import FieldProblem, Overloaded
+
+log = logging.getLogger(__name__)
 
 _policy = otlp.AttributePolicy()
 """A worker's attribute policy (set by `_start`), its decisions remembered per name as in the server."""
@@ -54,19 +57,29 @@ class SpanWorkers:
         self._lock = threading.Lock()
         self.restarts = 0
         """Pools replaced after a worker died."""
+        self.unavailable = False
+        """No worker process could be started: requests are decoded in the server's thread."""
 
-    def _executor(self) -> ProcessPoolExecutor:
+    def _executor(self) -> ProcessPoolExecutor | None:
+        """The pool, started if need be; None when no process can be started here."""
         with self._lock:
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(
+            if self._pool is None and not self.unavailable:
+                pool = ProcessPoolExecutor(
                     self.workers,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_start,
                     initargs=self._args,
                 )
-                # One process a task while none is idle: all start now, and requests wait until
-                # they have (a request would otherwise wait behind a later one's start).
-                self._starting = [self._pool.submit(int) for _ in range(self.workers)]
+                try:
+                    # One process a task while none is idle: all start now, and requests wait
+                    # until they have (one would otherwise wait behind a later one's start).
+                    self._starting = [pool.submit(int) for _ in range(self.workers)]
+                except OSError:  # no process can be started (limits, a sandbox): decode in the thread
+                    log.warning("OTLP span-decoding workers could not start", exc_info=True)
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    self.unavailable = True
+                    return None
+                self._pool = pool
             return self._pool
 
     def _discard(self, pool: ProcessPoolExecutor) -> None:
@@ -84,8 +97,11 @@ class SpanWorkers:
 
     async def judge(
         self, body: bytes, json: bool, environment: str, now: datetime
-    ) -> tuple[otlp.DecodedTraces, int, ValidatedBatch]:
+    ) -> tuple[otlp.DecodedTraces, int, ValidatedBatch] | None:
+        """The request judged in a worker; None when there is no worker to take it."""
         pool = self._executor()
+        if pool is None:
+            return None
         try:
             if self._starting:
                 await asyncio.gather(*map(asyncio.wrap_future, self._starting))

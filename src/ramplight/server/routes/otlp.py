@@ -169,10 +169,13 @@ async def traces(request: Request, scope: InEnvironment) -> Response:
     body = await _body(request, st)
     unit_of = _unit_of(st, scope.environment)
     workers = st.span_workers
+    now = datetime.now(UTC)
+    in_worker = None
     if workers is not None and len(body) >= st.settings.otlp_worker_min_bytes:
         # Decoded and judged in a worker process; the identity check and the log stay here.
-        now = datetime.now(UTC)
-        decoded, count, judged = await workers.judge(body, media == JSON, scope.environment, now)
+        in_worker = await workers.judge(body, media == JSON, scope.environment, now)
+    if in_worker is not None:
+        decoded, count, judged = in_worker
         for exposure in decoded.exposures:
             exposure["assignment_unit"] = unit_of(exposure["flag_key"]) or "unknown"
     else:
