@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -244,3 +247,37 @@ def test_where_no_worker_can_start_requests_are_decoded_in_the_servers_thread(
     assert _state(server).span_workers.pids() == []
     ((spans,),) = _stored(server, "SELECT count(*) FROM spans")
     assert spans == 100
+
+
+_HOLDER = """
+import asyncio, sys, time
+from datetime import UTC, datetime
+from ramplight.server.span_workers import SpanWorkers
+from tests.server.test_otlp_workers import _request
+workers = SpanWorkers(2, frozenset(), frozenset())
+asyncio.run(workers.judge(_request(0, 8), False, "production", datetime.now(UTC)))
+print(*workers.pids(), flush=True)
+time.sleep(120)
+"""
+
+
+def test_workers_end_when_the_server_is_killed() -> None:
+    """A server killed with SIGKILL cannot stop its pool: its workers must not outlive it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert holder.stdout is not None
+        pids = [int(p) for p in holder.stdout.readline().split()]
+        assert len(pids) == 2
+        holder.kill()
+        holder.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    finally:
+        holder.kill()

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
@@ -25,13 +27,25 @@ from ramplight.core.errors import FieldProblem, Overloaded
 
 log = logging.getLogger(__name__)
 
+PARENT_CHECK_SECONDS = 0.5
+"""How often a worker checks that the server that started it still runs."""
+
 _policy = otlp.AttributePolicy()
 """A worker's attribute policy (set by `_start`), its decisions remembered per name as in the server."""
 
 
-def _start(allow: frozenset[str], deny: frozenset[str]) -> None:
+def _start(allow: frozenset[str], deny: frozenset[str], parent: int) -> None:
     global _policy
     _policy = otlp.AttributePolicy(allow, deny)
+    threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker once the server is gone: a server killed with SIGKILL cannot stop its
+    pool, and the workers' task queue never reads end-of-file (each worker holds its other end)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
 
 
 def _judge(
@@ -51,7 +65,7 @@ class SpanWorkers:
 
     def __init__(self, workers: int, allow: frozenset[str], deny: frozenset[str]) -> None:
         self.workers = workers
-        self._args = (allow, deny)
+        self._args = (allow, deny, os.getpid())
         self._pool: ProcessPoolExecutor | None = None
         self._starting: list[Future[int]] = []
         self._lock = threading.Lock()
