@@ -83,6 +83,10 @@ def free_port() -> int:
         return port
 
 
+PASSED = ("RAMPLIGHT_OTLP_WORKERS",)
+"""Settings a benchmark may pass to the server it starts (the others are the defaults)."""
+
+
 class RamplightServer:
     """`python -m ramplight serve` on 127.0.0.1 with fsync on; stopped with SIGINT."""
 
@@ -90,7 +94,7 @@ class RamplightServer:
         self.db = db
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAMPLIGHT_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAMPLIGHT_") or k in PASSED}
         env["RAMPLIGHT_FSYNC"] = "1"
         # Bootstrapped in a child too, so that this process never imports DuckDB or the server.
         boot = subprocess.run(
@@ -130,10 +134,29 @@ class RamplightServer:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "ramplight", "serve", "--db", str(self.db), "--port", str(self.port)]
 
+    def _ticks(self) -> tuple[int, int]:
+        """CPU clock ticks so far of the server process and of its live children (the OTLP
+        span-decoding workers)."""
+        own = children = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                pid, rest = stat.read_text().split(" ", 1)
+            except OSError:
+                continue  # a process that ended meanwhile
+            fields = rest.rsplit(")", 1)[1].split()
+            if int(pid) == self.process.pid:
+                own += int(fields[11]) + int(fields[12])
+            elif int(fields[1]) == self.process.pid:
+                children += int(fields[11]) + int(fields[12])
+        return own, children
+
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time so far of the server process and its live children."""
+        return sum(self._ticks()) / os.sysconf("SC_CLK_TCK")
+
+    def workers_cpu_seconds(self) -> float:
+        """User + system CPU time so far of the server's live child processes (span decoding)."""
+        return self._ticks()[1] / os.sysconf("SC_CLK_TCK")
 
     def loop_cpu_seconds(self) -> float:
         """User + system CPU time so far of the server's main thread, which runs the event loop."""

@@ -211,6 +211,65 @@ def test_protobuf_attribute_values_are_read_as_their_oneof_member(attributes: li
     assert otlp._pb_attributes(attributes) == expected
 
 
+CONVENTION_NAMES = (
+    "feature_flag.context.id",
+    "ramplight.unit_id",
+    "feature_flag.key",
+    "feature_flag.result.variant",
+    "feature_flag.variant",
+    "gen_ai.response.model",
+    "gen_ai.request.model",
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.prompt_tokens",
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.completion_tokens",
+    "gen_ai.usage.cost",
+    "error.type",
+    "gen_ai.response.id",
+)
+_attribute_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False),
+    st.sampled_from(["", "0", "12", "1.5", "x", "cancelled", "gpt-5"]),
+    st.text(max_size=6),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(attrs=st.dictionaries(st.sampled_from(CONVENTION_NAMES), _attribute_values, max_size=8))
+def test_a_rows_convention_fields_are_their_plain_definitions(attrs: dict[str, Any]) -> None:
+    row, _ = otlp._span(
+        "01" * 16, "02" * 8, None, "chat", 1, 10**18, 10**18 + 1000,
+        (datetime(2001, 9, 9, tzinfo=UTC), datetime(2001, 9, 9, tzinfo=UTC)),
+        0, attrs, {}, None, otlp.AttributePolicy(), otlp.DecodedTraces(),
+    )  # fmt: skip
+    first = otlp._first
+    assert (
+        row.unit_id,
+        row.flag_key,
+        row.variation,
+        row.gen_ai_model,
+        row.input_tokens,
+        row.output_tokens,
+        row.cost_usd,
+        row.cancelled,
+        row.response_id,
+    ) == (
+        otlp._text(first(attrs, "feature_flag.context.id", "ramplight.unit_id")),
+        otlp._text(attrs.get("feature_flag.key")),
+        otlp._text(first(attrs, "feature_flag.result.variant", "feature_flag.variant")),
+        otlp._text(first(attrs, "gen_ai.response.model", "gen_ai.request.model")),
+        otlp._integer(first(attrs, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")),
+        otlp._integer(first(attrs, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")),
+        otlp._number(attrs.get("gen_ai.usage.cost")),
+        True if otlp.cancelled_by(attrs.get("error.type")) else None,
+        otlp._text(attrs.get("gen_ai.response.id")),
+    )
+
+
 @settings_
 @given(
     names=st.lists(st.sampled_from(NAMES), max_size=6),

@@ -282,11 +282,12 @@ def _span(
     status: int,
     attrs: dict[str, Any],
     resource: Mapping[str, Any],
+    service: str | None,
     policy: AttributePolicy,
     out: DecodedTraces,
 ) -> tuple[Span, bytes]:
     """The span's row and its canonical form (core/identity.py), or `_Rejected`. `times` are
-    the start and end as `_times` gives them."""
+    the start and end as `_times` gives them; `service` is the resource's `service.name`."""
     if not name:
         raise _Rejected("name is missing")
     start, end = times
@@ -300,6 +301,18 @@ def _span(
     out.dropped_attributes += dropped
     if resource:
         kept = {**resource, **kept}  # the span's own attribute wins a name both have
+    # The conventions' names, read inline: most are absent from most spans, and a call per
+    # name (`_first`, `_text`) cost more than the rest of the row (the helpers decide the rest).
+    get = attrs.get
+    unit = get("feature_flag.context.id", get("ramplight.unit_id"))
+    key = get("feature_flag.key")
+    variant = get("feature_flag.result.variant", get("feature_flag.variant"))
+    model = get("gen_ai.response.model", get("gen_ai.request.model"))
+    inputs = get("gen_ai.usage.input_tokens", get("gen_ai.usage.prompt_tokens"))
+    outputs = get("gen_ai.usage.output_tokens", get("gen_ai.usage.completion_tokens"))
+    cost = get("gen_ai.usage.cost")
+    error = get("error.type")
+    response = get("gen_ai.response.id")
     row = Span(
         trace_id=trace_id,
         span_id=span_id,
@@ -310,17 +323,19 @@ def _span(
         end_ts=end,
         duration_ms=(end_ns - start_ns) / 1e6,
         status=_STATUS[status] if 0 <= status < len(_STATUS) else None,
-        service=_text(resource.get("resource.service.name")),
-        unit_id=_text(_first(attrs, "feature_flag.context.id", "ramplight.unit_id")),
-        flag_key=_text(attrs.get("feature_flag.key")),
-        variation=_text(_first(attrs, "feature_flag.result.variant", "feature_flag.variant")),
-        gen_ai_model=_text(_first(attrs, "gen_ai.response.model", "gen_ai.request.model")),
-        input_tokens=_integer(_first(attrs, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")),
-        output_tokens=_integer(_first(attrs, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")),
-        cost_usd=_number(attrs.get("gen_ai.usage.cost")),
+        service=service,
+        unit_id=unit if unit is None or (unit.__class__ is str and unit) else _text(unit),
+        flag_key=key if key is None or (key.__class__ is str and key) else _text(key),
+        variation=variant if variant is None or (variant.__class__ is str and variant) else _text(variant),
+        gen_ai_model=model if model is None or (model.__class__ is str and model) else _text(model),
+        input_tokens=inputs if inputs is None or inputs.__class__ is int else _integer(inputs),
+        output_tokens=outputs if outputs is None or outputs.__class__ is int else _integer(outputs),
+        cost_usd=None if cost is None else _number(cost),
         attributes=kept or None,
-        cancelled=True if cancelled_by(attrs.get("error.type")) else None,
-        response_id=_text(attrs.get("gen_ai.response.id")),
+        cancelled=True if error is not None and cancelled_by(error) else None,
+        response_id=response
+        if response is None or (response.__class__ is str and response)
+        else _text(response),
     )
     canonical = canonical_form(row)
     # The attributes are encoded inside the canonical form: only a long one needs them measured.
@@ -377,30 +392,41 @@ def decode_protobuf(
     for resource_spans in request.resource_spans:
         resource, dropped = policy.filter(_pb_attributes(resource_spans.resource.attributes), "resource.")
         out.dropped_attributes += dropped
+        service = _text(resource.get("resource.service.name"))
         for scope_spans in resource_spans.scope_spans:
             spans = scope_spans.spans
             nanos = [n for span in spans for n in (span.start_time_unix_nano, span.end_time_unix_nano)]
             times = _times(nanos)
             for i, span in enumerate(spans):
+                name = span.name  # each read of a field builds a new object: read each once
+                status = span.status
                 try:
                     attrs = _pb_attributes(span.attributes)
+                    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
                     row, canonical = _span(
-                        _hex_id(span.trace_id, 16, "traceId") or "",
-                        _hex_id(span.span_id, 8, "spanId") or "",
-                        _hex_id(span.parent_span_id, 8, "parentSpanId", required=False),
-                        span.name,
+                        trace_id.hex()  # the usual ids, as `_hex_id` takes them, without its call
+                        if len(trace_id) == 16 and trace_id != _ZEROS[16]
+                        else _hex_id(trace_id, 16, "traceId") or "",
+                        span_id.hex()
+                        if len(span_id) == 8 and span_id != _ZEROS[8]
+                        else _hex_id(span_id, 8, "spanId") or "",
+                        parent.hex()
+                        if len(parent) == 8 and parent != _ZEROS[8]
+                        else _hex_id(parent, 8, "parentSpanId", required=False),
+                        name,
                         span.kind,
                         nanos[2 * i],
                         nanos[2 * i + 1],
                         (times[2 * i], times[2 * i + 1]),
-                        span.status.code,
+                        status.code,
                         attrs,
                         resource,
+                        service,
                         policy,
                         out,
                     )
                 except _Rejected as exc:
-                    out.rejected.append(f"span {span.name[:80]!r}: {exc}")
+                    out.rejected.append(f"span {name[:80]!r}: {exc}")
                     continue
                 events = span.events
                 if (
@@ -408,7 +434,7 @@ def decode_protobuf(
                     and (events or row.status == "error")
                     and _cancelled(
                         row,
-                        span.status.message,
+                        status.message,
                         ((e.name, _pb_attributes(e.attributes)) for e in events if e.name == "exception"),
                     )
                 ):
@@ -416,14 +442,19 @@ def decode_protobuf(
                     canonical = canonical_form(row)  # the log line is the canonical form
                 out.spans.append(row)
                 out.canonicals.append(canonical)
-                if span.name in FLAG_EVALUATION_NAMES:
+                if name in FLAG_EVALUATION_NAMES:
                     out.evaluation(attrs, nanos[2 * i], row, assignment_unit, "the span")
-                for event in events:
-                    if event.name in FLAG_EVALUATION_NAMES:
-                        event_attrs = _pb_attributes(event.attributes)
-                        out.evaluation(
-                            event_attrs, event.time_unix_nano, row, assignment_unit, f"event {event.name!r}"
-                        )
+                if events:
+                    for event in events:
+                        event_name = event.name
+                        if event_name in FLAG_EVALUATION_NAMES:
+                            out.evaluation(
+                                _pb_attributes(event.attributes),
+                                event.time_unix_nano,
+                                row,
+                                assignment_unit,
+                                f"event {event_name!r}",
+                            )
     return out
 
 
@@ -511,6 +542,7 @@ def decode_json(
             raise OtlpError.at("resourceSpans.resource.attributes", str(exc)) from None
         resource, dropped = policy.filter(raw, "resource.")
         out.dropped_attributes += dropped
+        service = _text(resource.get("resource.service.name"))
         for scope_spans in _objects(resource_spans.get("scopeSpans"), "resourceSpans.scopeSpans"):
             for span in _objects(scope_spans.get("spans"), "resourceSpans.scopeSpans.spans"):
                 raw_name = span.get("name")
@@ -537,6 +569,7 @@ def decode_json(
                         _enum(status.get("code"), _STATUS, "STATUS_CODE_"),
                         attrs,
                         resource,
+                        service,
                         policy,
                         out,
                     )
@@ -610,6 +643,23 @@ def accept_spans(
             )
         )
     return ValidatedBatch(kinds={"spans": accepted}, problems=(), environment=environment, received_at=now)
+
+
+def judge_traces(
+    body: bytes, json: bool, policy: AttributePolicy, environment: str, now: datetime
+) -> tuple[DecodedTraces, int, ValidatedBatch]:
+    """A whole trace request decoded and judged as far as it can be without the server's state:
+    (what was decoded, without the rows, which would cost more to send than they saved;
+    how many spans; the spans' identities, payload hashes and log lines). What a span-decoding
+    worker process does (server/span_workers.py); the identity check and the log stay in the
+    server. Exposures say `assignment_unit` "unknown": the server sets it from its flags."""
+    decoded = (decode_json if json else decode_protobuf)(body, policy)
+    validated = accept_spans(decoded.spans, environment, now, decoded.canonicals)
+    count = len(decoded.spans)
+    decoded.spans = []
+    decoded.canonicals = []
+    validated.kinds["spans"].items.clear()
+    return decoded, count, validated
 
 
 # -- flag evaluations and evaluation results: exposures and evals ---------------------------------

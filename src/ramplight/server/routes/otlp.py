@@ -167,19 +167,29 @@ async def traces(request: Request, scope: InEnvironment) -> Response:
     st: ServerState = request.app.state.ramplight
     media = _media(request)
     body = await _body(request, st)
-    policy = st.span_policy
     unit_of = _unit_of(st, scope.environment)
-    decode = otlp.decode_json if media == JSON else otlp.decode_protobuf
-    decoded = decode(body, policy, unit_of)
-    if len(decoded.spans) + len(decoded.exposures) > st.settings.max_batch_items:
+    workers = st.span_workers
+    now = datetime.now(UTC)
+    in_worker = None
+    if workers is not None and len(body) >= st.settings.otlp_worker_min_bytes:
+        # Decoded and judged in a worker process; the identity check and the log stay here.
+        in_worker = await workers.judge(body, media == JSON, scope.environment, now)
+    if in_worker is not None:
+        decoded, count, judged = in_worker
+        for exposure in decoded.exposures:
+            exposure["assignment_unit"] = unit_of(exposure["flag_key"]) or "unknown"
+    else:
+        decode = otlp.decode_json if media == JSON else otlp.decode_protobuf
+        decoded = decode(body, st.span_policy, unit_of)
+        count = len(decoded.spans)
+        now = datetime.now(UTC)
+        judged = otlp.accept_spans(decoded.spans, scope.environment, now, decoded.canonicals)
+    if count + len(decoded.exposures) > st.settings.max_batch_items:
         raise PayloadTooLarge(
-            f"request has {len(decoded.spans)} spans; the limit is {st.settings.max_batch_items}"
+            f"request has {count} spans; the limit is {st.settings.max_batch_items}"
             " (RAMPLIGHT_MAX_BATCH_ITEMS)"
         )
-    now = datetime.now(UTC)
-    spans = admit_batch(
-        st.identities, otlp.accept_spans(decoded.spans, scope.environment, now, decoded.canonicals)
-    )
+    spans = admit_batch(st.identities, judged)
     records, refused = _records(st, scope.environment, now, decoded.exposures, [])
     await acknowledge(st, spans, records)
     st.conflicts += len(spans.conflicts)

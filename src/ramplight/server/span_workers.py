@@ -1,0 +1,139 @@
+"""Worker processes that decode and judge large OTLP trace requests beside the event loop.
+
+One thread (the event loop's, holding the GIL) decoded every span — about two thirds of its time
+a span — so intake could not pass what that thread did alone. A worker receives the request's
+bytes and returns each span's log line, identity key and payload hash (`otlp.judge_traces`);
+the identity check, the log append and its fsync stay in the server's process, so what
+"acknowledged" means and how a resend is recognised do not change. A worker that dies (killed,
+out of memory) fails only the requests it held: they are answered 503 with Retry-After before
+anything of them was admitted or written, and the next request starts a new pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime
+
+from ramplight.core import otlp
+from ramplight.core.contract import ValidatedBatch
+from ramplight.core.errors import FieldProblem, Overloaded
+
+log = logging.getLogger(__name__)
+
+PARENT_CHECK_SECONDS = 0.5
+"""How often a worker checks that the server that started it still runs."""
+
+_policy = otlp.AttributePolicy()
+"""A worker's attribute policy (set by `_start`), its decisions remembered per name as in the server."""
+
+
+def _start(allow: frozenset[str], deny: frozenset[str], parent: int) -> None:
+    global _policy
+    _policy = otlp.AttributePolicy(allow, deny)
+    threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker once the server is gone: a server killed with SIGKILL cannot stop its
+    pool, and the workers' task queue never reads end-of-file (each worker holds its other end)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
+
+
+def _judge(
+    body: bytes, json: bool, environment: str, now: datetime
+) -> tuple[otlp.DecodedTraces, int, ValidatedBatch] | tuple[str, tuple[FieldProblem, ...]]:
+    """In a worker: the request judged, or a request that is not OTLP as (message, problems)
+    (an exception's pickle would lose its problems)."""
+    try:
+        return otlp.judge_traces(body, json, _policy, environment, now)
+    except otlp.OtlpError as exc:
+        return exc.message, exc.problems
+
+
+class SpanWorkers:
+    """A small pool of spawned processes (not forked: the server holds threads and the store)
+    started at its first request."""
+
+    def __init__(self, workers: int, allow: frozenset[str], deny: frozenset[str]) -> None:
+        self.workers = workers
+        self._args = (allow, deny, os.getpid())
+        self._pool: ProcessPoolExecutor | None = None
+        self._starting: list[Future[int]] = []
+        self._lock = threading.Lock()
+        self.restarts = 0
+        """Pools replaced after a worker died."""
+        self.unavailable = False
+        """No worker process could be started: requests are decoded in the server's thread."""
+
+    def _executor(self) -> ProcessPoolExecutor | None:
+        """The pool, started if need be; None when no process can be started here."""
+        with self._lock:
+            if self._pool is None and not self.unavailable:
+                pool = ProcessPoolExecutor(
+                    self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start,
+                    initargs=self._args,
+                )
+                try:
+                    # One process a task while none is idle: all start now, and requests wait
+                    # until they have (one would otherwise wait behind a later one's start).
+                    self._starting = [pool.submit(int) for _ in range(self.workers)]
+                except OSError:  # no process can be started (limits, a sandbox): decode in the thread
+                    log.warning("OTLP span-decoding workers could not start", exc_info=True)
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    self.unavailable = True
+                    return None
+                self._pool = pool
+            return self._pool
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+                self.restarts += 1
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def pids(self) -> list[int]:
+        """The live workers' process ids (none before the first request)."""
+        pool = self._pool
+        processes = getattr(pool, "_processes", None) or {}
+        return list(processes)
+
+    async def judge(
+        self, body: bytes, json: bool, environment: str, now: datetime
+    ) -> tuple[otlp.DecodedTraces, int, ValidatedBatch] | None:
+        """The request judged in a worker; None when there is no worker to take it."""
+        pool = self._executor()
+        if pool is None:
+            return None
+        try:
+            if self._starting:
+                await asyncio.gather(*map(asyncio.wrap_future, self._starting))
+                self._starting = []
+            result = await asyncio.wrap_future(pool.submit(_judge, body, json, environment, now))
+        except BrokenProcessPool:
+            self._discard(pool)
+            raise Overloaded(
+                "a span-decoding worker stopped while holding this request; nothing of it was taken",
+                1.0,
+            ) from None
+        if isinstance(result[0], str):
+            message, problems = result
+            raise otlp.OtlpError(message, problems)
+        return result
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
