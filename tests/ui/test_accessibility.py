@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import WebDriverWait
@@ -189,7 +190,7 @@ def test_every_page_has_no_serious_accessibility_violation_and_is_photographed(
             driver.refresh()
             return False
 
-        WebDriverWait(chrome, 120, poll_frequency=2).until(drawn)
+        WebDriverWait(chrome, 120, poll_frequency=2, ignored_exceptions=(WebDriverException,)).until(drawn)
         problems[name] = violations(chrome)
         shot = photograph(chrome, name, directory)
         assert shot.stat().st_size > 10_000, f"{name}: the picture is blank"

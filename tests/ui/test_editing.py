@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import yaml
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import WebDriverWait
@@ -131,7 +131,7 @@ def test_the_page_reloads_itself_when_someone_else_changes_the_release(
     assert answer.status_code == 200
     # No click: the page's script sees the release moved (it polls every 10 s) and reloads.
     # (The heading read while the page reloads goes stale: such a read is tried again.)
-    WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
+    WebDriverWait(browser, 30, ignored_exceptions=(WebDriverException,)).until(
         lambda b: "killed" in b.find_element(By.TAG_NAME, "h1").text
     )
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -42,7 +43,11 @@ def send_traffic(server: RunningServer, units: int, candidate_slowdown: float, e
 
 
 def wait(browser: Any, condition: Any) -> Any:
-    return WebDriverWait(browser, 20).until(condition)
+    """Wait for `condition`. While a page is being replaced, chromedriver may answer a read of the
+    old page's element with "Node with given id does not belong to the document" (a plain
+    WebDriverException rather than a stale element): such a read is tried again, like a missing
+    element; a condition that never holds still ends in a timeout."""
+    return WebDriverWait(browser, 20, ignored_exceptions=(WebDriverException,)).until(condition)
 
 
 def sign_in(browser: Any, server: RunningServer, name: str) -> None:
@@ -276,7 +281,7 @@ def test_the_flag_page_shows_the_difference_over_time_the_segments_and_the_llm_e
         driver.refresh()
         return False
 
-    WebDriverWait(browser, 90, poll_frequency=2).until(charted)
+    WebDriverWait(browser, 90, poll_frequency=2, ignored_exceptions=(WebDriverException,)).until(charted)
     # Page order: the decision first, then the metrics and the evidence behind them.
     order = [h.get_attribute("id") for h in browser.find_elements(By.CSS_SELECTOR, "section > h2")]
     assert order.index("rec-title") < order.index("metrics-title") < order.index("diff-title")
