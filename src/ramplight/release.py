@@ -365,6 +365,10 @@ def segment_review(store: Store, flag_key: str, environment: str, attribute: str
     return analysis.report(store, flag.key, environment, keys, options)
 
 
+WATERFALL_SPANS = 2000
+"""The most spans a trace waterfall draws (the first by start time); beyond, the page says so."""
+
+
 def evals_and_traces(store: Store, flag_key: str, environment: str) -> dict[str, Any]:
     """What the flag page shows of the LLM evidence per variation: every eval score of the
     environment (by name and evaluator, at most 12) read out as an eval metric (per-unit mean
@@ -403,18 +407,22 @@ def evals_and_traces(store: Store, flag_key: str, environment: str) -> dict[str,
         chosen: dict[str, dict[str, Any]] = {}
         for row in analysis_fetch(store, representative_traces_query(spec)):
             chosen.setdefault(row["variation"], row)
+        # One statement per trace (one per variation): each waterfall gets its own span limit,
+        # so a huge trace never crowds another variation's out.
         spans: dict[str, list[dict[str, Any]]] = {}
-        if chosen:
-            ids = [str(r["trace_id"]) for r in chosen.values()]
-            for row in analysis_fetch(store, trace_spans_query(environment, ids)):
-                spans.setdefault(str(row["trace_id"]), []).append(row)
+        for trace_id in dict.fromkeys(str(r["trace_id"]) for r in chosen.values()):
+            spans[trace_id] = analysis_fetch(
+                store, trace_spans_query(environment, [trace_id], WATERFALL_SPANS)
+            )
         for variation, row in chosen.items():
+            drawn = spans.get(str(row["trace_id"]), [])
             waterfalls[variation] = {
                 "trace_id": row["trace_id"],
                 "duration_ms": float(row["duration_ms"]),
                 "rank": int(row["duration_rank"]),
                 "roots": int(row["roots"]),
-                "spans": span_tree(spans.get(str(row["trace_id"]), [])),
+                "spans": span_tree(drawn),
+                "truncated": len(drawn) >= WATERFALL_SPANS,
             }
     return {
         "control": control_variation,

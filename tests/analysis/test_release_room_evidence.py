@@ -84,3 +84,17 @@ def test_eval_scores_and_traces_per_variation_with_a_representative_slow_trace(p
         assert all(r.on_critical_path for r in roots if r.span_id)  # a path from every root
         assert any(r.duration_ms == pytest.approx(waterfall["duration_ms"]) for r in roots)
         assert variation in found["traces"]
+
+
+def test_each_variations_waterfall_has_its_own_span_limit(
+    planned: DuckDBStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One statement per trace: a large trace never crowds another variation's waterfall out,
+    and a cut one says so."""
+    whole = release.evals_and_traces(planned, FLAG, "production")["waterfalls"]
+    assert whole and not any(w["truncated"] for w in whole.values())
+    assert all(len(w["spans"]) > 2 for w in whole.values())
+    monkeypatch.setattr(release, "WATERFALL_SPANS", 2)
+    cut = release.evals_and_traces(planned, FLAG, "production")["waterfalls"]
+    assert set(cut) == set(whole)  # every variation still has its waterfall
+    assert all(len(w["spans"]) == 2 and w["truncated"] for w in cut.values())

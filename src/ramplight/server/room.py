@@ -470,6 +470,8 @@ class WaterfallView:
     roots: int
     chart: Markup
     spans: list[Any]
+    truncated: bool = False
+    """Only the first `release.WATERFALL_SPANS` spans (by start) are drawn."""
 
 
 def evidence_views(found: dict[str, Any] | None, candidate: str | None) -> dict[str, Any]:
@@ -543,6 +545,7 @@ def evidence_views(found: dict[str, Any] | None, candidate: str | None) -> dict[
                 int(w["roots"]),
                 charts.waterfall_chart(title, bars),
                 spans,
+                bool(w.get("truncated")),
             )
         )
     return {"evals": evals, "traces": traces, "waterfalls": waterfalls}
