@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+import pytest
 from google.protobuf.json_format import MessageToDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -236,6 +237,20 @@ _attribute_values = st.one_of(
     st.text(max_size=6),
     st.lists(st.integers(), max_size=2),
 )
+
+
+@pytest.mark.parametrize(
+    ("cost", "stored"),
+    [("nan", None), ("inf", None), (float("inf"), None), ("-Infinity", None), ("0.25", 0.25), (3, 3.0)],
+)
+def test_a_cost_that_is_not_a_finite_number_is_not_stored(cost: Any, stored: float | None) -> None:
+    """Hypothesis found text "nan" stored as a NaN cost, which would make every sum NaN."""
+    row, _ = otlp._span(
+        "01" * 16, "02" * 8, None, "chat", 1, 10**18, 10**18 + 1000,
+        (datetime(2001, 9, 9, tzinfo=UTC), datetime(2001, 9, 9, tzinfo=UTC)),
+        0, {"gen_ai.usage.cost": cost}, {}, None, otlp.AttributePolicy(), otlp.DecodedTraces(),
+    )  # fmt: skip
+    assert row.cost_usd == stored
 
 
 @settings(max_examples=300, deadline=None)

@@ -24,6 +24,7 @@ answer's partial success; the other spans of the request are kept.
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -229,16 +230,19 @@ def _integer(value: Any) -> int | None:
 
 
 def _number(value: Any) -> float | None:
+    """A finite number, or None: a cost of "nan" or "inf" (text or float) would poison every sum."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+        number = float(value)
+    elif isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             return None
-    return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _text(value: Any) -> str | None:
