@@ -780,6 +780,8 @@ def configs_part(count: int, repeats: int, calls: int) -> None:
             config.evaluate(key, "user_000001", picks[0][2])
         return config
 
+    compile_all_s = _best_seconds(every_flag_used, repeats)
+    table.add_row("decode, then every flag compiled and run once, s", f"{compile_all_s:.3f}", "", "")
     _, used_b = _retained_bytes(every_flag_used)
     table.add_row("memory once every flag ran, B/flag", f"{used_b / count:,.0f}", "", ratio(used_b, floor_b))
     table.add_row("  ÷ JSON bytes", f"{used_b / len(body):.2f}", "", "")

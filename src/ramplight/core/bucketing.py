@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import xxhash
 
@@ -141,7 +142,13 @@ def reallocate(current: Allocation, target: Mapping[str, int]) -> Allocation:
 
 
 def thresholds(allocation: Sequence[SlotRange]) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    """Upper position bounds and variations for a bisect lookup over a full allocation."""
+    """Upper position bounds and variations for a bisect lookup over a full allocation; equal
+    allocations (many flags ramp 95/5) share one result."""
+    return _thresholds(tuple(allocation))
+
+
+@lru_cache(maxsize=4096)
+def _thresholds(allocation: tuple[SlotRange, ...]) -> tuple[tuple[int, ...], tuple[str, ...]]:
     ordered = sorted(allocation, key=lambda r: r.start)
     uppers = tuple(slot_threshold(r.end) for r in ordered)
     return uppers, tuple(r.variation for r in ordered)

@@ -8,12 +8,13 @@ raises: a broken or missing flag serves the caller's default with reason `error`
 
 from __future__ import annotations
 
+import hashlib
 import math
 import operator
+import sys
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from types import CodeType, FunctionType, MappingProxyType
 from typing import Any, Literal
 
@@ -31,9 +32,11 @@ ErrorCode = Literal["flag_not_found", "type_mismatch", "invalid_flag", "general"
 Attributes = Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """What a flag served a unit, and why (as OpenFeature's evaluation details)."""
+class Evaluation(msgspec.Struct, frozen=True, gc=False):
+    """What a flag served a unit, and why (as OpenFeature's evaluation details). Immutable and
+    shared: a flag's possible results are built when it is compiled. Not tracked by the garbage
+    collector (nothing in it refers back to it), which saves 16 bytes on each of the tens of
+    thousands a large config holds."""
 
     flag_key: str
     value: Any
@@ -44,6 +47,11 @@ class Evaluation:
     error_message: str | None = None
     flag_version: int | None = None
     assignment_unit: str | None = None
+
+    def __call__(self, unit_id: str, attrs: Attributes | None) -> Evaluation:
+        """A flag that always serves one result is evaluated by that result itself: no closure
+        per flag (a kill switch is most flags of a large config)."""
+        return self
 
 
 Evaluator = Callable[[str, Attributes | None], Evaluation]
@@ -97,6 +105,11 @@ def _member_slow(
     if isinstance(value, int | float):
         return float(value) in numbers
     return False
+
+
+def _member_str(value: Any, strings: frozenset[Any]) -> bool:
+    """`_member_slow` for a clause of strings only (a shorter call in generated code)."""
+    return _member_slow(value, strings, _NONE, _NONE)
 
 
 # "Any clause value" is one comparison against the loosest bound: x < any(b) iff x < max(b).
@@ -238,30 +251,28 @@ def _compile_segment(segment: Segment) -> Predicate:
     return member
 
 
-def _constant(evaluation: Evaluation) -> Evaluator:
-    def serve(unit_id: str, attrs: Attributes | None) -> Evaluation:
-        return evaluation
-
-    return serve
-
-
-def compile_flag(flag: SdkFlag, segments: Mapping[str, Predicate]) -> Evaluator:
-    """Build the evaluator of one flag; raises ValueError/KeyError if the flag is broken."""
+def compile_flag(flag: SdkFlag, segments: Mapping[str, Predicate], key: str | None = None) -> Evaluator:
+    """Build the evaluator of one flag; raises ValueError/KeyError if the flag is broken. `key`,
+    the flag's key as the caller spelled it (usually a constant of its code), is the one kept in
+    the results, so the decoded flag's own copy of it is not."""
     values = {v.key: v.value for v in flag.variations}
+    flag_key = key if key is not None and key.__class__ is str and key == flag.key else flag.key
+    unit = _shared(flag.assignment_unit)
 
     def result(variation: str, reason: Reason, rule_id: str | None = None) -> Evaluation:
+        value = values[variation]
         return Evaluation(
-            flag_key=flag.key,
-            value=values[variation],
-            variation=variation,
+            flag_key=flag_key,
+            value=_shared(value) if value.__class__ is str else value,
+            variation=_shared(variation),
             reason=reason,
-            rule_id=rule_id,
+            rule_id=None if rule_id is None else _shared(rule_id),
             flag_version=flag.version,
-            assignment_unit=flag.assignment_unit,
+            assignment_unit=unit,
         )
 
     if not flag.enabled:
-        return _constant(result(flag.off_variation, "off"))
+        return result(flag.off_variation, "off")
 
     prefix = f"{flag.salt}:"
 
@@ -276,7 +287,7 @@ def compile_flag(flag: SdkFlag, segments: Mapping[str, Predicate]) -> Evaluator:
         fallthrough = result(flag.default_variation, "default")
     if not flag.rules:
         if isinstance(fallthrough, Evaluation):
-            return _constant(fallthrough)
+            return fallthrough
         return fallthrough.evaluator()
     return _generate_rules(flag, segments, result, split, fallthrough)
 
@@ -290,15 +301,55 @@ class Split:
     results: tuple[Evaluation, ...]
 
     def evaluator(self) -> Evaluator:
-        prefix, uppers, results = self.prefix, self.uppers, self.results
+        results, uppers = self.results, self.uppers
         if len(results) == 1:
-            return _constant(results[0])
-        hash64 = xxhash.xxh3_64_intdigest
-
-        def pick(unit_id: str, attrs: Attributes | None) -> Evaluation:
-            return results[bisect_right(uppers, hash64((prefix + unit_id).encode()))]
-
+            return results[0]
+        # The split's parts are the function's defaults over one shared code object: a closure
+        # would cost a cell per part and a tuple of them (a third of a ramp flag's memory).
+        pick: Evaluator
+        if len(results) == 2 and uppers[1] > _MAX_POSITION:  # two ranges: one comparison
+            pick = FunctionType(
+                _pick_two.__code__, _pick_two.__globals__, "pick", (*results, uppers[0], self.prefix)
+            )
+        else:
+            pick = FunctionType(_pick.__code__, _pick.__globals__, "pick", (results, uppers, self.prefix))
         return pick
+
+
+_MAX_POSITION = 2**64 - 1
+_UNSET = Evaluation(flag_key="", value=None, variation=None, reason="error")  # never served
+
+
+def _pick(
+    unit_id: str,
+    attrs: Attributes | None,
+    _results: tuple[Evaluation, ...] = (),
+    _uppers: tuple[int, ...] = (),
+    _prefix: str = "",
+) -> Evaluation:
+    """A split's evaluator, instantiated per flag by `Split.evaluator` with its own defaults."""
+    return _results[_bisect_right(_uppers, _xxh3_64((_prefix + unit_id).encode()))]
+
+
+def _pick_two(
+    unit_id: str,
+    attrs: Attributes | None,
+    _first: Evaluation = _UNSET,
+    _second: Evaluation = _UNSET,
+    _upper: int = 0,
+    _prefix: str = "",
+) -> Evaluation:
+    """`_pick` for the usual split, two ranges (the second reaching the last position)."""
+    return _first if _xxh3_64((_prefix + unit_id).encode()) < _upper else _second
+
+
+_bisect_right = bisect_right
+_xxh3_64 = xxhash.xxh3_64_intdigest
+
+
+def _shared(text: str) -> str:
+    """One copy of a string many flags repeat (variation keys, units, rule ids, string values)."""
+    return sys.intern(text)
 
 
 _SYMBOL = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
@@ -310,6 +361,7 @@ _GENERATED_GLOBALS: dict[str, Any] = {
     "__builtins__": {},  # the generated text calls only what is listed here
     "_EMPTY": _EMPTY,
     "_member_slow": _member_slow,
+    "_member_str": _member_str,
     "_NONE": _NONE,
     "_as_number": _as_number,
     "_vk": version_key,
@@ -325,14 +377,70 @@ _GENERATED_GLOBALS: dict[str, Any] = {
 }
 
 
-@lru_cache(maxsize=4096)
+_SHAPES: dict[bytes, CodeType] = {}
+_SHAPES_MAX = 4096
+
+
 def _shape(source: str) -> CodeType:
     """The code of flags of one shape (the same operators in the same places): the text names
-    only its parameters and the helpers above, never a flag's values."""
-    namespace: dict[str, Any] = {}
-    exec(compile(source, "<ramplight flag rules>", "exec"), _GENERATED_GLOBALS, namespace)
-    code: CodeType = namespace["evaluate"].__code__
+    only its parameters and the helpers above, never a flag's values. Remembered by a digest of
+    the text, not the text (the texts were 2 MB at 10,000 flags); BLAKE2b, so no flag author can
+    make two shapes share a digest."""
+    digest = hashlib.blake2b(source.encode(), digest_size=16).digest()
+    code = _SHAPES.get(digest)
+    if code is None:
+        namespace: dict[str, Any] = {}
+        exec(compile(source, "<ramplight flag rules>", "exec"), _GENERATED_GLOBALS, namespace)
+        code = _without_positions(namespace["evaluate"].__code__)
+        if len(_SHAPES) >= _SHAPES_MAX:
+            _SHAPES.clear()
+        _SHAPES[digest] = code
     return code
+
+
+_NO_COLUMNS = 13  # a location entry: no column information, then the line's delta (a signed varint)
+
+
+def _position_table(units: int) -> bytes:
+    """CPython's location table (InternalDocs/locations.md) putting `units` code units on the
+    first line without columns: one two-byte entry per 8 units."""
+    full, rest = divmod(units, 8)
+    table = bytes((0x80 | _NO_COLUMNS << 3 | 7, 0)) * full
+    return table + bytes((0x80 | _NO_COLUMNS << 3 | (rest - 1), 0)) if rest else table
+
+
+def _positions_can_be_dropped() -> bool:
+    """Whether this Python reads `_position_table` as meant (checked once, on a sample)."""
+    namespace: dict[str, Any] = {}
+    exec("def sample(a, b):\n    if a < b:\n        return a.real\n    return (a, b)\n", {}, namespace)
+    code: CodeType = namespace["sample"].__code__
+    units = len(code.co_code) // 2
+    try:
+        slim = code.replace(co_linetable=_position_table(units))
+        positions = list(slim.co_positions())
+        lines = list(slim.co_lines())
+    except (ValueError, TypeError, StopIteration, SystemError):
+        return False
+    first = code.co_firstlineno
+    return (
+        positions == [(first, first, None, None)] * units
+        and all(line == first for _, _, line in lines)
+        and [(start, end) for start, end, _ in lines]
+        == [(i, min(i + 16, units * 2)) for i in range(0, units * 2, 16)]
+    )
+
+
+_DROP_POSITIONS = _positions_can_be_dropped()
+
+
+def _without_positions(code: CodeType) -> CodeType:
+    """The code with the smallest location table: every instruction on the function's first
+    line, no columns. Column positions were a third of a shape's memory, and generated code is
+    never shown as source; tracebacks still read it. Where this Python would not read the table
+    as meant (`_DROP_POSITIONS`), the code keeps its own."""
+    if not _DROP_POSITIONS:
+        return code
+    return code.replace(co_linetable=_position_table(len(code.co_code) // 2))
 
 
 def _generate_rules(
@@ -360,12 +468,12 @@ def _generate_rules(
     def test(clause: Clause) -> str:
         checked = _compile_clause(clause, segments)  # validates; regex and segments run through it
         op = clause.op
-        fetch = "unit_id" if clause.attribute == "unit_id" else f"g({bind(clause.attribute)})"
+        fetch = "unit_id" if clause.attribute == "unit_id" else f"g({bind(_shared(clause.attribute))})"
         if op in ("equals", "in", "not_equals", "not_in"):
             sets = _value_sets(clause.values)
             if not sets[1] and not sets[2]:  # strings only (the usual case): a shorter text
                 strs = bind(sets[0])
-                found = f"(v in {strs} if (v := {fetch}).__class__ is _isstr else _member_slow(v, {strs}, _NONE, _NONE))"
+                found = f"(v in {strs} if (v := {fetch}).__class__ is _isstr else _member_str(v, {strs}))"
             else:
                 strs, bools, nums = (bind(values) for values in sets)
                 found = (
@@ -393,7 +501,10 @@ def _generate_rules(
                 f"(_isinstance(v := {fetch}, _isstr) and (k := {_VERSION_OF_V}) is not None "
                 f"and k {_SYMBOL[plain]} {bound})"
             )
-        else:  # regex, in_segment, not_in_segment: their own predicate (negation included)
+        elif op == "regex":  # each pattern compiled once for every clause that uses it
+            found = " or ".join(f"{bind(compile_pattern(str(p)))}(v)" for p in clause.values) or "False"
+            expr = f"(_isinstance(v := {fetch}, _isstr) and ({found}))"
+        else:  # in_segment, not_in_segment: their own predicate (negation included)
             return f"{bind(checked)}(unit_id, attrs)"
         return f"(not {expr})" if clause.negate else expr
 
@@ -528,7 +639,7 @@ class CompiledConfig:
         if flag is None or key in self._broken:
             return None
         try:
-            evaluator = compile_flag(flag, self._segments)
+            evaluator = compile_flag(flag, self._segments, key)
         except (ValueError, KeyError, TypeError) as exc:
             self._broken[key] = f"flag {key!r} cannot be evaluated: {exc!r}"
             return None

@@ -11,6 +11,7 @@ import re
 import re._constants as sre
 import re._parser as sre_parse
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import re2
@@ -97,8 +98,10 @@ def pattern_problem(pattern: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1024)
 def compile_pattern(pattern: str) -> Callable[[str], bool]:
-    """A search (not full match) for `pattern`; raises ValueError when it is outside the dialect."""
+    """A search (not full match) for `pattern`; raises ValueError when it is outside the dialect.
+    One compiled pattern serves every clause that uses it (RE2 matches from several threads)."""
     problem = pattern_problem(pattern)
     if problem is not None:
         raise ValueError(problem)
