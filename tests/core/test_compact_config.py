@@ -86,6 +86,29 @@ def test_flags_of_one_shape_share_their_code_and_strings_but_not_their_values() 
     assert compile_pattern("@example\\.com$") is compile_pattern("@example\\.com$")
 
 
+def test_a_rule_is_compiled_once_for_every_flag_that_has_one_of_its_shape() -> None:
+    """With several rules, each rule is its own function: flags that combine the same kinds of
+    rule in another order share the rules' code, and still pick the first rule that matches."""
+    by_plan = rule("by_plan", clause("plan", "in", "pro"), variation="candidate")
+    by_seats = rule("by_seats", clause("seats", "gte", 50), variation="control")
+    one = checked(flag_doc(key="one", rules=[by_plan, by_seats], default_variation="control"))
+    two = checked(flag_doc(key="two", rules=[by_seats, by_plan], default_variation="candidate"))
+    config = compiled(one, two)
+    both = {"plan": "pro", "seats": 60}
+    assert config.evaluate("one", "u1", both).rule_id == "by_plan"
+    assert config.evaluate("two", "u1", both).rule_id == "by_seats"
+    assert config.evaluate("two", "u1", {"plan": "pro"}).rule_id == "by_plan"
+    assert config.evaluate("one", "u1", {"plan": "free"}).reason == "default"
+
+    def rule_codes(key: str) -> list[Any]:
+        defaults = config._evaluators[key].__defaults__  # type: ignore[attr-defined]
+        return [d.__code__ for d in defaults if callable(d) and hasattr(d, "__code__")]
+
+    first, second = rule_codes("one"), rule_codes("two")
+    assert len(first) == len(second) == 2
+    assert first[0] is second[1] and first[1] is second[0]
+
+
 def test_results_are_not_tracked_by_the_garbage_collector_and_keep_the_callers_key() -> None:
     flag = checked(flag_doc(key="kill_switch"))
     key = "".join(["kill", "_switch"])  # equal to the flag's key, but another object

