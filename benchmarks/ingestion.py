@@ -133,6 +133,9 @@ class HttpResult:
     readout_seconds: float
     client_cpu_s: float
     pushed_back: int
+    ack_server_cpu_s: float
+    ack_loop_cpu_s: float
+    ack_workers_cpu_s: float
     spans_seconds: float = 0.0
     spans_loaded_seconds: float = 0.0
     span_rows: int = 0
@@ -323,12 +326,16 @@ def run_http(
             "/api/keys", json={"kind": "sdk", "name": "bench", "environment": "production"}
         ).json()["key"]
 
-        cpu_before = server.cpu_seconds()
+        cpu_before, loop_before = server.cpu_seconds(), server.loop_cpu_seconds()
+        workers_before = server.workers_cpu_seconds()
         own_before = os.times()
         started = time.perf_counter()
         acked, latencies, pushed_back = post_all(server.url, sdk_key, bodies, connections)
         acked_at = time.perf_counter()
         own_after = os.times()
+        ack_server_cpu = server.cpu_seconds() - cpu_before
+        ack_loop_cpu = server.loop_cpu_seconds() - loop_before
+        ack_workers_cpu = server.workers_cpu_seconds() - workers_before
         client_cpu = (own_after.user - own_before.user) + (own_after.system - own_before.system)
         # The report endpoint seals the open log segment and waits until everything
         # acknowledged is loaded (then computes a readout: no exposures here, so it is quick).
@@ -375,6 +382,9 @@ def run_http(
         readout_seconds=readout_seconds,
         client_cpu_s=client_cpu,
         pushed_back=pushed_back,
+        ack_server_cpu_s=ack_server_cpu,
+        ack_loop_cpu_s=ack_loop_cpu,
+        ack_workers_cpu_s=ack_workers_cpu,
         spans_seconds=spans_seconds,
         spans_loaded_seconds=spans_loaded_seconds,
         span_rows=span_rows,
@@ -524,11 +534,23 @@ def span_rows(served: HttpResult, n_spans: int) -> list[tuple[str, int, float, s
     ]
 
 
+def report_events(served: HttpResult, n: int) -> None:
+    """Where (a)'s CPU time goes while acknowledging: the whole server (workers, log writer and
+    loading included), its event loop's thread, and the event-judging workers."""
+    loop_us = served.ack_loop_cpu_s / n * 1e6
+    console.print(
+        f"While acknowledging events: server {served.ack_server_cpu_s / n * 1e6:.1f} CPU-µs/event, of "
+        f"which the event loop's thread {loop_us:.1f} ({served.ack_loop_cpu_s / served.ack_seconds:.0%} of "
+        f"a core; at a whole core it would take {rate(1e6 / loop_us)}), the workers "
+        f"{served.ack_workers_cpu_s / n * 1e6:.1f} ({served.ack_workers_cpu_s / served.ack_seconds:.0%} of a core)."
+    )
+
+
 def report_spans(served: HttpResult, n_spans: int) -> None:
     """Where (e)'s CPU time goes: the event loop's thread (the bound when it decodes every span),
     the span-decoding workers, and the rest (log writer, loading into the store, HTTP threads)."""
     timed = n_spans - SPAN_BATCH
-    loop_us = served.span_loop_cpu_s / timed * 1e6
+    loop_us = max(served.span_loop_cpu_s / timed * 1e6, 1e-3)  # a tiny run may see no tick
     workers_us = served.span_workers_cpu_s / timed * 1e6
     console.print(
         f"While acknowledging spans: server {served.span_server_cpu_s / timed * 1e6:.1f} CPU-µs/span, of "
@@ -644,6 +666,7 @@ def run(n: int, connections: int, executemany_events: int, n_spans: int) -> None
         "(it holds every request body)."
     )
     console.print(f"At the end: {load_average()}.")
+    report_events(served, n)
     acked_rate = n / served.ack_seconds
     met = "[green]met[/]" if acked_rate >= TARGET_ACK_PER_S else "[red]missed[/]"
     console.print(
