@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, cast
 
 import msgspec
 
-from ramplight.core.errors import FieldProblem, ValidationError
+from ramplight.core.errors import FieldProblem, PayloadTooLarge, ValidationError
 from ramplight.core.identity import canonical_forms, derived_event_id, identity_keys, payload_hashes
 
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -480,6 +480,27 @@ def validate_batch(
             log_lines(canonicals, environment, event_ids, accepted.identities, accepted.payload_hashes, now)
         )
     return ValidatedBatch(kinds=kinds, problems=tuple(problems), environment=environment, received_at=now)
+
+
+def judge_batch(
+    body: bytes,
+    environment: str,
+    flags: Mapping[str, FlagFacts],
+    now: datetime,
+    allowed_properties: frozenset[str] | None,
+    max_items: int,
+) -> ValidatedBatch:
+    """A whole `/ingest/batch` body split and judged as far as it can be without the identity
+    index: in the server's thread or in an ingestion worker (server/workers.py), the same way.
+
+    Raises ValidationError for a body that is not a batch, PayloadTooLarge past `max_items`."""
+    batch = split_batch(body)
+    items = sum(len(v) for v in batch.values())
+    if items > max_items:
+        raise PayloadTooLarge(
+            f"batch has {items} items; the limit is {max_items} (RAMPLIGHT_MAX_BATCH_ITEMS)"
+        )
+    return validate_batch(batch, environment, flags, now, allowed_properties)
 
 
 def _decode_item(

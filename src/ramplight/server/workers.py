@@ -1,29 +1,34 @@
-"""Worker processes that decode and judge large OTLP trace requests beside the event loop.
+"""Worker processes that judge large ingestion requests beside the event loop: OTLP trace
+requests and `/ingest/batch` bodies, in one pool.
 
-One thread (the event loop's, holding the GIL) decoded every span — about two thirds of its time
-a span — so intake could not pass what that thread did alone. A worker receives the request's
-bytes and returns each span's log line, identity key and payload hash (`otlp.judge_traces`);
-the identity check, the log append and its fsync stay in the server's process, so what
-"acknowledged" means and how a resend is recognised do not change. A worker that dies (killed,
-out of memory) fails only the requests it held: they are answered 503 with Retry-After before
-anything of them was admitted or written, and the next request starts a new pool.
+One thread (the event loop's, holding the GIL) decoded and judged every item — for spans about
+two thirds of its time, for events about half — so intake could not pass what that thread did
+alone. A worker receives the request's bytes and returns each accepted item's log line, identity
+key and payload hash and each refusal (`otlp.judge_traces`, `contract.judge_batch`); the identity
+check, the log append and its fsync stay in the server's process, so what "acknowledged" means
+and how a resend is recognised do not change. A worker that dies (killed, out of memory) fails
+only the requests it held: they are answered 503 with Retry-After before anything of them was
+admitted or written, and the next request starts a new pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
+from typing import Any
 
 from ramplight.core import otlp
-from ramplight.core.contract import ValidatedBatch
-from ramplight.core.errors import FieldProblem, Overloaded
+from ramplight.core.contract import FlagFacts, ValidatedBatch, judge_batch
+from ramplight.core.errors import FieldProblem, Overloaded, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,10 @@ def _start(allow: frozenset[str], deny: frozenset[str], parent: int) -> None:
     global _policy
     _policy = otlp.AttributePolicy(allow, deny)
     threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
+    # As in the server (app.py): the collections a request's short-lived objects trigger must not
+    # walk the modules imported at start.
+    gc.collect()
+    gc.freeze()
 
 
 def _exit_with(parent: int) -> None:
@@ -59,7 +68,27 @@ def _judge(
         return exc.message, exc.problems
 
 
-class SpanWorkers:
+def _judge_batch(
+    body: bytes,
+    environment: str,
+    flags: Mapping[str, FlagFacts],
+    now: datetime,
+    allowed_properties: frozenset[str] | None,
+    max_items: int,
+) -> ValidatedBatch | tuple[type[ValidationError], str, tuple[FieldProblem, ...]]:
+    """In a worker: the batch judged, without its decoded items (the server needs only their
+    columns, and the items would cost more to send than to decode); or the refusal of a body
+    that is not a batch as (class, message, problems)."""
+    try:
+        judged = judge_batch(body, environment, flags, now, allowed_properties, max_items)
+    except ValidationError as exc:
+        return type(exc), exc.message, exc.problems
+    for accepted in judged.kinds.values():
+        accepted.items.clear()
+    return judged
+
+
+class IngestWorkers:
     """A small pool of spawned processes (not forked: the server holds threads and the store)
     started at its first request."""
 
@@ -88,8 +117,8 @@ class SpanWorkers:
                     # One process a task while none is idle: all start now, and requests wait
                     # until they have (one would otherwise wait behind a later one's start).
                     self._starting = [pool.submit(int) for _ in range(self.workers)]
-                except OSError:  # no process can be started (limits, a sandbox): decode in the thread
-                    log.warning("OTLP span-decoding workers could not start", exc_info=True)
+                except OSError:  # no process can be started (limits, a sandbox): judge in the thread
+                    log.warning("ingestion workers could not start", exc_info=True)
                     pool.shutdown(wait=False, cancel_futures=True)
                     self.unavailable = True
                     return None
@@ -109,10 +138,8 @@ class SpanWorkers:
         processes = getattr(pool, "_processes", None) or {}
         return list(processes)
 
-    async def judge(
-        self, body: bytes, json: bool, environment: str, now: datetime
-    ) -> tuple[otlp.DecodedTraces, int, ValidatedBatch] | None:
-        """The request judged in a worker; None when there is no worker to take it."""
+    async def _run(self, work: Callable[..., Any], *args: Any) -> Any:
+        """`work(*args)` in a worker; None when there is no worker to take it."""
         pool = self._executor()
         if pool is None:
             return None
@@ -120,17 +147,39 @@ class SpanWorkers:
             if self._starting:
                 await asyncio.gather(*map(asyncio.wrap_future, self._starting))
                 self._starting = []
-            result = await asyncio.wrap_future(pool.submit(_judge, body, json, environment, now))
+            return await asyncio.wrap_future(pool.submit(work, *args))
         except BrokenProcessPool:
             self._discard(pool)
             raise Overloaded(
-                "a span-decoding worker stopped while holding this request; nothing of it was taken",
-                1.0,
+                "an ingestion worker stopped while holding this request; nothing of it was taken", 1.0
             ) from None
-        if isinstance(result[0], str):
+
+    async def judge_traces(
+        self, body: bytes, json: bool, environment: str, now: datetime
+    ) -> tuple[otlp.DecodedTraces, int, ValidatedBatch] | None:
+        """An OTLP trace request judged in a worker; None when there is no worker to take it."""
+        result = await self._run(_judge, body, json, environment, now)
+        if result is not None and isinstance(result[0], str):
             message, problems = result
             raise otlp.OtlpError(message, problems)
-        return result
+        return result  # type: ignore[no-any-return]
+
+    async def judge_batch(
+        self,
+        body: bytes,
+        environment: str,
+        flags: Mapping[str, FlagFacts],
+        now: datetime,
+        allowed_properties: frozenset[str] | None,
+        max_items: int,
+    ) -> ValidatedBatch | None:
+        """An `/ingest/batch` body judged in a worker (`contract.judge_batch`, its decoded items
+        left out); None when there is no worker to take it."""
+        result = await self._run(_judge_batch, body, environment, flags, now, allowed_properties, max_items)
+        if isinstance(result, tuple):
+            kind, message, problems = result
+            raise kind(message, problems)
+        return result  # type: ignore[no-any-return]
 
     def close(self) -> None:
         with self._lock:
