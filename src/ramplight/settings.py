@@ -38,6 +38,7 @@ from ramplight.core.errors import ValidationError
 _OTLP_WORKERS = min(os.cpu_count() or 1, 4) if (os.cpu_count() or 1) > 1 else 0
 _OTLP_WORKER_MIN_BYTES = 16 * 1024
 _BATCH_WORKER_MIN_BYTES = 16 * 1024
+_BATCH_WORKER_SPARE_CORES = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,10 @@ class Settings:
     batch_worker_min_bytes: int = _BATCH_WORKER_MIN_BYTES
     """RAMPLIGHT_BATCH_WORKER_MIN_BYTES: an `/ingest/batch` body smaller than this is judged in the
     server's thread; larger ones in the ingestion workers (RAMPLIGHT_OTLP_WORKERS) when there are."""
+    batch_worker_spare_cores: float = _BATCH_WORKER_SPARE_CORES
+    """RAMPLIGHT_BATCH_WORKER_SPARE_CORES: large `/ingest/batch` bodies go to the workers only while
+    the machine had this many cores idle lately (Linux; a worker costs more CPU time in all, and
+    pays only while a core is free); 0: whenever there are workers."""
     log_directory: Path | None = None
     """RAMPLIGHT_LOG_DIR: this server's ingestion log (default: beside the `db` file). Each server
     process needs its own: several servers sharing a database each set one."""
@@ -161,6 +166,9 @@ class Settings:
             otlp_worker_min_bytes=_integer(env, "RAMPLIGHT_OTLP_WORKER_MIN_BYTES", _OTLP_WORKER_MIN_BYTES, 0),
             batch_worker_min_bytes=_integer(
                 env, "RAMPLIGHT_BATCH_WORKER_MIN_BYTES", _BATCH_WORKER_MIN_BYTES, 0
+            ),
+            batch_worker_spare_cores=_seconds(
+                env, "RAMPLIGHT_BATCH_WORKER_SPARE_CORES", _BATCH_WORKER_SPARE_CORES
             ),
         )
 

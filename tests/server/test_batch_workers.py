@@ -21,7 +21,7 @@ import pytest
 
 from ramplight.core.contract import FlagFacts, ValidatedBatch, judge_batch
 from ramplight.core.errors import PayloadTooLarge, ValidationError
-from ramplight.server.workers import IngestWorkers
+from ramplight.server.workers import IngestWorkers, SpareCpu
 from ramplight.store.duckdb import DuckDBStore
 from tests.factories import RunningServer
 from tests.server.test_ingest import event, exposure
@@ -156,7 +156,12 @@ def test_batches_judged_in_workers_answer_and_store_as_in_the_servers_thread(
 ) -> None:
     answers, rows = [], []
     for pool in (0, 2):
-        server = make_server(db=tmp_path / f"w{pool}.duckdb", otlp_workers=pool, batch_worker_min_bytes=0)
+        server = make_server(
+            db=tmp_path / f"w{pool}.duckdb",
+            otlp_workers=pool,
+            batch_worker_min_bytes=0,
+            batch_worker_spare_cores=0,
+        )
         server.create_flag()
         with httpx.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {server.sdk_key()}"}
@@ -188,7 +193,7 @@ def test_batches_judged_in_workers_answer_and_store_as_in_the_servers_thread(
 def test_a_worker_that_dies_fails_only_its_batch_with_503_and_nothing_of_it_is_taken(
     make_server: Callable[..., RunningServer],
 ) -> None:
-    server = make_server(otlp_workers=1, batch_worker_min_bytes=0)
+    server = make_server(otlp_workers=1, batch_worker_min_bytes=0, batch_worker_spare_cores=0)
     server.create_flag()
     workers: IngestWorkers = _state(server).workers
     first = _body(events=[event(f"a{i}", event_id=f"a{i}") for i in range(100)])
@@ -224,7 +229,7 @@ def test_where_no_worker_can_start_batches_are_judged_in_the_servers_thread(
     assert alone.unavailable
     alone.close()
 
-    server = make_server(otlp_workers=1, batch_worker_min_bytes=0)
+    server = make_server(otlp_workers=1, batch_worker_min_bytes=0, batch_worker_spare_cores=0)
     server.create_flag()
     _state(server).workers.unavailable = True
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.sdk_key()}"}) as client:
@@ -238,7 +243,13 @@ def test_where_no_worker_can_start_batches_are_judged_in_the_servers_thread(
 def test_with_batches_judged_in_workers_a_stalled_loader_still_makes_ingestion_push_back(
     make_server: Callable[..., RunningServer],
 ) -> None:
-    server = make_server(otlp_workers=1, batch_worker_min_bytes=0, max_backlog_mb=0.05, guardian_interval=0)
+    server = make_server(
+        otlp_workers=1,
+        batch_worker_min_bytes=0,
+        batch_worker_spare_cores=0,
+        max_backlog_mb=0.05,
+        guardian_interval=0,
+    )
     server.create_flag()
     state = _state(server)
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.sdk_key()}"}) as client:
@@ -257,3 +268,33 @@ def test_with_batches_judged_in_workers_a_stalled_loader_still_makes_ingestion_p
             assert len(state.workers.pids()) == 1
         state.log.flush()
     assert len(_stored(server)["events"]) == acknowledged > 0
+
+
+def test_spare_cpu_is_read_from_the_machines_idle_ticks(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 50 0 50 400 0 0 0 0 0 0\n")
+    spare = SpareCpu(stat)
+    machine = os.cpu_count() or 1
+    assert spare.idle_cores() == machine  # nothing measured yet: assumed idle
+    stat.write_text("cpu  700 0 200 1100 0 0 0 0 0 0\n")  # 1,000 ticks more, 300 of them idle
+    deadline = time.monotonic() + 10
+    while spare.idle_cores() == machine:  # re-read once its window has passed
+        assert time.monotonic() < deadline
+    assert spare.idle_cores() == pytest.approx(0.3 * machine)
+    assert SpareCpu(tmp_path / "absent").idle_cores() is None
+
+
+def test_while_no_core_is_spare_large_batches_are_judged_in_the_servers_thread(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    server = make_server(otlp_workers=1, batch_worker_min_bytes=0, batch_worker_spare_cores=1000)
+    server.create_flag()
+    workers: IngestWorkers = _state(server).workers
+    assert not workers.worth_it(1000)
+    assert workers.worth_it(0)
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.sdk_key()}"}) as client:
+        answer = _post(client, REQUESTS[-1])
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["accepted"]["events"] == 300
+    assert workers.pids() == []  # no pool was started for it
+    assert len(_stored(server)["events"]) == 300

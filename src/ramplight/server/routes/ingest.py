@@ -112,8 +112,13 @@ async def ingest(request: Request, scope: InEnvironment) -> Response:
         settings.max_batch_items,
     )
     validated = None
-    if st.workers is not None and len(body) >= settings.batch_worker_min_bytes:
-        validated = await st.workers.judge_batch(*judging)
+    workers = st.workers
+    if (
+        workers is not None
+        and len(body) >= settings.batch_worker_min_bytes
+        and workers.worth_it(settings.batch_worker_spare_cores)
+    ):
+        validated = await workers.judge_batch(*judging)
     if validated is None:
         validated = judge_batch(*judging)
     admitted = admit_batch(st.identities, validated)
