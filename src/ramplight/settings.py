@@ -168,7 +168,7 @@ class Settings:
                 env, "RAMPLIGHT_BATCH_WORKER_MIN_BYTES", _BATCH_WORKER_MIN_BYTES, 0
             ),
             batch_worker_spare_cores=_seconds(
-                env, "RAMPLIGHT_BATCH_WORKER_SPARE_CORES", _BATCH_WORKER_SPARE_CORES
+                env, "RAMPLIGHT_BATCH_WORKER_SPARE_CORES", _BATCH_WORKER_SPARE_CORES, unit="cores"
             ),
         )
 
@@ -237,11 +237,13 @@ def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: in
     return value
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float, positive: bool = False) -> float:
+def _seconds(
+    env: Mapping[str, str], name: str, default: float, positive: bool = False, unit: str = "seconds"
+) -> float:
     raw = env.get(name)
     if raw is None or not raw.strip():
         return default
-    expected = "a number of seconds above 0" if positive else "a number of seconds (0 or more)"
+    expected = f"a number of {unit} above 0" if positive else f"a number of {unit} (0 or more)"
     try:
         value = float(raw.strip())
     except ValueError:
