@@ -83,7 +83,7 @@ def free_port() -> int:
         return port
 
 
-PASSED = ("RAMPLIGHT_OTLP_WORKERS",)
+PASSED = ("RAMPLIGHT_OTLP_WORKERS", "RAMPLIGHT_BATCH_WORKER_MIN_BYTES", "RAMPLIGHT_BATCH_WORKER_SPARE_CORES")
 """Settings a benchmark may pass to the server it starts (the others are the defaults)."""
 
 

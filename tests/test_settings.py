@@ -18,6 +18,8 @@ MALFORMED = [
     ("RAMPLIGHT_SQL_TIMEOUT", "0", "a number of seconds above 0"),
     ("RAMPLIGHT_GUARDIAN_INTERVAL", "nan", "a number of seconds (0 or more)"),
     ("RAMPLIGHT_FSYNC", "maybe", "a switch (1/0, true/false, yes/no, on/off)"),
+    ("RAMPLIGHT_BATCH_WORKER_SPARE_CORES", "half", "a number of cores (0 or more)"),
+    ("RAMPLIGHT_BATCH_WORKER_MIN_BYTES", "-1", "an integer of at least 0"),
 ]
 
 
@@ -39,8 +41,11 @@ def test_well_formed_variables_are_typed_and_blank_ones_take_the_default() -> No
             "RAMPLIGHT_SQL_TIMEOUT": "2.5",
             "RAMPLIGHT_GUARDIAN_INTERVAL": "0",
             "RAMPLIGHT_MAX_BATCH_ITEMS": "",
+            "RAMPLIGHT_BATCH_WORKER_SPARE_CORES": "0.5",
+            "RAMPLIGHT_BATCH_WORKER_MIN_BYTES": "0",
         }
     )
+    assert (settings.batch_worker_spare_cores, settings.batch_worker_min_bytes) == (0.5, 0)
     assert (settings.port, settings.fsync, settings.sql_timeout) == (9000, False, 2.5)
     assert (settings.guardian_interval, settings.max_batch_items) == (0.0, 10_000)
     assert Settings.from_env({}) == Settings()

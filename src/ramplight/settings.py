@@ -37,6 +37,8 @@ from ramplight.core.errors import ValidationError
 
 _OTLP_WORKERS = min(os.cpu_count() or 1, 4) if (os.cpu_count() or 1) > 1 else 0
 _OTLP_WORKER_MIN_BYTES = 16 * 1024
+_BATCH_WORKER_MIN_BYTES = 16 * 1024
+_BATCH_WORKER_SPARE_CORES = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +71,20 @@ class Settings:
     span_attributes_deny: frozenset[str] = frozenset()
     """RAMPLIGHT_SPAN_ATTRIBUTES_DENY: more span attribute names to drop at intake."""
     otlp_workers: int = _OTLP_WORKERS
-    """RAMPLIGHT_OTLP_WORKERS: processes that decode and judge large OTLP trace requests beside the
-    event loop (0: all in the server's thread; by default one a core, at most 4, none on one core:
-    on a busy 2-core machine two workers took 46 k spans/s where one took 31 k)."""
+    """RAMPLIGHT_OTLP_WORKERS: the ingestion workers, processes that judge large OTLP trace requests
+    and `/ingest/batch` bodies beside the event loop (0: all in the server's thread; by default one
+    a core, at most 4, none on one core: on a busy 2-core machine two workers took 46 k spans/s
+    where one took 31 k)."""
     otlp_worker_min_bytes: int = _OTLP_WORKER_MIN_BYTES
     """RAMPLIGHT_OTLP_WORKER_MIN_BYTES: a smaller request is decoded in the server's thread (the
     trip to a worker costs more than its decoding)."""
+    batch_worker_min_bytes: int = _BATCH_WORKER_MIN_BYTES
+    """RAMPLIGHT_BATCH_WORKER_MIN_BYTES: an `/ingest/batch` body smaller than this is judged in the
+    server's thread; larger ones in the ingestion workers (RAMPLIGHT_OTLP_WORKERS) when there are."""
+    batch_worker_spare_cores: float = _BATCH_WORKER_SPARE_CORES
+    """RAMPLIGHT_BATCH_WORKER_SPARE_CORES: large `/ingest/batch` bodies go to the workers only while
+    the machine had this many cores idle lately (Linux; a worker costs more CPU time in all, and
+    pays only while a core is free); 0: whenever there are workers."""
     log_directory: Path | None = None
     """RAMPLIGHT_LOG_DIR: this server's ingestion log (default: beside the `db` file). Each server
     process needs its own: several servers sharing a database each set one."""
@@ -154,6 +164,12 @@ class Settings:
             span_attributes_deny=_names(env, "RAMPLIGHT_SPAN_ATTRIBUTES_DENY"),
             otlp_workers=_integer(env, "RAMPLIGHT_OTLP_WORKERS", _OTLP_WORKERS, 0, 64),
             otlp_worker_min_bytes=_integer(env, "RAMPLIGHT_OTLP_WORKER_MIN_BYTES", _OTLP_WORKER_MIN_BYTES, 0),
+            batch_worker_min_bytes=_integer(
+                env, "RAMPLIGHT_BATCH_WORKER_MIN_BYTES", _BATCH_WORKER_MIN_BYTES, 0
+            ),
+            batch_worker_spare_cores=_seconds(
+                env, "RAMPLIGHT_BATCH_WORKER_SPARE_CORES", _BATCH_WORKER_SPARE_CORES, unit="cores"
+            ),
         )
 
 
@@ -221,11 +237,13 @@ def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: in
     return value
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float, positive: bool = False) -> float:
+def _seconds(
+    env: Mapping[str, str], name: str, default: float, positive: bool = False, unit: str = "seconds"
+) -> float:
     raw = env.get(name)
     if raw is None or not raw.strip():
         return default
-    expected = "a number of seconds above 0" if positive else "a number of seconds (0 or more)"
+    expected = f"a number of {unit} above 0" if positive else f"a number of {unit} (0 or more)"
     try:
         value = float(raw.strip())
     except ValueError:

@@ -1,4 +1,4 @@
-"""Large OTLP trace requests decoded in worker processes (server/span_workers.py): the same log
+"""Large OTLP trace requests decoded in worker processes (server/workers.py): the same log
 lines, identities, rejections and exposures as decoding in the server's thread, whatever the
 request holds; a worker that dies fails only the requests it held (503, nothing of them taken)
 and loses nothing acknowledged."""
@@ -28,7 +28,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from ramplight.core import otlp
 from ramplight.core.contract import ValidatedBatch
-from ramplight.server.span_workers import SpanWorkers
+from ramplight.server.workers import IngestWorkers
 from ramplight.store.duckdb import DuckDBStore
 from tests.core.test_otlp import _as_otlp_json, _unit_of, requests
 from tests.factories import RunningServer
@@ -75,8 +75,8 @@ def _with_units(decoded: otlp.DecodedTraces) -> otlp.DecodedTraces:
 
 
 @pytest.fixture(scope="module")
-def workers() -> Iterator[SpanWorkers]:
-    pool = SpanWorkers(1, ALLOW, DENY)
+def workers() -> Iterator[IngestWorkers]:
+    pool = IngestWorkers(1, ALLOW, DENY)
     yield pool
     pool.close()
 
@@ -84,21 +84,21 @@ def workers() -> Iterator[SpanWorkers]:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(request=requests)
 def test_a_worker_judges_a_request_as_the_server_thread_does(
-    workers: SpanWorkers, request: ExportTraceServiceRequest
+    workers: IngestWorkers, request: ExportTraceServiceRequest
 ) -> None:
     for body, json in ((request.SerializeToString(), False), (_as_otlp_json(request), True)):
         expected = _outcome(*_in_thread(body, json))
-        decoded, count, judged = asyncio.run(workers.judge(body, json, "production", NOW))
+        decoded, count, judged = asyncio.run(workers.judge_traces(body, json, "production", NOW))
         assert _outcome(_with_units(decoded), count, judged) == expected
         assert judged.kinds["spans"].items == []  # the rows stay in the worker
 
 
-def test_a_request_that_is_not_otlp_is_refused_by_a_worker_as_in_the_thread(workers: SpanWorkers) -> None:
+def test_a_request_that_is_not_otlp_is_refused_by_a_worker_as_in_the_thread(workers: IngestWorkers) -> None:
     for body, json in ((b"\xff\xff\xff", False), (b"[1, 2", True), (b"[]", True)):
         with pytest.raises(otlp.OtlpError) as in_thread:
             _in_thread(body, json)
         with pytest.raises(otlp.OtlpError) as in_worker:
-            asyncio.run(workers.judge(body, json, "production", NOW))
+            asyncio.run(workers.judge_traces(body, json, "production", NOW))
         assert in_worker.value.message == in_thread.value.message
         assert in_worker.value.problems == in_thread.value.problems
 
@@ -204,7 +204,7 @@ def test_a_worker_that_dies_fails_only_its_request_with_503_and_loses_nothing_ac
     server = make_server(otlp_workers=1, otlp_worker_min_bytes=0)
     server.create_flag()
     headers = {"Authorization": f"Bearer {server.sdk_key()}"}
-    workers: SpanWorkers = _state(server).span_workers
+    workers: IngestWorkers = _state(server).workers
     with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
         assert _post(client, _request(0, 100)).status_code == 200
         (pid,) = workers.pids()
@@ -228,23 +228,23 @@ def test_where_no_worker_can_start_requests_are_decoded_in_the_servers_thread(
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise OSError(11, "Resource temporarily unavailable")
 
-    alone = SpanWorkers(1, ALLOW, DENY)
+    alone = IngestWorkers(1, ALLOW, DENY)
     with monkeypatch.context() as patch:
         patch.setattr("concurrent.futures.ProcessPoolExecutor.submit", refuse)
-        assert asyncio.run(alone.judge(_request(0, 4), False, "production", NOW)) is None
+        assert asyncio.run(alone.judge_traces(_request(0, 4), False, "production", NOW)) is None
     assert alone.unavailable
-    assert asyncio.run(alone.judge(_request(0, 4), False, "production", NOW)) is None  # not retried
+    assert asyncio.run(alone.judge_traces(_request(0, 4), False, "production", NOW)) is None  # not retried
     alone.close()
 
     server = make_server(otlp_workers=1, otlp_worker_min_bytes=0)
     server.create_flag()
-    _state(server).span_workers.unavailable = True
+    _state(server).workers.unavailable = True
     headers = {"Authorization": f"Bearer {server.sdk_key()}"}
     with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
         answer = _post(client, _request(0, 100))
         assert answer.status_code == 200, answer.text
         assert ExportTraceServiceResponse.FromString(answer.content).partial_success.rejected_spans == 0
-    assert _state(server).span_workers.pids() == []
+    assert _state(server).workers.pids() == []
     ((spans,),) = _stored(server, "SELECT count(*) FROM spans")
     assert spans == 100
 
@@ -252,10 +252,10 @@ def test_where_no_worker_can_start_requests_are_decoded_in_the_servers_thread(
 _HOLDER = """
 import asyncio, sys, time
 from datetime import UTC, datetime
-from ramplight.server.span_workers import SpanWorkers
+from ramplight.server.workers import IngestWorkers
 from tests.server.test_otlp_workers import _request
-workers = SpanWorkers(2, frozenset(), frozenset())
-asyncio.run(workers.judge(_request(0, 8), False, "production", datetime.now(UTC)))
+workers = IngestWorkers(2, frozenset(), frozenset())
+asyncio.run(workers.judge_traces(_request(0, 8), False, "production", datetime.now(UTC)))
 print(*workers.pids(), flush=True)
 time.sleep(120)
 """

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +20,7 @@ from ramplight.core.contract import validate_batch
 from ramplight.core.errors import StoreError
 from ramplight.store.duckdb import DuckDBStore
 from ramplight.store.identity import IdentityIndex, admit_batch, build_index
-from ramplight.store.log import IngestLog, encode_items
+from ramplight.store.log import LOADER_NICENESS, IngestLog, encode_items
 from tests.core.builders import event_doc, exposure_doc
 from tests.store.evidence import FLAGS, NOW, accepted, exposures
 
@@ -115,6 +117,17 @@ def test_concurrent_appends_from_threads_are_all_loaded_exactly_once(
     assert loads[0][0] >= 1600 // 100 // 2  # the log really rolled over to new segments
     assert loads[0][1] == 1600  # no item was loaded twice or skipped
     assert segment_dirs(log_dir) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="niceness is per thread on Linux")
+def test_the_loader_yields_the_cpu_to_acknowledging_and_the_writer_does_not(make_log: MakeLog) -> None:
+    log = make_log()
+    loader, writer = log._loader.native_id, log._writer.native_id
+    assert loader is not None and writer is not None
+    deadline = time.monotonic() + 10
+    while os.getpriority(os.PRIO_PROCESS, loader) != LOADER_NICENESS:  # set as the thread starts
+        assert time.monotonic() < deadline
+    assert os.getpriority(os.PRIO_PROCESS, writer) == os.getpriority(os.PRIO_PROCESS, os.getpid())
 
 
 def test_close_loads_what_is_left_and_stops_its_threads(log_dir: Path, store: DuckDBStore) -> None:

@@ -655,7 +655,7 @@ def judge_traces(
     """A whole trace request decoded and judged as far as it can be without the server's state:
     (what was decoded, without the rows, which would cost more to send than they saved;
     how many spans; the spans' identities, payload hashes and log lines). What a span-decoding
-    worker process does (server/span_workers.py); the identity check and the log stay in the
+    worker process does (server/workers.py); the identity check and the log stay in the
     server. Exposures say `assignment_unit` "unknown": the server sets it from its flags."""
     decoded = (decode_json if json else decode_protobuf)(body, policy)
     validated = accept_spans(decoded.spans, environment, now, decoded.canonicals)

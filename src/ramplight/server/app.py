@@ -70,8 +70,8 @@ def create_app(settings: Settings) -> FastAPI:
             if pages is not None:
                 pages.close()  # the web UI's evidence worker: nothing queued runs on a closed store
             guardian.close()
-            if state.span_workers is not None:
-                state.span_workers.close()
+            if state.workers is not None:
+                state.workers.close()
             ingest_log.close()
             store.close()
 

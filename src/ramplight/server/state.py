@@ -24,7 +24,7 @@ from ramplight import control
 from ramplight.core.contract import FlagFacts
 from ramplight.core.keys import hash_key
 from ramplight.core.otlp import AttributePolicy
-from ramplight.server.span_workers import SpanWorkers
+from ramplight.server.workers import IngestWorkers
 from ramplight.settings import Settings
 from ramplight.store.base import ApiKey, Store
 from ramplight.store.identity import build_index
@@ -111,12 +111,15 @@ class ServerState:
         self.span_attributes_dropped = 0
         self.span_policy = AttributePolicy(settings.span_attributes_allow, settings.span_attributes_deny)
         """Which span attributes intake keeps (prompt and completion text is dropped)."""
-        self.span_workers = (
-            SpanWorkers(settings.otlp_workers, settings.span_attributes_allow, settings.span_attributes_deny)
+        self.workers = (
+            IngestWorkers(
+                settings.otlp_workers, settings.span_attributes_allow, settings.span_attributes_deny
+            )
             if settings.otlp_workers > 0
             else None
         )
-        """Processes that decode large OTLP trace requests beside the event loop (None: none)."""
+        """Processes that judge large OTLP trace requests and event batches beside the event loop
+        (None: none)."""
         self.evaluations_not_exposures = 0
         self.log_records_ignored = 0
         self.conflicts = 0

@@ -26,6 +26,7 @@ import os
 import queue
 import re
 import shutil
+import sys
 import threading
 import time
 import traceback
@@ -113,6 +114,20 @@ def _log_id(directory: Path) -> str:
     staged.rename(path)
     _fsync_dir(directory)
     return value
+
+
+LOADER_NICENESS = 10
+"""The loader thread's niceness: while the cores are scarce, acknowledging (which clients wait
+for) gets them first and loading catches up after; the backlog bounds how far behind it falls."""
+
+
+def _yield_cpu() -> None:
+    """Lower the calling thread's CPU priority. Only on Linux, where niceness is per thread
+    (elsewhere a thread id given as a process id could name another process); where it is
+    refused, nothing changes."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICENESS)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -425,6 +440,7 @@ class IngestLog:
         return sorted(self.directory.glob("*.seg"))
 
     def _load_loop(self) -> None:
+        _yield_cpu()
         while True:
             with self._sealed:
                 while not self._closing and self._loaded_seq >= self._sealed_seq:

@@ -1,7 +1,9 @@
 """Ingestion routes (`/ingest/…`): evidence batches, acknowledged only once durable.
 
 Guarded by the environment scope, like the SDK routes. The handler runs on the event loop: the
-body is read and judged here, and the append to the ingestion log is awaited (fsync included).
+body is read here and judged here or, when large, in an ingestion worker process
+(server/workers.py); the identity check stays here, and the append to the ingestion log is
+awaited (fsync included).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from ramplight.core.contract import KIND_TYPES, split_batch, validate_batch
+from ramplight.core.contract import KIND_TYPES, judge_batch
 from ramplight.core.errors import Overloaded, PayloadTooLarge, StoreError
 from ramplight.server.auth import InEnvironment, environment_scope
 from ramplight.server.openapi import schema_for
@@ -99,13 +101,26 @@ async def ingest(request: Request, scope: InEnvironment) -> Response:
     st: ServerState = request.app.state.ramplight
     env = scope.environment
     refuse_when_overloaded(st)
-    body = await read_body(request, st.settings.max_batch_bytes)
-    batch = split_batch(body)
-    items = sum(len(v) for v in batch.values())
-    limit = st.settings.max_batch_items
-    if items > limit:
-        raise PayloadTooLarge(f"batch has {items} items; the limit is {limit} (RAMPLIGHT_MAX_BATCH_ITEMS)")
-    validated = validate_batch(batch, env, st.facts(env), datetime.now(UTC), st.settings.property_allowlist)
+    settings = st.settings
+    body = await read_body(request, settings.max_batch_bytes)
+    judging = (
+        body,
+        env,
+        st.facts(env),
+        datetime.now(UTC),
+        settings.property_allowlist,
+        settings.max_batch_items,
+    )
+    validated = None
+    workers = st.workers
+    if (
+        workers is not None
+        and len(body) >= settings.batch_worker_min_bytes
+        and workers.worth_it(settings.batch_worker_spare_cores)
+    ):
+        validated = await workers.judge_batch(*judging)
+    if validated is None:
+        validated = judge_batch(*judging)
     admitted = admit_batch(st.identities, validated)
     await acknowledge(st, admitted)
     st.conflicts += len(admitted.conflicts)

@@ -168,12 +168,12 @@ async def traces(request: Request, scope: InEnvironment) -> Response:
     media = _media(request)
     body = await _body(request, st)
     unit_of = _unit_of(st, scope.environment)
-    workers = st.span_workers
+    workers = st.workers
     now = datetime.now(UTC)
     in_worker = None
     if workers is not None and len(body) >= st.settings.otlp_worker_min_bytes:
         # Decoded and judged in a worker process; the identity check and the log stay here.
-        in_worker = await workers.judge(body, media == JSON, scope.environment, now)
+        in_worker = await workers.judge_traces(body, media == JSON, scope.environment, now)
     if in_worker is not None:
         decoded, count, judged = in_worker
         for exposure in decoded.exposures:
