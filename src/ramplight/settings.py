@@ -38,7 +38,7 @@ from ramplight.core.errors import ValidationError
 _OTLP_WORKERS = min(os.cpu_count() or 1, 4) if (os.cpu_count() or 1) > 1 else 0
 _OTLP_WORKER_MIN_BYTES = 16 * 1024
 _BATCH_WORKER_MIN_BYTES = 16 * 1024
-_BATCH_WORKER_SPARE_CORES = 0.25
+_BATCH_WORKER_SPARE_CORES = 1.0
 
 
 @dataclass(frozen=True, slots=True)
