@@ -288,6 +288,18 @@ def test_load_segment_keeps_each_identity_of_a_file_once_and_stamps_identities(
     assert sorted(int(p) for p in payloads) == sorted([a.payload_hash, b.payload_hash, c.payload_hash])
 
 
+def test_a_segment_from_before_identities_keeps_each_event_id_once(
+    store: DuckDBStore, write_segment: Callable[..., dict[str, Path]]
+) -> None:
+    """Lines without an identity (a log written before identities) are told apart by their
+    environment and event id, not lumped together as one missing identity."""
+    a, b = exposures("user-1", "user-2")
+    legacy = [msgspec.structs.replace(x, identity=None, payload_hash=None) for x in (a, b, b)]
+    assert store.load_segment("000000000001.seg", write_segment(exposures=legacy)) == 2
+    ids = [r[0] for r in store.query("SELECT event_id FROM exposures ORDER BY unit_id")]
+    assert ids == [a.event_id, b.event_id]
+
+
 def test_loading_a_segment_name_again_inserts_nothing(
     store: DuckDBStore, write_segment: Callable[..., dict[str, Path]]
 ) -> None:
