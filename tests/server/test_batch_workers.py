@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ramplight.core.contract import FlagFacts, ValidatedBatch, judge_batch
+from ramplight.core.contract import BatchRequest, FlagFacts, ValidatedBatch, judge_batch
 from ramplight.core.errors import PayloadTooLarge, ValidationError
 from ramplight.server.workers import IngestWorkers, SpareCpu
 from ramplight.store.duckdb import DuckDBStore
@@ -98,8 +98,10 @@ def _columns(judged: ValidatedBatch) -> tuple[Any, ...]:
 def test_a_worker_judges_a_batch_as_the_servers_thread_does(
     workers: IngestWorkers, body: bytes, allowed: frozenset[str] | None
 ) -> None:
-    in_thread = judge_batch(body, "production", FACTS, NOW, allowed, 10_000)
-    in_worker = asyncio.run(workers.judge_batch(body, "production", FACTS, NOW, allowed, 10_000))
+    in_thread = judge_batch(BatchRequest(body, "production", FACTS, NOW, allowed, 10_000))
+    in_worker = asyncio.run(
+        workers.judge_batch(BatchRequest(body, "production", FACTS, NOW, allowed, 10_000))
+    )
     assert in_worker is not None
     assert _columns(in_worker) == _columns(in_thread)
     assert in_thread.accepted_count > 0 or in_thread.problems
@@ -118,9 +120,9 @@ def test_a_body_that_is_not_a_batch_is_refused_by_a_worker_as_in_the_thread(
     workers: IngestWorkers, body: bytes, error: type[ValidationError]
 ) -> None:
     with pytest.raises(error) as in_thread:
-        judge_batch(body, "production", FACTS, NOW, None, 10)
+        judge_batch(BatchRequest(body, "production", FACTS, NOW, None, 10))
     with pytest.raises(error) as in_worker:
-        asyncio.run(workers.judge_batch(body, "production", FACTS, NOW, None, 10))
+        asyncio.run(workers.judge_batch(BatchRequest(body, "production", FACTS, NOW, None, 10)))
     assert type(in_worker.value) is type(in_thread.value)
     assert (in_worker.value.message, in_worker.value.problems) == (
         in_thread.value.message,
@@ -225,7 +227,10 @@ def test_where_no_worker_can_start_batches_are_judged_in_the_servers_thread(
     alone = IngestWorkers(1, frozenset(), frozenset())
     with monkeypatch.context() as patch:
         patch.setattr("concurrent.futures.ProcessPoolExecutor.submit", refuse)
-        assert asyncio.run(alone.judge_batch(REQUESTS[0], "production", FACTS, NOW, None, 100)) is None
+        assert (
+            asyncio.run(alone.judge_batch(BatchRequest(REQUESTS[0], "production", FACTS, NOW, None, 100)))
+            is None
+        )
     assert alone.unavailable
     alone.close()
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal, NamedTuple, cast
 
 import msgspec
 
@@ -485,25 +485,30 @@ def validate_batch(
     return ValidatedBatch(kinds=kinds, problems=tuple(problems), environment=environment, received_at=now)
 
 
-def judge_batch(
-    body: bytes,
-    environment: str,
-    flags: Mapping[str, FlagFacts],
-    now: datetime,
-    allowed_properties: frozenset[str] | None,
-    max_items: int,
-) -> ValidatedBatch:
+class BatchRequest(NamedTuple):
+    """An `/ingest/batch` body with what judging it needs: the same in the server's thread and
+    in an ingestion worker (server/workers.py)."""
+
+    body: bytes
+    environment: str
+    flags: Mapping[str, FlagFacts]
+    now: datetime
+    allowed_properties: frozenset[str] | None
+    max_items: int
+
+
+def judge_batch(request: BatchRequest) -> ValidatedBatch:
     """A whole `/ingest/batch` body split and judged as far as it can be without the identity
     index: in the server's thread or in an ingestion worker (server/workers.py), the same way.
 
     Raises ValidationError for a body that is not a batch, PayloadTooLarge past `max_items`."""
-    batch = split_batch(body)
+    batch = split_batch(request.body)
     items = sum(len(v) for v in batch.values())
-    if items > max_items:
+    if items > request.max_items:
         raise PayloadTooLarge(
-            f"batch has {items} items; the limit is {max_items} (RAMPLIGHT_MAX_BATCH_ITEMS)"
+            f"batch has {items} items; the limit is {request.max_items} (RAMPLIGHT_MAX_BATCH_ITEMS)"
         )
-    return validate_batch(batch, environment, flags, now, allowed_properties)
+    return validate_batch(batch, request.environment, request.flags, request.now, request.allowed_properties)
 
 
 def _decode_item(

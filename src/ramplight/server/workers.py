@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ramplight.core import otlp
-from ramplight.core.contract import FlagFacts, ValidatedBatch, judge_batch
+from ramplight.core.contract import BatchRequest, ValidatedBatch, judge_batch
 from ramplight.core.errors import FieldProblem, Overloaded, ValidationError
 
 log = logging.getLogger(__name__)
@@ -70,18 +70,13 @@ def _judge(
 
 
 def _judge_batch(
-    body: bytes,
-    environment: str,
-    flags: Mapping[str, FlagFacts],
-    now: datetime,
-    allowed_properties: frozenset[str] | None,
-    max_items: int,
+    request: BatchRequest,
 ) -> ValidatedBatch | tuple[type[ValidationError], str, tuple[FieldProblem, ...]]:
     """In a worker: the batch judged, without its decoded items (the server needs only their
     columns, and the items would cost more to send than to decode); or the refusal of a body
     that is not a batch as (class, message, problems)."""
     try:
-        judged = judge_batch(body, environment, flags, now, allowed_properties, max_items)
+        judged = judge_batch(request)
     except ValidationError as exc:
         return type(exc), exc.message, exc.problems
     for accepted in judged.kinds.values():
@@ -216,18 +211,10 @@ class IngestWorkers:
             raise otlp.OtlpError(message, problems)
         return result  # type: ignore[no-any-return]
 
-    async def judge_batch(
-        self,
-        body: bytes,
-        environment: str,
-        flags: Mapping[str, FlagFacts],
-        now: datetime,
-        allowed_properties: frozenset[str] | None,
-        max_items: int,
-    ) -> ValidatedBatch | None:
+    async def judge_batch(self, request: BatchRequest) -> ValidatedBatch | None:
         """An `/ingest/batch` body judged in a worker (`contract.judge_batch`, its decoded items
         left out); None when there is no worker to take it."""
-        result = await self._run(_judge_batch, body, environment, flags, now, allowed_properties, max_items)
+        result = await self._run(_judge_batch, request)
         if isinstance(result, tuple):
             kind, message, problems = result
             raise kind(message, problems)

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from ramplight.core.contract import KIND_TYPES, judge_batch
+from ramplight.core.contract import KIND_TYPES, BatchRequest, judge_batch
 from ramplight.core.errors import Overloaded, PayloadTooLarge, StoreError
 from ramplight.server.auth import InEnvironment, environment_scope
 from ramplight.server.openapi import schema_for
@@ -103,13 +103,8 @@ async def ingest(request: Request, scope: InEnvironment) -> Response:
     refuse_when_overloaded(st)
     settings = st.settings
     body = await read_body(request, settings.max_batch_bytes)
-    judging = (
-        body,
-        env,
-        st.facts(env),
-        datetime.now(UTC),
-        settings.property_allowlist,
-        settings.max_batch_items,
+    judging = BatchRequest(
+        body, env, st.facts(env), datetime.now(UTC), settings.property_allowlist, settings.max_batch_items
     )
     validated = None
     workers = st.workers
@@ -118,9 +113,9 @@ async def ingest(request: Request, scope: InEnvironment) -> Response:
         and len(body) >= settings.batch_worker_min_bytes
         and workers.worth_it(settings.batch_worker_spare_cores)
     ):
-        validated = await workers.judge_batch(*judging)
+        validated = await workers.judge_batch(judging)
     if validated is None:
-        validated = judge_batch(*judging)
+        validated = judge_batch(judging)
     admitted = admit_batch(st.identities, validated)
     await acknowledge(st, admitted)
     st.conflicts += len(admitted.conflicts)
