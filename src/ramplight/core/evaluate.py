@@ -452,8 +452,8 @@ def _clause_cost(clause: Clause) -> int:
     """Where a clause goes in its rule's `and` chain: membership tests first, then numbers,
     versions, patterns, segments (the user's order within each). A clause never raises and has
     no effect, so the order changes no answer, only how soon a rule fails; and flags whose rules
-    test the same kinds of clause in another order share one shape (a third fewer shapes to
-    compile at 10,000 flags)."""
+    test the same kinds of clause in another order share one shape (at 10,000 flags, when
+    each flag was one function, 2,183 shapes became 1,953)."""
     return _COST.get(clause.op, 0)
 
 
