@@ -4,6 +4,7 @@
     python benchmarks/ingestion.py --quick     # 50,000 events (smoke run)
     python benchmarks/ingestion.py --spans-only --spans 204800   # only (e), OTLP spans
     python benchmarks/ingestion.py --otlp-workers 0   # (a) and (e) judged in the server's thread
+    python benchmarks/ingestion.py --events-only      # (a) and (b) alone: to compare two versions
 
 The same ≈400-byte outcome events (the contract's `Event`: ts, name, unit_id,
 assignment_unit, event_id, value, ids, properties, flag_key, variation, trace_id) go
@@ -592,6 +593,24 @@ def run_spans_only(connections: int, n_spans: int) -> None:
     report_spans(served, n_spans)
 
 
+def run_events_only(n: int, connections: int) -> None:
+    """(a) and (b) alone: the server's path, for comparing two versions of it run after run."""
+    console.print(f"[bold]Ingestion[/] of {n:,} events (only (a) and (b)) — {machine()}, {load_average()}")
+    with tempfile.TemporaryDirectory(prefix="ramplight-bench-ingest-") as name:
+        tmp = Path(name)
+        bodies = generate(n, tmp / "events.ndjson")
+        served = run_http(tmp, bodies, connections)
+    if served.acked != n or served.loaded_rows != n:
+        raise RuntimeError(f"acknowledged {served.acked:,} and loaded {served.loaded_rows:,} of {n:,}")
+    timed = n - BATCH
+    console.print(
+        f"(a) acknowledged {rate(timed / served.ack_seconds)} (p50 {served.p50_ms:.0f} ms, "
+        f"{served.pushed_back:,} answered 503); (b) loaded {rate((served.loaded_rows - BATCH) / served.loaded_seconds)}"
+    )
+    console.print(f"At the end: {load_average()}.")
+    report_events(served, n)
+
+
 def run(n: int, connections: int, executemany_events: int, n_spans: int) -> None:
     console.print(
         f"[bold]Ingestion[/] of {n:,} events in {BATCH}-event requests — {machine()}, {load_average()}"
@@ -699,6 +718,9 @@ def main() -> None:
     parser.add_argument(
         "--spans-only", action="store_true", help="only (e): OTLP spans, no events or anchors"
     )
+    parser.add_argument(
+        "--events-only", action="store_true", help="only (a) and (b): the server's path, no anchors or spans"
+    )
     args = parser.parse_args()
     if args.otlp_workers is not None:
         os.environ["RAMPLIGHT_OTLP_WORKERS"] = str(args.otlp_workers)  # passed to the server (_common)
@@ -707,6 +729,9 @@ def main() -> None:
     spans = max(args.spans or (25_600 if args.quick else 512_000), 2 * SPAN_BATCH)
     if args.spans_only:
         run_spans_only(args.connections, spans)
+        return
+    if args.events_only:
+        run_events_only(n, args.connections)
         return
     run(n, args.connections, executemany_events=min(n, 1_000 if args.quick else 10_000), n_spans=spans)
 

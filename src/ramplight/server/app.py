@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from ramplight.core.errors import RamplightError, ValidationError
 from ramplight.server.errors import AdminBodyLimit, from_http_exception, from_request_validation
+from ramplight.server.fastpath import IngestFastPath
 from ramplight.server.guardian import GuardianThread, Webhooks
 from ramplight.server.mcp import PATH as MCP_PATH
 from ramplight.server.mcp import McpEndpoint
@@ -102,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
         return response
 
     app.add_middleware(AdminBodyLimit, render=error_response)
+    app.add_middleware(IngestFastPath)  # outermost of ours: the SDK's evidence skips routing
 
     @app.exception_handler(UnicodeEncodeError)
     async def invalid_unicode(request: Request, exc: UnicodeEncodeError) -> JSONResponse:

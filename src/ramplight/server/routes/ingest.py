@@ -9,6 +9,7 @@ awaited (fsync included).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from ramplight.core.contract import KIND_TYPES, BatchRequest, judge_batch
 from ramplight.core.errors import Overloaded, PayloadTooLarge, StoreError
 from ramplight.server.auth import InEnvironment, environment_scope
 from ramplight.server.openapi import schema_for
-from ramplight.server.responses import json_response
+from ramplight.server.responses import encode
 from ramplight.server.state import ServerState
 from ramplight.store.identity import Admitted, admit_batch
 
@@ -46,21 +47,26 @@ _BATCH_DOC = {
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes `limit` (declared or streamed)."""
-    declared = request.headers.get("content-length")
+    return await body_within(request.headers.get("content-length"), request.stream(), limit)
+
+
+async def body_within(declared: str | None, chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """The body from its chunks, refused with 413 as soon as it passes `limit`: before reading
+    anything when the declared Content-Length says so, else as the chunks arrive."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(
             f"request body is {declared} bytes; the limit is {limit} (RAMPLIGHT_MAX_BATCH_BYTES)"
         )
-    chunks = []
+    parts = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(
                 f"request body exceeds the limit of {limit} bytes (RAMPLIGHT_MAX_BATCH_BYTES)"
             )
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def refuse_when_overloaded(st: ServerState) -> None:
@@ -94,17 +100,18 @@ async def acknowledge(st: ServerState, *admitted: Admitted) -> None:
     st.duplicates += sum(n for a in admitted for n in a.duplicates.values())
 
 
-@router.post("/batch", openapi_extra=_BATCH_DOC)
-async def ingest(request: Request, scope: InEnvironment) -> Response:
-    """Store exposures, events and eval scores. Good items are kept and acknowledged
-    durably (fsynced) before the answer; bad ones come back by kind, index, field, reason."""
-    st: ServerState = request.app.state.ramplight
-    env = scope.environment
-    refuse_when_overloaded(st)
+async def take_batch(st: ServerState, environment: str, body: bytes) -> bytes:
+    """Judge a batch body, admit what is new and acknowledge it durably: the answer's JSON
+    (accepted and duplicates by kind, each rejected item by kind, index, field and reason).
+    The one implementation behind the route below and the server's fast path (fastpath.py)."""
     settings = st.settings
-    body = await read_body(request, settings.max_batch_bytes)
     judging = BatchRequest(
-        body, env, st.facts(env), datetime.now(UTC), settings.property_allowlist, settings.max_batch_items
+        body,
+        environment,
+        st.facts(environment),
+        datetime.now(UTC),
+        settings.property_allowlist,
+        settings.max_batch_items,
     )
     validated = None
     workers = st.workers
@@ -127,4 +134,14 @@ async def ingest(request: Request, scope: InEnvironment) -> Response:
             {"kind": p.kind, "index": p.index, "field": p.field, "reason": p.reason} for p in problems
         ],
     }
-    return json_response(result)
+    return encode(result)
+
+
+@router.post("/batch", openapi_extra=_BATCH_DOC)
+async def ingest(request: Request, scope: InEnvironment) -> Response:
+    """Store exposures, events and eval scores. Good items are kept and acknowledged
+    durably (fsynced) before the answer; bad ones come back by kind, index, field, reason."""
+    st: ServerState = request.app.state.ramplight
+    refuse_when_overloaded(st)
+    body = await read_body(request, st.settings.max_batch_bytes)
+    return Response(await take_batch(st, scope.environment, body), media_type="application/json")
