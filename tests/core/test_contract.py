@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,11 +12,13 @@ import pytest
 from ramplight.core.contract import (
     MAX_ITEM_BYTES,
     MAX_STRING_PROPERTY,
+    BatchRequest,
     EvalScore,
     Event,
     Exposure,
     FlagFacts,
     ValidatedBatch,
+    judge_batch,
     validate_batch,
 )
 from tests.core.builders import DROP, eval_doc, event_doc, exposure_doc, without
@@ -279,3 +282,86 @@ def test_every_unknown_field_is_named_at_once_with_the_contracts_name_when_close
         "latencyMs": "unknown field (the contract's names: see docs/contract.md)",
     }
     assert {p.index for p in batch.problems} == {0}
+
+
+# -- identities are pinned ----------------------------------------------------------------
+# Stored rows keep the identity and payload hash computed when they arrived, and a resend is
+# judged against them: if the canonical form, a hash or the log line changed, a resend of an
+# item stored by an earlier version would be taken as new (stored twice) or as a conflict.
+# These values were computed by the version before ingestion's encoding was reworked.
+PINNED_BODY = json.dumps(
+    {
+        "exposures": [
+            {
+                "ts": "2026-11-20T10:00:00+02:00",
+                "flag_key": "support_assistant_profile",
+                "assignment_unit": "conversation",
+                "unit_id": "c1",
+                "assigned_variation": "candidate",
+                "served_variation": "candidate",
+                "attributes": {"plan": "pro", "channel": "chat"},
+                "behavior": {"model": "m", "k": [3, 1]},
+            }
+        ],
+        "events": [
+            {
+                "value": 4.5,
+                "ts": "2026-11-20T10:01:00.250Z",
+                "name": "csat_score",
+                "unit_id": "c1",
+                "assignment_unit": "conversation",
+                "event_id": "evt-1",
+                "ids": {"user": "u1", "account": "a1"},
+                "properties": {"z": 1, "a": [True, None]},
+                "flag_key": "support_assistant_profile",
+                "variation": "candidate",
+            }
+        ],
+        "evals": [
+            {
+                "ts": "2026-11-20T10:02:00Z",
+                "name": "faithfulness",
+                "score": 0.75,
+                "evaluator": "llm_judge",
+                "trace_id": "t" * 32,
+                "comment": "ok \u00e9\u2603",
+            }
+        ],
+    }
+).encode()
+
+PINNED = {
+    "exposures": (
+        ["492d2df07d1818f3e132bc13c32b1893"],
+        [3700068793699595640],
+        [7256221181019460034],
+        [
+            b'{"assigned_variation":"candidate","assignment_unit":"conversation","attributes":{"channel":"chat","plan":"pro"},"behavior":{"k":[3,1],"model":"m"},"flag_key":"support_assistant_profile","served_variation":"candidate","ts":"2026-11-20T08:00:00Z","unit_id":"c1","environment":"production","event_id":"492d2df07d1818f3e132bc13c32b1893","identity":3700068793699595640,"payload_hash":7256221181019460034,"received_at":"2026-11-20T12:00:00Z"}'
+        ],
+    ),
+    "events": (
+        ["evt-1"],
+        [4833790580274441583],
+        [2557206440774317135],
+        [
+            b'{"assignment_unit":"conversation","flag_key":"support_assistant_profile","ids":{"account":"a1","user":"u1"},"name":"csat_score","properties":{"a":[true,null],"z":1},"ts":"2026-11-20T10:01:00.250000Z","unit_id":"c1","value":4.5,"variation":"candidate","environment":"production","event_id":"evt-1","identity":4833790580274441583,"payload_hash":2557206440774317135,"received_at":"2026-11-20T12:00:00Z"}'
+        ],
+    ),
+    "evals": (
+        ["596ffaa9ec9885207a9e85b475286959"],
+        [17325824745039371963],
+        [514631743501621039],
+        [
+            b'{"comment":"ok \xc3\xa9\xe2\x98\x83","evaluator":"llm_judge","name":"faithfulness","score":0.75,"trace_id":"tttttttttttttttttttttttttttttttt","ts":"2026-11-20T10:02:00Z","environment":"production","event_id":"596ffaa9ec9885207a9e85b475286959","identity":17325824745039371963,"payload_hash":514631743501621039,"received_at":"2026-11-20T12:00:00Z"}'
+        ],
+    ),
+}
+
+
+def test_identities_payload_hashes_and_log_lines_do_not_change_between_versions() -> None:
+    facts = {"support_assistant_profile": FlagFacts("conversation", frozenset({"control", "candidate"}))}
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    judged = judge_batch(BatchRequest(PINNED_BODY, "production", facts, now, None, 100))
+    assert not judged.problems
+    got = {kind: (a.event_ids, a.identities, a.payload_hashes, a.lines) for kind, a in judged.kinds.items()}
+    assert got == PINNED

@@ -430,11 +430,16 @@ def log_lines(
     closing brace (JSON keys are matched by name when loading), encoded once per batch."""
     head = b',"environment":%b,"event_id":' % _encoder.encode(environment)
     tail = b',"received_at":%b}' % _encoder.encode(now)
+    # The event ids and both hashes of the batch are encoded in one call each (their decimal
+    # digits by msgspec: `%d` on 64-bit ints cost 1.1 k instructions an item more).
+    encoded = _encoder.encode_lines([*event_ids, *identities, *payloads]).split(b"\n")
+    n = len(canonicals)
     return [
-        b'%b%b%b,"identity":%d,"payload_hash":%d%b'
-        % (canonical[:-1], head, event_id, identity, payload, tail)
+        b"".join(
+            (canonical[:-1], head, event_id, b',"identity":', identity, b',"payload_hash":', payload, tail)
+        )
         for canonical, event_id, identity, payload in zip(
-            canonicals, _encoder.encode_lines(event_ids).split(b"\n")[:-1], identities, payloads, strict=True
+            canonicals, encoded[:n], encoded[n : 2 * n], encoded[2 * n : 3 * n], strict=True
         )
     ]
 
