@@ -469,11 +469,12 @@ def validate_batch(
             try:  # inline, the usual item: a call to _decode_item for each cost ~0.4 k instructions
                 if size > MAX_ITEM_BYTES:
                     raise _TooLarge
-                item = decode(data)
+                item: Item = decode(data)
             except Exception:  # _decode_item names the problem (or re-raises what it does not know)
-                item = _decode_item(kind, index, data, problems)
-                if item is None:
+                named = _decode_item(kind, index, data, problems)
+                if named is None:
                     continue
+                item = named
             short = size <= MAX_STRING_PROPERTY
             problem = _contract_problem(kind, item, environment, flags, latest, allowed_properties, short)
             if problem is not None:
