@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 
-from ramplight.demo.simulation import FLAG, METRICS, run_demo
+from ramplight.demo.simulation import FLAG, METRICS, _check_port, run_demo
+from ramplight.server.run import free_port
 from ramplight.settings import Settings
 from ramplight.store.duckdb import DuckDBStore
 
@@ -125,3 +132,42 @@ def test_the_demo_traces_conversations_and_judges_answers_through_opentelemetry(
     assert 0 < traced_scores == on_chat_spans < scores
     # Stopped answers: the caller ended at the stop, the model call after it (the cancellation tax).
     assert cancelled[0][0] > 0 and cancelled[0][0] == cancelled[0][1]
+
+
+def test_a_serving_demo_stops_cleanly_on_sigterm_and_can_start_again_on_its_port(tmp_path: Path) -> None:
+    # The console script, as `make demo` and users run it: its ingestion workers import it as
+    # their main module (DuckDB included), unlike `python -m ramplight`.
+    script = Path(sys.executable).with_name("ramplight")
+    assert script.exists(), f"{script}: the package's console script is not installed"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAMPLIGHT_")}
+    db = tmp_path / "demo.duckdb"
+    out, err = tmp_path / "out.log", tmp_path / "err.log"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        demo = subprocess.Popen(
+            [str(script), "demo", "--db", str(db), "--conversations", "4000", "--port", str(port)],
+            stdout=stdout, stderr=stderr, env=env, cwd=tmp_path,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 180
+            while "Ctrl-C stops" not in out.read_text():
+                assert demo.poll() is None, err.read_text()
+                assert time.monotonic() < deadline, "the demo did not start serving in time"
+                time.sleep(0.2)
+            assert Settings(db=db).server_file.exists()
+            # A browser's keep-alive connection, open while the demo stops: the server closes it,
+            # and that side of the connection waits in TIME_WAIT on the demo's port.
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as browser:
+                assert browser.get("/healthz").status_code == 200
+                demo.send_signal(signal.SIGTERM)
+                assert demo.wait(timeout=60) == 0, err.read_text()
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+                demo.wait()
+    assert "stopping" in out.read_text()
+    assert not Settings(db=db).server_file.exists()  # stopped as by Ctrl-C, not killed
+    errors = err.read_text()
+    assert "leaked" not in errors and "Traceback" not in errors, errors
+    # Connections in TIME_WAIT must not make the next demo refuse the port as "in use".
+    _check_port(Settings(db=tmp_path / "again.duckdb", port=port))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import random
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -244,10 +245,17 @@ PLAN: dict[str, Any] = {
 GUARDIAN_INTERVAL_S = 1.0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _check_port(settings: Settings) -> None:
     import socket
 
     with socket.socket() as sock:
+        # As uvicorn binds: connections of a demo stopped a moment ago, left in TIME_WAIT, do
+        # not hold the port; a server listening on it does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((settings.host, settings.port))
         except OSError:
@@ -368,11 +376,15 @@ def run_demo(
             _story(final, phases[0]["readout"], guardian, console)
         if serve:
             _where_to_look(settings, server.url, admin_key, console)
-            stop = threading.Event()
+            # SIGTERM (a service manager, `kill`, a container's stop) stops it as Ctrl-C does:
+            # the server drains, the log is flushed and the ingestion workers are shut down.
+            previous = signal.signal(signal.SIGTERM, _interrupt)
             try:
-                stop.wait()
+                threading.Event().wait()
             except KeyboardInterrupt:
                 console.print("stopping")
+            finally:
+                signal.signal(signal.SIGTERM, previous)
         admin.close()
         return result
     finally:

@@ -14,6 +14,7 @@ admitted or written, and the next request starts a new pool.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import gc
 import logging
 import multiprocessing
@@ -48,6 +49,9 @@ def _start(allow: frozenset[str], deny: frozenset[str], parent: int) -> None:
     # walk the modules imported at start.
     gc.collect()
     gc.freeze()
+    # …and unfrozen at exit, so that finalization frees that heap: objects left frozen are never
+    # freed, and DuckDB's bindings (imported with the parent's main module) report each as leaked.
+    atexit.register(gc.unfreeze)
 
 
 def _exit_with(parent: int) -> None:
