@@ -89,3 +89,43 @@ def test_a_kill_through_one_server_reaches_an_sdk_streaming_from_the_other_withi
         killed = admin_a.post(f"/api/flags/{doc['key']}/kill", json={"environment": "production"})
         assert killed.status_code == 200, killed.text
         assert until(lambda: client.evaluate(doc["key"], "u1").reason == "off", 1.0) < 1.0
+
+
+def test_one_server_runs_the_guardian_and_another_takes_over_when_it_stops(tmp_path: Path) -> None:
+    with pg.schema_url() as url:
+        shared = {"db": url, "audit_secret": str(tmp_path / "control.secret"), "guardian_interval": "0.2"}
+        first = Served(**shared, evidence=str(tmp_path / "a.duckdb"))
+        key = first.admin_key()
+        second = Served(**shared, evidence=str(tmp_path / "b.duckdb"))
+        servers = {"first": first, "second": second}
+        admins = {
+            name: httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+            for name, s in servers.items()
+        }
+        try:
+
+            def status() -> dict[str, dict[str, object]]:
+                return {name: admin.get("/api/guardian").json() for name, admin in admins.items()}
+
+            until(lambda: sum(bool(s["leads"]) for s in status().values()) == 1, 10.0)
+            before = status()
+            (leader,) = [name for name, s in before.items() if s["leads"]]
+            (other,) = set(servers) - {leader}
+            time.sleep(1.0)  # five intervals: the leader checks, the other only asks
+            after = status()
+            assert after[leader]["checks"] > before[leader]["checks"]  # type: ignore[operator]
+            assert after[other]["checks"] == 0 and after[other]["last_check_at"] is None
+            assert after[other]["running"] is True and after[other]["interval_seconds"] == 0.2
+
+            # A check asked of the server that does not lead runs there, one at a time with the leader's.
+            assert admins[other].post("/api/guardian/check").status_code == 200
+            assert admins[other].get("/api/guardian").json()["checks"] == 1
+
+            admins[leader].close()
+            servers[leader].stop()
+            until(lambda: admins[other].get("/api/guardian").json()["leads"] is True, 10.0)
+        finally:
+            for admin in admins.values():
+                admin.close()
+            first.stop()
+            second.stop()

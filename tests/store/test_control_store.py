@@ -409,3 +409,87 @@ def test_apply_is_all_or_nothing(store: Any) -> None:
     assert [f.key for f in store.list_flags()] == ["first_flag", "second_flag"]
     assert store.get_plan("first_flag", "production").version == 1
     assert verify_changes(store.flag_changes(), store.audit_key).ok
+
+
+# -- one server at a time ------------------------------------------------------------------
+
+
+def test_one_store_of_a_control_plane_leads_a_role_until_it_closes(
+    backend: tuple[str, str | None], tmp_path: Path
+) -> None:
+    kind, url = backend
+    first = open_control(kind, tmp_path, url)
+    try:
+        assert first.try_lead("guardian") and first.try_lead("guardian")  # kept, asked again
+        if kind == "duckdb":
+            return  # one process holds an embedded database: it leads, and nobody else can ask
+        second = open_control(kind, tmp_path, url)
+        try:
+            assert not second.try_lead("guardian")
+            assert second.try_lead("other role")
+            assert not first.try_lead("other role")
+            first.close()
+            assert second.try_lead("guardian")  # the lock went with the first store's session
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
+def test_a_leader_that_loses_its_connection_loses_the_lead(tmp_path: Path) -> None:
+    import psycopg
+
+    with pg.schema_url() as url:
+        first = open_control("postgres", tmp_path, url)
+        second = open_control("postgres", tmp_path, url)
+        try:
+            assert first.try_lead("guardian")
+            held = (
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            with psycopg.connect(url, autocommit=True) as admin:
+                (pid,) = [row[0] for row in admin.execute(held).fetchall()]
+                assert admin.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone() == (True,)
+                deadline = time.monotonic() + 10  # the backend ends, and its locks with it, shortly after
+                while admin.execute(held).fetchall():
+                    assert time.monotonic() < deadline, "the terminated backend still holds its lock"
+                    time.sleep(0.01)
+            assert second.try_lead("guardian")
+            assert not first.try_lead("guardian")  # noticed the lost session; the second leads
+            second.close()
+            assert first.try_lead("guardian")  # and takes over again when the second stops
+        finally:
+            first.close()
+            second.close()
+
+
+def test_one_at_a_time_holds_a_role_across_stores_of_one_control_plane(
+    backend: tuple[str, str | None], tmp_path: Path
+) -> None:
+    kind, url = backend
+    first = open_control(kind, tmp_path, url)
+    # A second server's store over PostgreSQL; the same store from another thread when embedded.
+    second = first if kind == "duckdb" else open_control(kind, tmp_path, url)
+    entered, done = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with second.one_at_a_time("guardian"):
+            entered.set()
+        done.set()
+
+    try:
+        with first.one_at_a_time("guardian"):
+            thread = threading.Thread(target=other)
+            thread.start()
+            assert not entered.wait(0.5)  # waits while the first holds it
+            with second.one_at_a_time("another role"):
+                pass  # other roles are not held
+        assert entered.wait(10) and done.wait(10)
+        thread.join()
+        with first.one_at_a_time("guardian"):  # released by the other in turn
+            pass
+    finally:
+        if second is not first:
+            second.close()
+        first.close()

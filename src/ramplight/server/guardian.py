@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -147,7 +148,12 @@ class Webhooks:
 
 class GuardianThread:
     """Runs `check_all` every `interval_s` seconds until closed; `flush` loads acknowledged
-    evidence first so each check sees everything acknowledged before it."""
+    evidence first so each check sees everything acknowledged before it.
+
+    Of several servers sharing a control plane, only the one that leads (`store.try_lead`) runs
+    the checks on the interval; the others ask again at each turn and take over when it stops.
+    Every check, on the interval or asked for, holds `store.one_at_a_time`, so two never judge
+    the same evidence at once (the second sees the first's decision and its fingerprint)."""
 
     def __init__(
         self,
@@ -163,6 +169,10 @@ class GuardianThread:
         self.webhooks = webhooks
         self.after_action = after_action
         self.checks = 0
+        self.leading = False
+        """Whether this server ran the last turn's check (it leads the guardian)."""
+        self.last_check_at: float | None = None
+        """When this server last finished a check (time.time())."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ramplight-guardian", daemon=True)
 
@@ -172,16 +182,39 @@ class GuardianThread:
 
     def check_now(self) -> list[Outcome]:
         self.flush()
-        outcomes = check_all(self.store, self.webhooks.send)
+        with self.store.one_at_a_time(ACTOR):
+            outcomes = check_all(self.store, self.webhooks.send)
         self.checks += 1
+        self.last_check_at = time.time()
         if any(o.acted for o in outcomes):
             self.after_action()
         return outcomes
 
+    def status(self) -> dict[str, Any]:
+        """What `GET /api/guardian` answers."""
+        last = self.last_check_at
+        return {
+            "interval_seconds": self.interval_s,
+            "running": self._thread.is_alive(),
+            "leads": self.leading,
+            "checks": self.checks,
+            "last_check_at": None
+            if last is None
+            else datetime.fromtimestamp(last, UTC).isoformat().replace("+00:00", "Z"),
+        }
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                self.check_now()
+                leading = self.store.try_lead(ACTOR)
+                if leading != self.leading:
+                    log.info(
+                        "guardian: this server %s the checks",
+                        "now runs" if leading else "no longer runs (another server leads)",
+                    )
+                    self.leading = leading
+                if leading:
+                    self.check_now()
             except Exception:  # the loop must survive anything one check throws
                 log.exception("guardian check failed")
 

@@ -198,6 +198,17 @@ class ControlStore(Protocol):
         """The writes of this thread inside the block commit together or not at all."""
         ...
 
+    def try_lead(self, role: str) -> bool:
+        """Whether this process is the one, of all the servers sharing this control plane, that
+        runs `role` (the guardian's checks on its interval). The first to ask holds it until it
+        closes the store or loses its connection; the others get False and ask again later."""
+        ...
+
+    def one_at_a_time(self, role: str) -> AbstractContextManager[None]:
+        """Held by one thread of all the servers sharing this control plane at a time (a check of
+        every plan: two at once could both record the same decision); waits for it."""
+        ...
+
     def close(self) -> None: ...
 
 

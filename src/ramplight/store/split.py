@@ -11,6 +11,8 @@ from ramplight.store.base import ControlStore, EvidenceStore
 CONTROL = frozenset(
     {
         "audit_key",
+        "try_lead",
+        "one_at_a_time",
         "list_environments",
         "create_environment",
         "get_flag",

@@ -13,6 +13,7 @@ hooks take row locks.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -61,6 +62,11 @@ def _decode_or_none(value: str | None) -> Any:
     return None if value is None else msgspec.json.decode(value)
 
 
+_ROLES_LOCK = threading.Lock()
+_ROLE_LOCKS: dict[tuple[int, str], threading.Lock] = {}
+"""`one_at_a_time`'s locks, by store and role."""
+
+
 class Cursor(Protocol):
     """The part of a DB-API cursor the control plane uses (`execute` returns the cursor)."""
 
@@ -104,6 +110,19 @@ class SqlControlPlane(ABC):
         """Every control-plane write of this thread inside the block commits together, or none
         does (`apply` of a file: its metrics, flags and plans). Reads inside see those writes."""
         with self._transaction():
+            yield
+
+    def try_lead(self, role: str) -> bool:
+        """An embedded database is held by one process: it leads every role."""
+        del role
+        return True
+
+    @contextmanager
+    def one_at_a_time(self, role: str) -> Iterator[None]:
+        """Among this process's threads (the one process an embedded database has)."""
+        with _ROLES_LOCK:
+            lock = _ROLE_LOCKS.setdefault((id(self), role), threading.Lock())
+        with lock:
             yield
 
     def list_environments(self) -> list[Environment]:

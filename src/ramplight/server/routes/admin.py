@@ -414,6 +414,14 @@ def reload_dead_letter(name: str, st: State, key: Admin) -> dict[str, Any]:
     return {"reloaded": name, "dead_letters": st.log.dead_letters()}
 
 
+@router.get("/guardian")
+def guardian_status(st: State, key: Admin) -> dict[str, Any]:
+    """The guardian in this server: its interval, whether it runs the checks here (of several
+    servers sharing a PostgreSQL control plane, one leads), how many checks it ran and when last."""
+    status: dict[str, Any] = st.guardian.status()
+    return status
+
+
 @router.post("/guardian/check")
 def guardian_check(st: State, key: Admin) -> list[dict[str, Any]]:
     """Run the guardian's check of every plan now (it also runs on its interval)."""

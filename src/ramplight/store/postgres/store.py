@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -87,6 +87,8 @@ class PostgresControlStore(SqlControlPlane):
         self._pending_heads: list[AuditHead] = []
         self._closed = False
         self._listeners: list[threading.Event] = []
+        self._leads: dict[str, psycopg.Connection[Any]] = {}
+        """Role → the connection holding its session-level advisory lock (`try_lead`)."""
         first = self._connection()
         row = first.execute("SELECT current_schema()").fetchone()
         if not row or row[0] is None:
@@ -205,6 +207,65 @@ class PostgresControlStore(SqlControlPlane):
     def audit_heads(self) -> list[AuditHead] | None:
         return None
 
+    # -- one server at a time -------------------------------------------------------------
+
+    def _lock_key(self, role: str) -> str:
+        return f"{self.schema}.ramplight.{role}"
+
+    def try_lead(self, role: str) -> bool:
+        """A session-level advisory lock on a connection of its own, kept while this store is
+        open: when the process dies or its connection breaks, PostgreSQL releases it and the next
+        server to ask leads."""
+        conn = self._leads.get(role)
+        if conn is not None:
+            try:
+                conn.execute("SELECT 1")
+                return True
+            except psycopg.Error as exc:
+                log.warning("lost the lead of %s at %s: %s", role, self.where, str(exc).strip())
+                self._drop_lead(role)
+        conn = self._connect()
+        try:
+            row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [self._lock_key(role)]).fetchone()
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreError(f"PostgreSQL at {self.where}: {str(exc).strip()}") from exc
+        if not (row and row[0]):
+            conn.close()
+            return False
+        with self._connections_lock:
+            if self._closed:
+                conn.close()
+                return False
+            self._connections.append(conn)
+            self._leads[role] = conn
+        return True
+
+    def _drop_lead(self, role: str) -> None:
+        with self._connections_lock:
+            conn = self._leads.pop(role, None)
+            if conn is not None and conn in self._connections:
+                self._connections.remove(conn)
+        if conn is not None:
+            conn.close()
+
+    @contextmanager
+    def one_at_a_time(self, role: str) -> Iterator[None]:
+        """A session-level advisory lock on this thread's connection, waited for."""
+        key = self._lock_key(role) + ".serial"
+        conn = self._connection()
+        try:
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL at {self.where}: {str(exc).strip()}") from exc
+        try:
+            yield
+        finally:
+            # A session that is gone took its locks with it.
+            if not (conn.closed or conn.broken):
+                with suppress(psycopg.Error):
+                    conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+
     # -- changes made by other processes --------------------------------------------------
 
     def listen(self, changed: Callable[[], None]) -> Callable[[], None]:
@@ -246,3 +307,4 @@ class PostgresControlStore(SqlControlPlane):
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
+            self._leads.clear()
