@@ -3,7 +3,9 @@ Python SDK following it — a kill reaches a client within a second without a po
 
 from __future__ import annotations
 
+import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -126,6 +128,66 @@ def test_stopping_the_server_ends_open_streams_cleanly(make_server: Callable[...
         assert list(configs(events)) == []
 
 
+class GzipReader:
+    """A gzipped stream's raw bytes, decompressed as they arrive (zlib checks the trailer's CRC-32
+    and length when the member ends)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.chunks = response.iter_raw()
+        self.inflate = zlib.decompressobj(wbits=31)
+        self.text = b""
+
+    def until(self, needle: bytes, occurrences: int = 1) -> bytes:
+        """Read until `needle` has been decompressed `occurrences` times."""
+        while self.text.count(needle) < occurrences:
+            self.text += self.inflate.decompress(next(self.chunks))
+        return self.text
+
+    def rest(self) -> bytes:
+        for chunk in self.chunks:
+            self.text += self.inflate.decompress(chunk)
+        return self.text
+
+
+def test_the_stream_is_gzipped_when_accepted_each_event_whole_as_it_is_sent(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    server = make_server()
+    server.create_flag()
+    key = server.sdk_key()
+    headers = {"Authorization": f"Bearer {key}", "Accept-Encoding": "gzip"}
+    polled = httpx.get(f"{server.url}/sdk/config", headers={**headers, "Accept-Encoding": "identity"})
+    with httpx.stream("GET", f"{server.url}/sdk/stream", headers=headers, timeout=10) as response:
+        assert response.headers["content-encoding"] == "gzip"
+        assert response.headers["vary"] == "Accept-Encoding"
+        reader = GzipReader(response)
+        first = reader.until(b"\n\n", 2)  # retry, then the config event: readable before any other
+        assert first == (
+            b"retry: 1000\n\nevent: config\nid: " + polled.headers["etag"].encode()
+            + b"\ndata: " + polled.content + b"\n\n"
+        )  # fmt: skip
+        kill(server)
+        pushed = reader.until(b"event: config", 2)[len(first) :]
+        assert b'"enabled":false' in pushed and pushed.endswith(b"\n\n")
+        server.thread.stop()
+        rest = reader.rest()[len(first) + len(pushed) :]
+    assert rest == b""
+    assert reader.inflate.eof and reader.inflate.unused_data == b""  # a whole member, trailer checked
+
+
+def test_a_stream_not_accepting_gzip_is_sent_as_is(server: RunningServer) -> None:
+    key = server.sdk_key()
+    headers = {"Authorization": f"Bearer {key}", "Accept-Encoding": "identity"}
+    with httpx.stream("GET", f"{server.url}/sdk/stream", headers=headers, timeout=10) as response:
+        assert "content-encoding" not in response.headers
+        raw = b""
+        for chunk in response.iter_raw():
+            raw += chunk
+            if raw.count(b"\n\n") >= 2:
+                break
+    assert raw.startswith(b"retry: 1000\n\nevent: config\nid: ")
+
+
 def test_a_kill_reaches_a_streaming_client_within_a_second_without_polling(server: RunningServer) -> None:
     server.create_flag(
         environments={
@@ -178,3 +240,58 @@ def test_through_a_restart_the_client_serves_the_last_config_then_follows_the_ne
         until(lambda: client._source.streaming, 10.0)  # type: ignore[attr-defined]
     finally:
         client.close()
+
+
+def test_streams_woken_by_a_change_share_one_build_and_one_compression_of_the_new_config(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ramplight.server.state as state_module
+
+    server.create_flag()
+    key = server.sdk_key()
+    builds: list[str] = []
+    compressions: list[int] = []
+    real_config, real_deflated = state_module.control.sdk_config, state_module.deflated
+
+    def counted_config(store: object, environment: str) -> object:
+        builds.append(environment)
+        return real_config(store, environment)  # type: ignore[arg-type]
+
+    def counted_deflated(data: bytes) -> bytes:
+        compressions.append(len(data))
+        return real_deflated(data)
+
+    monkeypatch.setattr(state_module.control, "sdk_config", counted_config)
+    monkeypatch.setattr(state_module, "deflated", counted_deflated)
+    streams = 24
+    first, second = threading.Barrier(streams + 1), threading.Barrier(streams + 1)
+    errors: list[BaseException] = []
+
+    def follow() -> None:
+        headers = {"Authorization": f"Bearer {key}", "Accept-Encoding": "gzip"}
+        try:
+            with httpx.stream("GET", f"{server.url}/sdk/stream", headers=headers, timeout=30) as response:
+                reader = GzipReader(response)
+                reader.until(b"event: config")
+                first.wait(30)
+                text = reader.until(b"event: config", 2)
+                assert b'"enabled":false' in text.split(b"event: config")[2]
+                second.wait(30)
+        except BaseException as exc:
+            errors.append(exc)
+            first.abort()
+            second.abort()
+
+    threads = [threading.Thread(target=follow) for _ in range(streams)]
+    for thread in threads:
+        thread.start()
+    first.wait(30)  # every stream has the first config
+    builds.clear()
+    compressions.clear()
+    kill(server)
+    second.wait(30)  # every stream has the killed one
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert builds == ["production"]  # not one a stream
+    assert len(compressions) == 1

@@ -15,7 +15,8 @@ import gzip
 import hashlib
 import logging
 import threading
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -33,18 +34,46 @@ from ramplight.store.log import IngestLog
 log = logging.getLogger("ramplight.server")
 
 
-@dataclass(frozen=True, slots=True)
+def deflated(data: bytes) -> bytes:
+    """`data` as raw deflate blocks that end in a sync flush, from a compressor of its own: such
+    runs can follow one another in any order and make one valid deflate stream (each ends on a
+    byte boundary, none marked final, none refers to bytes before its own)."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+
+@dataclass(slots=True)
 class CachedConfig:
-    """One config version as served: its JSON, and the same gzipped once (for every poll)."""
+    """One config version as served: its JSON, the same gzipped once (for every poll), and its
+    Server-Sent Event (for every stream), deflated once the first gzip stream needs it."""
 
     etag: str
     body: bytes
     gzipped: bytes
+    event: bytes = b""
+    """`event: config`, the ETag as `id` and the body as `data` (compact JSON: one line)."""
+    _deflated_event: bytes | None = None
+    _deflating: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.event = b"event: config\nid: " + self.etag.encode() + b"\ndata: " + self.body + b"\n\n"
 
     @property
     def gzip_etag(self) -> str:
         """A representation's strong ETag changes with its content coding (RFC 9110 §8.8.3)."""
         return self.etag[:-1] + '-gzip"'
+
+    @property
+    def deflated_event(self) -> bytes | None:
+        """The event deflated (`deflated`), if a stream has needed it yet."""
+        return self._deflated_event
+
+    def deflate_event(self) -> bytes:
+        """The event deflated, computed once however many streams ask at the same moment."""
+        with self._deflating:
+            if self._deflated_event is None:
+                self._deflated_event = deflated(self.event)
+            return self._deflated_event
 
 
 class ConfigFeed:
@@ -99,6 +128,8 @@ class ServerState:
         self.log = log
         self._lock = threading.Lock()
         self._configs: dict[str, CachedConfig] = {}
+        self._building: dict[str, threading.Lock] = {}
+        """Environment → the lock a thread holds while it builds that config."""
         self._facts: dict[str, dict[str, FlagFacts]] = {}
         self._keys: dict[str, ApiKey] = {}
         self._generation = 0
@@ -171,6 +202,17 @@ class ServerState:
 
     def config(self, environment: str) -> CachedConfig:
         cached = self._configs.get(environment)
+        if cached is not None:
+            return cached
+        # One build at a time: after a change every open stream wants the new config at once,
+        # and each would otherwise read the store and compress the body itself.
+        with self._lock:
+            building = self._building.setdefault(environment, threading.Lock())
+        with building:
+            return self._build_config(environment)
+
+    def _build_config(self, environment: str) -> CachedConfig:
+        cached = self._configs.get(environment)  # built while this thread waited
         if cached is None:
             generation = self._generation
             body = msgspec.json.encode(control.sdk_config(self.store, environment))

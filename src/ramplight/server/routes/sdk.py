@@ -8,6 +8,8 @@ an admin key names one with `?environment=`.
 from __future__ import annotations
 
 import asyncio
+import struct
+import zlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -17,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ramplight.core.errors import RamplightError
 from ramplight.server.auth import Authorization, InEnvironment, State, bearer, environment_scope
-from ramplight.server.state import CachedConfig, ServerState
+from ramplight.server.state import ServerState, deflated
 
 router = APIRouter(prefix="/sdk", tags=["sdk"], dependencies=[Depends(environment_scope)])
 
@@ -69,6 +71,38 @@ RECONNECT_MS = 1000
 """The SSE `retry:` the server asks for: how soon an SDK reconnects after the stream ends."""
 
 
+RETRY = f"retry: {RECONNECT_MS}\n\n".encode()
+PING = b": ping\n\n"
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+"""A gzip member's header (RFC 1952): deflate, no name or extra fields, no time, OS unknown."""
+GZIP_LAST_BLOCK = b"\x03\x00"
+"""An empty final deflate block (fixed Huffman codes: the end-of-block code alone)."""
+_DEFLATED = {RETRY: deflated(RETRY), PING: deflated(PING)}
+
+
+class _GzipMember:
+    """One stream's gzip member, made of pieces deflated once and shared by every stream (a
+    config event is compressed once per version, not once per connection): each piece is a run
+    of raw deflate blocks ending in a sync flush, so any can follow any. What each stream keeps
+    is the CRC-32 and length of what it sent, for the trailer when the server ends the stream."""
+
+    def __init__(self) -> None:
+        self.crc = 0
+        self.size = 0
+        self.started = False
+
+    def piece(self, plain: bytes, deflated_piece: bytes) -> bytes:
+        self.crc = zlib.crc32(plain, self.crc)
+        self.size += len(plain)
+        if self.started:
+            return deflated_piece
+        self.started = True
+        return GZIP_HEADER + deflated_piece
+
+    def end(self) -> bytes:
+        return GZIP_LAST_BLOCK + struct.pack("<II", self.crc, self.size & 0xFFFFFFFF)
+
+
 @router.get(
     "/stream",
     response_class=StreamingResponse,
@@ -79,45 +113,50 @@ async def sdk_stream(
     scope: InEnvironment,
     authorization: Authorization = None,
     last_event_id: Annotated[str | None, Header(max_length=200)] = None,
+    accept_encoding: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """The environment's config as a stream of Server-Sent Events: one `config` event (its `id`
     the config's ETag, its `data` the body of `/sdk/config`) now and at every change — a kill,
     a rollback or a guardian action reaches the SDK within a second. Reconnect with
-    `Last-Event-ID` to skip a config you already have; `: ping` comments come every 15 s."""
-    events = _config_events(st, scope.environment, bearer(authorization), last_event_id)
-    return StreamingResponse(
-        events,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    `Last-Event-ID` to skip a config you already have; `: ping` comments come every 15 s.
+    Gzipped when accepted, each event flushed as it is sent."""
+    gzip = _GzipMember() if accepts_gzip(accept_encoding) else None
+    events = _config_events(st, scope.environment, bearer(authorization), last_event_id, gzip)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Vary": "Accept-Encoding"}
+    if gzip is not None:
+        headers["Content-Encoding"] = "gzip"
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
 
 async def _config_events(
-    st: ServerState, environment: str, plaintext: str | None, last_sent: str | None
+    st: ServerState, environment: str, plaintext: str | None, last_sent: str | None, gzip: _GzipMember | None
 ) -> AsyncIterator[bytes]:
     feed = st.feed
     feed.streams += 1
     try:
-        yield f"retry: {RECONNECT_MS}\n\n".encode()
+        yield RETRY if gzip is None else gzip.piece(RETRY, _DEFLATED[RETRY])
         while not feed.closed:
             change = feed.next_change()  # before reading: a change from now on wakes us
             try:
                 st.authenticate(plaintext)  # a key revoked since the stream opened ends it
             except RamplightError:
-                return
+                break
             cached = st.cached_config(environment)
             if cached is None:  # built off the event loop: it reads the store
                 cached = await run_in_threadpool(st.config, environment)
             if last_sent not in (cached.etag, cached.gzip_etag):  # a poll's ETag names it too
-                yield _event(cached)
+                if gzip is None:
+                    yield cached.event
+                else:
+                    deflated_event = cached.deflated_event
+                    if deflated_event is None:  # the first gzip stream of this version: once, off the loop
+                        deflated_event = await run_in_threadpool(cached.deflate_event)
+                    yield gzip.piece(cached.event, deflated_event)
                 last_sent = cached.etag
             done, _ = await asyncio.wait({change}, timeout=HEARTBEAT_SECONDS)
             if not done:
-                yield b": ping\n\n"
+                yield PING if gzip is None else gzip.piece(PING, _DEFLATED[PING])
+        if gzip is not None:
+            yield gzip.end()  # the server ends the stream: a whole gzip member, its trailer checked
     finally:
         feed.streams -= 1
-
-
-def _event(cached: CachedConfig) -> bytes:
-    # The body is compact JSON (one line), as an SSE `data` field must be.
-    return b"event: config\nid: " + cached.etag.encode() + b"\ndata: " + cached.body + b"\n\n"
