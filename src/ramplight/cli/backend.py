@@ -89,6 +89,7 @@ class Backend(Protocol):
         ...
 
     def stale(self, days: float) -> list[dict[str, Any]]: ...
+    def check_flags(self) -> list[dict[str, Any]]: ...
     def report(
         self, key: str, environment: str, metrics: Sequence[str], options: ReadoutOptions
     ) -> dict[str, Any]: ...
@@ -205,6 +206,9 @@ class LocalBackend:
 
     def stale(self, days: float) -> list[dict[str, Any]]:
         return release.stale_flags(self.store, days)
+
+    def check_flags(self) -> list[dict[str, Any]]:
+        return control.stored_problems(self.store)
 
     def report(
         self, key: str, environment: str, metrics: Sequence[str], options: ReadoutOptions
@@ -476,6 +480,10 @@ class RemoteBackend:
 
     def stale(self, days: float) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", "/api/flags-stale", params={"days": days}).json()
+        return result
+
+    def check_flags(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/api/flags-check").json()
         return result
 
     def report(

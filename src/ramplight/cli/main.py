@@ -266,6 +266,25 @@ def flags_stale(
         )
 
 
+@flags_app.command("check")
+def flags_check(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Stored flags and segments that today's checks refuse (saved under older rules, e.g. a
+    regex now refused as catastrophic): SDKs serve the default for such a flag until it is
+    fixed. Exits 1 when there are any."""
+    with open_backend(_settings(db)) as backend:
+        rows = backend.check_flags()
+    if as_json:
+        _print_json(rows)
+    elif not rows:
+        console.print("every stored flag and segment passes today's checks")
+    for row in rows if not as_json else ():
+        console.print(escape(f"{row['kind']} {row['key']}:"), highlight=False)
+        for problem in row["problems"]:
+            console.print(escape(f"  {problem['field']}: {problem['reason']}"), highlight=False)
+    if rows:
+        raise typer.Exit(1)
+
+
 @flags_app.command("show")
 def flags_show(
     key: str,

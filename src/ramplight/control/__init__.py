@@ -18,6 +18,7 @@ from ramplight.control.flags import (
     restore,
     save_segment,
     sdk_config,
+    stored_problems,
     update_flag,
 )
 from ramplight.control.keys import create_api_key, revoke_api_key
@@ -47,6 +48,7 @@ __all__ = [
     "save_segment",
     "save_source",
     "sdk_config",
+    "stored_problems",
     "update_flag",
     "utcnow",
 ]

@@ -81,6 +81,35 @@ def _segments(store: Store) -> dict[str, Segment]:
     return {s.key: s for s in store.list_segments()}
 
 
+def stored_problems(store: Store) -> list[dict[str, Any]]:
+    """Stored segments and flags (archived ones too) that today's checks refuse: saved under
+    older rules (a regex shape now refused as catastrophic, say). Such a flag still loads, but
+    the SDK cannot compile it and serves the caller's default (reason `error`, `invalid_flag`)
+    until it is fixed; a flag using such a segment likewise. Segments first, then flags, by key."""
+    found: list[dict[str, Any]] = []
+    segments = _segments(store)
+    for key, segment in sorted(segments.items()):
+        try:
+            check_segment(segment)
+        except ValidationError as exc:
+            found.append(_problem_row("segment", key, exc))
+    for flag in store.list_flags(include_archived=True):
+        try:
+            check_flag(flag, segments)
+        except ValidationError as exc:
+            found.append(_problem_row("flag", flag.key, exc))
+    return found
+
+
+def _problem_row(kind: str, key: str, exc: ValidationError) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "key": key,
+        "message": exc.message,
+        "problems": [{"field": p.field, "reason": p.reason} for p in exc.problems],
+    }
+
+
 def _validated(store: Store, flag: Flag, previous: Flag | None) -> Flag:
     check_flag(flag, _segments(store))
     known = {e.key for e in store.list_environments()}

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
+from ramplight import control
 from ramplight.core.errors import RamplightError, ValidationError
 from ramplight.server.errors import AdminBodyLimit, from_http_exception, from_request_validation
 from ramplight.server.fastpath import IngestFastPath
@@ -51,6 +52,14 @@ def create_app(settings: Settings) -> FastAPI:
         )
         state = ServerState(settings, store, ingest_log)
         app.state.ramplight = state
+        for stale in control.stored_problems(store):  # saved under older rules: say so at start
+            log.warning(
+                "stored %s %r no longer passes validation (%s); SDKs serve the default for the flags "
+                "it affects until it is fixed: `ramplight flags check` lists them all",
+                stale["kind"],
+                stale["key"],
+                "; ".join(f"{p['field']}: {p['reason']}" for p in stale["problems"][:3]),
+            )
         guardian = GuardianThread(
             store, settings.guardian_interval, state.catch_up, Webhooks(settings.webhooks), state.invalidate
         )

@@ -374,6 +374,13 @@ def list_gates(
     return release.eval_gates(st.store, flag_key, environment)
 
 
+@router.get("/flags-check")
+def flags_check(st: State, key: Admin) -> list[dict[str, Any]]:
+    """Stored segments and flags that today's checks refuse (saved under older rules: a regex
+    now refused, say); SDKs serve the default for such a flag until it is fixed. Empty: all pass."""
+    return control.stored_problems(st.store)
+
+
 @router.get("/flags-stale")
 def stale_flags(
     st: State, key: Admin, days: Annotated[float, Query(ge=0, le=3650)] = 30
