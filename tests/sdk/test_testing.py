@@ -146,3 +146,17 @@ def test_in_memory_and_server_fed_clients_bucket_units_identically(server: Runni
     local = memory.client()
     assert [local.evaluate("support_assistant_profile", u).variation for u in units] == expected
     assert 0.03 < expected.count("candidate") / len(units) < 0.07
+
+
+def test_each_exposure_carries_the_evaluation_reason_that_assigned_it() -> None:
+    memory = InMemory()
+    memory.flag("support_assistant_profile", PROFILES, serve="candidate", assignment_unit="conversation")
+    memory.pin("support_assistant_profile", "control", unit_id="conv_staff")
+    with memory.client() as client:
+        for unit in ("conv_1", "conv_staff"):
+            with client.exposure("support_assistant_profile", unit):
+                pass
+    reasons = {e.unit_id: e.evaluation_reason for e in memory.exposures}
+    # Only the rollout's unit was randomized; the readout leaves the rule's out of its comparison.
+    assert reasons == {"conv_1": "rollout", "conv_staff": "rule"}
+    assert not memory.rejected

@@ -312,6 +312,7 @@ export class Client {
       assigned_variation: e.variation,
       served_variation: scope.variation ?? e.variation,
       fallback_reason: scope.fallbackReason,
+      evaluation_reason: e.reason, // only "rollout" units were randomized: the readout compares those
       behavior,
       attributes: scope.attributes && Object.keys(scope.attributes).length > 0 ? { ...scope.attributes } : null,
       trace_id: scope.traceId ?? null,

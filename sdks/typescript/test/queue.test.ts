@@ -41,6 +41,7 @@ describe("evidence", () => {
       [unit, "candidate", "control", "timeout", "user"],
     );
     assert.deepEqual(fellBack?.attributes, { plan: "pro" });
+    assert.equal(fellBack?.evaluation_reason, "rollout");
     assert.equal(ran?.assigned_variation, ran?.served_variation);
     assert.match(String(ran?.event_id), /^[0-9a-f]{32}$/);
     assert.equal(ran?.sdk, "ramplight-typescript/0.1.0");

@@ -46,6 +46,10 @@ class Exposure(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_def
     environment: Key | None = None
     flag_version: int | None = None
     fallback_reason: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    evaluation_reason: Literal["rollout", "rule", "default", "off"] | None = None
+    """Why the flag assigned this variation (the SDK's evaluation reason). Only `rollout` units
+    were randomized by the phase's weights, not a targeting rule's (staff, say), a default or a
+    killed flag's off variation. None (an older SDK, an import without it): taken as `rollout`."""
     behavior: Any = None
     ids: dict[str, str] | None = None
     attributes: JsonObject | None = None

@@ -35,6 +35,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "environment",
         "assignment_unit",
         "fallback_reason",
+        "evaluation_reason",
         "attributes",
         "trace_id",
         "event_id",

@@ -296,6 +296,7 @@ class Client:
                 assigned_variation=evaluation.variation,
                 served_variation=served,
                 fallback_reason=scope.fallback_reason,
+                evaluation_reason=evaluation.reason,
                 behavior=behavior,
                 attributes=attributes,
                 trace_id=scope.trace_id,

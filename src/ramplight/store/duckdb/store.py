@@ -46,6 +46,7 @@ EVIDENCE_COLUMNS: dict[EvidenceKind, dict[str, str]] = {
         "assigned_variation": "VARCHAR",
         "served_variation": "VARCHAR",
         "fallback_reason": "VARCHAR",
+        "evaluation_reason": "VARCHAR",
         "behavior": "JSON",
         "ids": "JSON",
         "attributes": "JSON",

@@ -1,0 +1,2 @@
+-- An exposure's evaluation reason (the DuckDB store's migration 0015 says why).
+ALTER TABLE exposures ADD COLUMN IF NOT EXISTS evaluation_reason Nullable(String);
