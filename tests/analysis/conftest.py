@@ -31,7 +31,13 @@ class Evidence:
     spans: list[dict[str, Any]] = field(default_factory=list)
 
     def expose(
-        self, unit: str, variation: str, at: datetime, served: str | None = None, **attrs: Any
+        self,
+        unit: str,
+        variation: str,
+        at: datetime,
+        served: str | None = None,
+        reason: str | None = None,
+        **attrs: Any,
     ) -> None:
         self.exposures.append(
             {
@@ -45,6 +51,7 @@ class Evidence:
                 "assigned_variation": variation,
                 "served_variation": served or variation,
                 "fallback_reason": "timeout" if served and served != variation else None,
+                "evaluation_reason": reason,
                 "attributes": json.dumps(attrs) if attrs else None,
             }
         )

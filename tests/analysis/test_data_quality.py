@@ -216,3 +216,35 @@ def test_without_units_to_analyse_the_data_quality_figures_still_come(store: Duc
     assert (report["data_quality"]["events"], report["data_quality"]["joinable_events"]) == (3, 2)
     assert report["data_quality"]["events_before_exposure"] == 1
     assert report["phases"][0]["units"] == {"control": 0, "candidate": 0, "fallback": 0}
+
+
+def test_units_a_targeting_rule_assigned_are_counted_and_left_out_of_the_comparison(
+    store: DuckDBStore,
+) -> None:
+    # Staff get the candidate by a rule; everyone else is randomized 50/50. Staff are 30 % of the
+    # candidate's units and resolve everything: compared with them, the split fails (SRM) and the
+    # candidate looks far better than it is.
+    make_flag(store, candidate=50)
+    save_metrics(store, {"key": "resolved", "type": "event", "event": "resolved", "aggregation": "binary"})
+    ev = Evidence()
+    rng = random.Random(3)
+    for i in range(2000):
+        variation = ("control", "candidate")[i % 2]
+        reason = ("rollout", None)[i % 3 == 0]  # NULL: an older SDK, taken as rollout
+        ev.expose(f"c{i}", variation, T0 + timedelta(seconds=i), reason=reason)
+        if rng.random() < 0.5:
+            ev.event(f"c{i}", "resolved", T0 + timedelta(seconds=i, minutes=5))
+    for i in range(430):
+        ev.expose(f"staff{i}", "candidate", T0 + timedelta(seconds=i), reason="rule")
+        ev.event(f"staff{i}", "resolved", T0 + timedelta(seconds=i, minutes=5))
+    ev.expose("c1", "candidate", T0 + timedelta(hours=2), reason="off")  # a kill's exposure: still randomized
+    ev.load(store)
+    report = analysis.report(store, FLAG, "production")
+    (phase,) = report["phases"]
+    assert (phase["units"]["control"], phase["units"]["candidate"]) == (1000, 1000)
+    assert phase["srm"]["mismatch"] is False
+    assert report["data_quality"]["rule_assigned_units"] == 430
+    assert report["data_quality"]["exposed_units"] == 2000
+    (metric,) = report["metrics"]
+    rates = {v["variation"]: v["mean"] for v in metric["variations"]}
+    assert abs(rates["candidate"] - rates["control"]) < 0.1  # the staff's 100 % left out

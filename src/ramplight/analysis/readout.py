@@ -338,6 +338,7 @@ def _data_quality(row: Row, variations: Sequence[str]) -> DataQuality:
         units={v: int(row[f"dq_units_{k}"]) for k, v in enumerate(variations)},
         fallback_units={v: int(row[f"dq_fallback_units_{k}"]) for k, v in enumerate(variations)},
         multiple_variation_units=int(row["dq_multiple_variation_units"]),
+        rule_assigned_units=int(row["dq_rule_assigned_units"]),
         events=int(row["dq_events"]),
         joinable_events=int(row["dq_joinable_events"]),
         events_before_exposure=int(row["dq_events_before_exposure"]),

@@ -32,6 +32,8 @@ class DataQuality:
     """Units exposed to exactly this one assigned variation, per variation of the flag."""
     fallback_units: Mapping[str, int]
     multiple_variation_units: int
+    rule_assigned_units: int
+    """Units a targeting rule assigned (not randomized): left out of the comparison."""
     events: int
     joinable_events: int
     events_before_exposure: int
@@ -120,6 +122,7 @@ def readout(
         "data_quality": {
             "exposed_units": exposed,
             "multiple_variation_units": quality.multiple_variation_units,
+            "rule_assigned_units": quality.rule_assigned_units,
             "events": quality.events,
             "joinable_events": quality.joinable_events,
             "joinable_fraction": quality.joinable_events / quality.events if quality.events else None,

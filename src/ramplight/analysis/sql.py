@@ -1052,6 +1052,11 @@ def _units_ctes(spec: ReadoutSpec) -> list[exp.CTE]:
         ),
         _as(segment, "segment"),
     ]
+    # A unit a targeting rule assigned (staff, say) was not randomized by the phase's weights: it
+    # is left out of the comparison, like a unit that saw two variations (and counted apart).
+    # Only the SDK's `rule` reason marks one; `off` (a kill) and NULL (older SDKs) do not.
+    rule = _eq(_col("evaluation_reason"), _str("rule"))
+    columns.append(_as(exp.Max(this=_when(rule, _num(1), _num(0))), "rule_assigned"))
     if spec.phase_starts:
         # Exposures stamped before the environment's first phase (their units are excluded below).
         early = exp.LT(this=ts.copy(), expression=_ts(spec.phase_starts[0]))
@@ -1092,7 +1097,7 @@ def _units_ctes(spec: ReadoutSpec) -> list[exp.CTE]:
             copy=False,
         )
         .from_("exposed", copy=False)
-        .where(_and(_col("one_variation"), since), copy=False)
+        .where(_and(_col("one_variation"), _eq(_col("rule_assigned"), _num(0)), since), copy=False)
     )
     return [_cte("exposed", exposed, materialized=True), _cte("units", units)]
 
@@ -1102,13 +1107,17 @@ def _quality_cte(spec: ReadoutSpec, per_unit: _PerUnit) -> exp.CTE:
     relations the sufficient statistics already build."""
     columns: list[exp.Expr] = []
     one = _col("one_variation")
+    randomized = _eq(_col("rule_assigned"), _num(0))
     for k, variation in enumerate(spec.variations):
-        mine = _and(one.copy(), _eq(_col("assigned"), _str(variation)))
+        mine = _and(one.copy(), randomized.copy(), _eq(_col("assigned"), _str(variation)))
         columns += [
             _as(_count_if(mine), f"dq_units_{k}"),
             _as(_count_if(_and(mine.copy(), _eq(_col("fell_back"), _num(1)))), f"dq_fallback_units_{k}"),
         ]
     columns.append(_as(_count_if(exp.Not(this=one.copy())), "dq_multiple_variation_units"))
+    columns.append(
+        _as(_count_if(_and(one.copy(), exp.Not(this=randomized.copy()))), "dq_rule_assigned_units")
+    )
     if spec.phase_starts:
         early = _col("early_exposures")
         columns += [

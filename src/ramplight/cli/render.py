@@ -136,6 +136,7 @@ def _readout_body(report: dict[str, Any], console: Console) -> None:
     quality = Table(
         "exposed units",
         "units in >1 variation (excluded)",
+        "assigned by a rule (excluded)",
         "outcome events",
         "joinable",
         "before exposure",
@@ -144,6 +145,7 @@ def _readout_body(report: dict[str, Any], console: Console) -> None:
     quality.add_row(
         f"{dq['exposed_units']:,}",
         f"{dq['multiple_variation_units']:,}",
+        f"{dq.get('rule_assigned_units', 0):,}",
         f"{dq['events']:,}",
         _pct(dq["joinable_fraction"]),
         f"{dq['events_before_exposure']:,}",

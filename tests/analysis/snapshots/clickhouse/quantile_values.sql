@@ -8,6 +8,7 @@ WITH exposed AS MATERIALIZED (
     argMin(served_variation, ts) AS served,
     MAX(CASE WHEN served_variation <> assigned_variation THEN 1 ELSE 0 END) AS fell_back,
     CAST(NULL AS Nullable(String)) AS segment,
+    MAX(CASE WHEN evaluation_reason = 'rule' THEN 1 ELSE 0 END) AS rule_assigned,
     COUNT(CASE WHEN ts < toDateTime64('2026-11-01 00:00:00.000000', 6, 'UTC') THEN 1 END) AS early_exposures
   FROM exposures
   WHERE
@@ -27,6 +28,7 @@ WITH exposed AS MATERIALIZED (
   FROM exposed
   WHERE
     one_variation
+    AND rule_assigned = 0
     AND first_ts >= toDateTime64('2026-11-01 00:00:00.000000', 6, 'UTC')
 ), s AS MATERIALIZED (
   SELECT

@@ -8,6 +8,7 @@ WITH exposed AS MATERIALIZED (
     argMin(served_variation, ts) AS served,
     MAX(CASE WHEN served_variation <> assigned_variation THEN 1 ELSE 0 END) AS fell_back,
     CAST(NULL AS Nullable(String)) AS segment,
+    MAX(CASE WHEN evaluation_reason = 'rule' THEN 1 ELSE 0 END) AS rule_assigned,
     COUNT(CASE WHEN ts < toDateTime64('2026-11-01 00:00:00.000000', 6, 'UTC') THEN 1 END) AS early_exposures
   FROM exposures
   WHERE
@@ -29,6 +30,7 @@ WITH exposed AS MATERIALIZED (
   FROM exposed
   WHERE
     one_variation
+    AND rule_assigned = 0
     AND first_ts >= toDateTime64('2026-11-01 00:00:00.000000', 6, 'UTC')
 ), g0 AS MATERIALIZED (
   SELECT
@@ -273,11 +275,26 @@ WITH exposed AS MATERIALIZED (
     j.*
   FROM (
     SELECT
-      COUNT(CASE WHEN one_variation AND assigned = 'control' THEN 1 END) AS dq_units_0,
-      COUNT(CASE WHEN one_variation AND assigned = 'control' AND fell_back = 1 THEN 1 END) AS dq_fallback_units_0,
-      COUNT(CASE WHEN one_variation AND assigned = 'candidate' THEN 1 END) AS dq_units_1,
-      COUNT(CASE WHEN one_variation AND assigned = 'candidate' AND fell_back = 1 THEN 1 END) AS dq_fallback_units_1,
+      COUNT(
+        CASE WHEN one_variation AND rule_assigned = 0 AND assigned = 'control' THEN 1 END
+      ) AS dq_units_0,
+      COUNT(
+        CASE
+          WHEN one_variation AND rule_assigned = 0 AND assigned = 'control' AND fell_back = 1
+          THEN 1
+        END
+      ) AS dq_fallback_units_0,
+      COUNT(
+        CASE WHEN one_variation AND rule_assigned = 0 AND assigned = 'candidate' THEN 1 END
+      ) AS dq_units_1,
+      COUNT(
+        CASE
+          WHEN one_variation AND rule_assigned = 0 AND assigned = 'candidate' AND fell_back = 1
+          THEN 1
+        END
+      ) AS dq_fallback_units_1,
       COUNT(CASE WHEN NOT one_variation THEN 1 END) AS dq_multiple_variation_units,
+      COUNT(CASE WHEN one_variation AND NOT rule_assigned = 0 THEN 1 END) AS dq_rule_assigned_units,
       COALESCE(SUM(early_exposures), 0) AS dq_exposures_before_flag,
       COUNT(CASE WHEN early_exposures > 0 THEN 1 END) AS dq_units_before_flag
     FROM exposed

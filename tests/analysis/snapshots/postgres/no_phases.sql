@@ -10,7 +10,8 @@ WITH exposed AS MATERIALIZED (
         NOT served_variation IS NULL)
     )[1] AS served,
     MAX(CASE WHEN served_variation <> assigned_variation THEN 1 ELSE 0 END) AS fell_back,
-    CAST(NULL AS VARCHAR) AS segment
+    CAST(NULL AS VARCHAR) AS segment,
+    MAX(CASE WHEN evaluation_reason = 'rule' THEN 1 ELSE 0 END) AS rule_assigned
   FROM exposures
   WHERE
     environment = 'production' AND flag_key = 'support_assistant_profile'
@@ -28,7 +29,7 @@ WITH exposed AS MATERIALIZED (
     0 AS phase
   FROM exposed
   WHERE
-    one_variation
+    one_variation AND rule_assigned = 0
 ), g0 AS MATERIALIZED (
   SELECT
     u.uid,
@@ -85,11 +86,26 @@ WITH exposed AS MATERIALIZED (
     j.*
   FROM (
     SELECT
-      COUNT(CASE WHEN one_variation AND assigned = 'control' THEN 1 END) AS dq_units_0,
-      COUNT(CASE WHEN one_variation AND assigned = 'control' AND fell_back = 1 THEN 1 END) AS dq_fallback_units_0,
-      COUNT(CASE WHEN one_variation AND assigned = 'candidate' THEN 1 END) AS dq_units_1,
-      COUNT(CASE WHEN one_variation AND assigned = 'candidate' AND fell_back = 1 THEN 1 END) AS dq_fallback_units_1,
+      COUNT(
+        CASE WHEN one_variation AND rule_assigned = 0 AND assigned = 'control' THEN 1 END
+      ) AS dq_units_0,
+      COUNT(
+        CASE
+          WHEN one_variation AND rule_assigned = 0 AND assigned = 'control' AND fell_back = 1
+          THEN 1
+        END
+      ) AS dq_fallback_units_0,
+      COUNT(
+        CASE WHEN one_variation AND rule_assigned = 0 AND assigned = 'candidate' THEN 1 END
+      ) AS dq_units_1,
+      COUNT(
+        CASE
+          WHEN one_variation AND rule_assigned = 0 AND assigned = 'candidate' AND fell_back = 1
+          THEN 1
+        END
+      ) AS dq_fallback_units_1,
       COUNT(CASE WHEN NOT one_variation THEN 1 END) AS dq_multiple_variation_units,
+      COUNT(CASE WHEN one_variation AND NOT rule_assigned = 0 THEN 1 END) AS dq_rule_assigned_units,
       0 AS dq_exposures_before_flag,
       0 AS dq_units_before_flag
     FROM exposed

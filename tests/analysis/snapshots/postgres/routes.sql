@@ -11,6 +11,7 @@ WITH exposed AS MATERIALIZED (
     )[1] AS served,
     MAX(CASE WHEN served_variation <> assigned_variation THEN 1 ELSE 0 END) AS fell_back,
     CAST(NULL AS VARCHAR) AS segment,
+    MAX(CASE WHEN evaluation_reason = 'rule' THEN 1 ELSE 0 END) AS rule_assigned,
     COUNT(CASE WHEN ts < CAST('2026-11-01T00:00:00+00:00' AS TIMESTAMPTZ) THEN 1 END) AS early_exposures
   FROM exposures
   WHERE
@@ -29,7 +30,9 @@ WITH exposed AS MATERIALIZED (
     0 AS phase
   FROM exposed
   WHERE
-    one_variation AND first_ts >= CAST('2026-11-01T00:00:00+00:00' AS TIMESTAMPTZ)
+    one_variation
+    AND rule_assigned = 0
+    AND first_ts >= CAST('2026-11-01T00:00:00+00:00' AS TIMESTAMPTZ)
 )
 SELECT
   variation,
