@@ -647,7 +647,9 @@ CREATE OR REPLACE TEMP MACRO variation(i) AS
 
 # Units exposed once, 5 % twice (within two days); 2 % of candidate exposures fell back to control.
 _EXPOSURES = """
-INSERT INTO exposures
+INSERT INTO exposures (event_id, ts, received_at, environment, flag_key, flag_version, assignment_unit, unit_id,
+        assigned_variation, served_variation, fallback_reason, behavior, ids, attributes, trace_id, sdk,
+        identity, payload_hash)
 SELECT 'x' || i || '_' || k, ts, ts, '{env}', '{flag}', 1 + phase(i), '{unit}', unit_id(i),
        variation(i), served, CASE WHEN served <> variation(i) THEN 'timeout' END, NULL, NULL, NULL, NULL,
        'ramplight-python/0.1', NULL, NULL

@@ -204,7 +204,9 @@ CREATE OR REPLACE TEMP MACRO variation(i) AS
 """
 
 _EXPOSURES = """
-INSERT INTO exposures
+INSERT INTO exposures (event_id, ts, received_at, environment, flag_key, flag_version, assignment_unit, unit_id,
+        assigned_variation, served_variation, fallback_reason, behavior, ids, attributes, trace_id, sdk,
+        identity, payload_hash)
 SELECT 'x' || i || '_' || k, ts, ts, '{env}', '{flag}', 1 + phase(i), '{unit}', unit_id(i),
        assigned, served, CASE WHEN served <> assigned THEN 'timeout' END, NULL, NULL,
        CAST('{{"plan": "' || (['free', 'pro', 'team', 'enterprise'])[1 + CAST(hash(i, 9) % 4 AS BIGINT)] || '"}}' AS JSON),
@@ -718,6 +720,7 @@ _CH_EVIDENCE: dict[str, tuple[list[tuple[str, str]], str]] = {
             ("assigned_variation", "String"),
             ("served_variation", "String"),
             ("fallback_reason", "Nullable(String)"),
+            ("evaluation_reason", "Nullable(String)"),
             ("attributes", "Nullable(String)"),
         ],
         "(environment, flag_key, unit_id, ts)",
