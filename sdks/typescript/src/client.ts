@@ -133,7 +133,8 @@ export class Client {
   private readonly queue: EventQueue;
   private readonly listeners: ((changed: string[]) => void)[] = [];
   private readonly warned = new Set<string>();
-  private readonly log: Logger;
+  /** @internal The client's logger (the OpenFeature provider warns through it). */
+  readonly log: Logger;
   private closed = false;
   private resolveReady: () => void = () => undefined;
   private readonly readyPromise = new Promise<void>((resolve) => (this.resolveReady = resolve));
