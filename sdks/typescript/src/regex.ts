@@ -460,6 +460,12 @@ export class Pattern {
   private readonly prog: Inst[];
   private readonly marks: Int32Array;
   private generation = 0;
+  // Work buffers, reused by every call (test() is synchronous: no call can interleave): the two
+  // thread lists hold each pc at most once per step, the stack at most one push per edge.
+  private current: Int32Array;
+  private next: Int32Array;
+  private readonly stack: Int32Array;
+  private cps = new Int32Array(64);
 
   constructor(readonly source: string) {
     const parser = new Parser(source);
@@ -469,71 +475,87 @@ export class Pattern {
     prog.push({ op: "match" });
     this.prog = prog;
     this.marks = new Int32Array(prog.length).fill(-1);
+    this.current = new Int32Array(prog.length);
+    this.next = new Int32Array(prog.length);
+    this.stack = new Int32Array(2 * prog.length + 2);
   }
 
   /** True when the pattern matches somewhere in `value` (code points; ASCII classes). */
   test(value: string): boolean {
-    const cps = Array.from(value, (ch) => ch.codePointAt(0) as number);
-    const n = cps.length;
-    let current: number[] = [];
-    let next: number[] = [];
+    if (this.cps.length < value.length) this.cps = new Int32Array(value.length);
+    const cps = this.cps;
+    let n = 0;
+    for (const ch of value) cps[n++] = ch.codePointAt(0) as number;
+    let size = 0;
     for (let pos = 0; pos <= n; pos++) {
       const gen = ++this.generation;
-      const list = current;
-      current = [];
-      // threads carried from the previous step, then a new thread starting here (unanchored)
-      for (const pc of list) if (this.add(pc, pos, cps, current, gen)) return true;
-      if (this.add(0, pos, cps, current, gen)) return true;
+      // threads carried from the previous step (in `current`, `size` of them) move to `next`
+      // through their empty moves, then a new thread starting here (unanchored)
+      const list = this.current;
+      const out = this.next;
+      let count = 0;
+      for (let i = 0; i < size; i++) {
+        const added = this.add(list[i] as number, pos, cps, n, out, count, gen);
+        if (added < 0) return true;
+        count = added;
+      }
+      const started = this.add(0, pos, cps, n, out, count, gen);
+      if (started < 0) return true;
+      count = started;
       if (pos === n) break;
       const c = cps[pos] as number;
-      next = [];
-      for (const pc of current) {
+      size = 0;
+      for (let i = 0; i < count; i++) {
+        const pc = out[i] as number;
         const inst = this.prog[pc] as Inst;
-        if (inst.op === "char" && inst.test(c)) next.push(pc + 1);
+        if (inst.op === "char" && inst.test(c)) list[size++] = pc + 1;
       }
-      current = next;
     }
     return false;
   }
 
-  /** Follow empty moves from `pc` at `pos`; true when a match is reached. */
-  private add(pc: number, pos: number, cps: number[], out: number[], gen: number): boolean {
-    const stack = [pc];
-    while (stack.length > 0) {
-      const at = stack.pop() as number;
+  /** Follow empty moves from `pc` at `pos`, appending char instructions to `out` from `count`;
+   * the new count, or -1 when a match is reached. */
+  private add(pc: number, pos: number, cps: Int32Array, n: number, out: Int32Array, count: number, gen: number): number {
+    const stack = this.stack;
+    let top = 0;
+    stack[top++] = pc;
+    while (top > 0) {
+      const at = stack[--top] as number;
       if (this.marks[at] === gen) continue;
       this.marks[at] = gen;
       const inst = this.prog[at] as Inst;
       switch (inst.op) {
         case "match":
-          return true;
+          return -1;
         case "char":
-          out.push(at);
+          out[count++] = at;
           break;
         case "jmp":
-          stack.push(inst.x);
+          stack[top++] = inst.x;
           break;
         case "split":
-          stack.push(inst.y, inst.x);
+          stack[top++] = inst.y;
+          stack[top++] = inst.x;
           break;
         case "assert":
-          if (assertHolds(inst.kind, pos, cps)) stack.push(at + 1);
+          if (assertHolds(inst.kind, pos, cps, n)) stack[top++] = at + 1;
           break;
       }
     }
-    return false;
+    return count;
   }
 }
 
-function assertHolds(kind: "begin" | "end" | "word" | "notword", pos: number, cps: number[]): boolean {
+function assertHolds(kind: "begin" | "end" | "word" | "notword", pos: number, cps: Int32Array, n: number): boolean {
   switch (kind) {
     case "begin":
       return pos === 0;
     case "end":
-      return pos === cps.length;
+      return pos === n;
     default: {
       const before = pos > 0 && isWord(cps[pos - 1] as number);
-      const after = pos < cps.length && isWord(cps[pos] as number);
+      const after = pos < n && isWord(cps[pos] as number);
       return (before !== after) === (kind === "word");
     }
   }

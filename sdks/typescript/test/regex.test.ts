@@ -77,4 +77,41 @@ describe("regex dialect", () => {
     const r = config.evaluate("f", "a\ud800b", null, "D");
     assert.deepEqual([r.value, r.reason, r.errorCode], ["D", "error", "general"]);
   });
+
+  it("agrees with JavaScript's own RegExp on random patterns where the two dialects coincide", () => {
+    // A seeded generator of patterns over a, b, c (chars, classes, groups, alternation, anchors,
+    // quantified single atoms, optional groups) and of values over a, b, c, x: the matcher keeps
+    // work buffers between calls, and every answer must still be JavaScript's.
+    let seed = 7;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    const pick = <T>(xs: readonly T[]): T => xs[rand(xs.length)] as T;
+    const single = (): string => pick(["a", "b", "c", "[ab]", "[^a]", "[a-c]", "\\d", "\\w"]);
+    const quantified = (): string => single() + pick(["", "", "?", "*", "+", "{1,2}", "{2}"]);
+    const alternation = (depth: number): string =>
+      Array.from({ length: 1 + rand(3) }, () => sequence(depth)).join("|");
+    const sequence = (depth: number): string =>
+      Array.from({ length: 1 + rand(3) }, () =>
+        depth > 0 && rand(4) === 0 ? `(${pick(["", "?:"])}${alternation(depth - 1)})${pick(["", "?"])}` : quantified(),
+      ).join("");
+    let compared = 0;
+    for (let i = 0; i < 400; i++) {
+      const source = `${pick(["", "^"])}${alternation(2)}${pick(["", "$"])}`;
+      let pattern: Pattern;
+      try {
+        pattern = new Pattern(source);
+      } catch {
+        continue; // refused by the dialect (none of these shapes should be, but it is not the point here)
+      }
+      const reference = new RegExp(source);
+      for (let j = 0; j < 25; j++) {
+        const value = Array.from({ length: rand(9) }, () => pick(["a", "b", "c", "x", "1"])).join("");
+        assert.equal(pattern.test(value), reference.test(value), `${source} on ${JSON.stringify(value)}`);
+        compared++;
+      }
+    }
+    assert.ok(compared > 5000, `only ${compared} comparisons`);
+  });
 });
