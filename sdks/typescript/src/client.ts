@@ -41,6 +41,9 @@ export interface ClientOptions {
   readonly flushIntervalMs?: number;
   /** `close()`'s default deadline, ms. Default 5 000. */
   readonly closeTimeoutMs?: number;
+  /** Where `close()` writes what it could not send by its deadline (one fsynced file a client),
+   *  and where the next Client on it takes it back from and sends it. */
+  readonly spoolDir?: string;
   /** One request's time limit, ms. Default 10 000. */
   readonly requestTimeoutMs?: number;
   /** Retry schedule shared by config and evidence. */
@@ -158,6 +161,7 @@ export class Client {
       requestTimeoutMs,
       backoff,
       log: this.log,
+      spoolDir: options.spoolDir,
     });
     this.source = new ConfigSource({
       url,

@@ -3,11 +3,14 @@
  * took is acknowledged by the server or counted as dropped with a reason, never silently lost.
  */
 import { randomUUID } from "node:crypto";
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { join } from "node:path";
 
 import type { Logger } from "./log.js";
 import { Backoff, retryAfterMs, RETRYABLE_STATUS, sleep } from "./retry.js";
 
 export type Kind = "exposures" | "events" | "evals";
+const KINDS: ReadonlySet<string> = new Set<Kind>(["exposures", "events", "evals"]);
 export type DropReason = "queue_full" | "refused" | "unsent_at_close";
 
 /** The event a queue sends, once the server answers again, per kind and reason it dropped. */
@@ -24,6 +27,10 @@ export interface QueueStats {
   rejected: number;
   dropped: number;
   droppedByReason: Partial<Record<DropReason, number>>;
+  /** Unsent at close but written to the spool directory. */
+  spooled: number;
+  /** Read back from the spool directory (what earlier clients spooled). */
+  unspooled: number;
   failed: number;
 }
 
@@ -43,6 +50,8 @@ export interface QueueOptions {
   readonly requestTimeoutMs: number;
   readonly backoff: Backoff;
   readonly log: Logger;
+  /** Where `close()` writes what it could not send, and where a new queue takes it back from. */
+  readonly spoolDir?: string;
 }
 
 type Answer = "sent" | "retry" | "refused";
@@ -57,6 +66,8 @@ export class EventQueue {
     rejected: 0,
     dropped: 0,
     droppedByReason: {},
+    spooled: 0,
+    unspooled: 0,
     failed: 0,
   };
   /** Random per queue: the unit of its `ramplight.sdk.dropped` reports. */
@@ -72,14 +83,19 @@ export class EventQueue {
   private drainedWaiters: (() => void)[] = [];
 
   constructor(private readonly options: QueueOptions) {
+    if (options.spoolDir !== undefined) this.unspool(options.spoolDir);
     this.timer = setInterval(() => this.kick(), options.flushIntervalMs);
     this.timer.unref();
+    if (this.pending.length > 0) this.kick();
   }
 
   /** Take an item (a contract-shaped object); false when the bound is reached or closed. */
   put(kind: Kind, item: Record<string, unknown>): boolean {
     if (this.closed) return false;
-    const json = JSON.stringify(item, (_k, v: unknown) => (v === null ? undefined : v));
+    return this.admit(kind, JSON.stringify(item, (_k, v: unknown) => (v === null ? undefined : v)));
+  }
+
+  private admit(kind: Kind, json: string): boolean {
     const bytes = Buffer.byteLength(json);
     const s = this.stats;
     if (s.pending + 1 > this.options.capacity || s.pendingBytes + bytes > this.options.maxBytes) {
@@ -115,14 +131,77 @@ export class EventQueue {
     await this.pumping;
     const unsent: Partial<Record<Kind, number>> = {};
     for (const e of this.pending) unsent[e.kind] = (unsent[e.kind] ?? 0) + 1;
-    for (const [kind, n] of Object.entries(unsent) as [Kind, number][]) this.drop(kind, "unsent_at_close", n);
+    const spool = this.pending.length > 0 && this.options.spoolDir !== undefined ? this.spool(this.pending) : undefined;
+    if (spool !== undefined) {
+      this.stats.spooled += this.pending.length;
+    } else {
+      for (const [kind, n] of Object.entries(unsent) as [Kind, number][]) this.drop(kind, "unsent_at_close", n);
+    }
     this.pending = [];
     this.stats.pending = 0;
     this.stats.pendingBytes = 0;
     if (Object.keys(unsent).length > 0) {
-      this.options.log.warn(`closed with evidence the server did not acknowledge: ${JSON.stringify(unsent)}`);
+      const fate = spool !== undefined ? `spooled to ${spool}` : "dropped";
+      this.options.log.warn(`closed with evidence the server did not acknowledge: ${JSON.stringify(unsent)}, ${fate}`);
     }
     return unsent;
+  }
+
+  // -- the spool: one file a queue, "<kind> <item JSON>" a line (the Python SDK's format) --------
+
+  /** Write `entries` durably to a new file of the spool directory; undefined if it failed. */
+  private spool(entries: readonly Entry[]): string | undefined {
+    const dir = this.options.spoolDir as string;
+    const path = join(dir, `${this.instanceId}.ndjson`);
+    const partial = join(dir, `${this.instanceId}.partial`);
+    try {
+      mkdirSync(dir, { recursive: true });
+      const fd = openSync(partial, "w");
+      try {
+        writeSync(fd, entries.map((e) => `${e.kind} ${e.json}\n`).join(""));
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(partial, path); // a reader sees a whole file or none
+    } catch (err) {
+      this.options.log.error(`could not spool unsent evidence to ${dir}: ${(err as Error).message}`);
+      return undefined;
+    }
+    return path;
+  }
+
+  /** Take in what earlier queues spooled to `dir`: each file is claimed by an atomic rename (one
+   * queue gets it), read into memory under the bound, and deleted. */
+  private unspool(dir: string): void {
+    let names: string[];
+    try {
+      names = readdirSync(dir).filter((n) => n.endsWith(".ndjson")).sort();
+    } catch {
+      return; // no spool yet
+    }
+    for (const name of names) {
+      const claimed = join(dir, `${name}.${this.instanceId}`);
+      let text: string;
+      try {
+        renameSync(join(dir, name), claimed);
+        text = readFileSync(claimed, "utf8");
+      } catch {
+        continue; // another process claimed it first
+      }
+      for (const line of text.split("\n")) {
+        const space = line.indexOf(" ");
+        const kind = line.slice(0, space);
+        if (space <= 0 || !KINDS.has(kind) || space === line.length - 1) continue;
+        this.stats.unspooled += 1;
+        this.admit(kind as Kind, line.slice(space + 1));
+      }
+      try {
+        unlinkSync(claimed);
+      } catch {
+        // already gone
+      }
+    }
   }
 
   private drained(): Promise<void> {

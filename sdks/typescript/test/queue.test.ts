@@ -1,5 +1,8 @@
 /** Evidence to POST /ingest/batch against a real HTTP server on 127.0.0.1. */
 import assert from "node:assert/strict";
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, describe, it } from "node:test";
 
 import { Backoff } from "../src/retry.js";
@@ -126,5 +129,30 @@ describe("evidence", () => {
     await until(() => client.stats.dropped === 1, 2000, "the refusal");
     assert.deepEqual(client.stats.droppedByReason, { refused: 1 });
     assert.equal(client.stats.retries, 0);
+  });
+  it("with a spool directory, close() writes what it could not send and the next client sends it", async () => {
+    const spoolDir = mkdtempSync(join(tmpdir(), "ramplight-spool-"));
+    const gone = await new FakeServer(config).start();
+    const url = gone.url;
+    await gone.stop(); // the server is down while the first client closes
+    const first = new Client({ url, sdkKey: KEY, stream: false, logger: quiet, backoff: fast, spoolDir, closeTimeoutMs: 200 });
+    for (const unit of ["u1", "u2", "u3"]) assert.ok(first.track("resolved", unit, { assignmentUnit: "user", value: 1 }));
+    assert.ok(first.score("helpfulness", 0.5, { unitId: "u1", flagKey: "profile", variation: "control" }));
+    assert.deepEqual(await first.close(), { events: 3, evals: 1 });
+    assert.equal(first.stats.spooled, 4);
+    assert.equal(first.stats.dropped, 0);
+    const files = readdirSync(spoolDir);
+    assert.equal(files.length, 1);
+    const lines = readFileSync(join(spoolDir, files[0] as string), "utf8").trimEnd().split("\n");
+    assert.deepEqual(lines.map((l) => l.split(" ")[0]), ["events", "events", "events", "evals"]);
+
+    const { server, client } = await setup({ spoolDir });
+    assert.equal(client.stats.unspooled, 4);
+    await until(() => server.items.events.length === 3 && server.items.evals.length === 1);
+    assert.deepEqual(server.items.events.map((e) => e["unit_id"]).sort(), ["u1", "u2", "u3"]);
+    const sentIds = lines.map((l) => (JSON.parse(l.slice(l.indexOf(" ") + 1)) as { event_id: string }).event_id);
+    const receivedIds = [...server.items.events, ...server.items.evals].map((e) => e["event_id"]);
+    assert.deepEqual(receivedIds.sort(), sentIds.sort()); // the same items: a resend would be stored once
+    assert.deepEqual(readdirSync(spoolDir), []); // claimed and deleted
   });
 });
