@@ -268,9 +268,10 @@ def flags_stale(
 
 @flags_app.command("check")
 def flags_check(db: DbOption = None, as_json: JsonOption = False) -> None:
-    """Stored flags and segments that today's checks refuse (saved under older rules, e.g. a
-    regex now refused as catastrophic): SDKs serve the default for such a flag until it is
-    fixed. Exits 1 when there are any."""
+    """Stored flags and segments that today's checks refuse; exits 1 when there are any.
+
+    They were saved under older rules (a regex now refused as catastrophic, say): SDKs serve
+    the default for such a flag until it is fixed."""
     with open_backend(_settings(db)) as backend:
         rows = backend.check_flags()
     if as_json:
