@@ -27,10 +27,11 @@ from ramplight.core.drift import DriftProperty
 from ramplight.core.metrics import Metric
 from ramplight.store.duckdb import DuckDBStore
 from tests.analysis import engines
-from tests.analysis.conftest import FLAG, T0
-from tests.analysis.dataset import generate
+from tests.analysis.conftest import FLAG, T0, Evidence
+from tests.analysis.dataset import PLANS, generate
 
 RELATIVE = 1e-9
+RULE_UNITS = 24
 
 
 def ramplight(*args: str) -> str:
@@ -68,6 +69,20 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
     store = DuckDBStore(path)
     control.ensure_default_environments(store, clock=lambda: T0 - timedelta(days=30))
     generate(store)
+    # Every SDK reason on the engines too: most exposures say `rollout` (the rest none, as older
+    # SDKs), a kill's `off` on a randomized unit, and staff a targeting rule sent to the
+    # candidate, with outcomes, whom every engine must leave out of the comparison alike.
+    store.connection().execute(
+        "UPDATE exposures SET evaluation_reason = 'rollout' WHERE hash(event_id) % 3 <> 0"
+    )
+    staff = Evidence()
+    for i in range(RULE_UNITS):
+        unit = f"staff{i:03d}"
+        start = T0 + timedelta(hours=5 * i, microseconds=7 + i)
+        staff.expose(unit, "candidate", start, reason="rule", plan=PLANS[i % 3], tier=i % 5)
+        staff.event(unit, "latency_ms", start + timedelta(minutes=1), 100.0)
+    staff.expose("u0003", "candidate", T0 + timedelta(days=1, hours=1), reason="off")
+    staff.load(store)
     store.close()
     printed = {
         dialect: ramplight("sql", FLAG, "--db", str(path), "--dialect", dialect, "--segment", "plan")
@@ -137,6 +152,17 @@ SPECS: dict[str, Callable[[ReadoutSpec], ReadoutSpec]] = {
     # As of a moment (the difference-over-time checkpoints): between the second and third phase.
     "until": lambda spec: replace(spec, until=T0 + timedelta(days=3)),
 }
+
+
+def test_units_a_targeting_rule_assigned_are_left_out_alike_on_every_engine(loaded: Engines) -> None:
+    results = loaded.run(q.readout_query(loaded.spec, loaded.known))
+    for engine, rows in results.items():
+        assert {int(r["dq_rule_assigned_units"]) for r in rows} == {RULE_UNITS}, engine
+    assert_engines_agree(results)
+    # …and none of them is among the units compared.
+    units = loaded.run(q.per_unit_query(loaded.spec, loaded.known))
+    for engine, rows in units.items():
+        assert rows and not [r for r in rows if str(r["unit_id"]).startswith("staff")], engine
 
 
 @pytest.mark.parametrize("variant", list(SPECS))
@@ -271,7 +297,8 @@ def test_a_readout_over_a_source_is_the_same_on_every_engine_and_equals_the_own_
         kind="exposures",
         sql=f"SELECT * FROM exposures WHERE flag_key = '{FLAG}'",
         fields={name: name for name in ("ts", "unit_id", "assigned_variation", "served_variation",
-                                        "fallback_reason", "attributes", "environment", "assignment_unit")},
+                                        "fallback_reason", "evaluation_reason", "attributes", "environment",
+                                        "assignment_unit")},
         constants={"flag_key": "mirror_flag"},
     )  # fmt: skip
     spec = replace(loaded.spec, flag_key="mirror_flag")
