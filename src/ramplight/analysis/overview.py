@@ -80,6 +80,9 @@ def quality_mark(readout: Mapping[str, Any]) -> QualityMark:
         rate = variation.get("fallback_rate")
         if rate is not None and rate > FALLBACK_WARN:
             problems.append(f"{variation['variation']} fell back for {rate:.1%} of its units")
+    # Not a problem (rules place people on purpose), but the reader should know who is compared.
+    ruled = quality.get("rule_assigned_units") or 0
+    aside = f"; {ruled:,} units a targeting rule assigned are not compared" if ruled else ""
     if problems:
-        return QualityMark("warn", "; ".join(problems))
-    return QualityMark("ok", f"sample ratio as planned; {quality['exposed_units']:,} units")
+        return QualityMark("warn", "; ".join(problems) + aside)
+    return QualityMark("ok", f"sample ratio as planned; {quality['exposed_units']:,} units{aside}")
