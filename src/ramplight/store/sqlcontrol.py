@@ -63,8 +63,7 @@ def _decode_or_none(value: str | None) -> Any:
 
 
 _ROLES_LOCK = threading.Lock()
-_ROLE_LOCKS: dict[tuple[int, str], threading.Lock] = {}
-"""`one_at_a_time`'s locks, by store and role."""
+"""Guards the creation of a store's `one_at_a_time` locks."""
 
 
 class Cursor(Protocol):
@@ -120,8 +119,9 @@ class SqlControlPlane(ABC):
     @contextmanager
     def one_at_a_time(self, role: str) -> Iterator[None]:
         """Among this process's threads (the one process an embedded database has)."""
-        with _ROLES_LOCK:
-            lock = _ROLE_LOCKS.setdefault((id(self), role), threading.Lock())
+        with _ROLES_LOCK:  # one lock a role, kept with the store (none outlives it)
+            locks: dict[str, threading.Lock] = self.__dict__.setdefault("_role_locks", {})
+            lock = locks.setdefault(role, threading.Lock())
         with lock:
             yield
 
