@@ -247,7 +247,7 @@ class PostgresControlStore(SqlControlPlane):
             if conn is not None and conn in self._connections:
                 self._connections.remove(conn)
         if conn is not None:
-            conn.close()
+            _release_and_close(conn)
 
     @contextmanager
     def one_at_a_time(self, role: str) -> Iterator[None]:
@@ -304,7 +304,21 @@ class PostgresControlStore(SqlControlPlane):
         for stop in self._listeners:
             stop.set()
         with self._connections_lock:
+            leads = set(map(id, self._leads.values()))
             for conn in self._connections:
-                conn.close()
+                if id(conn) in leads:
+                    _release_and_close(conn)
+                else:
+                    conn.close()
             self._connections.clear()
             self._leads.clear()
+
+
+def _release_and_close(conn: psycopg.Connection[Any]) -> None:
+    """Give a lead back before closing its connection. Closing alone only asks the server to end
+    the session: PostgreSQL frees the session's advisory locks when that backend has exited,
+    a moment after `close()` returns, so another server asking at once could still be refused."""
+    if not (conn.closed or conn.broken):
+        with suppress(psycopg.Error):
+            conn.execute("SELECT pg_advisory_unlock_all()")
+    conn.close()
