@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -16,14 +17,21 @@ from ramplight.server.run import free_port
 
 
 class Served:
-    def __init__(self, **settings: str) -> None:
+    def __init__(self, script: bool = False, **settings: str) -> None:
+        """`script`: started by the installed `ramplight` console script, as a user starts it,
+        instead of `python -m ramplight`."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAMPLIGHT_")}
         env.update(RAMPLIGHT_GUARDIAN_INTERVAL="0", RAMPLIGHT_FSYNC="0")
         env.update({f"RAMPLIGHT_{k.upper()}": v for k, v in settings.items()})
+        command = (
+            [str(Path(sys.executable).with_name("ramplight"))]
+            if script
+            else [sys.executable, "-m", "ramplight"]
+        )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ramplight", "serve", "--port", str(self.port)],
+            [*command, "serve", "--port", str(self.port)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -50,7 +50,8 @@ def _start(allow: frozenset[str], deny: frozenset[str], parent: int) -> None:
     gc.collect()
     gc.freeze()
     # …and unfrozen at exit, so that finalization frees that heap: objects left frozen are never
-    # freed, and DuckDB's bindings (imported with the parent's main module) report each as leaked.
+    # freed, and DuckDB's bindings, where the parent's main module imported them (a script that
+    # runs a server), report each as leaked.
     atexit.register(gc.unfreeze)
 
 
