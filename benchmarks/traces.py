@@ -328,7 +328,7 @@ class _TimedCursor:
 
 
 def run_ramplight(db: Path) -> dict[str, Any]:
-    from ramplight.analysis.readout import ReadoutOptions
+    from ramplight.analysis.options import ReadoutOptions
     from ramplight.analysis.service import report
     from ramplight.store.duckdb import DuckDBStore
 

@@ -20,7 +20,8 @@ from ramplight import audit, control
 from ramplight.analysis import checkpoints
 from ramplight.analysis import service as analysis
 from ramplight.analysis.execute import fetch as analysis_fetch
-from ramplight.analysis.readout import ReadoutOptions, build_readout
+from ramplight.analysis.options import ReadoutOptions
+from ramplight.analysis.readout import build_readout
 from ramplight.analysis.sql import (
     any_span_query,
     attributes_sample_query,

@@ -10,8 +10,8 @@ import pytest
 
 from ramplight import control
 from ramplight.analysis import service as analysis
+from ramplight.analysis.options import ReadoutOptions
 from ramplight.analysis.overview import quality_mark
-from ramplight.analysis.readout import ReadoutOptions
 from ramplight.store.duckdb import DuckDBStore
 from tests.analysis.conftest import FLAG, T0, Evidence, make_flag, save_metrics
 

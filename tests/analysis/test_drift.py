@@ -16,7 +16,7 @@ from scipy import stats
 
 from ramplight import control
 from ramplight.analysis import service
-from ramplight.analysis.readout import ReadoutOptions
+from ramplight.analysis.options import ReadoutOptions
 from ramplight.core.drift import DriftProperty
 from ramplight.core.stats.drift import PSI_EPSILON, psi
 from ramplight.store.duckdb import DuckDBStore

@@ -11,7 +11,7 @@ import sqlglot
 
 from ramplight import control
 from ramplight.analysis import service as analysis
-from ramplight.analysis.readout import ReadoutOptions
+from ramplight.analysis.options import ReadoutOptions
 from ramplight.core.errors import ValidationError
 from ramplight.store.duckdb import DuckDBStore
 from tests.analysis.conftest import FLAG, T0, Evidence, make_flag, save_metrics

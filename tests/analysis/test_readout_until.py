@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from ramplight.analysis import service as analysis
-from ramplight.analysis.readout import ReadoutOptions
+from ramplight.analysis.options import ReadoutOptions
 from ramplight.store.duckdb import DuckDBStore
 from tests.analysis.conftest import FLAG, T0
 from tests.analysis.dataset import generate

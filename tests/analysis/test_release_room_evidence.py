@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from ramplight import release
-from ramplight.analysis.readout import ReadoutOptions
+from ramplight.analysis.options import ReadoutOptions
 from ramplight.core.errors import ValidationError
 from ramplight.store.duckdb import DuckDBStore
 from tests.analysis.conftest import FLAG, T0

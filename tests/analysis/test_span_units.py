@@ -114,7 +114,7 @@ def test_the_trace_summary_gives_latency_errors_tokens_and_cost_per_span_name_an
 ) -> None:
     import numpy as np
 
-    from ramplight.analysis.readout import ReadoutOptions
+    from ramplight.analysis.options import ReadoutOptions
 
     make_flag(store, candidate=50, at=T0)
     ev = Evidence()

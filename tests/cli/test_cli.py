@@ -327,6 +327,49 @@ def test_environments_are_created_and_listed_through_the_server(server: RunningS
     assert "production" in listed and "Canary" in listed
 
 
+_HEAVY = ("duckdb", "scipy", "fastapi", "uvicorn")
+_PROBE = (
+    "import atexit, sys; "
+    f"atexit.register(lambda: sys.stderr.write('loaded: ' + ' '.join(m for m in {_HEAVY!r} if m in sys.modules) + chr(10))); "
+    "from ramplight.cli import main; sys.argv[0] = 'ramplight'; main()"
+)
+
+
+def _probe(*args: str, env: dict[str, str]) -> tuple[str, list[str]]:
+    """The command's output, and which of the heavy modules it imported."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("loaded: "), result.stderr
+    return result.stdout, last.removeprefix("loaded: ").split()
+
+
+def test_commands_through_a_server_start_without_the_store_the_statistics_or_the_server(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """A command that acts through a server needs HTTP only: the database engine, SciPy and the
+    web framework stay unimported, so `ramplight --help` and every call start in a fraction of
+    the time. On a file of its own, the same command loads the store (the probe sees it)."""
+    server.create_flag()
+    env = cli_env(RAMPLIGHT_URL=server.url, RAMPLIGHT_ADMIN_KEY=server.admin_key)
+    for args in (
+        ["flags", "list", "--json"],
+        ["flags", "show", "support_assistant_profile", "--json"],
+        ["report", "support_assistant_profile", "--json"],
+        ["env", "list", "--json"],
+    ):
+        out, loaded = _probe(*args, env=env)
+        assert json.loads(out) and loaded == [], args
+    out, loaded = _probe("--help", env=env)
+    assert "Usage" in out and loaded == []
+    own = tmp_path / "own.duckdb"
+    ramplight("env", "create", "qa", "--db", str(own))
+    out, loaded = _probe("env", "list", "--json", "--db", str(own), env=cli_env())
+    assert "qa" in {e["key"] for e in json.loads(out)} and "duckdb" in loaded
+
+
 def test_a_missing_database_is_named_and_never_created(tmp_path: Path) -> None:
     typo = tmp_path / "typo.duckdb"
     for args in (

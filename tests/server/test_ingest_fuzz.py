@@ -13,8 +13,8 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ramplight.cli.backend import LocalBackend
 from ramplight.cli.importer import open_source, read_items
+from ramplight.cli.local import LocalBackend
 from ramplight.settings import Settings
 from tests.factories import RunningServer
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +20,7 @@ from sqlglot import exp
 
 from ramplight.analysis.drift import drift_section
 from ramplight.analysis.execute import check_sql_metrics, fetch, sql_of, user_sql_metrics
+from ramplight.analysis.options import ReadoutOptions
 from ramplight.analysis.report import DataQuality
 from ramplight.analysis.report import readout as readout_v1
 from ramplight.analysis.sql import (
@@ -37,7 +37,6 @@ from ramplight.analysis.sql import (
     trace_summary_query,
     traced_units_query,
 )
-from ramplight.core.drift import DriftProperty
 from ramplight.core.errors import NotFoundError, ValidationError
 from ramplight.core.flags import Flag
 from ramplight.core.metrics import Metric
@@ -66,28 +65,6 @@ from ramplight.core.stats.stratified import stratified_summaries
 from ramplight.store.base import Store
 
 READOUT_SCHEMA = "ramplight.readout/v2"
-
-
-@dataclass(frozen=True, slots=True)
-class ReadoutOptions:
-    segment: str | None = None
-    phase: int | None = None
-    served: bool = False
-    bayes: bool = False
-    alpha: float = 0.05
-    family: tuple[str, ...] | None = None
-    """Metric keys whose comparisons are Holm-adjusted together (a plan's goals and guardrails);
-    None: every metric of the readout except those only there as a ratio's components."""
-    traces: bool = False
-    """Add the per-variation trace summary (always there when a span metric is read out)."""
-    sequential_tuning: float | None = None
-    """n* of the confidence sequence: the total units (both arms) where it is tightest, e.g. the
-    units a plan expects at the end of the stage. None: each comparison's current units."""
-    drift: tuple[DriftProperty, ...] = ()
-    """Properties whose distribution shift is read out (`drift`; a plan's `drift:` list)."""
-    until: datetime | None = None
-    """Read the evidence as of this moment (the difference-over-time checkpoints): exposures,
-    events, evals and spans before it, and the flag's phases begun by then. None: all of it."""
 
 
 def _finite(value: float | None) -> float | None:

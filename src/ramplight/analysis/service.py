@@ -19,7 +19,8 @@ from ramplight.analysis.execute import (
     sql_of,
     user_sql_metrics,
 )
-from ramplight.analysis.readout import ReadoutOptions, build_readout, price_table
+from ramplight.analysis.options import ReadoutOptions
+from ramplight.analysis.readout import build_readout, price_table
 from ramplight.analysis.sql import (
     DIALECTS,
     ReadoutSpec,

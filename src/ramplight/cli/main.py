@@ -15,14 +15,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ramplight.analysis.readout import ReadoutOptions
+from ramplight.analysis.options import ReadoutOptions
 from ramplight.cli import render
 from ramplight.cli.backend import open_backend
-from ramplight.cli.importer import open_source, read_items
 from ramplight.core.errors import RamplightError, ValidationError
 from ramplight.core.flags import Flag
-from ramplight.core.gate import gate as run_gate
-from ramplight.core.gate import read_scores
 from ramplight.settings import Settings
 
 app = typer.Typer(
@@ -428,6 +425,8 @@ def import_cmd(
         return
     if fmt is not None and fmt not in ("ndjson", "csv", "parquet"):
         raise ValidationError.at("--format", "must be ndjson, csv or parquet")
+    from ramplight.cli.importer import open_source, read_items  # DuckDB reads the file
+
     source = open_source(file, fmt, kind)  # type: ignore[arg-type]
     accepted = duplicates = 0
     rejected: list[dict[str, Any]] = []
@@ -618,6 +617,9 @@ def gate_cmd(
             recorded = backend.run_gate(flag, request)
         result: dict[str, Any] = recorded["result"]
     else:
+        from ramplight.core.gate import gate as run_gate
+        from ramplight.core.gate import read_scores
+
         assert rows is not None
         result = run_gate(
             read_scores(rows, (control, candidate)), control, candidate, margins, relative=relative,

@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from ramplight import control, release
 from ramplight.analysis import service as analysis
-from ramplight.analysis.readout import ReadoutOptions
+from ramplight.analysis.options import ReadoutOptions
 from ramplight.core.errors import RamplightError
 from ramplight.server.auth import actor, admin_key
 from ramplight.server.responses import error_response

@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 import threading
 import time
-from pathlib import Path
 
 import uvicorn
 
 from ramplight import control
+from ramplight.server.serverfile import write_server_file
 from ramplight.settings import Settings
 from ramplight.store import open_store
 
@@ -63,23 +61,6 @@ def _config(settings: Settings) -> uvicorn.Config:
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-
-
-def write_server_file(settings: Settings) -> None:
-    settings.server_file.write_text(
-        json.dumps({"url": f"http://{settings.host}:{settings.port}", "pid": os.getpid()})
-    )
-
-
-def read_server_file(path: Path) -> str | None:
-    """The URL of the server that holds this database, if one is alive."""
-    try:
-        info = json.loads(path.read_text())
-        os.kill(int(info["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    url: str = info["url"]
-    return url
 
 
 def serve_forever(settings: Settings) -> None:

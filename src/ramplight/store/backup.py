@@ -18,13 +18,15 @@ import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from ramplight.core.errors import ConflictError, ValidationError
 from ramplight.settings import Settings
-from ramplight.store.base import Store
+
+if TYPE_CHECKING:
+    from ramplight.store.base import Store
 
 FORMAT = 1
 MANIFEST = "manifest.json"

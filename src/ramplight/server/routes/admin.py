@@ -19,7 +19,7 @@ from starlette.background import BackgroundTask
 
 from ramplight import audit, control, release
 from ramplight.analysis import service as analysis
-from ramplight.analysis.readout import ReadoutOptions
+from ramplight.analysis.options import ReadoutOptions
 from ramplight.control import users
 from ramplight.core.errors import ForbiddenError, NotFoundError, ValidationError
 from ramplight.core.flags import Flag, Segment
