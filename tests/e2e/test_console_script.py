@@ -24,6 +24,13 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # ended meanwhile
+        return b""
+
+
 def test_ingestion_workers_of_the_console_scripts_server_start_without_the_cli(tmp_path: Path) -> None:
     assert Path(sys.executable).with_name("ramplight").exists(), "the package's console script is installed"
     # Every batch goes to a worker, however small, whatever the machine's idle time.
@@ -48,11 +55,7 @@ def test_ingestion_workers_of_the_console_scripts_server_start_without_the_cli(t
         )
         assert answer.status_code == 200, answer.text
         assert answer.json()["accepted"]["events"] == 100, answer.text
-        workers = [
-            pid
-            for pid in _children(server.process.pid)
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        ]
+        workers = [pid for pid in _children(server.process.pid) if b"spawn_main" in _cmdline(pid)]
         assert workers, "the batch was judged in a worker, started for it"
         for pid in workers:
             # The CLI imports the server and DuckDB; a worker needs neither.
