@@ -9,6 +9,7 @@ admin key naming one. The MCP endpoint (`/mcp`, server/mcp.py) is guarded as adm
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from fastapi.routing import iter_route_contexts
@@ -94,6 +95,33 @@ def test_the_guard_lets_the_right_key_through(server: RunningServer) -> None:
             "/ingest/batch", json={"events": []}, headers={"Authorization": f"Bearer {sdk_key}"}
         )
         assert sent.status_code == 200 and sum(sent.json()["accepted"].values()) == 0
+
+
+def test_an_admin_key_naming_an_environment_that_does_not_exist_is_answered_404_and_nothing_is_kept(
+    server: RunningServer,
+) -> None:
+    """An SDK key's environment exists; an admin key names one, and a typo (or an empty name)
+    must not be served an empty config or have its evidence filed under an environment nobody
+    reads. Walked over every SDK and ingestion route; an environment created since is served."""
+    found = [(m, p) for m, p in routes(server) if not p.startswith(ADMIN)]
+    assert {p for _, p in found} >= {"/sdk/config", "/sdk/stream", "/ingest/batch", "/v1/traces", "/v1/logs"}
+    ts = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    body = {"events": [{"ts": ts, "name": "resolved", "unit_id": "u1", "assignment_unit": "conversation"}]}
+    for environment in ("prodution", "", "canary"):
+        for method, path in found:
+            answer = server.admin.request(method, path, params={"environment": environment}, json=body)
+            assert answer.status_code == 404, (method, path, environment, answer.text)
+            error = answer.json()
+            assert error["error"] == "not_found" and f"no environment {environment!r}" in error["message"]
+            assert "production, staging" in error["message"]
+    assert server.admin.post("/api/environments", json={"key": "canary"}).status_code == 201
+    assert server.admin.get("/sdk/config", params={"environment": "canary"}).status_code == 200
+    sent = server.admin.post("/ingest/batch", params={"environment": "canary"}, json=body)
+    assert sent.status_code == 200 and sent.json()["accepted"]["events"] == 1
+    state = server.thread.server.config.app.state.ramplight
+    state.log.flush(timeout=30)
+    assert [state.store.count(kind, "canary") for kind in ("events", "spans")] == [1, 0]
+    assert sum(state.store.count(kind) for kind in ("exposures", "events", "evals", "spans")) == 1
 
 
 def test_every_web_page_needs_a_session_and_an_api_key_is_not_one(server: RunningServer) -> None:

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
+from starlette.concurrency import run_in_threadpool
 
-from ramplight.core.errors import AuthError, ForbiddenError, ValidationError
+from ramplight.core.errors import AuthError, ForbiddenError, NotFoundError, ValidationError
 from ramplight.core.keys import hash_key
 from ramplight.server.state import ServerState
 from ramplight.store.base import ApiKey, ControlStore
@@ -92,7 +93,17 @@ async def environment_scope(
     event loop)."""
     st: ServerState = request.app.state.ramplight
     key = st.authenticate(bearer(authorization))
-    return Scope(key, environment_of(key, environment))
+    scope = Scope(key, environment_of(key, environment))
+    if key.kind == "admin":  # an SDK key's environment exists; an admin key's may be a typo
+        known = st.known_environments()
+        if known is None or scope.environment not in known:  # a miss reads the store, off the loop
+            known = await run_in_threadpool(st.environments)
+        if scope.environment not in known:
+            raise NotFoundError(
+                f"no environment {scope.environment!r}; the environments are {', '.join(sorted(known))}"
+                " (evidence and config belong to an existing one: create it first)"
+            )
+    return scope
 
 
 InEnvironment = Annotated[Scope, Depends(environment_scope)]

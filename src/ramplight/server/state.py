@@ -132,6 +132,7 @@ class ServerState:
         """Environment → the lock a thread holds while it builds that config."""
         self._facts: dict[str, dict[str, FlagFacts]] = {}
         self._keys: dict[str, ApiKey] = {}
+        self._environments: frozenset[str] | None = None
         self._generation = 0
         """Bumped by every invalidation: a config built across one is not cached (it may be stale)."""
         self.feed = ConfigFeed()
@@ -194,7 +195,22 @@ class ServerState:
             self._configs.clear()
             self._facts.clear()
             self._keys.clear()
+            self._environments = None
         self.feed.changed()
+
+    def known_environments(self) -> frozenset[str] | None:
+        """The environments' keys if they are cached (no store access: safe on the event loop)."""
+        return self._environments
+
+    def environments(self) -> frozenset[str]:
+        """The environments' keys, read from the store when not cached (an invalidation drops them)."""
+        with self._lock:
+            generation = self._generation
+        keys = frozenset(e.key for e in self.store.list_environments())
+        with self._lock:
+            if generation == self._generation:  # read across an invalidation: not cached
+                self._environments = keys
+        return keys
 
     def cached_config(self, environment: str) -> CachedConfig | None:
         """The environment's config if it is cached (no store access: safe on the event loop)."""
