@@ -179,9 +179,16 @@ def test_users_keep_only_a_password_hash_and_names_are_unique(store: Any) -> Non
     assert ana.password_hash.startswith("$argon2id$")
     assert store.get_user(ana.id) == ana == store.find_user("ana")
     assert users.check_password(store, "ana", "correct horse battery") == ana
-    for name, password in (("ana", "wrong password!"), ("nobody", "correct horse battery")):
+    for name, password in (
+        ("ana", "wrong password!"),
+        ("nobody", "correct horse battery"),
+        ("nobody", "not a password anyone has"),  # the unknown names' stand-in hash's password
+    ):
         with pytest.raises(AuthError, match="unknown user or wrong password"):
             users.check_password(store, name, password)
+    # An unknown name is checked against a hash of the same cost as a user's.
+    assert not users._hasher.check_needs_rehash(users._DUMMY_HASH)
+    assert users._DUMMY_HASH.split("$")[1:4] == ana.password_hash.split("$")[1:4]
     with pytest.raises(ConflictError, match="already exists"):
         users.create_user(store, "ana", "viewer", "another password")
     with pytest.raises(ValidationError):
